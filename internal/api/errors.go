@@ -1,0 +1,133 @@
+// Package api is Ward's wire contract: the JSON messages of the HTTP API and
+// the agent session, and the stable error codes clients react to. It imports
+// nothing else from Ward, so every role can depend on it.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is a stable, machine-readable error code. Clients switch on codes,
+// never on message text.
+type Code string
+
+// Stable error codes. Adding one is fine; renaming one breaks clients.
+const (
+	CodeInvalidArgument    Code = "INVALID_ARGUMENT"
+	CodeNotFound           Code = "NOT_FOUND"
+	CodeAlreadyExists      Code = "ALREADY_EXISTS"
+	CodePermissionDenied   Code = "PERMISSION_DENIED"
+	CodeUnauthenticated    Code = "UNAUTHENTICATED"
+	CodeRateLimited        Code = "RATE_LIMITED"
+	CodeFailedPrecondition Code = "FAILED_PRECONDITION"
+	CodeUnavailable        Code = "UNAVAILABLE"
+	CodeInternal           Code = "INTERNAL"
+
+	// Join and token refusals.
+	CodeJoinStringMalformed Code = "JOIN_STRING_MALFORMED"
+	CodeTokenInvalid        Code = "TOKEN_INVALID"
+	CodeTokenExpired        Code = "TOKEN_EXPIRED"
+	CodeTokenUsed           Code = "TOKEN_USED"
+	CodeTokenRevoked        Code = "TOKEN_REVOKED"
+	CodeCSRInvalid          Code = "CSR_INVALID"
+	CodeCSRCARequested      Code = "CSR_CA_REQUESTED"
+	CodeCSRWeakKey          Code = "CSR_WEAK_KEY"
+	CodeCSRSANNotAllowed    Code = "CSR_SAN_NOT_ALLOWED"
+	CodeNodeNameInUse       Code = "NODE_NAME_IN_USE"
+	CodePinMismatch         Code = "PIN_MISMATCH"
+
+	// Certificates.
+	CodeCertRevoked        Code = "CERT_REVOKED"
+	CodeCertExpired        Code = "CERT_EXPIRED"
+	CodeGraceWindowExpired Code = "GRACE_WINDOW_EXPIRED"
+	CodeKeyPermissions     Code = "KEY_PERMISSIONS"
+
+	// Jobs.
+	CodeJobUnschedulable Code = "JOB_UNSCHEDULABLE"
+	CodeJobTooLarge      Code = "JOB_TOO_LARGE"
+)
+
+// Error is a failure a user can meet: what failed, and the fix. Message and
+// Fix are shown to users; Cause is for logs only and never leaves the
+// process, so internal detail and secrets stay out of responses.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"`
+	Cause   error  `json:"-"`
+}
+
+func (e *Error) Error() string {
+	s := string(e.Code) + ": " + e.Message
+	if e.Fix != "" {
+		s += " (fix: " + e.Fix + ")"
+	}
+	return s
+}
+
+// Unwrap exposes the internal cause to errors.Is/As inside the process.
+func (e *Error) Unwrap() error { return e.Cause }
+
+// Errorf builds an *Error with a fix and a formatted message.
+func Errorf(code Code, fix, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Fix: fix}
+}
+
+// WithCause returns a copy of e carrying cause for logs.
+func (e *Error) WithCause(cause error) *Error {
+	c := *e
+	c.Cause = cause
+	return &c
+}
+
+// CodeOf returns the code of the first *Error in err's chain, or
+// CodeInternal when there is none.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// AsError returns the first *Error in err's chain, or wraps err as an
+// internal error whose message hides the cause.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: "internal error; the coordinator log has the detail", Cause: err}
+}
+
+// ErrorBody is the JSON body of every failed HTTP response.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}
+
+// HTTPStatus maps a code to the HTTP status the API answers with.
+func HTTPStatus(c Code) int {
+	switch c {
+	case CodeInvalidArgument, CodeJoinStringMalformed, CodeCSRInvalid, CodeCSRCARequested,
+		CodeCSRWeakKey, CodeCSRSANNotAllowed, CodeJobTooLarge:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeAlreadyExists, CodeNodeNameInUse:
+		return http.StatusConflict
+	case CodePermissionDenied:
+		return http.StatusForbidden
+	case CodeUnauthenticated, CodeTokenInvalid, CodeTokenExpired, CodeTokenUsed, CodeTokenRevoked,
+		CodeCertRevoked, CodeCertExpired, CodeGraceWindowExpired:
+		return http.StatusUnauthorized
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeFailedPrecondition, CodeJobUnschedulable:
+		return http.StatusPreconditionFailed
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}

@@ -1,0 +1,132 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// Default lifetimes from the design; every one is configurable by callers.
+const (
+	RootLifetime    = 10 * 365 * 24 * time.Hour
+	IssuingLifetime = 365 * 24 * time.Hour
+	// Backdate absorbs small clock skew between nodes: a certificate issued
+	// now is already valid on a node whose clock is a few minutes behind.
+	Backdate = 5 * time.Minute
+)
+
+// CA is a certificate authority: its certificate and signing key.
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewSerial returns a random 128-bit positive serial number.
+func NewSerial() (*big.Int, error) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 128)
+	n, err := rand.Int(rand.Reader, limit)
+	if err != nil {
+		return nil, fmt.Errorf("generate serial: %w", err)
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}
+
+// NewRootCA creates a self-signed root CA for cluster with a fresh P-256 key.
+func NewRootCA(cluster string, now time.Time, lifetime time.Duration) (*CA, error) {
+	if err := ValidName("cluster", cluster); err != nil {
+		return nil, err
+	}
+	key, err := GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	serial, err := NewSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "Ward Root CA " + cluster, Organization: []string{"Ward cluster " + cluster}},
+		NotBefore:             now.Add(-Backdate),
+		NotAfter:              now.Add(lifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("create root CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// NewIssuingCA creates an online issuing CA signed by parent. generation
+// distinguishes successive issuing CAs in their subject.
+func NewIssuingCA(parent *CA, cluster string, generation int, now time.Time, lifetime time.Duration) (*CA, error) {
+	key, err := GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	serial, err := NewSerial()
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(lifetime)
+	if notAfter.After(parent.Cert.NotAfter) {
+		notAfter = parent.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("Ward Issuing CA %s %d", cluster, generation), Organization: []string{"Ward cluster " + cluster}},
+		NotBefore:             now.Add(-Backdate),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.Cert, key.Public(), parent.Key)
+	if err != nil {
+		return nil, fmt.Errorf("create issuing CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// Bundle is a set of trusted root certificates. It may hold several roots so
+// that a CA rotation can overlap old and new.
+type Bundle []*x509.Certificate
+
+// Pool returns the bundle as an x509.CertPool.
+func (b Bundle) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range b {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// PEM encodes the bundle.
+func (b Bundle) PEM() []byte { return EncodeCertsPEM(b...) }
+
+// Pins returns the SPKI pin of every root in the bundle.
+func (b Bundle) Pins() []Pin {
+	out := make([]Pin, 0, len(b))
+	for _, c := range b {
+		out = append(out, SPKIPin(c))
+	}
+	return out
+}
