@@ -1,0 +1,51 @@
+package api
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// AppendFrame encodes msg as a frame of type t and appends it to dst, so a
+// sender can batch several frames into one write.
+func AppendFrame(dst []byte, t FrameType, msg any) ([]byte, error) {
+	body, err := json.Marshal(msg)
+	if err != nil {
+		return dst, fmt.Errorf("encode frame %d: %w", t, err)
+	}
+	if len(body)+1 > MaxFrame {
+		return dst, fmt.Errorf("frame %d is %d bytes, over the %d limit", t, len(body)+1, MaxFrame)
+	}
+	var hdr [5]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)+1))
+	hdr[4] = byte(t)
+	dst = append(dst, hdr[:]...)
+	return append(dst, body...), nil
+}
+
+// ReadFrame reads one frame. The body is freshly allocated and owned by the
+// caller. hdr is scratch space of at least 5 bytes, so a reader loop does
+// not allocate a header per frame.
+func ReadFrame(r io.Reader, hdr []byte) (FrameType, []byte, error) {
+	if _, err := io.ReadFull(r, hdr[:5]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n < 1 || n > MaxFrame {
+		return 0, nil, fmt.Errorf("frame length %d is outside 1..%d: the peer does not speak the Ward agent protocol", n, MaxFrame)
+	}
+	body := make([]byte, n-1)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, fmt.Errorf("read frame body: %w", err)
+	}
+	return FrameType(hdr[4]), body, nil
+}
+
+// DecodeFrame decodes a frame body into msg, naming the frame on failure.
+func DecodeFrame(t FrameType, body []byte, msg any) error {
+	if err := json.Unmarshal(body, msg); err != nil {
+		return fmt.Errorf("decode frame %d: %w", t, err)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package api
+
+import "time"
+
+// Limits on what a job may ask for; larger input is refused, not truncated.
+const (
+	MaxTaskCount = 1_000_000
+	MaxArgBytes  = 256 << 10 // argv plus env, in bytes
+	MaxArgs      = 4096
+)
+
+// Priority names, lowest first.
+var Priorities = []string{"low", "below-normal", "normal", "above-normal", "high"}
+
+// JobSpec is what a client submits.
+type JobSpec struct {
+	Name         string            `json:"name,omitempty"`
+	Argv         []string          `json:"argv"`
+	Env          map[string]string `json:"env,omitempty"`
+	Dir          string            `json:"dir,omitempty"`
+	Count        int               `json:"count"`
+	Slots        int               `json:"slots,omitempty"`    // per task; default 1
+	Labels       map[string]string `json:"labels,omitempty"`   // constraints on agent labels
+	Priority     string            `json:"priority,omitempty"` // one of Priorities; default normal
+	Timeout      Duration          `json:"timeout,omitempty"`  // per task; 0 = none
+	Retries      *int              `json:"retries,omitempty"`  // infrastructure retries; default 3
+	Queue        string            `json:"queue,omitempty"`    // default "default"
+	WaitForNodes bool              `json:"wait_for_nodes,omitempty"`
+}
+
+// Job states.
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobCompleted = "completed"
+	JobFailed    = "failed"
+	JobCanceled  = "canceled"
+)
+
+// Task states, in the order a task moves through them.
+const (
+	TaskQueued    = "queued"
+	TaskAssigned  = "assigned"
+	TaskRunning   = "running"
+	TaskCompleted = "completed"
+	TaskFailed    = "failed"
+	TaskTimedOut  = "timed_out"
+	TaskCanceled  = "canceled"
+	TaskLost      = "lost"
+)
+
+// Job is a job's summary.
+type Job struct {
+	ID           string         `json:"id"`
+	Spec         JobSpec        `json:"spec"`
+	State        string         `json:"state"`
+	Submitted    time.Time      `json:"submitted"`
+	Finished     time.Time      `json:"finished,omitempty"`
+	SubmittedBy  string         `json:"submitted_by"`
+	CancelReason string         `json:"cancel_reason,omitempty"`
+	Counts       map[string]int `json:"counts"` // tasks per state
+}
+
+// Attempt is one run of a task on one agent.
+type Attempt struct {
+	N        int       `json:"n"`
+	Node     string    `json:"node"`
+	State    string    `json:"state"`
+	Assigned time.Time `json:"assigned"`
+	Started  time.Time `json:"started,omitempty"`
+	Ended    time.Time `json:"ended,omitempty"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Reason   string    `json:"reason,omitempty"` // why it ended
+	Late     bool      `json:"late,omitempty"`   // result arrived after the attempt was declared lost
+}
+
+// Task is one task with every attempt.
+type Task struct {
+	Index    int       `json:"index"`
+	State    string    `json:"state"`
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// JobDetail is a job with its tasks, for `ward job status`.
+type JobDetail struct {
+	Job
+	Tasks []Task `json:"tasks"`
+}
+
+// CancelRequest gives the reason recorded with a cancellation.
+type CancelRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// LogChunk is one piece of task output. A log stream is JSON lines of these;
+// the last line of a followed stream has End set and the job's final state.
+type LogChunk struct {
+	Task      int    `json:"task"`
+	Attempt   int    `json:"attempt"`
+	Stream    string `json:"stream,omitempty"` // stdout or stderr
+	Data      string `json:"data,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"` // output beyond the limit was dropped here
+	End       bool   `json:"end,omitempty"`
+	JobState  string `json:"job_state,omitempty"`
+	Failed    int    `json:"failed,omitempty"` // with End: tasks that did not complete
+}

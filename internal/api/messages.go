@@ -1,0 +1,121 @@
+package api
+
+import "time"
+
+// HTTP paths. The cluster port (mTLS) serves /v1/...; the public port
+// (server TLS only) serves the join and trust endpoints.
+const (
+	PathJoin  = "/v1/join"  // public: POST JoinRequest → JoinResponse
+	PathCA    = "/v1/ca"    // public: GET trust bundle (PEM)
+	PathCRL   = "/v1/crl"   // public: GET CRL (DER)
+	PathHeal  = "/v1/heal"  // public: POST HealRequest with the expired client certificate
+	PathReady = "/v1/ready" // public: GET 200 when serving
+)
+
+// JoinRequest is an agent's first contact: the token and a CSR for a key
+// the agent generated and keeps.
+type JoinRequest struct {
+	TokenID  string            `json:"token_id"`
+	Secret   string            `json:"secret"`
+	Name     string            `json:"name"`
+	CSR      []byte            `json:"csr"` // DER PKCS#10
+	Slots    int               `json:"slots"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Hostname string            `json:"hostname,omitempty"`
+}
+
+// JoinResponse carries the agent's certificate and what it needs to find
+// and trust the cluster from now on.
+type JoinResponse struct {
+	Node         string   `json:"node"`
+	Cluster      string   `json:"cluster"`
+	ChainPEM     []byte   `json:"chain_pem"`  // leaf then issuing CA
+	BundlePEM    []byte   `json:"bundle_pem"` // trusted roots
+	ClusterAddrs []string `json:"cluster_addrs"`
+	PublicAddrs  []string `json:"public_addrs"`
+}
+
+// HealRequest renews an expired agent certificate within the grace window.
+// The agent proves possession of its key at the TLS handshake (its expired
+// certificate is presented as the client certificate) and by signing the
+// CSR with the same key.
+type HealRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+// HealResponse is a fresh chain for the same identity.
+type HealResponse struct {
+	ChainPEM  []byte `json:"chain_pem"`
+	BundlePEM []byte `json:"bundle_pem"`
+}
+
+// TokenCreate asks for a join token.
+type TokenCreate struct {
+	TTL      Duration          `json:"ttl"`
+	Uses     int               `json:"uses"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	AllowDNS []string          `json:"allow_dns,omitempty"`
+	AllowIPs []string          `json:"allow_ips,omitempty"`
+}
+
+// Token describes a join token; the secret is never returned after creation.
+type Token struct {
+	ID        string            `json:"id"`
+	Created   time.Time         `json:"created"`
+	Expires   time.Time         `json:"expires"`
+	Uses      int               `json:"uses"`
+	Used      int               `json:"used"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	AllowDNS  []string          `json:"allow_dns,omitempty"`
+	AllowIPs  []string          `json:"allow_ips,omitempty"`
+	Revoked   bool              `json:"revoked"`
+	State     string            `json:"state"` // active, expired, used, revoked
+	CreatedBy string            `json:"created_by"`
+}
+
+// TokenCreated is the answer to TokenCreate: the only time the join string,
+// which holds the secret, is shown.
+type TokenCreated struct {
+	Token Token  `json:"token"`
+	Join  string `json:"join"`
+}
+
+// Node is one agent as the coordinator sees it.
+type Node struct {
+	Name       string            `json:"name"`
+	State      string            `json:"state"` // ready, draining, disconnected, down, revoked
+	Slots      int               `json:"slots"`
+	UsedSlots  int               `json:"used_slots"`
+	Running    int               `json:"running"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	CertSerial string            `json:"cert_serial"`
+	CertExpiry time.Time         `json:"cert_expiry"`
+	CertIssuer string            `json:"cert_issuer,omitempty"`
+	TLSVersion string            `json:"tls_version"`
+	Link       string            `json:"link"` // YES, PARTLY, NO
+	Addr       string            `json:"addr,omitempty"`
+	Connected  bool              `json:"connected"`
+	LastSeen   time.Time         `json:"last_seen,omitempty"`
+	ClockSkew  Duration          `json:"clock_skew"`
+	Drain      bool              `json:"drain"`
+	Joined     time.Time         `json:"joined"`
+}
+
+// DrainRequest asks a node to take no new tasks; Force requeues running ones.
+type DrainRequest struct {
+	Force bool `json:"force"`
+}
+
+// Status is the cluster summary at GET /v1/status.
+type Status struct {
+	Cluster      string    `json:"cluster"`
+	Coordinator  string    `json:"coordinator"`
+	Version      string    `json:"version"`
+	ClusterAddrs []string  `json:"cluster_addrs"`
+	PublicAddrs  []string  `json:"public_addrs"`
+	Nodes        int       `json:"nodes"`
+	Connected    int       `json:"connected"`
+	Insecure     []string  `json:"insecure,omitempty"` // insecure settings in effect, by name
+	CAExpiry     time.Time `json:"ca_expiry"`
+	CertExpiry   time.Time `json:"cert_expiry"`
+}

@@ -1,0 +1,184 @@
+package api
+
+import "time"
+
+// FrameType identifies a message on the agent session stream. A frame is a
+// 4-byte big-endian length (type byte plus body), the type byte, and a JSON
+// body.
+type FrameType uint8
+
+// Agent session frames. Agent → coordinator: Hello, Heartbeat, Started,
+// Output, Results, RenewRequest. Coordinator → agent: Welcome, Assign, Ack,
+// Cancel, Drain, Trust, RenewNow, Renewed, Bye.
+const (
+	FrameHello FrameType = iota + 1
+	FrameWelcome
+	FrameHeartbeat
+	FrameAssign
+	FrameStarted
+	FrameOutput
+	FrameResults
+	FrameAck
+	FrameCancel
+	FrameDrain
+	FrameTrust
+	FrameRenewRequest
+	FrameRenewed
+	FrameRenewNow
+	FrameBye
+)
+
+// MaxFrame bounds one frame; larger frames end the session.
+const MaxFrame = 16 << 20
+
+// SessionVersion is the agent protocol version in Hello.
+const SessionVersion = 1
+
+// AttemptRef names one attempt of one task.
+type AttemptRef struct {
+	Job     string `json:"j"`
+	Task    int    `json:"t"`
+	Attempt int    `json:"a"`
+}
+
+// Hello opens a session. It tells the coordinator what the agent is running
+// and which finished results it has not had acknowledged, so the
+// coordinator can reconcile in one step.
+type Hello struct {
+	Version            int               `json:"version"`
+	Slots              int               `json:"slots"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	Hostname           string            `json:"hostname,omitempty"`
+	Running            []AttemptRef      `json:"running,omitempty"`
+	Finished           []TaskResult      `json:"finished,omitempty"`
+	InsecureSkipVerify bool              `json:"insecure_skip_verify,omitempty"`
+	Time               time.Time         `json:"time"`
+}
+
+// Welcome answers Hello.
+type Welcome struct {
+	Node              string    `json:"node"`
+	HeartbeatInterval Duration  `json:"heartbeat_interval"`
+	Time              time.Time `json:"time"`
+	Drain             bool      `json:"drain"`
+	// Cancel lists attempts the agent reported running that the coordinator
+	// no longer wants (declared lost or canceled while the agent was away).
+	Cancel []AttemptRef `json:"cancel,omitempty"`
+}
+
+// Heartbeat reports liveness, load and the agent's clock.
+type Heartbeat struct {
+	Time      time.Time `json:"time"`
+	Running   int       `json:"running"`
+	UsedSlots int       `json:"used_slots"`
+}
+
+// Assignment is one task attempt to run.
+type Assignment struct {
+	AttemptRef
+	Argv    []string          `json:"argv"`
+	Env     map[string]string `json:"env,omitempty"`
+	Dir     string            `json:"dir,omitempty"`
+	Slots   int               `json:"slots"`
+	Timeout Duration          `json:"timeout,omitempty"`
+}
+
+// Assign carries a batch of assignments.
+type Assign struct {
+	Tasks []Assignment `json:"tasks"`
+}
+
+// Started reports attempts whose processes started.
+type Started struct {
+	Refs []StartedRef `json:"refs"`
+}
+
+// StartedRef is one started attempt.
+type StartedRef struct {
+	AttemptRef
+	At time.Time `json:"at"`
+}
+
+// OutputChunk is a piece of an attempt's stdout or stderr.
+type OutputChunk struct {
+	AttemptRef
+	Stream string `json:"s"` // "stdout" or "stderr"
+	Data   []byte `json:"d"`
+}
+
+// Output carries output chunks in the order they were produced.
+type Output struct {
+	Chunks []OutputChunk `json:"chunks"`
+}
+
+// End reasons an agent reports.
+const (
+	EndExited   = "exited"    // the process exited on its own (exit code says how)
+	EndTimedOut = "timed_out" // killed at the task's timeout
+	EndCanceled = "canceled"  // killed because the coordinator canceled it
+	EndStartErr = "start_failed"
+	EndDrained  = "drained" // killed by a forced drain; requeued
+)
+
+// TaskResult is how an attempt ended.
+type TaskResult struct {
+	AttemptRef
+	ExitCode int       `json:"exit"`
+	Reason   string    `json:"reason"`
+	Error    string    `json:"error,omitempty"`
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended"`
+}
+
+// Results carries finished attempts; the agent keeps each until acknowledged.
+type Results struct {
+	Results []TaskResult `json:"results"`
+}
+
+// Ack acknowledges results that are durably recorded.
+type Ack struct {
+	Refs []AttemptRef `json:"refs"`
+}
+
+// Cancel asks the agent to stop attempts: SIGTERM to the process group, a
+// grace period, then SIGKILL.
+type Cancel struct {
+	Refs   []AttemptRef `json:"refs"`
+	Reason string       `json:"reason"`
+	// EndReason is reported back in the result (canceled or drained).
+	EndReason string `json:"end_reason"`
+}
+
+// Drain tells the agent whether it is drained (for display only; the
+// coordinator enforces it).
+type Drain struct {
+	Drain bool `json:"drain"`
+}
+
+// Trust pushes a new trust bundle (during CA rotation).
+type Trust struct {
+	BundlePEM []byte `json:"bundle_pem"`
+}
+
+// RenewRequest asks for a new certificate over the live session.
+type RenewRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+// Renewed carries a renewed chain, or why renewal failed.
+type Renewed struct {
+	ChainPEM []byte `json:"chain_pem,omitempty"`
+	Error    *Error `json:"error,omitempty"`
+}
+
+// RenewNow asks the agent to renew at once, after Delay (spread by the
+// coordinator so a fleet does not renew in one burst).
+type RenewNow struct {
+	Delay Duration `json:"delay"`
+}
+
+// Bye tells the agent why the coordinator ends the session.
+type Bye struct {
+	Reason string `json:"reason"`
+	Error  *Error `json:"error,omitempty"`
+}

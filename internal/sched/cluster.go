@@ -1,0 +1,611 @@
+package sched
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+// Cluster holds every job and node. It is not safe for concurrent use: the
+// coordinator serializes calls under one lock.
+type Cluster struct {
+	// AgingStep raises a waiting job's effective priority by one level per
+	// step, so low work is not starved forever. Zero disables aging.
+	AgingStep time.Duration
+
+	jobs   map[string]*Job
+	active []*Job // jobs with tasks waiting for placement
+	nodes  map[string]*Node
+	order  []*Node // nodes in a stable order for placement
+	rr     int     // rotating start for spreading work over nodes
+
+	dirtyJobs  []*Job
+	dirtyTasks []TaskKey
+}
+
+// TaskKey names a task whose record changed.
+type TaskKey struct {
+	Job  *Job
+	Task int
+}
+
+// NewCluster returns an empty cluster.
+func NewCluster(agingStep time.Duration) *Cluster {
+	return &Cluster{AgingStep: agingStep, jobs: map[string]*Job{}, nodes: map[string]*Node{}}
+}
+
+// Job returns a job by ID.
+func (c *Cluster) Job(id string) (*Job, bool) {
+	j, ok := c.jobs[id]
+	return j, ok
+}
+
+// Jobs returns every job in submission order.
+func (c *Cluster) Jobs() []*Job {
+	out := make([]*Job, 0, len(c.jobs))
+	for _, j := range c.jobs {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].Submitted.Equal(out[b].Submitted) {
+			return out[a].Submitted.Before(out[b].Submitted)
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out
+}
+
+// Node returns a node by name.
+func (c *Cluster) Node(name string) (*Node, bool) {
+	n, ok := c.nodes[name]
+	return n, ok
+}
+
+// Nodes returns every node in name order.
+func (c *Cluster) Nodes() []*Node { return slices.Clone(c.order) }
+
+// TakeDirty returns and forgets the jobs and tasks changed since the last
+// call, for the coordinator to persist in one batch.
+func (c *Cluster) TakeDirty() ([]*Job, []TaskKey) {
+	jobs, tasks := c.dirtyJobs, c.dirtyTasks
+	for _, j := range jobs {
+		j.dirty = false
+	}
+	for _, k := range tasks {
+		k.Job.Tasks[k.Task].dirty = false
+	}
+	c.dirtyJobs, c.dirtyTasks = nil, nil
+	return jobs, tasks
+}
+
+func (c *Cluster) markJob(j *Job) {
+	if !j.dirty {
+		j.dirty = true
+		c.dirtyJobs = append(c.dirtyJobs, j)
+	}
+}
+
+func (c *Cluster) markTask(j *Job, i int) {
+	if t := &j.Tasks[i]; !t.dirty {
+		t.dirty = true
+		c.dirtyTasks = append(c.dirtyTasks, TaskKey{Job: j, Task: i})
+	}
+}
+
+// setState moves a task to s, keeping the job's counts right.
+func (c *Cluster) setState(j *Job, i int, s State) {
+	t := &j.Tasks[i]
+	j.counts[t.State]--
+	t.State = s
+	j.counts[s]++
+	c.markTask(j, i)
+}
+
+// UpsertNode adds a node or updates its capacity and labels.
+func (c *Cluster) UpsertNode(name string, slots int, labels map[string]string) *Node {
+	n, ok := c.nodes[name]
+	if !ok {
+		n = &Node{Name: name, running: map[Ref]int{}}
+		c.nodes[name] = n
+		c.order = append(c.order, n)
+		sort.Slice(c.order, func(a, b int) bool { return c.order[a].Name < c.order[b].Name })
+	}
+	n.Slots, n.Labels = slots, labels
+	return n
+}
+
+// Unschedulable explains why no known node could ever run tasks needing
+// slots with these label constraints, or returns "" when one could.
+func (c *Cluster) Unschedulable(slots int, labels map[string]string) string {
+	var usable []*Node
+	for _, n := range c.order {
+		if !n.Revoked {
+			usable = append(usable, n)
+		}
+	}
+	if len(usable) == 0 {
+		return "the cluster has no nodes yet; join an agent (`ward token create`, then `ward agent --join-file ...`) or pass --wait-for-nodes"
+	}
+	var labelled []*Node
+	for _, n := range usable {
+		if n.Matches(labels) {
+			labelled = append(labelled, n)
+		}
+	}
+	if len(labelled) == 0 {
+		var have []string
+		for _, n := range usable {
+			have = append(have, fmt.Sprintf("%s{%s}", n.Name, FormatLabels(n.Labels)))
+		}
+		return fmt.Sprintf("no node has the labels %s (nodes: %s); fix the --label constraints, label an agent, or pass --wait-for-nodes", FormatLabels(labels), strings.Join(have, ", "))
+	}
+	largest := 0
+	for _, n := range labelled {
+		largest = max(largest, n.Slots)
+	}
+	if largest < slots {
+		return fmt.Sprintf("each task needs %d slots, but the largest matching node has %d; lower --slots, start an agent with more --slots, or pass --wait-for-nodes", slots, largest)
+	}
+	return ""
+}
+
+// FormatLabels renders labels as k=v,k=v in key order.
+func FormatLabels(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// AddJob registers a validated job with all tasks queued.
+func (c *Cluster) AddJob(j *Job) {
+	if len(j.Tasks) == 0 {
+		j.Tasks = make([]Task, j.Spec.Count)
+	}
+	j.counts = [numStates]int{}
+	for i := range j.Tasks {
+		j.counts[j.Tasks[i].State]++
+	}
+	if j.State == "" {
+		j.State = api.JobQueued
+	}
+	c.jobs[j.ID] = j
+	c.markJob(j)
+	c.activate(j)
+}
+
+func (c *Cluster) activate(j *Job) {
+	if !j.active && j.Pending() > 0 && !j.Terminal() {
+		j.active = true
+		c.active = append(c.active, j)
+	}
+}
+
+// Restore re-registers a job loaded from the store, rebuilding its queue
+// and the slots its active attempts hold on their nodes. Nothing is marked
+// dirty: the store already has it.
+func (c *Cluster) Restore(j *Job) {
+	j.counts = [numStates]int{}
+	j.next = len(j.Tasks)
+	j.requeue = j.requeue[:0]
+	for i := range j.Tasks {
+		t := &j.Tasks[i]
+		j.counts[t.State]++
+		switch {
+		case t.State == Queued && !j.Terminal():
+			j.requeue = append(j.requeue, i)
+		case t.State.Active():
+			a := t.Current()
+			n, ok := c.nodes[a.Node]
+			if !ok {
+				n = c.UpsertNode(a.Node, 0, nil)
+			}
+			n.running[Ref{Job: j.ID, Task: i, Attempt: a.N}] = j.Slots
+			n.Used += j.Slots
+		}
+	}
+	c.jobs[j.ID] = j
+	c.activate(j)
+}
+
+// EffectivePriority is the job's priority raised by one level for every
+// AgingStep it has waited, up to High.
+func (c *Cluster) EffectivePriority(j *Job, now time.Time) Priority {
+	p := j.Priority
+	if c.AgingStep > 0 && p < High {
+		steps := now.Sub(j.Submitted) / c.AgingStep
+		if steps > 0 {
+			p += Priority(min(int64(steps), int64(High-p)))
+		}
+	}
+	return p
+}
+
+// Placement is a task attempt assigned to a node by Schedule.
+type Placement struct {
+	Node *Node
+	Job  *Job
+	Task int
+	Ref  Ref
+}
+
+// Schedule places waiting tasks on schedulable nodes with free slots:
+// jobs by effective priority, then submission order; a job that cannot use
+// the free slots lets a later job use them. It never oversubscribes a node.
+func (c *Cluster) Schedule(now time.Time) []Placement {
+	if len(c.active) == 0 {
+		return nil
+	}
+	free := 0
+	var nodes []*Node
+	for _, n := range c.order {
+		if n.Schedulable() && n.Free() > 0 {
+			nodes = append(nodes, n)
+			free += n.Free()
+		}
+	}
+	if free == 0 {
+		return nil
+	}
+	jobs := c.active
+	sort.SliceStable(jobs, func(a, b int) bool {
+		pa, pb := c.EffectivePriority(jobs[a], now), c.EffectivePriority(jobs[b], now)
+		if pa != pb {
+			return pa > pb
+		}
+		if !jobs[a].Submitted.Equal(jobs[b].Submitted) {
+			return jobs[a].Submitted.Before(jobs[b].Submitted)
+		}
+		return jobs[a].ID < jobs[b].ID
+	})
+	var out []Placement
+	for _, j := range jobs {
+		if free == 0 {
+			break
+		}
+		if j.Pending() == 0 || j.CancelReason != "" {
+			continue
+		}
+		start := c.rr
+		c.rr++
+		for k := 0; k < len(nodes) && j.Pending() > 0; k++ {
+			n := nodes[(start+k)%len(nodes)]
+			if n.Free() < j.Slots || !n.Matches(j.Spec.Labels) {
+				continue
+			}
+			for n.Free() >= j.Slots && j.Pending() > 0 {
+				i := j.pop()
+				out = append(out, c.assign(j, i, n, now))
+				free -= j.Slots
+			}
+		}
+	}
+	c.compactActive()
+	return out
+}
+
+func (j *Job) pop() int {
+	if len(j.requeue) > 0 {
+		i := j.requeue[0]
+		j.requeue = j.requeue[1:]
+		return i
+	}
+	i := j.next
+	j.next++
+	return i
+}
+
+func (c *Cluster) compactActive() {
+	keep := c.active[:0]
+	for _, j := range c.active {
+		if j.Pending() > 0 && !j.Terminal() {
+			keep = append(keep, j)
+		} else {
+			j.active = false
+		}
+	}
+	clear(c.active[len(keep):])
+	c.active = keep
+}
+
+func (c *Cluster) assign(j *Job, i int, n *Node, now time.Time) Placement {
+	t := &j.Tasks[i]
+	a := Attempt{N: len(t.Attempts) + 1, Node: n.Name, State: Assigned, Assigned: now}
+	t.Attempts = append(t.Attempts, a)
+	c.setState(j, i, Assigned)
+	ref := Ref{Job: j.ID, Task: i, Attempt: a.N}
+	n.running[ref] = j.Slots
+	n.Used += j.Slots
+	if j.State == api.JobQueued {
+		j.State = api.JobRunning
+		c.markJob(j)
+	}
+	return Placement{Node: n, Job: j, Task: i, Ref: ref}
+}
+
+// lookup finds an attempt, reporting whether it is the task's current one.
+func (c *Cluster) lookup(r Ref) (*Job, *Task, *Attempt, bool) {
+	j, ok := c.jobs[r.Job]
+	if !ok || r.Task < 0 || r.Task >= len(j.Tasks) {
+		return nil, nil, nil, false
+	}
+	t := &j.Tasks[r.Task]
+	if r.Attempt < 1 || r.Attempt > len(t.Attempts) {
+		return nil, nil, nil, false
+	}
+	return j, t, &t.Attempts[r.Attempt-1], r.Attempt == len(t.Attempts)
+}
+
+// Started records that an attempt's process started on node.
+func (c *Cluster) Started(node string, r Ref, at time.Time) {
+	j, t, a, current := c.lookup(r)
+	if j == nil || a.Node != node || !current || a.State != Assigned {
+		return
+	}
+	a.State, a.Started = Running, at
+	c.setState(j, r.Task, Running)
+	_ = t
+}
+
+// ResultOutcome says what Result did with a result.
+type ResultOutcome uint8
+
+// Outcomes of Result. Every outcome except Rejected is acknowledged to the
+// agent: the result is durably known, so it must not be sent again.
+const (
+	Recorded  ResultOutcome = iota + 1 // ended the task's current attempt
+	Duplicate                          // this attempt already had its result
+	LateLost                           // recorded on an attempt already declared lost
+	Rejected                           // unknown attempt or not this node's
+)
+
+// Result records how an attempt ended. A second delivery of the same
+// result is a Duplicate; a result for an attempt already declared lost is
+// recorded on that attempt and changes nothing else.
+func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
+	ref := RefOf(r.AttemptRef)
+	j, t, a, current := c.lookup(ref)
+	if j == nil || a.Node != node {
+		return Rejected
+	}
+	if a.HasExit || (a.State.Terminal() && a.State != Lost) {
+		return Duplicate
+	}
+	a.HasExit, a.Exit = true, r.ExitCode
+	if !r.Started.IsZero() {
+		a.Started = r.Started
+	}
+	if a.State == Lost {
+		a.Late = true
+		a.Ended = r.Ended
+		a.Reason = fmt.Sprintf("%s (late: reported after the attempt was declared lost; %s)", a.Reason, describeEnd(r))
+		c.markTask(j, ref.Task)
+		return LateLost
+	}
+	if !current {
+		return Duplicate
+	}
+	c.release(node, ref)
+	a.Ended = r.Ended
+	a.Reason = describeEnd(r)
+	var s State
+	switch {
+	case t.CancelRequested && r.Reason != api.EndDrained:
+		s = Canceled
+	case r.Reason == api.EndDrained:
+		c.loseAttempt(j, ref.Task, "drained with --force: "+describeEnd(r))
+		return Recorded
+	case r.Reason == api.EndTimedOut:
+		s = TimedOut
+	case r.Reason == api.EndCanceled:
+		s = Canceled
+	case r.Reason == api.EndExited && r.ExitCode == 0:
+		s = Completed
+	default:
+		s = Failed
+	}
+	a.State = s
+	c.setState(j, ref.Task, s)
+	c.refreshJob(j, r.Ended)
+	return Recorded
+}
+
+func describeEnd(r api.TaskResult) string {
+	switch r.Reason {
+	case api.EndExited:
+		return fmt.Sprintf("exited with code %d", r.ExitCode)
+	case api.EndTimedOut:
+		return "killed at its timeout"
+	case api.EndCanceled:
+		return "killed: canceled"
+	case api.EndDrained:
+		return "killed: node drained"
+	case api.EndStartErr:
+		return "could not start: " + r.Error
+	}
+	if r.Error != "" {
+		return r.Reason + ": " + r.Error
+	}
+	return r.Reason
+}
+
+func (c *Cluster) release(node string, r Ref) {
+	if n, ok := c.nodes[node]; ok {
+		if slots, ok := n.running[r]; ok {
+			delete(n.running, r)
+			n.Used -= slots
+		}
+	}
+}
+
+// loseAttempt ends the current attempt as lost and requeues the task within
+// its retry limit (or cancels it when cancellation was asked for).
+func (c *Cluster) loseAttempt(j *Job, i int, reason string) {
+	t := &j.Tasks[i]
+	a := t.Current()
+	a.State, a.Reason = Lost, reason
+	switch {
+	case t.CancelRequested:
+		a.Reason += "; not retried: the job was canceled"
+		c.setState(j, i, Canceled)
+	case t.infraFailures() <= j.Retries:
+		c.setState(j, i, Queued)
+		j.requeue = append(j.requeue, i)
+		c.activate(j)
+	default:
+		a.Reason += fmt.Sprintf("; not retried: %d infrastructure failures exceed --retries %d", t.infraFailures(), j.Retries)
+		c.setState(j, i, Lost)
+	}
+	c.refreshJob(j, a.Ended)
+}
+
+// NodeLost declares every active attempt on the node lost (the node died or
+// stayed away too long) and requeues what may be retried. It returns the
+// attempts it ended.
+func (c *Cluster) NodeLost(name, reason string, now time.Time) []Ref {
+	n, ok := c.nodes[name]
+	if !ok {
+		return nil
+	}
+	refs := n.RunningRefs()
+	sort.Slice(refs, func(a, b int) bool { return lessRef(refs[a], refs[b]) })
+	for _, r := range refs {
+		c.release(name, r)
+		j, _, a, current := c.lookup(r)
+		if j == nil || !current {
+			continue
+		}
+		a.Ended = now
+		c.loseAttempt(j, r.Task, reason)
+	}
+	return refs
+}
+
+func lessRef(a, b Ref) bool {
+	if a.Job != b.Job {
+		return a.Job < b.Job
+	}
+	if a.Task != b.Task {
+		return a.Task < b.Task
+	}
+	return a.Attempt < b.Attempt
+}
+
+// Reconcile compares what a reconnecting node runs with what the cluster
+// expects there. Attempts the cluster expects but the node does not run
+// are lost; attempts the node runs that the cluster no longer wants are
+// returned, for the agent to kill.
+func (c *Cluster) Reconcile(name string, running []Ref, now time.Time) (lost, kill []Ref) {
+	n, ok := c.nodes[name]
+	if !ok {
+		return nil, running
+	}
+	has := make(map[Ref]bool, len(running))
+	for _, r := range running {
+		has[r] = true
+		if _, expected := n.running[r]; !expected {
+			kill = append(kill, r)
+		}
+	}
+	for r := range n.running {
+		if !has[r] {
+			lost = append(lost, r)
+		}
+	}
+	sort.Slice(lost, func(a, b int) bool { return lessRef(lost[a], lost[b]) })
+	for _, r := range lost {
+		c.release(name, r)
+		j, _, a, current := c.lookup(r)
+		if j == nil || !current {
+			continue
+		}
+		a.Ended = now
+		c.loseAttempt(j, r.Task, "the agent reconnected without it (it restarted, or the assignment never arrived)")
+	}
+	return lost, kill
+}
+
+// Cancel cancels a job: waiting tasks end at once, and the active attempts
+// are returned so their agents can kill them. The job is canceled when its
+// last active attempt ends.
+func (c *Cluster) Cancel(j *Job, reason string, now time.Time) []Placement {
+	if j.Terminal() {
+		return nil
+	}
+	j.CancelReason = reason
+	c.markJob(j)
+	for j.Pending() > 0 {
+		i := j.pop()
+		c.setState(j, i, Canceled)
+	}
+	var kill []Placement
+	for i := range j.Tasks {
+		t := &j.Tasks[i]
+		if t.State.Active() {
+			t.CancelRequested = true
+			c.markTask(j, i)
+			a := t.Current()
+			if n, ok := c.nodes[a.Node]; ok {
+				kill = append(kill, Placement{Node: n, Job: j, Task: i, Ref: Ref{Job: j.ID, Task: i, Attempt: a.N}})
+			}
+		}
+	}
+	c.refreshJob(j, now)
+	return kill
+}
+
+// SetDrain drains or undrains a node. A forced drain returns the active
+// attempts there, for the agent to kill; they are requeued when they end.
+func (c *Cluster) SetDrain(name string, drain, force bool) ([]Placement, error) {
+	n, ok := c.nodes[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown node %q", name)
+	}
+	n.Drain = drain
+	if !drain || !force {
+		return nil, nil
+	}
+	var kill []Placement
+	for _, r := range n.RunningRefs() {
+		if j, _, _, current := c.lookup(r); j != nil && current {
+			kill = append(kill, Placement{Node: n, Job: j, Task: r.Task, Ref: r})
+		}
+	}
+	return kill, nil
+}
+
+// refreshJob recomputes a job's state from its task counts.
+func (c *Cluster) refreshJob(j *Job, now time.Time) {
+	total := len(j.Tasks)
+	terminal := j.counts[Completed] + j.counts[Failed] + j.counts[TimedOut] + j.counts[Canceled] + j.counts[Lost]
+	var s string
+	switch {
+	case terminal == total && j.CancelReason != "":
+		s = api.JobCanceled
+	case terminal == total && j.counts[Completed] == total:
+		s = api.JobCompleted
+	case terminal == total:
+		s = api.JobFailed
+	case j.counts[Assigned]+j.counts[Running] > 0 || terminal > 0:
+		s = api.JobRunning
+	default:
+		s = api.JobQueued
+	}
+	if s != j.State {
+		j.State = s
+		if j.Terminal() {
+			j.Finished = now
+		}
+		c.markJob(j)
+	}
+}

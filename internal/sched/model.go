@@ -1,0 +1,226 @@
+// Package sched is the job system's state machine: jobs of tasks, attempts,
+// nodes with slot capacity, placement by priority with aging, retries of
+// infrastructure failures, cancellation and drain. It does no I/O and keeps
+// no clock: the coordinator feeds it events under one lock, persists what it
+// marks dirty, and sends what it returns.
+package sched
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+// Priority orders jobs; higher runs first.
+type Priority int8
+
+// The five priority levels, lowest first.
+const (
+	Low Priority = iota
+	BelowNormal
+	Normal
+	AboveNormal
+	High
+)
+
+// ParsePriority reads a priority name; "" means normal.
+func ParsePriority(s string) (Priority, error) {
+	if s == "" {
+		return Normal, nil
+	}
+	for i, name := range api.Priorities {
+		if strings.EqualFold(s, name) {
+			return Priority(i), nil
+		}
+	}
+	return 0, fmt.Errorf("priority %q is not one of %s", s, strings.Join(api.Priorities, ", "))
+}
+
+// String returns the priority's name.
+func (p Priority) String() string {
+	if p < Low || p > High {
+		return fmt.Sprintf("priority(%d)", p)
+	}
+	return api.Priorities[p]
+}
+
+// State is a task's (or an attempt's) state.
+type State uint8
+
+// Task states: queued → assigned → running → one of the terminal states.
+const (
+	Queued State = iota
+	Assigned
+	Running
+	Completed
+	Failed
+	TimedOut
+	Canceled
+	Lost
+	numStates
+)
+
+var stateNames = [...]string{api.TaskQueued, api.TaskAssigned, api.TaskRunning, api.TaskCompleted, api.TaskFailed, api.TaskTimedOut, api.TaskCanceled, api.TaskLost}
+
+// String returns the state's wire name.
+func (s State) String() string {
+	if s >= numStates {
+		return fmt.Sprintf("state(%d)", s)
+	}
+	return stateNames[s]
+}
+
+// ParseState reads a wire name.
+func ParseState(s string) (State, error) {
+	for i, n := range stateNames {
+		if n == s {
+			return State(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown task state %q", s)
+}
+
+// Terminal reports whether the state is final.
+func (s State) Terminal() bool { return s >= Completed }
+
+// Active reports whether an attempt in this state holds slots on a node.
+func (s State) Active() bool { return s == Assigned || s == Running }
+
+// Attempt is one run of a task on one node.
+type Attempt struct {
+	N        int
+	Node     string
+	State    State
+	Assigned time.Time
+	Started  time.Time
+	Ended    time.Time
+	Exit     int
+	HasExit  bool
+	Reason   string
+	Late     bool // the agent's result arrived after the attempt was declared lost
+}
+
+// Task is one index of a job.
+type Task struct {
+	State           State
+	CancelRequested bool
+	Attempts        []Attempt
+	dirty           bool
+}
+
+// Current returns the latest attempt, or nil when the task never ran.
+func (t *Task) Current() *Attempt {
+	if len(t.Attempts) == 0 {
+		return nil
+	}
+	return &t.Attempts[len(t.Attempts)-1]
+}
+
+// infraFailures counts attempts that ended by infrastructure failure.
+func (t *Task) infraFailures() int {
+	n := 0
+	for i := range t.Attempts {
+		if t.Attempts[i].State == Lost {
+			n++
+		}
+	}
+	return n
+}
+
+// Job is a submitted job and all its tasks.
+type Job struct {
+	ID           string
+	Spec         api.JobSpec
+	Priority     Priority
+	Slots        int
+	Retries      int
+	Submitted    time.Time
+	SubmittedBy  string
+	State        string
+	Finished     time.Time
+	CancelReason string
+	Tasks        []Task
+
+	counts  [numStates]int
+	next    int   // lowest index never dispatched
+	requeue []int // indices queued again, in order
+	dirty   bool
+	active  bool // in Cluster.active
+}
+
+// Counts returns how many tasks are in each state, by wire name.
+func (j *Job) Counts() map[string]int {
+	m := make(map[string]int, numStates)
+	for s, n := range j.counts {
+		if n > 0 {
+			m[State(s).String()] = n
+		}
+	}
+	return m
+}
+
+// Count returns how many tasks are in state s.
+func (j *Job) Count(s State) int { return j.counts[s] }
+
+// Pending returns how many tasks wait for placement.
+func (j *Job) Pending() int { return len(j.Tasks) - j.next + len(j.requeue) }
+
+// Terminal reports whether the job has finished.
+func (j *Job) Terminal() bool {
+	return j.State == api.JobCompleted || j.State == api.JobFailed || j.State == api.JobCanceled
+}
+
+// Ref names one attempt of one task.
+type Ref struct {
+	Job     string
+	Task    int
+	Attempt int
+}
+
+// APIRef converts to the wire form.
+func (r Ref) APIRef() api.AttemptRef { return api.AttemptRef{Job: r.Job, Task: r.Task, Attempt: r.Attempt} }
+
+// RefOf converts from the wire form.
+func RefOf(a api.AttemptRef) Ref { return Ref{Job: a.Job, Task: a.Task, Attempt: a.Attempt} }
+
+// Node is an agent's capacity as the scheduler sees it.
+type Node struct {
+	Name      string
+	Slots     int
+	Used      int
+	Labels    map[string]string
+	Connected bool
+	Drain     bool
+	Revoked   bool
+	running   map[Ref]int // active attempts here → their slots
+}
+
+// Free returns the node's unused slots.
+func (n *Node) Free() int { return n.Slots - n.Used }
+
+// Running returns how many attempts are active on the node.
+func (n *Node) Running() int { return len(n.running) }
+
+// RunningRefs returns the active attempts on the node.
+func (n *Node) RunningRefs() []Ref {
+	out := make([]Ref, 0, len(n.running))
+	for r := range n.running {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Schedulable reports whether the node takes new tasks now.
+func (n *Node) Schedulable() bool { return n.Connected && !n.Drain && !n.Revoked }
+
+// Matches reports whether the node's labels satisfy every constraint.
+func (n *Node) Matches(constraints map[string]string) bool {
+	for k, v := range constraints {
+		if n.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
