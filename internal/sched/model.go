@@ -180,7 +180,9 @@ type Ref struct {
 }
 
 // APIRef converts to the wire form.
-func (r Ref) APIRef() api.AttemptRef { return api.AttemptRef{Job: r.Job, Task: r.Task, Attempt: r.Attempt} }
+func (r Ref) APIRef() api.AttemptRef {
+	return api.AttemptRef{Job: r.Job, Task: r.Task, Attempt: r.Attempt}
+}
 
 // RefOf converts from the wire form.
 func RefOf(a api.AttemptRef) Ref { return Ref{Job: a.Job, Task: a.Task, Attempt: a.Attempt} }
