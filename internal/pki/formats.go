@@ -55,6 +55,7 @@ type FormatError struct {
 	Cause  error
 }
 
+// Error names the file, the kind of failure and the detail.
 func (e *FormatError) Error() string {
 	var b strings.Builder
 	if e.Path != "" {
