@@ -96,6 +96,7 @@ type CancelRequest struct {
 // the last line of a followed stream has End set and the job's final state.
 type LogChunk struct {
 	Task      int    `json:"task"`
+	Seq       int    `json:"seq,omitempty"` // per task, increasing: followers skip what they have seen
 	Attempt   int    `json:"attempt"`
 	Stream    string `json:"stream,omitempty"` // stdout or stderr
 	Data      string `json:"data,omitempty"`

@@ -353,8 +353,12 @@ func (c *Cluster) Started(node string, r Ref, at time.Time) {
 		return
 	}
 	a.State, a.Started = Running, at
-	c.setState(j, r.Task, Running)
-	_ = t
+	// Soft transition: not marked dirty. Running is persisted as assigned
+	// and restored from the agent's hello, so a start costs no store write.
+	j.counts[t.State]--
+	t.State = Running
+	j.counts[Running]++
+	c.refreshJob(j, at)
 }
 
 // ResultOutcome says what Result did with a result.
@@ -608,4 +612,11 @@ func (c *Cluster) refreshJob(j *Job, now time.Time) {
 		}
 		c.markJob(j)
 	}
+}
+
+// CancelPending reports whether r is a task's current attempt and the
+// task's cancellation was asked for, so a reconnecting agent must kill it.
+func (c *Cluster) CancelPending(r Ref) bool {
+	j, t, a, current := c.lookup(r)
+	return j != nil && current && t.CancelRequested && a.State.Active()
 }

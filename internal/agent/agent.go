@@ -1,0 +1,297 @@
+// Package agent is Ward's compute node: it joins once with a token, then
+// holds one long-lived mTLS session to a coordinator, runs the tasks it is
+// given, streams their output, and keeps every result until the coordinator
+// acknowledges it, so nothing finished is lost across reconnects.
+//
+// This package must never import the coordinator, the store or the web
+// packages; a test enforces it.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/diagnose"
+	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/transport"
+)
+
+// maxBufferedOutput bounds output kept while no coordinator is connected.
+const maxBufferedOutput = 16 << 20
+
+// Agent is one running compute node.
+type Agent struct {
+	cfg   config.Agent
+	log   *slog.Logger
+	state *stateFile
+	src   *identity.Source
+	pins  []pki.Pin
+	exec  Executor
+
+	mu       sync.Mutex
+	running  map[api.AttemptRef]*attempt
+	unacked  map[api.AttemptRef]api.TaskResult
+	out      outbox
+	notify   chan struct{}
+	drain    bool
+	sessions int // sessions opened, for tests and logs
+}
+
+type attempt struct {
+	ref    api.AttemptRef
+	slots  int
+	handle Handle
+}
+
+// outbox holds what the current session's writer must send next.
+type outbox struct {
+	started   []api.StartedRef
+	output    []api.OutputChunk
+	outBytes  int
+	dropped   int
+	results   []api.TaskResult
+	heartbeat bool
+}
+
+// Options are the parts of an agent that are not configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Executor runs tasks; nil means real processes.
+	Executor Executor
+	// Keys opens the agent key; nil means the key file in the data dir.
+	Keys KeySource
+	// JoinString enrolls a data directory that has no identity yet.
+	JoinString string
+}
+
+// New prepares an agent: it joins first when the data directory has no
+// identity, then loads the key (refusing loose permissions), certificate,
+// trust bundle and state.
+func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := identity.EnsureDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	keys := opts.Keys
+	if keys == nil {
+		keys = FileKeys{Path: filepath.Join(cfg.DataDir, fileKey)}
+	}
+	a := &Agent{
+		cfg: cfg, log: log, exec: opts.Executor,
+		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
+		notify: make(chan struct{}, 1),
+	}
+	if a.exec == nil {
+		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D()}
+	}
+	var err error
+	switch {
+	case Joined(cfg.DataDir):
+		if opts.JoinString != "" {
+			log.Warn("this data directory already holds a node identity; ignoring the join string", "data", cfg.DataDir)
+		}
+	case opts.JoinString == "":
+		return nil, fmt.Errorf("%s holds no node identity yet: start the agent once with --join-file FILE (the join string from `ward token create`)", cfg.DataDir)
+	default:
+		if _, err := Join(ctx, cfg, JoinOptions{JoinString: opts.JoinString, Keys: keys}); err != nil {
+			return nil, explainJoin(err)
+		}
+	}
+	if a.state, err = loadState(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	key, err := keys.Open()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := identity.LoadChainForKey(filepath.Join(cfg.DataDir, fileCert), key)
+	if err != nil {
+		return nil, err
+	}
+	bundlePEM, err := os.ReadFile(filepath.Join(cfg.DataDir, fileBundle))
+	if err != nil {
+		return nil, fmt.Errorf("read trust bundle: %w", err)
+	}
+	bundle, err := pki.ParseCertsPEM(bundlePEM)
+	if err != nil {
+		return nil, fmt.Errorf("read trust bundle %s: %w", filepath.Join(cfg.DataDir, fileBundle), err)
+	}
+	if a.pins, err = pki.ParsePins(cfg.Pins); err != nil {
+		return nil, err
+	}
+	for _, p := range a.pins {
+		if p.Legacy() {
+			log.Warn("a SHA-1 pin is in use; SHA-1 is a legacy form", "pin", p.String(), "fix", "pin the CA key instead: `ward ca pin` prints sha256:...")
+		}
+	}
+	a.src = identity.NewSource(cred, bundle)
+	if cfg.InsecureSkipVerify {
+		log.Warn("INSECURE: --insecure-skip-verify is set: the coordinator's certificate is not verified, so the link is encrypted but the coordinator is unauthenticated (link status PARTLY)",
+			"fix", "remove --insecure-skip-verify (the trust bundle from the join is all the agent needs)")
+	}
+	return a, nil
+}
+
+// explainJoin turns a join failure into a message with its verdict and fix.
+func explainJoin(err error) error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return fmt.Errorf("join refused: %w", err)
+	}
+	var pm *transport.PinMismatchError
+	if errors.As(err, &pm) {
+		return fmt.Errorf("join stopped before sending anything: %w (fix: check that the join string is for this cluster; get a fresh one with `ward token create`)", pm)
+	}
+	v := diagnose.Explain(err)
+	return fmt.Errorf("join failed: %s: %s (fix: %s): %w", v.Code, v.Message, v.Fix, err)
+}
+
+// Node returns the node name.
+func (a *Agent) Node() string { return a.state.Node }
+
+// Certificate returns the current leaf certificate.
+func (a *Agent) Certificate() *tls.Certificate { return a.src.Certificate() }
+
+func (a *Agent) coordinators() []string {
+	if len(a.cfg.Coordinators) > 0 {
+		return a.cfg.Coordinators
+	}
+	return a.state.ClusterAddrs
+}
+
+// errFatal marks session errors that retrying cannot fix.
+type errFatal struct{ err error }
+
+func (e errFatal) Error() string { return e.err.Error() }
+func (e errFatal) Unwrap() error { return e.err }
+
+// Run keeps a session to one of the coordinators until ctx ends, failing
+// over between them with jittered exponential backoff. Tasks keep running
+// while no coordinator is reachable.
+func (a *Agent) Run(ctx context.Context) error {
+	addrs := a.coordinators()
+	if len(addrs) == 0 {
+		return errors.New("no coordinator address is known: pass --coordinator HOST:PORT")
+	}
+	backoff := 250 * time.Millisecond
+	for i := 0; ctx.Err() == nil; i++ {
+		addr := addrs[i%len(addrs)]
+		start := time.Now()
+		err := a.session(ctx, addr)
+		if ctx.Err() != nil {
+			break
+		}
+		var fe errFatal
+		if errors.As(err, &fe) {
+			a.log.Error("agent stopping", "err", err)
+			return err
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = 250 * time.Millisecond
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if err != nil {
+			v := diagnose.Explain(err)
+			a.log.Warn("cannot reach coordinator", "addr", addr, "verdict", string(v.Code), "reason", v.Message, "fix", v.Fix, "err", err.Error(), "retry_in", wait.Round(time.Millisecond).String())
+		} else {
+			a.log.Info("session ended; reconnecting", "addr", addr, "retry_in", wait.Round(time.Millisecond).String())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 15*time.Second)
+	}
+	a.killAll(api.EndCanceled)
+	return nil
+}
+
+// killAll stops every running attempt (at shutdown).
+func (a *Agent) killAll(reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, at := range a.running {
+		at.handle.Kill(reason)
+	}
+}
+
+// Running returns the attempts running now, in a stable order.
+func (a *Agent) Running() []api.AttemptRef {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.runningLocked()
+}
+
+func (a *Agent) runningLocked() []api.AttemptRef {
+	out := make([]api.AttemptRef, 0, len(a.running))
+	for r := range a.running {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Job != out[j].Job {
+			return out[i].Job < out[j].Job
+		}
+		return out[i].Task < out[j].Task
+	})
+	return out
+}
+
+func (a *Agent) wake() {
+	select {
+	case a.notify <- struct{}{}:
+	default:
+	}
+}
+
+// dial opens an mTLS connection to addr for the agent protocol.
+func (a *Agent) dial(ctx context.Context, addr string) (*tls.Conn, error) {
+	cfg := transport.ClientConfig(a.src, transport.ClientOptions{
+		Cluster: a.state.Cluster, ServerName: transport.HostOf(addr), Pins: a.pins, NextProtos: []string{transport.ALPNAgent},
+	})
+	if a.cfg.InsecureSkipVerify {
+		// Encrypted, not authenticated: shown as PARTLY on both sides.
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = nil
+		if len(a.pins) > 0 {
+			pins := a.pins
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if _, ok := pki.MatchAny(pins, cs.PeerCertificates); !ok {
+					return &transport.PinMismatchError{Expected: pins, Chain: cs.PeerCertificates}
+				}
+				return nil
+			}
+		}
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := conn.(*tls.Conn)
+	if tc.ConnectionState().NegotiatedProtocol != transport.ALPNAgent {
+		tc.Close()
+		return nil, fmt.Errorf("%s does not speak the Ward agent protocol (ALPN %q): is it a Ward coordinator's cluster port?", addr, tc.ConnectionState().NegotiatedProtocol)
+	}
+	return tc, nil
+}

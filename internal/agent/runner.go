@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+// Reporter receives what happens to one attempt.
+type Reporter interface {
+	// Started is called once the process runs.
+	Started(at time.Time)
+	// Output is called with each piece of stdout or stderr, in order.
+	Output(stream string, data []byte)
+	// Exited is called once, last, with how the attempt ended.
+	Exited(r api.TaskResult)
+}
+
+// Handle controls a running attempt.
+type Handle interface {
+	// Kill stops the attempt; reason is reported as its end reason.
+	Kill(reason string)
+}
+
+// Executor runs attempts. ProcessExecutor runs real processes; the load
+// generator supplies one that runs nothing.
+type Executor interface {
+	Run(a api.Assignment, r Reporter) Handle
+}
+
+// ProcessExecutor runs each attempt as a process in its own process group,
+// so cancel and timeout reach every process the task started.
+type ProcessExecutor struct {
+	// KillGrace is the wait between SIGTERM and SIGKILL.
+	KillGrace time.Duration
+}
+
+type procHandle struct {
+	grace time.Duration
+	mu    sync.Mutex
+	pgid  int
+	why   string // end reason once a kill was asked for
+	done  chan struct{}
+}
+
+// Kill sends SIGTERM to the whole process group, then SIGKILL after the
+// grace period if it is still there.
+func (h *procHandle) Kill(reason string) {
+	h.mu.Lock()
+	if h.why != "" || h.pgid == 0 {
+		if h.why == "" {
+			h.why = reason
+		}
+		h.mu.Unlock()
+		return
+	}
+	h.why = reason
+	pgid := h.pgid
+	h.mu.Unlock()
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-h.done:
+		case <-time.After(h.grace):
+		}
+		// Kill stragglers in the group even after the leader exited.
+		syscall.Kill(-pgid, syscall.SIGKILL)
+	}()
+}
+
+func (h *procHandle) reason() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.why
+}
+
+type streamWriter struct {
+	stream string
+	r      Reporter
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	w.r.Output(w.stream, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// Run starts the attempt and returns at once.
+func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
+	h := &procHandle{grace: e.KillGrace, done: make(chan struct{})}
+	cmd := exec.Command(a.Argv[0], a.Argv[1:]...)
+	cmd.Dir = a.Dir
+	env := os.Environ()
+	for k, v := range a.Env {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "WARD_JOB_ID="+a.Job, "WARD_TASK_INDEX="+strconv.Itoa(a.Task), "WARD_ATTEMPT="+strconv.Itoa(a.Attempt))
+	cmd.Env = env
+	cmd.Stdout = streamWriter{"stdout", r}
+	cmd.Stderr = streamWriter{"stderr", r}
+	// Its own process group, killed if the agent dies so an orphan never
+	// runs on beside the attempt the coordinator requeues.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// A grandchild that keeps the output pipes open must not hold the
+	// result back forever.
+	cmd.WaitDelay = 5 * time.Second
+	res := api.TaskResult{AttemptRef: a.AttemptRef}
+	if err := cmd.Start(); err != nil {
+		now := time.Now()
+		res.Reason, res.ExitCode, res.Error, res.Started, res.Ended = api.EndStartErr, -1, err.Error(), now, now
+		close(h.done)
+		go r.Exited(res)
+		return h
+	}
+	res.Started = time.Now()
+	h.mu.Lock()
+	h.pgid = cmd.Process.Pid
+	pending := h.why
+	h.mu.Unlock()
+	r.Started(res.Started)
+	if pending != "" { // killed before it even started
+		h.why = ""
+		h.Kill(pending)
+	}
+	var timer *time.Timer
+	if a.Timeout > 0 {
+		timer = time.AfterFunc(a.Timeout.D(), func() { h.Kill(api.EndTimedOut) })
+	}
+	go func() {
+		err := cmd.Wait()
+		close(h.done)
+		if timer != nil {
+			timer.Stop()
+		}
+		res.Ended = time.Now()
+		res.ExitCode = cmd.ProcessState.ExitCode()
+		res.Reason = api.EndExited
+		if why := h.reason(); why != "" {
+			res.Reason = why
+		}
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) && !errors.Is(err, exec.ErrWaitDelay) {
+			res.Error = err.Error()
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.Error = fmt.Sprintf("killed by signal %s", ws.Signal())
+		}
+		r.Exited(res)
+	}()
+	return h
+}

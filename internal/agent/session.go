@@ -1,0 +1,319 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+// session runs one stream to addr: hello with what runs and what finished
+// unacknowledged, then assignments in and results out until it breaks.
+func (a *Agent) session(ctx context.Context, addr string) error {
+	conn, err := a.dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	host, _ := os.Hostname()
+	a.mu.Lock()
+	hello := api.Hello{
+		Version: api.SessionVersion, Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
+		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
+	}
+	for _, r := range a.unacked {
+		hello.Finished = append(hello.Finished, r)
+	}
+	sort.Slice(hello.Finished, func(i, j int) bool { return lessAttempt(hello.Finished[i].AttemptRef, hello.Finished[j].AttemptRef) })
+	// Everything unacknowledged rides in the hello; the outbox starts over
+	// except for output, which was never sent.
+	a.out.started, a.out.results = nil, nil
+	a.mu.Unlock()
+
+	b, err := api.AppendFrame(nil, api.FrameHello, hello)
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(helloTimeout))
+	if _, err := conn.Write(b); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	hdr := make([]byte, 5)
+	t, body, err := api.ReadFrame(conn, hdr)
+	if err != nil {
+		return fmt.Errorf("wait for welcome: %w", err)
+	}
+	if t == api.FrameBye {
+		return a.bye(body)
+	}
+	if t != api.FrameWelcome {
+		return fmt.Errorf("coordinator answered hello with frame %d", t)
+	}
+	var w api.Welcome
+	if err := api.DecodeFrame(t, body, &w); err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Time{})
+	interval := max(w.HeartbeatInterval.D(), 100*time.Millisecond)
+	a.mu.Lock()
+	a.drain = w.Drain
+	a.sessions++
+	a.mu.Unlock()
+	a.cancel(w.Cancel, api.EndCanceled)
+	a.log.Info("session open", "coordinator", addr, "node", a.state.Node, "running", len(hello.Running), "results_resent", len(hello.Finished),
+		"heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
+
+	werr := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() { werr <- a.writer(conn, interval, done) }()
+
+	readTimeout := 3*interval + 10*time.Second
+	for {
+		conn.SetReadDeadline(time.Now().Add(readTimeout))
+		t, body, err := api.ReadFrame(conn, hdr)
+		if err != nil {
+			select {
+			case werr := <-werr:
+				if werr != nil {
+					return werr
+				}
+			default:
+			}
+			return err
+		}
+		if err := a.handle(t, body); err != nil {
+			return err
+		}
+	}
+}
+
+const helloTimeout = 10 * time.Second
+
+func lessAttempt(x, y api.AttemptRef) bool {
+	if x.Job != y.Job {
+		return x.Job < y.Job
+	}
+	if x.Task != y.Task {
+		return x.Task < y.Task
+	}
+	return x.Attempt < y.Attempt
+}
+
+// bye turns the coordinator's goodbye into an error; refusals of this
+// node's identity are fatal, because retrying cannot fix them.
+func (a *Agent) bye(body []byte) error {
+	var m api.Bye
+	if err := api.DecodeFrame(api.FrameBye, body, &m); err != nil {
+		return err
+	}
+	if m.Error != nil {
+		switch m.Error.Code {
+		case api.CodeCertRevoked, api.CodePermissionDenied:
+			return errFatal{m.Error}
+		}
+		return m.Error
+	}
+	return fmt.Errorf("coordinator ended the session: %s", m.Reason)
+}
+
+func (a *Agent) handle(t api.FrameType, body []byte) error {
+	switch t {
+	case api.FrameAssign:
+		var m api.Assign
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		for _, as := range m.Tasks {
+			a.start(as)
+		}
+	case api.FrameAck:
+		var m api.Ack
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		for _, r := range m.Refs {
+			delete(a.unacked, r)
+		}
+		a.mu.Unlock()
+	case api.FrameCancel:
+		var m api.Cancel
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		reason := m.EndReason
+		if reason == "" {
+			reason = api.EndCanceled
+		}
+		a.cancel(m.Refs, reason)
+	case api.FrameDrain:
+		var m api.Drain
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.drain = m.Drain
+		a.mu.Unlock()
+		a.log.Info("drain state changed", "drain", m.Drain)
+	case api.FrameBye:
+		return a.bye(body)
+	default:
+		return a.handleLifecycle(t, body)
+	}
+	return nil
+}
+
+func (a *Agent) cancel(refs []api.AttemptRef, reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range refs {
+		if at := a.running[r]; at != nil {
+			at.handle.Kill(reason)
+		}
+	}
+}
+
+// start runs an assignment unless it is already running or finished here:
+// a redelivered assignment must not run twice.
+func (a *Agent) start(as api.Assignment) {
+	a.mu.Lock()
+	if _, ok := a.running[as.AttemptRef]; ok {
+		a.mu.Unlock()
+		return
+	}
+	if _, ok := a.unacked[as.AttemptRef]; ok {
+		a.mu.Unlock()
+		return
+	}
+	at := &attempt{ref: as.AttemptRef, slots: as.Slots}
+	a.running[as.AttemptRef] = at
+	a.mu.Unlock()
+	if len(as.Argv) == 0 {
+		now := time.Now()
+		(&reporter{a: a, ref: as.AttemptRef}).Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: api.EndStartErr, Error: "empty command", Started: now, Ended: now})
+		return
+	}
+	h := a.exec.Run(as, &reporter{a: a, ref: as.AttemptRef})
+	a.mu.Lock()
+	at.handle = h
+	a.mu.Unlock()
+}
+
+// reporter feeds one attempt's events into the outbox.
+type reporter struct {
+	a   *Agent
+	ref api.AttemptRef
+}
+
+func (r *reporter) Started(at time.Time) {
+	r.a.mu.Lock()
+	r.a.out.started = append(r.a.out.started, api.StartedRef{AttemptRef: r.ref, At: at})
+	r.a.mu.Unlock()
+	r.a.wake()
+}
+
+func (r *reporter) Output(stream string, data []byte) {
+	a := r.a
+	a.mu.Lock()
+	if a.out.outBytes+len(data) > maxBufferedOutput {
+		a.out.dropped += len(data)
+		a.mu.Unlock()
+		return
+	}
+	a.out.output = append(a.out.output, api.OutputChunk{AttemptRef: r.ref, Stream: stream, Data: data})
+	a.out.outBytes += len(data)
+	a.mu.Unlock()
+	a.wake()
+}
+
+func (r *reporter) Exited(res api.TaskResult) {
+	a := r.a
+	a.mu.Lock()
+	delete(a.running, r.ref)
+	a.unacked[r.ref] = res
+	a.out.results = append(a.out.results, res)
+	a.mu.Unlock()
+	a.wake()
+}
+
+// writer sends everything the outbox collects, batched into one write per
+// wake-up, plus heartbeats.
+func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct{}) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var buf []byte
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-a.notify:
+		case <-tick.C:
+			a.mu.Lock()
+			a.out.heartbeat = true
+			a.mu.Unlock()
+		}
+		a.mu.Lock()
+		o := a.out
+		a.out = outbox{}
+		used := 0
+		for _, at := range a.running {
+			used += at.slots
+		}
+		running := len(a.running)
+		a.mu.Unlock()
+		if o.dropped > 0 {
+			a.log.Warn("task output dropped while the coordinator was unreachable", "bytes", o.dropped)
+		}
+		buf = buf[:0]
+		var err error
+		if len(o.started) > 0 {
+			buf, err = api.AppendFrame(buf, api.FrameStarted, api.Started{Refs: o.started})
+		}
+		if err == nil && len(o.output) > 0 {
+			buf, err = api.AppendFrame(buf, api.FrameOutput, api.Output{Chunks: o.output})
+		}
+		if err == nil && len(o.results) > 0 {
+			buf, err = api.AppendFrame(buf, api.FrameResults, api.Results{Results: o.results})
+		}
+		if err == nil && o.heartbeat {
+			buf, err = api.AppendFrame(buf, api.FrameHeartbeat, api.Heartbeat{Time: time.Now(), Running: running, UsedSlots: used})
+		}
+		if err != nil {
+			return err
+		}
+		if len(buf) == 0 {
+			continue
+		}
+		conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := conn.Write(buf); err != nil {
+			// Unsent output goes back in front of the queue; results are
+			// kept as unacknowledged and ride in the next hello.
+			a.mu.Lock()
+			a.out.output = append(o.output, a.out.output...)
+			a.out.outBytes += o.outBytes
+			a.mu.Unlock()
+			conn.Close()
+			return fmt.Errorf("send to coordinator: %w", err)
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // do not keep a large buffer on an idle session
+		}
+	}
+}
+
+// handleLifecycle handles certificate lifecycle frames.
+func (a *Agent) handleLifecycle(t api.FrameType, body []byte) error {
+	a.log.Debug("ignoring frame", "frame", t)
+	return nil
+}
+
+var _ = errors.New

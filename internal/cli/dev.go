@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardcluster/ward/internal/agent"
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/coordinator"
+)
+
+func newDevCmd(g *globals) *cobra.Command {
+	var data, clusterAddr, publicAddr string
+	var agents, slots int
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a development cluster in one process: a coordinator and local agents",
+		Long: `Run a coordinator and local agents in one process, on the embedded store, with
+the same mutual TLS as production. Data lives in --data (kept across runs).
+Ctrl-C stops everything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if agents < 0 || agents > 16 {
+				return api.Errorf(api.CodeInvalidArgument, "use --agents between 0 and 16", "--agents %d is out of range", agents)
+			}
+			abs, err := filepath.Abs(data)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return runDev(ctx, g, abs, clusterAddr, publicAddr, agents, slots)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", "ward-dev-data", "data directory for the coordinator and its agents")
+	f.StringVar(&clusterAddr, "cluster-addr", "127.0.0.1:7443", "cluster listener")
+	f.StringVar(&publicAddr, "public-addr", "127.0.0.1:8443", "public listener")
+	f.IntVar(&agents, "agents", 2, "local agents to run")
+	f.IntVar(&slots, "slots", runtime.NumCPU(), "slots per agent")
+	return cmd
+}
+
+func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr string, agents, slots int) error {
+	cfg := config.CoordinatorDefaults()
+	cfg.DataDir = filepath.Join(data, "coordinator")
+	cfg.ClusterAddr, cfg.PublicAddr = clusterAddr, publicAddr
+	cfg.Advertise = []string{"127.0.0.1"}
+	cfg.NodeLostTimeout = config.Duration(10 * time.Second)
+	c, err := coordinator.New(cfg, coordinator.Options{Logger: slog.Default().With("role", "coordinator")})
+	if err != nil {
+		return err
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	cdone := make(chan error, 1)
+	go func() { cdone <- c.Serve(cctx) }()
+	defer func() { ccancel(); <-cdone }()
+
+	actx, acancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { acancel(); wg.Wait() }()
+	for i := 1; i <= agents; i++ {
+		name := fmt.Sprintf("dev-agent-%d", i)
+		acfg := config.AgentDefaults()
+		acfg.DataDir = filepath.Join(data, "agents", name)
+		acfg.Name, acfg.Slots = name, slots
+		acfg.KillGrace = config.Duration(3 * time.Second)
+		var join string
+		if !agent.Joined(acfg.DataDir) {
+			tok, err := c.CreateToken(ctx, api.TokenCreate{TTL: api.Duration(10 * time.Minute), Uses: 1}, c.AdminID())
+			if err != nil {
+				return fmt.Errorf("create a join token for %s: %w", name, err)
+			}
+			join = tok.Join
+		}
+		a, err := agent.New(ctx, acfg, agent.Options{Logger: slog.Default().With("role", "agent"), JoinString: join})
+		if err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(actx) }()
+	}
+	fmt.Fprintf(g.stderr, "\nWard dev cluster: coordinator on %s (public %s), %d agents, data in %s.\n", c.ClusterAddr(), c.PublicAddr(), agents, data)
+	fmt.Fprintf(g.stderr, "Point the CLI at it (in another shell), then try `ward node ls` and `ward run --count 4 -- echo task-{index}`:\n\n")
+	fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
+	fmt.Fprintf(g.stderr, "\nCtrl-C stops the cluster.\n")
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(g.stderr, "stopping the dev cluster")
+	case err := <-cdone:
+		cdone <- err
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,427 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+// jobFlags are the job options shared by run and submit.
+type jobFlags struct {
+	spec    api.JobSpec
+	timeout time.Duration
+	retries int
+	env     []string
+}
+
+func (f *jobFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.IntVar(&f.spec.Count, "count", 1, "number of tasks; {index} in the arguments becomes 0..count-1")
+	fl.IntVar(&f.spec.Slots, "slots", 1, "slots each task uses on its agent")
+	fl.Var(labelsFlag{&f.spec.Labels}, "label", "run only on agents with this label key=value (repeatable)")
+	fl.StringVar(&f.spec.Priority, "priority", "normal", "low, below-normal, normal, above-normal or high")
+	fl.DurationVar(&f.timeout, "timeout", 0, "kill a task that runs longer than this (0: no limit)")
+	fl.IntVar(&f.retries, "retries", 3, "requeues after infrastructure failures (agent lost, forced drain); a non-zero exit is not retried")
+	fl.StringVar(&f.spec.Queue, "queue", "default", "queue name")
+	fl.BoolVar(&f.spec.WaitForNodes, "wait-for-nodes", false, "queue the job even if no agent can run it now")
+	fl.StringArrayVar(&f.env, "env", nil, "environment variable NAME=value for the tasks (repeatable)")
+	fl.StringVar(&f.spec.Dir, "dir", "", "working directory on the agent (absolute)")
+	fl.StringVar(&f.spec.Name, "name", "", "job name")
+}
+
+func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error) {
+	s := f.spec
+	s.Argv = argv
+	s.Timeout = api.Duration(f.timeout)
+	if cmd.Flags().Changed("retries") {
+		r := f.retries
+		s.Retries = &r
+	}
+	for _, e := range f.env {
+		k, v, ok := strings.Cut(e, "=")
+		if !ok {
+			return s, api.Errorf(api.CodeInvalidArgument, "use --env NAME=value", "--env %q has no '='", e)
+		}
+		if s.Env == nil {
+			s.Env = map[string]string{}
+		}
+		s.Env[k] = v
+	}
+	return s, nil
+}
+
+func newRunCmd(g *globals, wait bool) *cobra.Command {
+	var f jobFlags
+	use, short := "submit [flags] -- CMD [ARG...]", "Submit a job and print its ID at once"
+	if wait {
+		use, short = "run [flags] -- CMD [ARG...]", "Run a job, print each task's output prefixed by its index, exit 0 only if every task succeeded"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec, err := f.build(cmd, args)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var job api.Job
+			if err := c.do(cmd.Context(), "POST", "/v1/jobs", spec, &job); err != nil {
+				return err
+			}
+			if !wait {
+				if g.json() {
+					return printJSON(g.stdout, job)
+				}
+				fmt.Fprintln(g.stdout, job.ID)
+				return nil
+			}
+			if !g.json() {
+				fmt.Fprintf(g.stderr, "job %s: %d task(s) submitted\n", job.ID, spec.Count)
+			}
+			end, err := followLogs(cmd.Context(), g, c, job.ID, -1)
+			if err != nil {
+				return err
+			}
+			return finish(g, job.ID, spec.Count, end)
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	f.bind(cmd)
+	return cmd
+}
+
+// finish reports how a followed job ended and picks the exit code.
+func finish(g *globals, id string, count int, end api.LogChunk) error {
+	if !g.json() {
+		switch end.JobState {
+		case api.JobCompleted:
+			fmt.Fprintf(g.stderr, "job %s completed: %d/%d tasks succeeded\n", id, count, count)
+		default:
+			fmt.Fprintf(g.stderr, "job %s %s: %d of %d task(s) did not succeed; see `ward job status %s`\n", id, end.JobState, end.Failed, count, id)
+		}
+	}
+	if end.JobState != api.JobCompleted {
+		return exitError{1}
+	}
+	return nil
+}
+
+// followLogs streams a job's output until it ends, reconnecting (and
+// skipping what it already printed) if the coordinator restarts.
+func followLogs(ctx context.Context, g *globals, c *client, id string, task int) (api.LogChunk, error) {
+	p := newLinePrinter(g)
+	defer p.flush()
+	seen := map[int]int{}
+	q := url.Values{"follow": {"1"}}
+	if task >= 0 {
+		q.Set("task", strconv.Itoa(task))
+	}
+	var lastErr error
+	deadline := time.Now().Add(5 * time.Minute)
+	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		resp, err := c.send(ctx, "GET", "/v1/jobs/"+id+"/logs?"+q.Encode(), nil)
+		if err == nil {
+			lastErr = nil
+			dec := json.NewDecoder(resp.Body)
+			for {
+				var ch api.LogChunk
+				if err = dec.Decode(&ch); err != nil {
+					break
+				}
+				if ch.End && ch.JobState != "unknown" {
+					resp.Body.Close()
+					return ch, nil
+				}
+				if ch.End || ch.Seq <= seen[ch.Task] {
+					continue
+				}
+				seen[ch.Task] = ch.Seq
+				p.chunk(ch)
+			}
+			resp.Body.Close()
+			backoff = 200 * time.Millisecond
+		}
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code != api.CodeUnavailable {
+			return api.LogChunk{}, err
+		}
+		if ctx.Err() != nil {
+			return api.LogChunk{}, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return api.LogChunk{}, fmt.Errorf("lost the coordinator while following job %s and could not reconnect: %v", id, err)
+		}
+		if lastErr == nil {
+			fmt.Fprintf(g.stderr, "ward: lost the connection to the coordinator; reconnecting (tasks keep running)\n")
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return api.LogChunk{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// linePrinter prefixes every output line with its task index.
+type linePrinter struct {
+	g   *globals
+	buf map[string]*bytes.Buffer
+}
+
+func newLinePrinter(g *globals) *linePrinter {
+	return &linePrinter{g: g, buf: map[string]*bytes.Buffer{}}
+}
+
+func (p *linePrinter) chunk(ch api.LogChunk) {
+	if p.g.json() {
+		json.NewEncoder(p.g.stdout).Encode(ch)
+		return
+	}
+	key := strconv.Itoa(ch.Task) + "/" + ch.Stream
+	b := p.buf[key]
+	if b == nil {
+		b = &bytes.Buffer{}
+		p.buf[key] = b
+	}
+	b.WriteString(ch.Data)
+	for {
+		line, err := b.ReadString('\n')
+		if err != nil {
+			b.Reset()
+			b.WriteString(line)
+			return
+		}
+		p.emit(ch.Task, ch.Stream, line)
+	}
+}
+
+func (p *linePrinter) emit(task int, stream, line string) {
+	w := p.g.stdout
+	if stream == "stderr" {
+		w = p.g.stderr
+	}
+	if !strings.HasSuffix(line, "\n") {
+		line += "\n"
+	}
+	fmt.Fprintf(w, "[%d] %s", task, line)
+}
+
+// flush prints partial last lines.
+func (p *linePrinter) flush() {
+	keys := make([]string, 0, len(p.buf))
+	for k := range p.buf {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if b := p.buf[k]; b.Len() > 0 {
+			task, stream, _ := strings.Cut(k, "/")
+			n, _ := strconv.Atoi(task)
+			p.emit(n, stream, b.String())
+		}
+	}
+}
+
+func newJobCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "List jobs, show their status, cancel them"}
+	var state, queue string
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List jobs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if state != "" {
+				q.Set("state", state)
+			}
+			if queue != "" {
+				q.Set("queue", queue)
+			}
+			var out []api.Job
+			if err := c.do(cmd.Context(), "GET", "/v1/jobs?"+q.Encode(), nil, &out); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, out)
+			}
+			t := newTable(g.stdout, "ID", "NAME", "STATE", "TASKS", "DONE", "FAILED", "PRIORITY", "QUEUE", "SUBMITTED")
+			for _, j := range out {
+				failed := j.Counts[api.TaskFailed] + j.Counts[api.TaskTimedOut] + j.Counts[api.TaskLost] + j.Counts[api.TaskCanceled]
+				t.row(j.ID, orDash(j.Spec.Name), j.State, j.Spec.Count, j.Counts[api.TaskCompleted], failed, j.Spec.Priority, j.Spec.Queue, ts(j.Submitted))
+			}
+			t.flush()
+			return nil
+		},
+	}
+	ls.Flags().StringVar(&state, "state", "", "only jobs in this state")
+	ls.Flags().StringVar(&queue, "queue", "", "only jobs in this queue")
+	var all bool
+	status := &cobra.Command{
+		Use:   "status ID",
+		Short: "Show a job's state, its tasks and every attempt",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var d api.JobDetail
+			if err := c.do(cmd.Context(), "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, &d); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, d)
+			}
+			printJobStatus(g.stdout, &d, all)
+			return nil
+		},
+	}
+	status.Flags().BoolVar(&all, "all", false, "list every task, not only those that did not simply succeed once")
+	var reason string
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a job: queued tasks end, running ones are killed with their process group",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var j api.Job
+			if err := c.do(cmd.Context(), "POST", "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", api.CancelRequest{Reason: reason}, &j); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, j)
+			}
+			fmt.Fprintf(g.stdout, "Job %s: cancel requested (%s).\n", j.ID, j.CancelReason)
+			return nil
+		},
+	}
+	cancel.Flags().StringVar(&reason, "reason", "", "reason recorded with the cancellation")
+	cmd.AddCommand(ls, status, cancel)
+	return cmd
+}
+
+func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
+	fmt.Fprintf(w, "Job %s  %s\n", d.ID, strings.ToUpper(d.State))
+	fmt.Fprintf(w, "  command:   %s\n", strings.Join(d.Spec.Argv, " "))
+	fmt.Fprintf(w, "  tasks:     %d (%s)\n", d.Spec.Count, formatCounts(d.Counts))
+	fmt.Fprintf(w, "  priority:  %s   queue: %s   slots/task: %d   retries: %d\n", d.Spec.Priority, d.Spec.Queue, d.Spec.Slots, derefInt(d.Spec.Retries))
+	fmt.Fprintf(w, "  submitted: %s by %s\n", ts(d.Submitted), d.SubmittedBy)
+	if !d.Finished.IsZero() {
+		fmt.Fprintf(w, "  finished:  %s\n", ts(d.Finished))
+	}
+	if d.CancelReason != "" {
+		fmt.Fprintf(w, "  canceled:  %s\n", d.CancelReason)
+	}
+	t := newTable(w, "TASK", "STATE", "ATTEMPT", "NODE", "EXIT", "ENDED", "REASON")
+	shown := 0
+	for _, task := range d.Tasks {
+		if !all && task.State == api.TaskCompleted && len(task.Attempts) == 1 {
+			continue
+		}
+		if len(task.Attempts) == 0 {
+			t.row(task.Index, task.State, "-", "-", "-", "-", "-")
+		}
+		for _, a := range task.Attempts {
+			exit := "-"
+			if a.ExitCode != nil {
+				exit = strconv.Itoa(*a.ExitCode)
+			}
+			t.row(task.Index, task.State, a.N, a.Node, exit, ts(a.Ended), orDash(a.Reason))
+		}
+		shown++
+	}
+	fmt.Fprintln(w)
+	if shown > 0 {
+		t.flush()
+	}
+	if hidden := len(d.Tasks) - shown; hidden > 0 {
+		fmt.Fprintf(w, "(%d task(s) that succeeded on their first attempt are not listed; --all lists them)\n", hidden)
+	}
+}
+
+func formatCounts(m map[string]int) string {
+	var parts []string
+	for _, s := range []string{api.TaskQueued, api.TaskAssigned, api.TaskRunning, api.TaskCompleted, api.TaskFailed, api.TaskTimedOut, api.TaskCanceled, api.TaskLost} {
+		if m[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", m[s], s))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func derefInt(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func newLogsCmd(g *globals) *cobra.Command {
+	var task int
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs ID",
+		Short: "Print a job's output, each line prefixed by its task index",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if follow {
+				_, err := followLogs(cmd.Context(), g, c, args[0], task)
+				return err
+			}
+			q := url.Values{}
+			if task >= 0 {
+				q.Set("task", strconv.Itoa(task))
+			}
+			resp, err := c.send(cmd.Context(), "GET", "/v1/jobs/"+url.PathEscape(args[0])+"/logs?"+q.Encode(), nil)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			p := newLinePrinter(g)
+			dec := json.NewDecoder(resp.Body)
+			for {
+				var ch api.LogChunk
+				if err := dec.Decode(&ch); err != nil {
+					break
+				}
+				if !ch.End {
+					p.chunk(ch)
+				}
+			}
+			p.flush()
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&task, "task", -1, "only this task's output")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the job ends")
+	return cmd
+}

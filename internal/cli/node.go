@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/sched"
+)
+
+func newNodeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "List, drain and undrain nodes"}
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List nodes with their state, capacity, certificate expiry and link status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var out []api.Node
+			if err := c.do(cmd.Context(), "GET", "/v1/nodes", nil, &out); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, out)
+			}
+			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "CERT EXPIRES", "TLS", "LINK")
+			for _, n := range out {
+				t.row(n.Name, n.State, n.Slots, n.UsedSlots, orDash(sched.FormatLabels(n.Labels)), until(n.CertExpiry), n.TLSVersion, n.Link)
+			}
+			t.flush()
+			return nil
+		},
+	}
+	var force bool
+	drain := &cobra.Command{
+		Use:   "drain NODE",
+		Short: "Take no new tasks on NODE; running ones finish (or, with --force, are requeued)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return nodeAction(cmd, g, args[0], "drain", api.DrainRequest{Force: force})
+		},
+	}
+	drain.Flags().BoolVar(&force, "force", false, "kill running tasks now and requeue them (counts against their --retries)")
+	undrain := &cobra.Command{
+		Use:   "undrain NODE",
+		Short: "Let NODE take tasks again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return nodeAction(cmd, g, args[0], "undrain", nil)
+		},
+	}
+	cmd.AddCommand(ls, drain, undrain)
+	return cmd
+}
+
+func nodeAction(cmd *cobra.Command, g *globals, node, action string, body any) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var out map[string]any
+	if err := c.do(cmd.Context(), "POST", "/v1/nodes/"+node+"/"+action, body, &out); err != nil {
+		return err
+	}
+	if g.json() {
+		return printJSON(g.stdout, out)
+	}
+	fmt.Fprintf(g.stdout, "Node %s: %sed.", node, action)
+	if n, ok := out["requeued"].(float64); ok && n > 0 {
+		fmt.Fprintf(g.stdout, " %d running task(s) stopped and requeued.", int(n))
+	}
+	fmt.Fprintln(g.stdout)
+	return nil
+}

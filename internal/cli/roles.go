@@ -1,0 +1,279 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/wardcluster/ward/internal/agent"
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/coordinator"
+)
+
+// signalContext ends on SIGINT or SIGTERM.
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+// durationFlag binds a config.Duration to a flag.
+type durationFlag struct{ d *config.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.D().String()
+}
+func (f durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.d = config.Duration(v)
+	return nil
+}
+func (f durationFlag) Type() string { return "duration" }
+
+// labelsFlag reads repeated --label k=v.
+type labelsFlag struct{ m *map[string]string }
+
+func (f labelsFlag) String() string { return "" }
+func (f labelsFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("label %q must be key=value", s)
+	}
+	if err := config.ValidLabel(k, v); err != nil {
+		return err
+	}
+	if *f.m == nil {
+		*f.m = map[string]string{}
+	}
+	(*f.m)[k] = v
+	return nil
+}
+func (f labelsFlag) Type() string { return "key=value" }
+
+func newCoordinatorCmd(g *globals) *cobra.Command {
+	cfg := config.CoordinatorDefaults()
+	var file string
+	var validate bool
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator (head node): CA, scheduler, store and API",
+		Long: `Run a coordinator. On its first start it creates the cluster's root and issuing
+CA, its own server certificate and an admin CLI context in --data, and prints
+the line that points the CLI at it. Later starts reuse everything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			final := cfg
+			if file != "" {
+				fc, err := config.LoadCoordinator(file)
+				if err != nil {
+					return err
+				}
+				final = mergeFlags(cmd.Flags(), fc, cfg)
+			}
+			if err := final.Validate(); err != nil {
+				return err
+			}
+			if validate {
+				fmt.Fprintln(g.stdout, "configuration is valid")
+				return nil
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return runCoordinator(ctx, g, final)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&file, "config", "", "configuration file (JSON, version 1); flags override it")
+	f.BoolVar(&validate, "validate", false, "check the configuration and exit")
+	f.StringVar(&cfg.DataDir, "data", "", "data directory (CA, keys, store, audit log)")
+	f.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name (the trust domain in identities)")
+	f.StringVar(&cfg.ClusterAddr, "cluster-addr", cfg.ClusterAddr, "mTLS listener for agents, the CLI and the API")
+	f.StringVar(&cfg.PublicAddr, "public-addr", cfg.PublicAddr, "server-TLS listener for joins, the CA bundle and the CRL")
+	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "names and IPs peers use to reach this coordinator (first one goes into join strings)")
+	f.StringVar(&cfg.MinTLS, "min-tls", cfg.MinTLS, "minimum TLS version: 1.3, or 1.2 for old clients (insecure)")
+	f.Var(durationFlag{&cfg.NodeLostTimeout}, "node-lost-timeout", "how long a disconnected agent's tasks wait before being requeued")
+	f.Var(durationFlag{&cfg.HeartbeatInterval}, "heartbeat-interval", "base agent heartbeat interval")
+	f.Var(durationFlag{&cfg.AgentCertLifetime}, "agent-cert-lifetime", "lifetime of agent certificates")
+	f.Var(durationFlag{&cfg.AgingStep}, "aging-step", "raise a waiting job's priority one level per this wait (0: off)")
+	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", cfg.MaxOutputBytes, "stdout+stderr kept per task")
+	f.Float64Var(&cfg.JoinRate, "join-rate", cfg.JoinRate, "join attempts per second allowed per source address")
+	f.IntVar(&cfg.JoinBurst, "join-burst", cfg.JoinBurst, "join attempts allowed in a burst per source address")
+	return cmd
+}
+
+// mergeFlags returns the file's config with every flag the user set applied
+// on top.
+func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordinator {
+	out := file
+	fs.Visit(func(f *pflag.Flag) {
+		switch f.Name {
+		case "data":
+			out.DataDir = flags.DataDir
+		case "cluster":
+			out.Cluster = flags.Cluster
+		case "cluster-addr":
+			out.ClusterAddr = flags.ClusterAddr
+		case "public-addr":
+			out.PublicAddr = flags.PublicAddr
+		case "advertise":
+			out.Advertise = flags.Advertise
+		case "min-tls":
+			out.MinTLS = flags.MinTLS
+		case "node-lost-timeout":
+			out.NodeLostTimeout = flags.NodeLostTimeout
+		case "heartbeat-interval":
+			out.HeartbeatInterval = flags.HeartbeatInterval
+		case "agent-cert-lifetime":
+			out.AgentCertLifetime = flags.AgentCertLifetime
+		case "aging-step":
+			out.AgingStep = flags.AgingStep
+		case "max-output-bytes":
+			out.MaxOutputBytes = flags.MaxOutputBytes
+		case "join-rate":
+			out.JoinRate = flags.JoinRate
+		case "join-burst":
+			out.JoinBurst = flags.JoinBurst
+		}
+	})
+	return out
+}
+
+func runCoordinator(ctx context.Context, g *globals, cfg config.Coordinator) error {
+	c, err := coordinator.New(cfg, coordinator.Options{Logger: slog.Default()})
+	if err != nil {
+		return err
+	}
+	if c.CreatedCA() {
+		fmt.Fprintf(g.stderr, "Created a new cluster CA in %s.\n", cfg.DataDir)
+	}
+	fmt.Fprintf(g.stderr, "Coordinator up: cluster %s, public %s.\nPoint the CLI at it with:\n", c.ClusterAddr(), c.PublicAddr())
+	fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
+	return c.Serve(ctx)
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	cfg := config.AgentDefaults()
+	var file, join, joinFile string
+	var validate bool
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent (compute node); the first start joins with a token",
+		Long: `Run an agent. The first start joins the cluster: it verifies the cluster CA's
+pin from the join string before sending anything, creates its key locally,
+and sends a certificate request with the token. Later starts need only --data.
+
+Pass the join string with --join-file FILE (or - for standard input) so the
+secret never shows in the process list.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			final := cfg
+			if file != "" {
+				fc, err := config.LoadAgent(file)
+				if err != nil {
+					return err
+				}
+				final = mergeAgentFlags(cmd.Flags(), fc, cfg)
+			}
+			if err := final.Validate(); err != nil {
+				return err
+			}
+			if validate {
+				fmt.Fprintln(g.stdout, "configuration is valid")
+				return nil
+			}
+			js, err := readJoin(join, joinFile, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			if join != "" {
+				slog.Warn("the join string was given with --join; it held a secret in the command line, which Ward scrubbed from the process list at start", "fix", "use --join-file FILE or --join-file - (standard input)")
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			a, err := agent.New(ctx, final, agent.Options{Logger: slog.Default(), JoinString: js})
+			if err != nil {
+				return err
+			}
+			slog.Info("agent starting", "node", a.Node(), "slots", final.Slots, "data", final.DataDir)
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&file, "config", "", "configuration file (JSON, version 1); flags override it")
+	f.BoolVar(&validate, "validate", false, "check the configuration and exit")
+	f.StringVar(&cfg.DataDir, "data", "", "data directory (key, certificate, trust bundle)")
+	f.StringVar(&join, "join", "", "join string from `ward token create` (prefer --join-file)")
+	f.StringVar(&joinFile, "join-file", "", "file holding the join string, or - for standard input")
+	f.StringVar(&cfg.Name, "name", "", "node name to request at join (default: host name)")
+	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "task slots this node offers (default: CPU count)")
+	f.Var(labelsFlag{&cfg.Labels}, "label", "node label key=value (repeatable)")
+	f.StringSliceVar(&cfg.Coordinators, "coordinator", nil, "coordinator cluster addresses to fail over between (default: learned at join)")
+	f.StringArrayVar(&cfg.Pins, "pin", nil, "require this pin (sha256:... of a CA key) on every coordinator connection (repeatable)")
+	f.Var(durationFlag{&cfg.KillGrace}, "kill-grace", "wait between SIGTERM and SIGKILL when stopping a task")
+	f.BoolVar(&cfg.InsecureSkipVerify, "insecure-skip-verify", false, "INSECURE: do not verify the coordinator's certificate (link shows PARTLY)")
+	return cmd
+}
+
+func mergeAgentFlags(fs *pflag.FlagSet, file, flags config.Agent) config.Agent {
+	out := file
+	fs.Visit(func(f *pflag.Flag) {
+		switch f.Name {
+		case "data":
+			out.DataDir = flags.DataDir
+		case "name":
+			out.Name = flags.Name
+		case "slots":
+			out.Slots = flags.Slots
+		case "label":
+			out.Labels = flags.Labels
+		case "coordinator":
+			out.Coordinators = flags.Coordinators
+		case "pin":
+			out.Pins = flags.Pins
+		case "kill-grace":
+			out.KillGrace = flags.KillGrace
+		case "insecure-skip-verify":
+			out.InsecureSkipVerify = flags.InsecureSkipVerify
+		}
+	})
+	return out
+}
+
+// readJoin returns the join string from --join or --join-file.
+func readJoin(join, file string, stdin io.Reader) (string, error) {
+	if join != "" && file != "" {
+		return "", api.Errorf(api.CodeInvalidArgument, "pass only --join-file", "--join and --join-file are both set")
+	}
+	if file == "" {
+		return join, nil
+	}
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(io.LimitReader(stdin, 64<<10))
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read --join-file %s: %w", file, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = strings.TrimSpace(s[i+1:]) // the output of `ward token create` ends with the join string
+	}
+	return s, nil
+}

@@ -1,0 +1,124 @@
+// Package cli is the `ward` command tree: the roles (coordinator, agent,
+// dev) and the client commands, with table or JSON output and errors
+// rendered with their code and fix.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+// globals are the flags every command has.
+type globals struct {
+	context  string
+	output   string
+	logLevel string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+func (g *globals) json() bool { return g.output == "json" }
+
+// NewRoot builds the command tree writing to stdout and stderr.
+func NewRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "ward",
+		Short: "Ward: a cluster job system whose links are mutually authenticated TLS by default",
+		Long: `Ward runs jobs of many tasks on a cluster of agents. Every link between the
+coordinator, its agents and its clients is encrypted and mutually
+authenticated through a certificate authority that Ward runs itself.
+
+Quick start:  ward dev          (a coordinator and two agents in one process)
+              export WARD_CONTEXT=...   (printed by ward dev)
+              ward run --count 4 -- echo task-{index}`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if g.output != "table" && g.output != "json" {
+				return api.Errorf(api.CodeInvalidArgument, "use -o table or -o json", "output format %q is not supported", g.output)
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return api.Errorf(api.CodeInvalidArgument, "use --log-level debug, info, warn or error", "log level %q is not valid", g.logLevel)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl})))
+			return nil
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.context, "context", "", "CLI context file (default: $WARD_CONTEXT, then ~/.ward/context)")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level for the coordinator and agent: debug, info, warn, error")
+	root.AddCommand(
+		newCoordinatorCmd(g), newAgentCmd(g), newDevCmd(g),
+		newTokenCmd(g), newRunCmd(g, true), newRunCmd(g, false), newJobCmd(g), newLogsCmd(g), newNodeCmd(g),
+		newVersionCmd(g),
+	)
+	return root
+}
+
+// Execute runs the command tree with args and returns the exit code.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := NewRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	renderError(stderr, err)
+	return 1
+}
+
+// exitError ends a command with a code after it printed its own outcome.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// renderError prints an error with its code and fix, the form every
+// failure takes at the CLI edge.
+func renderError(w io.Writer, err error) {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		fmt.Fprintf(w, "error: %s\n", ae.Message)
+		if ae.Fix != "" {
+			fmt.Fprintf(w, "  fix:  %s\n", ae.Fix)
+		}
+		fmt.Fprintf(w, "  code: %s\n", ae.Code)
+		return
+	}
+	msg := err.Error()
+	fmt.Fprintf(w, "error: %s\n", strings.TrimSpace(msg))
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print Ward's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.json() {
+				return printJSON(g.stdout, map[string]string{"version": version()})
+			}
+			fmt.Fprintln(g.stdout, "ward", version())
+			return nil
+		},
+	}
+}
+
+func osExit(code int) { os.Exit(code) }

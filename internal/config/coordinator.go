@@ -1,0 +1,139 @@
+package config
+
+import (
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/wardcluster/ward/internal/pki"
+)
+
+// Coordinator configures `ward coordinator`.
+type Coordinator struct {
+	Version int `json:"version"`
+	// DataDir holds the CA, the coordinator's credentials, the store and
+	// the audit log.
+	DataDir string `json:"data_dir"`
+	// Cluster names the trust domain: spiffe://<cluster>/...
+	Cluster string `json:"cluster"`
+	// ClusterAddr is the mTLS listener for agents, the CLI and the API.
+	ClusterAddr string `json:"cluster_addr"`
+	// PublicAddr is the server-auth listener for joins, the CA bundle and CRL.
+	PublicAddr string `json:"public_addr"`
+	// Advertise lists names and IPs peers use to reach this coordinator.
+	// They go into the server certificate, and the first one into join
+	// strings and CLI contexts.
+	Advertise []string `json:"advertise"`
+	// MinTLS is "1.3" (default) or "1.2" (AEAD ECDHE suites only).
+	MinTLS string `json:"min_tls"`
+	// AgentCertLifetime, UserCertLifetime and CoordinatorCertLifetime are
+	// leaf lifetimes.
+	AgentCertLifetime       Duration `json:"agent_cert_lifetime"`
+	UserCertLifetime        Duration `json:"user_cert_lifetime"`
+	CoordinatorCertLifetime Duration `json:"coordinator_cert_lifetime"`
+	// HealGrace is how long after expiry an agent may still renew by proving
+	// its old key.
+	HealGrace Duration `json:"heal_grace"`
+	// HeartbeatInterval is the base interval agents report at; the
+	// coordinator stretches it for large clusters.
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	// NodeLostTimeout is how long a disconnected agent's tasks wait for it
+	// to come back before they are declared lost and requeued.
+	NodeLostTimeout Duration `json:"node_lost_timeout"`
+	// AgingStep raises a waiting job's priority by one level per step.
+	AgingStep Duration `json:"aging_step"`
+	// MaxOutputBytes is the stdout+stderr kept per task; beyond it output is
+	// dropped and the truncation shown.
+	MaxOutputBytes int `json:"max_output_bytes"`
+	// JoinRate and JoinBurst limit join attempts per source address
+	// (attempts per second, and the burst allowed).
+	JoinRate  float64 `json:"join_rate"`
+	JoinBurst int     `json:"join_burst"`
+	// StoreNoSync skips fsync on store commits. Only for benchmarks that
+	// say so: a crash can lose acknowledged work.
+	StoreNoSync bool `json:"insecure_store_nosync"`
+}
+
+// CoordinatorDefaults returns the documented defaults.
+func CoordinatorDefaults() Coordinator {
+	return Coordinator{
+		Version:                 FileVersion,
+		Cluster:                 "ward",
+		ClusterAddr:             ":7443",
+		PublicAddr:              ":8443",
+		MinTLS:                  "1.3",
+		AgentCertLifetime:       Duration(24 * time.Hour),
+		UserCertLifetime:        Duration(30 * 24 * time.Hour),
+		CoordinatorCertLifetime: Duration(30 * 24 * time.Hour),
+		HealGrace:               Duration(7 * 24 * time.Hour),
+		HeartbeatInterval:       Duration(5 * time.Second),
+		NodeLostTimeout:         Duration(30 * time.Second),
+		AgingStep:               Duration(10 * time.Minute),
+		MaxOutputBytes:          1 << 20,
+		JoinRate:                2,
+		JoinBurst:               20,
+	}
+}
+
+// LoadCoordinator reads a config file over the defaults.
+func LoadCoordinator(path string) (Coordinator, error) {
+	c := CoordinatorDefaults()
+	c.Version = 0
+	if err := loadStrict(path, &c, &c.Version); err != nil {
+		return Coordinator{}, err
+	}
+	return c, nil
+}
+
+// Validate reports every problem in c at once.
+func (c *Coordinator) Validate() error {
+	var p Problems
+	if c.DataDir == "" {
+		p.Addf("data_dir (--data)", "is required")
+	} else if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	if err := pki.ValidName("cluster", c.Cluster); err != nil {
+		p.Addf("cluster", "%v", err)
+	}
+	for key, addr := range map[string]string{"cluster_addr (--cluster-addr)": c.ClusterAddr, "public_addr (--public-addr)": c.PublicAddr} {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			p.Addf(key, "%q must be HOST:PORT or :PORT", addr)
+		}
+	}
+	for _, a := range c.Advertise {
+		if a == "" || len(a) > 253 {
+			p.Addf("advertise (--advertise)", "%q is not a host name or IP", a)
+		}
+	}
+	if c.MinTLS != "1.3" && c.MinTLS != "1.2" {
+		p.Addf("min_tls", "%q must be \"1.3\" or \"1.2\"", c.MinTLS)
+	}
+	for key, d := range map[string]Duration{
+		"agent_cert_lifetime": c.AgentCertLifetime, "user_cert_lifetime": c.UserCertLifetime,
+		"coordinator_cert_lifetime": c.CoordinatorCertLifetime,
+	} {
+		if d.D() < 10*time.Minute {
+			p.Addf(key, "%s is too short; use at least 10m", d.D())
+		}
+	}
+	if c.HeartbeatInterval.D() < 100*time.Millisecond {
+		p.Addf("heartbeat_interval", "%s is too short; use at least 100ms", c.HeartbeatInterval.D())
+	}
+	if c.NodeLostTimeout.D() < c.HeartbeatInterval.D() {
+		p.Addf("node_lost_timeout", "%s must be at least heartbeat_interval (%s)", c.NodeLostTimeout.D(), c.HeartbeatInterval.D())
+	}
+	if c.HealGrace.D() < 0 {
+		p.Addf("heal_grace", "must not be negative")
+	}
+	if c.AgingStep.D() < 0 {
+		p.Addf("aging_step", "must not be negative (0 disables aging)")
+	}
+	if c.MaxOutputBytes < 1024 {
+		p.Addf("max_output_bytes", "%d is too small; use at least 1024", c.MaxOutputBytes)
+	}
+	if c.JoinRate <= 0 || c.JoinBurst < 1 {
+		p.Addf("join_rate/join_burst", "must be positive")
+	}
+	return p.Err("coordinator")
+}

@@ -1,0 +1,157 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/transport"
+)
+
+// maxBody bounds request bodies; a job spec over it is refused whole.
+const maxBody = 2 << 20
+
+// clusterRoutes is the mTLS API. Every route needs a user certificate: the
+// role comes from the verified certificate, never from a header.
+func (c *Coordinator) clusterRoutes() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern string, h func(http.ResponseWriter, *http.Request, pki.ID) error) {
+		mux.Handle(pattern, c.userOnly(h))
+	}
+	handle("GET /v1/status", c.apiStatus)
+	handle("GET /v1/nodes", c.apiNodes)
+	handle("POST /v1/nodes/{name}/drain", c.apiDrain)
+	handle("POST /v1/nodes/{name}/undrain", c.apiUndrain)
+	handle("POST /v1/tokens", c.apiTokenCreate)
+	handle("GET /v1/tokens", c.apiTokenList)
+	handle("POST /v1/tokens/{id}/revoke", c.apiTokenRevoke)
+	handle("POST /v1/jobs", c.apiJobSubmit)
+	handle("GET /v1/jobs", c.apiJobList)
+	handle("GET /v1/jobs/{id}", c.apiJobStatus)
+	handle("POST /v1/jobs/{id}/cancel", c.apiJobCancel)
+	handle("GET /v1/jobs/{id}/logs", c.apiJobLogs)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, c, api.Errorf(api.CodeNotFound, "see `ward --help` for the commands and the README for the API", "no API route %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// publicRoutes is the server-auth-only port: joining, trust and readiness.
+func (c *Coordinator) publicRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+api.PathJoin, c.apiJoin)
+	mux.HandleFunc("GET "+api.PathCA, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(c.ca.src.Bundle().PEM())
+	})
+	mux.HandleFunc("GET "+api.PathReady, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, c, api.Errorf(api.CodeNotFound, "the public port serves only joins, the CA bundle and the CRL; use the cluster port with a client certificate for the API", "no public route %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// userOnly admits only user (admin) certificates of this cluster.
+func (c *Coordinator) userOnly(h func(http.ResponseWriter, *http.Request, pki.ID) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer, err := transport.PeerFromState(r.TLS, c.cfg.Cluster)
+		if err != nil {
+			writeError(w, c, api.Errorf(api.CodeUnauthenticated, "present a Ward client certificate (the CLI context has one)", "%v", err))
+			return
+		}
+		if peer.ID.Role != pki.RoleUser {
+			c.log.Warn("permission denied", "identity", peer.ID.String(), "method", r.Method, "path", r.URL.Path)
+			writeError(w, c, api.Errorf(api.CodePermissionDenied, "use a user certificate, such as the admin context the coordinator wrote",
+				"%s is a %s certificate; %s %s needs a user certificate", peer.ID, peer.ID.Role, r.Method, r.URL.Path))
+			return
+		}
+		if err := h(w, r, peer.ID); err != nil {
+			writeError(w, c, err)
+		}
+	})
+}
+
+// writeError sends an *api.Error as JSON. Internal causes go to the log,
+// not to the client.
+func writeError(w http.ResponseWriter, c *Coordinator, err error) {
+	e := api.AsError(err)
+	if e.Code == api.CodeInternal {
+		c.log.Error("internal error", "err", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(api.HTTPStatus(e.Code))
+	json.NewEncoder(w).Encode(api.ErrorBody{Error: e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a bounded JSON body strictly.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return api.Errorf(api.CodeJobTooLarge, "send less: split the job or shorten its arguments", "the request body is over %d bytes", maxBody)
+		}
+		return api.Errorf(api.CodeInvalidArgument, "send a JSON object as the API reference describes", "the request body is not valid: %v", err)
+	}
+	return nil
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func (c *Coordinator) apiStatus(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+	c.mu.Lock()
+	nodes, connected := len(c.nodes), len(c.sessions)
+	c.mu.Unlock()
+	st := api.Status{
+		Cluster:      c.cfg.Cluster,
+		Coordinator:  c.ca.id.String(),
+		Version:      Version,
+		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
+		PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
+		Nodes:        nodes,
+		Connected:    connected,
+		Insecure:     c.insecureSettings(),
+		CAExpiry:     c.ca.issuer.CA.Cert.NotAfter,
+		CertExpiry:   c.ca.src.Leaf().NotAfter,
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+// insecureSettings names every insecure setting in effect.
+func (c *Coordinator) insecureSettings() []string {
+	var out []string
+	if c.cfg.MinTLS == "1.2" {
+		out = append(out, "min_tls=1.2")
+	}
+	if c.cfg.StoreNoSync {
+		out = append(out, "insecure_store_nosync")
+	}
+	return out
+}
+
+func durationParam(r *http.Request, name string, def time.Duration) (time.Duration, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, api.Errorf(api.CodeInvalidArgument, "use a duration such as 30s", "query parameter %s=%q: %v", name, s, err)
+	}
+	return d, nil
+}
+
+var _ = fmt.Sprintf

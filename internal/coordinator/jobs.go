@@ -1,0 +1,274 @@
+package coordinator
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/store"
+)
+
+const defaultRetries = 3
+
+// validateSpec checks a submitted spec completely before anything is
+// written, filling in defaults. Every refusal names the field and the fix.
+func validateSpec(s *api.JobSpec) (sched.Priority, error) {
+	bad := func(fix, format string, args ...any) error {
+		return api.Errorf(api.CodeInvalidArgument, fix, format, args...)
+	}
+	if len(s.Argv) == 0 || s.Argv[0] == "" {
+		return 0, bad("give the command after --, e.g. `ward run -- echo hi`", "the job has no command")
+	}
+	if len(s.Argv) > api.MaxArgs {
+		return 0, api.Errorf(api.CodeJobTooLarge, "pass long inputs in a file and give its path", "the command has %d arguments; the limit is %d", len(s.Argv), api.MaxArgs)
+	}
+	size := 0
+	for i, a := range s.Argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return 0, bad("remove NUL bytes from the arguments", "argument %d contains a NUL byte", i)
+		}
+		size += len(a) + 1
+	}
+	for k, v := range s.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+			return 0, bad("use NAME=value with a NAME free of '=' and NUL", "environment variable %q is not valid", k)
+		}
+		if strings.HasPrefix(k, "WARD_") {
+			return 0, bad("choose another name; WARD_ variables are set by Ward", "environment variable %q is reserved", k)
+		}
+		size += len(k) + len(v) + 2
+	}
+	if size > api.MaxArgBytes {
+		return 0, api.Errorf(api.CodeJobTooLarge, "pass long inputs in a file and give its path", "the command and environment are %d bytes; the limit is %d", size, api.MaxArgBytes)
+	}
+	if s.Count == 0 {
+		s.Count = 1
+	}
+	if s.Count < 0 || s.Count > api.MaxTaskCount {
+		return 0, bad(fmt.Sprintf("use --count between 1 and %d", api.MaxTaskCount), "task count %d is out of range", s.Count)
+	}
+	if s.Slots == 0 {
+		s.Slots = 1
+	}
+	if s.Slots < 0 || s.Slots > 100000 {
+		return 0, bad("use --slots between 1 and 100000", "slots per task %d is out of range", s.Slots)
+	}
+	for k, v := range s.Labels {
+		if err := config.ValidLabel(k, v); err != nil {
+			return 0, bad("use --label key=value", "%v", err)
+		}
+	}
+	p, err := sched.ParsePriority(s.Priority)
+	if err != nil {
+		return 0, bad("use --priority "+strings.Join(api.Priorities, "|"), "%v", err)
+	}
+	s.Priority = p.String()
+	if s.Timeout < 0 {
+		return 0, bad("use a positive --timeout such as 10m, or none", "timeout %s is negative", s.Timeout.D())
+	}
+	if s.Retries == nil {
+		r := defaultRetries
+		s.Retries = &r
+	}
+	if *s.Retries < 0 || *s.Retries > 100 {
+		return 0, bad("use --retries between 0 and 100", "retries %d is out of range", *s.Retries)
+	}
+	if s.Queue == "" {
+		s.Queue = "default"
+	}
+	if err := pki.ValidName("queue", s.Queue); err != nil {
+		return 0, bad("use a queue name of lower-case letters, digits, '-', '_' and '.'", "%v", err)
+	}
+	if s.Dir != "" && !filepath.IsAbs(s.Dir) {
+		return 0, bad("give an absolute --dir", "working directory %q is not absolute", s.Dir)
+	}
+	if len(s.Name) > 200 {
+		return 0, bad("shorten --name", "job name is %d characters; the limit is 200", len(s.Name))
+	}
+	return p, nil
+}
+
+func (c *Coordinator) apiJobSubmit(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+	var spec api.JobSpec
+	if err := readJSON(w, r, &spec); err != nil {
+		return err
+	}
+	j, err := c.submit(spec, who)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, j)
+}
+
+// submit validates and records a job; it returns once the job is durable.
+func (c *Coordinator) submit(spec api.JobSpec, who pki.ID) (api.Job, error) {
+	prio, err := validateSpec(&spec)
+	if err != nil {
+		return api.Job{}, err
+	}
+	c.mu.Lock()
+	if !spec.WaitForNodes {
+		if why := c.cl.Unschedulable(spec.Slots, spec.Labels); why != "" {
+			c.mu.Unlock()
+			return api.Job{}, api.Errorf(api.CodeJobUnschedulable, "see the reason; --wait-for-nodes keeps the job queued until a node fits", "no agent can ever run this job: %s", why)
+		}
+	}
+	c.jobSeq++
+	j := &sched.Job{
+		ID: strconv.FormatUint(c.jobSeq, 10), Spec: spec, Priority: prio, Slots: spec.Slots, Retries: *spec.Retries,
+		Submitted: c.now().UTC(), SubmittedBy: who.String(),
+	}
+	c.cl.AddJob(j)
+	ch := c.changesLocked()
+	ch.ops = append(ch.ops, store.Put(keyJobSeq, []byte(j.ID)))
+	out := jobAPI(j)
+	c.mu.Unlock()
+	if err := c.journal.Wait(ch.ops); err != nil {
+		return api.Job{}, err
+	}
+	c.audit.Record(audit.Event{Type: "job.submit", Actor: who.String(), Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
+	c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
+	c.poke()
+	return out, nil
+}
+
+func jobAPI(j *sched.Job) api.Job {
+	return api.Job{ID: j.ID, Spec: j.Spec, State: j.State, Submitted: j.Submitted, Finished: j.Finished,
+		SubmittedBy: j.SubmittedBy, CancelReason: j.CancelReason, Counts: j.Counts()}
+}
+
+// findJob resolves a job ID from a request path. Callers hold c.mu.
+func (c *Coordinator) findJobLocked(id string) (*sched.Job, error) {
+	if !validJobID(id) {
+		return nil, api.Errorf(api.CodeInvalidArgument, "job IDs are the numbers `ward job ls` shows", "%q is not a job ID", id)
+	}
+	j, ok := c.cl.Job(id)
+	if !ok {
+		return nil, api.Errorf(api.CodeNotFound, "list jobs with `ward job ls`", "no job with ID %s", id)
+	}
+	return j, nil
+}
+
+func (c *Coordinator) apiJobList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+	q := r.URL.Query()
+	c.mu.Lock()
+	out := []api.Job{}
+	for _, j := range c.cl.Jobs() {
+		if (q.Get("state") == "" || q.Get("state") == j.State) && (q.Get("queue") == "" || q.Get("queue") == j.Spec.Queue) {
+			out = append(out, jobAPI(j))
+		}
+	}
+	c.mu.Unlock()
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+	c.mu.Lock()
+	j, err := c.findJobLocked(r.PathValue("id"))
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	d := api.JobDetail{Job: jobAPI(j), Tasks: make([]api.Task, len(j.Tasks))}
+	for i := range j.Tasks {
+		t := &j.Tasks[i]
+		at := api.Task{Index: i, State: t.State.String()}
+		for _, a := range t.Attempts {
+			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late}
+			if a.HasExit {
+				e := a.Exit
+				aa.ExitCode = &e
+			}
+			at.Attempts = append(at.Attempts, aa)
+		}
+		d.Tasks[i] = at
+	}
+	c.mu.Unlock()
+	return writeJSON(w, http.StatusOK, d)
+}
+
+func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+	var req api.CancelRequest
+	if r.ContentLength != 0 {
+		if err := readJSON(w, r, &req); err != nil {
+			return err
+		}
+	}
+	reason := "canceled by " + who.String()
+	if req.Reason != "" {
+		reason += ": " + req.Reason
+	}
+	c.mu.Lock()
+	j, err := c.findJobLocked(r.PathValue("id"))
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if j.Terminal() {
+		c.mu.Unlock()
+		return api.Errorf(api.CodeFailedPrecondition, "nothing to do", "job %s already ended (%s)", j.ID, j.State)
+	}
+	kill := c.cl.Cancel(j, reason, c.now())
+	ch := c.changesLocked()
+	sends := c.cancelFramesLocked(kill, reason, api.EndCanceled)
+	out := jobAPI(j)
+	c.mu.Unlock()
+	done := make(chan struct{})
+	c.commit(ch, func() {
+		for s, m := range sends {
+			s.send(api.FrameCancel, m)
+		}
+		close(done)
+	})
+	<-done
+	c.audit.Record(audit.Event{Type: "job.cancel", Actor: who.String(), Target: j.ID, Detail: map[string]string{"reason": reason, "running_killed": strconv.Itoa(len(kill))}})
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// cancelFramesLocked groups attempts to kill by their node's session.
+// Attempts on disconnected nodes are killed at reconnect (the hello
+// reconcile reports them). Callers hold c.mu.
+func (c *Coordinator) cancelFramesLocked(kill []sched.Placement, reason, endReason string) map[*session]*api.Cancel {
+	out := map[*session]*api.Cancel{}
+	for _, p := range kill {
+		s := c.sessions[p.Node.Name]
+		if s == nil {
+			continue
+		}
+		m := out[s]
+		if m == nil {
+			m = &api.Cancel{Reason: reason, EndReason: endReason}
+			out[s] = m
+		}
+		m.Refs = append(m.Refs, p.Ref.APIRef())
+	}
+	return out
+}
+
+// parseTaskKey splits tasks/<job>/<index>.
+func parseTaskKey(key string) (string, int, bool) {
+	rest := strings.TrimPrefix(key, prefixTasks)
+	jid, idx, ok := strings.Cut(rest, "/")
+	if !ok {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(jid, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	i, err := strconv.Atoi(idx)
+	if err != nil {
+		return "", 0, false
+	}
+	return strconv.FormatUint(n, 10), i, true
+}
+
+var _ = time.Second

@@ -1,0 +1,371 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/enroll"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
+)
+
+// Token limits: a token is a bearer secret, so its reach is bounded.
+const (
+	maxTokenTTL  = 30 * 24 * time.Hour
+	maxTokenUses = 10000
+)
+
+func (c *Coordinator) apiTokenCreate(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+	var req api.TokenCreate
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	out, err := c.CreateToken(r.Context(), req, who)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+// CreateToken creates a join token, as `ward token create` does, on behalf
+// of by. The answer holds the join string, the only copy of the secret.
+func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by pki.ID) (api.TokenCreated, error) {
+	if req.TTL == 0 {
+		req.TTL = api.Duration(time.Hour)
+	}
+	if req.Uses == 0 {
+		req.Uses = 1
+	}
+	switch {
+	case req.TTL.D() < time.Minute || req.TTL.D() > maxTokenTTL:
+		return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, "use a --ttl between 1m and 720h", "token TTL %s is outside 1m..720h", req.TTL.D())
+	case req.Uses < 1 || req.Uses > maxTokenUses:
+		return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, fmt.Sprintf("use --uses between 1 and %d", maxTokenUses), "token uses %d is outside 1..%d", req.Uses, maxTokenUses)
+	}
+	for k, v := range req.Labels {
+		if err := config.ValidLabel(k, v); err != nil {
+			return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, "use --label key=value with letters, digits, '-', '_', '.' and '/'", "%v", err)
+		}
+	}
+	for _, ip := range req.AllowIPs {
+		if net.ParseIP(ip) == nil {
+			return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, "give IP addresses such as 10.0.0.5", "--allow-ip %q is not an IP address", ip)
+		}
+	}
+	id, secret, err := enroll.NewToken()
+	if err != nil {
+		return api.TokenCreated{}, err
+	}
+	now := c.now()
+	rec := tokenRecord{
+		ID: id, SecretHash: enroll.HashSecret(secret), Created: now.UTC(), Expires: now.Add(req.TTL.D()).UTC(),
+		Uses: req.Uses, Labels: req.Labels, AllowDNS: req.AllowDNS, AllowIPs: req.AllowIPs, CreatedBy: by.String(),
+	}
+	if _, err := c.st.Txn(ctx, []store.Cond{store.Absent(tokenKey(id))}, []store.Op{putJSON(tokenKey(id), rec)}); err != nil {
+		return api.TokenCreated{}, fmt.Errorf("store token: %w", err)
+	}
+	c.audit.Record(audit.Event{Type: "token.create", Actor: by.String(), Target: id, Detail: map[string]string{
+		"ttl": req.TTL.D().String(), "uses": fmt.Sprint(req.Uses), "labels": fmt.Sprint(req.Labels)}})
+	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.ca.root.Cert), TokenID: id, Secret: secret}
+	return api.TokenCreated{Token: rec.api(now), Join: js.String()}, nil
+}
+
+// AdminID is the identity local operators act as (ward dev, for example).
+func (c *Coordinator) AdminID() pki.ID {
+	return pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}
+}
+
+func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+	recs, err := c.st.List(r.Context(), prefixTokens)
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	out := make([]api.Token, 0, len(recs))
+	for _, rec := range recs {
+		var t tokenRecord
+		if err := json.Unmarshal(rec.Value, &t); err != nil {
+			return fmt.Errorf("%s: %w", rec.Key, err)
+		}
+		out = append(out, t.api(now))
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Created.Before(out[b].Created) })
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (c *Coordinator) apiTokenRevoke(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+	id := r.PathValue("id")
+	if !enroll.ValidTokenID(id) {
+		return api.Errorf(api.CodeInvalidArgument, "pass the 16-hex-digit ID that `ward token ls` shows", "%q is not a token ID", id)
+	}
+	var out api.Token
+	err := c.updateToken(r.Context(), id, func(t *tokenRecord) error {
+		t.Revoked = true
+		out = t.api(c.now())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.audit.Record(audit.Event{Type: "token.revoke", Actor: who.String(), Target: id})
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// updateToken applies fn to a token record with compare-and-set, retrying
+// when another writer got there first. fn's error aborts without writing.
+func (c *Coordinator) updateToken(ctx context.Context, id string, fn func(*tokenRecord) error) error {
+	for range 20 {
+		rec, err := c.st.Get(ctx, tokenKey(id))
+		if errors.Is(err, store.ErrNotFound) {
+			return api.Errorf(api.CodeNotFound, "list tokens with `ward token ls`", "no token with ID %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		var t tokenRecord
+		if err := json.Unmarshal(rec.Value, &t); err != nil {
+			return fmt.Errorf("%s: %w", rec.Key, err)
+		}
+		if err := fn(&t); err != nil {
+			return err
+		}
+		_, err = c.st.Txn(ctx, []store.Cond{store.Unchanged(rec.Key, rec.ModRev)}, []store.Op{putJSON(rec.Key, t)})
+		if store.IsConflict(err) {
+			continue
+		}
+		return err
+	}
+	return api.Errorf(api.CodeUnavailable, "try again", "token %s is being changed by many writers at once", id)
+}
+
+// checkToken applies the token rules in an order that leaks nothing to a
+// caller without the secret: the secret first, then revoked, expired, used.
+func checkToken(t *tokenRecord, secret string, now time.Time) error {
+	if !enroll.SecretMatches(secret, t.SecretHash) {
+		return tokenInvalid()
+	}
+	switch {
+	case t.Revoked:
+		return api.Errorf(api.CodeTokenRevoked, "ask an admin for a new token (`ward token create`)", "the join token %s was revoked", t.ID)
+	case !now.Before(t.Expires):
+		return api.Errorf(api.CodeTokenExpired, "ask an admin for a new token (`ward token create --ttl ...`)", "the join token %s expired at %s", t.ID, t.Expires.UTC().Format(time.RFC3339))
+	case t.Used >= t.Uses:
+		return api.Errorf(api.CodeTokenUsed, "ask an admin for a new token; tokens are single-use unless created with --uses N", "the join token %s has already been used %d of %d times", t.ID, t.Used, t.Uses)
+	}
+	return nil
+}
+
+func tokenInvalid() error {
+	return api.Errorf(api.CodeTokenInvalid, "copy the join string again from `ward token create`; the secret does not match any token", "the join token is not valid")
+}
+
+// apiJoin enrolls an agent: rate limit, token, CSR policy, name check, then
+// the token is consumed and the node registered in one atomic transaction.
+func (c *Coordinator) apiJoin(w http.ResponseWriter, r *http.Request) {
+	src, _, _ := net.SplitHostPort(r.RemoteAddr)
+	resp, name, err := c.join(w, r, src)
+	ev := audit.Event{Type: "join", Actor: src, Target: name}
+	if err != nil {
+		e := api.AsError(err)
+		ev.Result = string(e.Code)
+		ev.Detail = map[string]string{"message": e.Message}
+		c.log.Info("join refused", "peer_addr", r.RemoteAddr, "node", name, "code", string(e.Code), "reason", e.Message)
+		c.audit.Record(ev)
+		writeError(w, c, err)
+		return
+	}
+	ev.Detail = map[string]string{"serial": resp.serial}
+	c.audit.Record(ev)
+	c.audit.Record(audit.Event{Type: "cert.issue", Actor: "join", Target: resp.id, Detail: map[string]string{"serial": resp.serial}})
+	c.log.Info("agent joined", "node", name, "peer_addr", r.RemoteAddr, "cert_serial", resp.serial)
+	writeJSON(w, http.StatusOK, resp.JoinResponse)
+}
+
+type joinResult struct {
+	api.JoinResponse
+	serial, id string
+}
+
+func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string) (*joinResult, string, error) {
+	if !c.limiter.Allow(src, c.now()) {
+		return nil, "", api.Errorf(api.CodeRateLimited, "wait a minute before retrying; an admin can raise join_rate/join_burst", "too many join attempts from %s", src)
+	}
+	var req api.JoinRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return nil, "", err
+	}
+	if !enroll.ValidTokenID(req.TokenID) {
+		return nil, req.Name, tokenInvalid()
+	}
+	if err := pki.ValidName("node", req.Name); err != nil {
+		return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "start the agent with a valid --name", "%v", err)
+	}
+	if req.Slots < 1 || req.Slots > 100000 {
+		return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "use --slots between 1 and 100000", "slots %d is out of range", req.Slots)
+	}
+	for k, v := range req.Labels {
+		if err := config.ValidLabel(k, v); err != nil {
+			return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "fix the agent's --label", "%v", err)
+		}
+	}
+	ctx := r.Context()
+	for attempt := 0; attempt < 20; attempt++ {
+		res, retry, err := c.tryJoin(ctx, &req)
+		if !retry {
+			return res, req.Name, err
+		}
+	}
+	return nil, req.Name, api.Errorf(api.CodeUnavailable, "retry the join", "the join token is contended")
+}
+
+// tryJoin runs one compare-and-set attempt of a join. retry is true when a
+// concurrent writer changed the token or node first.
+func (c *Coordinator) tryJoin(ctx context.Context, req *api.JoinRequest) (*joinResult, bool, error) {
+	now := c.now()
+	rec, err := c.st.Get(ctx, tokenKey(req.TokenID))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, tokenInvalid()
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var tok tokenRecord
+	if err := json.Unmarshal(rec.Value, &tok); err != nil {
+		return nil, false, fmt.Errorf("%s: %w", rec.Key, err)
+	}
+	if err := checkToken(&tok, req.Secret, now); err != nil {
+		return nil, false, err
+	}
+	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleAgent, Name: req.Name}
+	policy := pki.CSRPolicy{ID: id, AllowedDNS: tok.AllowDNS}
+	for _, s := range tok.AllowIPs {
+		policy.AllowedIPs = append(policy.AllowedIPs, net.ParseIP(s))
+	}
+	csr, err := pki.CheckCSR(req.CSR, policy)
+	if err != nil {
+		return nil, false, err
+	}
+	nodeCond := store.Absent(nodeKey(req.Name))
+	if nrec, err := c.st.Get(ctx, nodeKey(req.Name)); err == nil {
+		var old nodeRecord
+		if err := json.Unmarshal(nrec.Value, &old); err != nil {
+			return nil, false, err
+		}
+		if !old.Revoked {
+			return nil, false, api.Errorf(api.CodeNodeNameInUse, fmt.Sprintf("start the agent with another --name, or revoke the old node first (`ward node revoke %s`)", req.Name),
+				"a node named %q is already registered", req.Name)
+		}
+		nodeCond = store.Unchanged(nrec.Key, nrec.ModRev)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, false, err
+	}
+	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses}, now)
+	if err != nil {
+		return nil, false, err
+	}
+	tok.Used++
+	node := nodeRecord{
+		Name: req.Name, Joined: now.UTC(), TokenID: tok.ID, TokenLabels: tok.Labels, Labels: req.Labels, Slots: req.Slots,
+		CertSerial: pki.SerialHex(cert), CertExpiry: cert.NotAfter, CertIssuer: c.ca.issuer.CA.Cert.Subject.CommonName, Hostname: req.Hostname,
+	}
+	crec := issuedRecord(cert, c.ca.issuer.CA.Cert)
+	_, err = c.st.Txn(ctx,
+		[]store.Cond{store.Unchanged(rec.Key, rec.ModRev), nodeCond},
+		[]store.Op{putJSON(rec.Key, tok), putJSON(nodeKey(req.Name), node), putJSON(certKey(crec.Serial), crec)})
+	if store.IsConflict(err) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	c.mu.Lock()
+	c.nodes[node.Name] = &node
+	sn := c.cl.UpsertNode(node.Name, node.Slots, effectiveLabels(&node))
+	sn.Revoked, sn.Drain = false, false
+	c.mu.Unlock()
+	return &joinResult{
+		JoinResponse: api.JoinResponse{
+			Node: req.Name, Cluster: c.cfg.Cluster,
+			ChainPEM:     pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert),
+			BundlePEM:    c.ca.src.Bundle().PEM(),
+			ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
+			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
+		},
+		serial: crec.Serial, id: id.String(),
+	}, false, nil
+}
+
+func issuedRecord(cert, issuer *x509.Certificate) certRecord {
+	id, _ := pki.IDFromCert(cert)
+	return certRecord{
+		Serial: pki.SerialHex(cert), Identity: id.String(), Role: string(id.Role), Name: id.Name,
+		Issuer: issuer.Subject.CommonName, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+	}
+}
+
+// effectiveLabels merges the agent's labels with its token's, the token's
+// winning: an admin's labels cannot be overridden from the node.
+func effectiveLabels(n *nodeRecord) map[string]string {
+	out := make(map[string]string, len(n.Labels)+len(n.TokenLabels))
+	for k, v := range n.Labels {
+		out[k] = v
+	}
+	for k, v := range n.TokenLabels {
+		out[k] = v
+	}
+	return out
+}
+
+// rateLimiter is a token bucket per source address.
+type rateLimiter struct {
+	rate  float64
+	burst float64
+	mu    sync.Mutex
+	m     map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(rate float64, burst int) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: float64(burst), m: map[string]*bucket{}}
+}
+
+// Allow takes one token from src's bucket.
+func (l *rateLimiter) Allow(src string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) > 100000 { // forget full buckets so the map cannot grow without bound
+		for k, b := range l.m {
+			if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+				delete(l.m, k)
+			}
+		}
+	}
+	b, ok := l.m[src]
+	if !ok {
+		b = &bucket{tokens: l.burst, last: now}
+		l.m[src] = b
+	}
+	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

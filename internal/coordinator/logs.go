@@ -1,0 +1,294 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/store"
+)
+
+// outputKey names one task's output.
+type outputKey struct {
+	job  string
+	task int
+}
+
+// outputState counts what a task has stored, against the size limit.
+type outputState struct {
+	bytes     int
+	seq       int
+	truncated bool
+}
+
+// recordOutput stores output chunks within each task's limit, through the
+// journal, and passes them to followers once durable.
+func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
+	var ops []store.Op
+	var live []liveChunk
+	c.mu.Lock()
+	for _, ch := range chunks {
+		j, ok := c.cl.Job(ch.Job)
+		if !ok || ch.Task < 0 || ch.Task >= len(j.Tasks) {
+			continue
+		}
+		t := &j.Tasks[ch.Task]
+		if ch.Attempt < 1 || ch.Attempt > len(t.Attempts) || t.Attempts[ch.Attempt-1].Node != node {
+			continue // output for an attempt this node does not own
+		}
+		k := outputKey{ch.Job, ch.Task}
+		st := c.outputs[k]
+		if st == nil {
+			st = &outputState{}
+			c.outputs[k] = st
+		}
+		if st.truncated {
+			continue
+		}
+		data := ch.Data
+		rec := logRecord{Attempt: ch.Attempt, Stream: ch.Stream}
+		if room := c.cfg.MaxOutputBytes - st.bytes; len(data) > room {
+			data = data[:max(room, 0)]
+			rec.Truncated = true
+			st.truncated = true
+		}
+		rec.Data = data
+		st.bytes += len(data)
+		st.seq++
+		ops = append(ops, putJSON(logKey(ch.Job, ch.Task, st.seq), rec))
+		live = append(live, liveChunk{job: ch.Job, seq: st.seq, chunk: logChunk(ch.Task, st.seq, rec, c.cfg.MaxOutputBytes)})
+	}
+	c.mu.Unlock()
+	if len(ops) == 0 {
+		return
+	}
+	c.journal.Commit(ops, func(err error) {
+		if err == nil {
+			c.publish(live)
+		}
+	})
+}
+
+func logChunk(task, seq int, r logRecord, limit int) api.LogChunk {
+	ch := api.LogChunk{Task: task, Seq: seq, Attempt: r.Attempt, Stream: r.Stream, Data: string(r.Data), Truncated: r.Truncated}
+	if r.Truncated {
+		ch.Data += "\n[ward: output truncated at " + strconv.Itoa(limit) + " bytes; raise max_output_bytes to keep more]\n"
+	}
+	return ch
+}
+
+type liveChunk struct {
+	job   string
+	seq   int
+	chunk api.LogChunk
+}
+
+// logSub is one follower of a job's output.
+type logSub struct {
+	task   int // -1: all tasks
+	ch     chan subItem
+	mu     sync.Mutex
+	closed bool
+}
+
+type subItem struct {
+	seq   int
+	chunk api.LogChunk
+}
+
+func (s *logSub) offer(it subItem) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	select {
+	case s.ch <- it:
+	default:
+		// The follower is too slow: end its stream rather than block output.
+		s.closed = true
+		close(s.ch)
+	}
+}
+
+func (c *Coordinator) publish(live []liveChunk) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range live {
+		for s := range c.subs[l.job] {
+			if s.task < 0 || s.task == l.chunk.Task {
+				s.offer(subItem{seq: l.seq, chunk: l.chunk})
+			}
+		}
+	}
+}
+
+// publishEndings tells followers that their job finished.
+func (c *Coordinator) publishEndings(ended []jobEnding) {
+	if len(ended) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range ended {
+		for s := range c.subs[e.id] {
+			s.offer(subItem{chunk: api.LogChunk{End: true, JobState: e.state, Failed: e.failed}})
+		}
+	}
+}
+
+// apiJobLogs streams a job's stored output as JSON lines, and with
+// follow=1 keeps streaming live output until the job ends.
+func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+	q := r.URL.Query()
+	task := -1
+	if s := q.Get("task"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return api.Errorf(api.CodeInvalidArgument, "pass a task index such as --task 3", "task %q is not an index", s)
+		}
+		task = n
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	c.mu.Lock()
+	j, err := c.findJobLocked(r.PathValue("id"))
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if task >= len(j.Tasks) {
+		c.mu.Unlock()
+		return api.Errorf(api.CodeInvalidArgument, "task indexes run from 0", "job %s has %d tasks; there is no task %d", j.ID, len(j.Tasks), task)
+	}
+	var sub *logSub
+	if follow && !j.Terminal() {
+		sub = &logSub{task: task, ch: make(chan subItem, 8192)}
+		if c.subs[j.ID] == nil {
+			c.subs[j.ID] = map[*logSub]struct{}{}
+		}
+		c.subs[j.ID][sub] = struct{}{}
+		defer c.unsubscribe(j.ID, sub)
+	}
+	id, state, failed := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed)
+	c.mu.Unlock()
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	// Stored output first. A follower subscribed before reading, so
+	// nothing is missed; seen filters what both paths deliver.
+	seen := map[int]int{} // task → highest stored seq sent
+	prefix := logPrefix(id)
+	if task >= 0 {
+		prefix += padTask(task) + "/"
+	}
+	err = c.st.Scan(r.Context(), prefix, func(rec store.Record) error {
+		t, seq, ok := parseLogKey(rec.Key)
+		if !ok {
+			return nil
+		}
+		var lr logRecord
+		if err := json.Unmarshal(rec.Value, &lr); err != nil {
+			return err
+		}
+		seen[t] = seq
+		return enc.Encode(logChunk(t, seq, lr, c.cfg.MaxOutputBytes))
+	})
+	if err != nil {
+		return nil // the client went away or the store failed mid-stream
+	}
+	if sub == nil {
+		enc.Encode(api.LogChunk{End: true, JobState: state, Failed: failed})
+		return nil
+	}
+	if flusher != nil {
+		flusher.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case it, ok := <-sub.ch:
+			if !ok {
+				enc.Encode(api.LogChunk{End: true, JobState: "unknown", Data: "[ward: this follower fell behind and was disconnected; run `ward logs` again]"})
+				return nil
+			}
+			if !it.chunk.End && it.seq <= seen[it.chunk.Task] {
+				continue
+			}
+			if err := enc.Encode(it.chunk); err != nil {
+				return nil
+			}
+			if flusher != nil && len(sub.ch) == 0 {
+				flusher.Flush()
+			}
+			if it.chunk.End {
+				return nil
+			}
+		}
+	}
+}
+
+func (c *Coordinator) unsubscribe(job string, s *logSub) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.subs[job], s)
+	if len(c.subs[job]) == 0 {
+		delete(c.subs, job)
+	}
+}
+
+func padTask(i int) string { return fmt.Sprintf("%07d", i) }
+
+// parseLogKey splits logs/<job>/<task>/<seq>.
+func parseLogKey(key string) (task, seq int, ok bool) {
+	parts := strings.Split(key, "/")
+	if len(parts) != 4 {
+		return 0, 0, false
+	}
+	t, err1 := strconv.Atoi(parts[2])
+	s, err2 := strconv.Atoi(parts[3])
+	return t, s, err1 == nil && err2 == nil
+}
+
+// restoreOutputCounters recounts stored output for tasks that may still
+// produce more, so the size limit holds across restarts.
+func (c *Coordinator) restoreOutputCounters(ctx context.Context, jobs map[string]*sched.Job) error {
+	for _, j := range jobs {
+		if j.Terminal() {
+			continue
+		}
+		for i := range j.Tasks {
+			if len(j.Tasks[i].Attempts) == 0 || j.Tasks[i].State.Terminal() {
+				continue
+			}
+			st := &outputState{}
+			err := c.st.Scan(ctx, logPrefix(j.ID)+padTask(i)+"/", func(rec store.Record) error {
+				var lr logRecord
+				if err := json.Unmarshal(rec.Value, &lr); err != nil {
+					return err
+				}
+				_, seq, _ := parseLogKey(rec.Key)
+				st.bytes += len(lr.Data)
+				st.seq = max(st.seq, seq)
+				st.truncated = st.truncated || lr.Truncated
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if st.seq > 0 {
+				c.outputs[outputKey{j.ID, i}] = st
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,344 @@
+package coordinator
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/transport"
+)
+
+// caState is the coordinator's PKI as loaded from the data directory.
+type caState struct {
+	root    *pki.CA // Key is nil when the root is kept offline
+	issuer  *pki.Issuer
+	bundle  pki.Bundle
+	src     *identity.Source // the coordinator's own certificate and trust
+	id      pki.ID
+	created bool // this start created the CA
+}
+
+func (c *Coordinator) path(parts ...string) string {
+	return filepath.Join(append([]string{c.cfg.DataDir}, parts...)...)
+}
+
+// The files of the coordinator's PKI, relative to the data directory.
+var (
+	fileRootCert    = filepath.Join("pki", "root-ca.crt")
+	fileRootKey     = filepath.Join("pki", "root-ca.key")
+	fileIssuingCert = filepath.Join("pki", "issuing-ca.crt")
+	fileIssuingKey  = filepath.Join("pki", "issuing-ca.key")
+	fileServerCert  = filepath.Join("pki", "coordinator.crt")
+	fileServerKey   = filepath.Join("pki", "coordinator.key")
+	fileAdminCtx    = "admin.context"
+)
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// coordinatorName derives the coordinator's identity name from the host
+// name, falling back to "coordinator".
+func coordinatorName() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "coordinator"
+	}
+	h = strings.ToLower(strings.Split(h, ".")[0])
+	if pki.ValidName("coordinator", h) != nil {
+		return "coordinator"
+	}
+	return h
+}
+
+// loadOrCreatePKI creates the root and issuing CA on first start and loads
+// them on every later start, refusing key files with loose permissions.
+func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
+	if err := os.MkdirAll(c.path("pki"), 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", c.path("pki"), err)
+	}
+	st := &caState{id: pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleCoordinator, Name: coordinatorName()}}
+	if !exists(c.path(fileRootCert)) {
+		if exists(c.path(fileIssuingCert)) {
+			return nil, fmt.Errorf("%s exists but %s does not: the data directory is damaged; restore it from backup", c.path(fileIssuingCert), c.path(fileRootCert))
+		}
+		root, err := pki.NewRootCA(c.cfg.Cluster, now, pki.RootLifetime)
+		if err != nil {
+			return nil, err
+		}
+		iss, err := pki.NewIssuingCA(root, c.cfg.Cluster, 1, now, pki.IssuingLifetime)
+		if err != nil {
+			return nil, err
+		}
+		if err := saveCA(c.path(fileRootCert), c.path(fileRootKey), root); err != nil {
+			return nil, err
+		}
+		if err := saveCA(c.path(fileIssuingCert), c.path(fileIssuingKey), iss); err != nil {
+			return nil, err
+		}
+		st.created = true
+		c.audit.Record(audit.Event{Type: "ca.create", Target: root.Cert.Subject.CommonName, Detail: map[string]string{
+			"root_serial": pki.SerialHex(root.Cert), "issuing_serial": pki.SerialHex(iss.Cert), "pin": pki.SPKIPin(root.Cert).String(),
+		}})
+	}
+	root, err := loadCA(c.path(fileRootCert), c.path(fileRootKey), true)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := loadCA(c.path(fileIssuingCert), c.path(fileIssuingKey), false)
+	if err != nil {
+		return nil, err
+	}
+	if !root.Cert.IsCA || !iss.Cert.IsCA {
+		return nil, errors.New("the CA files in the data directory are not CA certificates")
+	}
+	if err := iss.Cert.CheckSignatureFrom(root.Cert); err != nil {
+		return nil, fmt.Errorf("issuing CA %s is not signed by root CA %s: %w", c.path(fileIssuingCert), c.path(fileRootCert), err)
+	}
+	st.root = root
+	st.issuer = &pki.Issuer{CA: iss, Chain: []*x509.Certificate{iss.Cert, root.Cert}}
+	st.bundle = pki.Bundle{root.Cert}
+
+	cred, err := c.serverCredential(st, now)
+	if err != nil {
+		return nil, err
+	}
+	st.src = identity.NewSource(servedChain(cred, root.Cert), st.bundle)
+	return st, nil
+}
+
+func saveCA(certPath, keyPath string, ca *pki.CA) error {
+	return identity.SaveCredential(&identity.Credential{Chain: []*x509.Certificate{ca.Cert}, Key: ca.Key}, certPath, keyPath)
+}
+
+// loadCA reads a CA certificate and key. An absent root key is allowed
+// (offline root); an absent issuing key is not.
+func loadCA(certPath, keyPath string, keyOptional bool) (*pki.CA, error) {
+	if keyOptional && !exists(keyPath) {
+		data, err := os.ReadFile(certPath)
+		if err != nil {
+			return nil, err
+		}
+		certs, err := pki.ParseCertsPEM(data)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", certPath, err)
+		}
+		return &pki.CA{Cert: certs[0]}, nil
+	}
+	cred, err := identity.LoadCredential(certPath, keyPath)
+	if err != nil {
+		return nil, err
+	}
+	return &pki.CA{Cert: cred.Leaf(), Key: cred.Key}, nil
+}
+
+// serverNames are the DNS names and IPs the coordinator's certificate must
+// cover: the host name, every advertised name, and loopback.
+func (c *Coordinator) serverNames() ([]string, []net.IP) {
+	dns := []string{"localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv6loopback}
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		if ip := net.ParseIP(s); ip != nil {
+			if !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+			return
+		}
+		if !slices.Contains(dns, strings.ToLower(s)) {
+			dns = append(dns, strings.ToLower(s))
+		}
+	}
+	if h, err := os.Hostname(); err == nil {
+		add(h)
+	}
+	for _, a := range c.cfg.Advertise {
+		add(a)
+	}
+	for _, addr := range []string{c.cfg.ClusterAddr, c.cfg.PublicAddr} {
+		if h := transport.HostOf(addr); h != "" && h != "0.0.0.0" && h != "::" {
+			add(h)
+		}
+	}
+	return dns, ips
+}
+
+// covers reports whether cert names every required DNS name and IP.
+func covers(cert *x509.Certificate, dns []string, ips []net.IP) bool {
+	for _, d := range dns {
+		if !slices.Contains(cert.DNSNames, d) {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+// serverCredential loads the coordinator's certificate, issuing a new one
+// when it is missing, no longer covers the advertised names, is past its
+// renewal point, or comes from another issuing CA.
+func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Credential, error) {
+	dns, ips := c.serverNames()
+	certPath, keyPath := c.path(fileServerCert), c.path(fileServerKey)
+	if exists(certPath) {
+		cred, err := identity.LoadCredential(certPath, keyPath)
+		if err != nil {
+			return nil, err
+		}
+		leaf := cred.Leaf()
+		fresh := !identity.ShouldRenew(now, leaf, 0).Renew
+		if fresh && covers(leaf, dns, ips) && leaf.CheckSignatureFrom(st.issuer.CA.Cert) == nil {
+			return cred, nil
+		}
+		c.log.Info("reissuing coordinator certificate", "reason", "names changed, renewal due or new issuing CA", "old_serial", pki.SerialHex(leaf))
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := st.issuer.Issue(pki.LeafSpec{ID: st.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips}, now)
+	if err != nil {
+		return nil, err
+	}
+	cred := &identity.Credential{Chain: []*x509.Certificate{cert, st.issuer.CA.Cert}, Key: key}
+	if err := identity.SaveCredential(cred, certPath, keyPath); err != nil {
+		return nil, err
+	}
+	c.recordIssued(cert, st.issuer.CA.Cert)
+	return cred, nil
+}
+
+// writeAdminContext issues an admin user certificate and writes the CLI
+// context next to the data, unless one already exists.
+func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
+	path := c.path(fileAdminCtx)
+	if exists(path) {
+		if err := identity.CheckSecretPerms(path); err != nil {
+			return "", err
+		}
+		return path, nil
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}
+	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D()}, now)
+	if err != nil {
+		return "", err
+	}
+	keyPEM, err := pki.MarshalKeyPEM(key)
+	if err != nil {
+		return "", err
+	}
+	ctx := &config.Context{
+		Version:   config.FileVersion,
+		Cluster:   c.cfg.Cluster,
+		Server:    c.localAddr(c.cfg.ClusterAddr),
+		Public:    c.localAddr(c.cfg.PublicAddr),
+		BundlePEM: string(c.ca.bundle.PEM()),
+		Pins:      []string{pki.SPKIPin(c.ca.root.Cert).String()},
+		CertPEM:   string(pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert)),
+		KeyPEM:    string(keyPEM),
+	}
+	if err := ctx.Save(path); err != nil {
+		return "", err
+	}
+	c.recordIssued(cert, c.ca.issuer.CA.Cert)
+	c.audit.Record(audit.Event{Type: "cert.issue", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "admin context"}})
+	return path, nil
+}
+
+// localAddr turns a listen address into one a local client can dial.
+func (c *Coordinator) localAddr(listen string) string {
+	host, port, _ := net.SplitHostPort(listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// advertisedAddr is what remote peers dial for a listener: the first
+// advertised name with the listener's port.
+func (c *Coordinator) advertisedAddr(listen string) string {
+	host, port, _ := net.SplitHostPort(listen)
+	if len(c.cfg.Advertise) > 0 {
+		return net.JoinHostPort(c.cfg.Advertise[0], port)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// ensureDataDir creates the data directory and refuses a loose one.
+func ensureDataDir(dir string) error {
+	if err := identity.EnsureDir(dir); err != nil {
+		return err
+	}
+	// Every key file in the data directory is checked at every start.
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if strings.HasSuffix(p, ".key") || strings.HasSuffix(p, ".context") {
+			return identity.CheckSecretPerms(p)
+		}
+		return nil
+	})
+}
+
+// recordIssued remembers an issued certificate for `ward cert ls` and
+// revocation. It goes through the journal like every other write.
+func (c *Coordinator) recordIssued(cert, issuer *x509.Certificate) {
+	id, _ := pki.IDFromCert(cert)
+	rec := certRecord{
+		Serial: pki.SerialHex(cert), Identity: id.String(), Role: string(id.Role), Name: id.Name,
+		Issuer: issuer.Subject.CommonName, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+	}
+	c.pendingCerts = append(c.pendingCerts, rec)
+}
+
+// flushIssued writes certificate records queued before the journal ran.
+func (c *Coordinator) flushIssued() error {
+	var ops []store.Op
+	for _, r := range c.pendingCerts {
+		ops = append(ops, putJSON(certKey(r.Serial), r))
+	}
+	c.pendingCerts = nil
+	if len(ops) == 0 {
+		return nil
+	}
+	return c.journal.Wait(ops)
+}
+
+// servedChain appends the root to the coordinator's chain, so a joining
+// agent can match its CA pin inside the handshake, before it sends a byte.
+func servedChain(cred *identity.Credential, root *x509.Certificate) *identity.Credential {
+	last := cred.Chain[len(cred.Chain)-1]
+	if last.Equal(root) {
+		return cred
+	}
+	return &identity.Credential{Chain: append(slices.Clone(cred.Chain), root), Key: cred.Key}
+}

@@ -1,0 +1,233 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/store"
+)
+
+// Store layout. Keys sort in numeric order because numbers are zero-padded.
+const (
+	prefixJobs   = "jobs/"
+	prefixTasks  = "tasks/"
+	prefixLogs   = "logs/"
+	prefixNodes  = "nodes/"
+	prefixTokens = "tokens/"
+	prefixCerts  = "certs/"
+	keyJobSeq    = "meta/job-seq"
+)
+
+func jobKey(id string) string         { return prefixJobs + padID(id) }
+func taskPrefix(id string) string     { return prefixTasks + padID(id) + "/" }
+func taskKey(id string, i int) string { return fmt.Sprintf("%s%s/%07d", prefixTasks, padID(id), i) }
+func logPrefix(id string) string      { return prefixLogs + padID(id) + "/" }
+func logKey(id string, task, seq int) string {
+	return fmt.Sprintf("%s%s/%07d/%09d", prefixLogs, padID(id), task, seq)
+}
+func nodeKey(name string) string   { return prefixNodes + name }
+func tokenKey(id string) string    { return prefixTokens + id }
+func certKey(serial string) string { return prefixCerts + serial }
+
+// padID zero-pads a numeric job ID so keys sort numerically.
+func padID(id string) string {
+	if n, err := strconv.ParseUint(id, 10, 64); err == nil {
+		return fmt.Sprintf("%012d", n)
+	}
+	return id
+}
+
+// validJobID accepts the decimal job IDs the coordinator hands out.
+func validJobID(id string) bool {
+	if id == "" || len(id) > 12 || strings.HasPrefix(id, "0") {
+		return false
+	}
+	_, err := strconv.ParseUint(id, 10, 64)
+	return err == nil
+}
+
+type jobRecord struct {
+	ID           string      `json:"id"`
+	Spec         api.JobSpec `json:"spec"`
+	Priority     int         `json:"priority"`
+	Slots        int         `json:"slots"`
+	Retries      int         `json:"retries"`
+	Submitted    time.Time   `json:"submitted"`
+	SubmittedBy  string      `json:"submitted_by"`
+	State        string      `json:"state"`
+	Finished     time.Time   `json:"finished,omitempty"`
+	CancelReason string      `json:"cancel_reason,omitempty"`
+}
+
+type attemptRecord struct {
+	N        int       `json:"n"`
+	Node     string    `json:"node"`
+	State    string    `json:"state"`
+	Assigned time.Time `json:"assigned"`
+	Started  time.Time `json:"started,omitempty"`
+	Ended    time.Time `json:"ended,omitempty"`
+	Exit     *int      `json:"exit,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Late     bool      `json:"late,omitempty"`
+}
+
+type taskRecord struct {
+	State           string          `json:"state"`
+	CancelRequested bool            `json:"cancel_requested,omitempty"`
+	Attempts        []attemptRecord `json:"attempts,omitempty"`
+}
+
+func encodeJob(j *sched.Job) store.Op {
+	b, _ := json.Marshal(jobRecord{
+		ID: j.ID, Spec: j.Spec, Priority: int(j.Priority), Slots: j.Slots, Retries: j.Retries,
+		Submitted: j.Submitted, SubmittedBy: j.SubmittedBy, State: j.State, Finished: j.Finished,
+		CancelReason: j.CancelReason,
+	})
+	return store.Put(jobKey(j.ID), b)
+}
+
+func encodeTask(j *sched.Job, i int) store.Op {
+	t := &j.Tasks[i]
+	rec := taskRecord{State: t.State.String(), CancelRequested: t.CancelRequested}
+	// A task that was only started (not yet ended) is persisted as
+	// assigned: the running state is soft and comes back from the agent's
+	// hello after a restart, so starting a task costs no store write.
+	if t.State == sched.Running {
+		rec.State = sched.Assigned.String()
+	}
+	for _, a := range t.Attempts {
+		ar := attemptRecord{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late}
+		if a.State == sched.Running {
+			ar.State = sched.Assigned.String()
+		}
+		if a.HasExit {
+			e := a.Exit
+			ar.Exit = &e
+		}
+		rec.Attempts = append(rec.Attempts, ar)
+	}
+	b, _ := json.Marshal(rec)
+	return store.Put(taskKey(j.ID, i), b)
+}
+
+func decodeJob(v []byte) (*sched.Job, error) {
+	var r jobRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, err
+	}
+	return &sched.Job{
+		ID: r.ID, Spec: r.Spec, Priority: sched.Priority(r.Priority), Slots: r.Slots, Retries: r.Retries,
+		Submitted: r.Submitted, SubmittedBy: r.SubmittedBy, State: r.State, Finished: r.Finished,
+		CancelReason: r.CancelReason, Tasks: make([]sched.Task, r.Spec.Count),
+	}, nil
+}
+
+func decodeTask(v []byte) (sched.Task, error) {
+	var r taskRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return sched.Task{}, err
+	}
+	s, err := sched.ParseState(r.State)
+	if err != nil {
+		return sched.Task{}, err
+	}
+	t := sched.Task{State: s, CancelRequested: r.CancelRequested}
+	for _, ar := range r.Attempts {
+		as, err := sched.ParseState(ar.State)
+		if err != nil {
+			return sched.Task{}, err
+		}
+		a := sched.Attempt{N: ar.N, Node: ar.Node, State: as, Assigned: ar.Assigned, Started: ar.Started, Ended: ar.Ended, Reason: ar.Reason, Late: ar.Late}
+		if ar.Exit != nil {
+			a.Exit, a.HasExit = *ar.Exit, true
+		}
+		t.Attempts = append(t.Attempts, a)
+	}
+	return t, nil
+}
+
+// nodeRecord is an agent's registration. Labels from its token override the
+// ones the agent reports.
+type nodeRecord struct {
+	Name        string            `json:"name"`
+	Joined      time.Time         `json:"joined"`
+	TokenID     string            `json:"token_id"`
+	TokenLabels map[string]string `json:"token_labels,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Slots       int               `json:"slots"`
+	CertSerial  string            `json:"cert_serial"`
+	CertExpiry  time.Time         `json:"cert_expiry"`
+	CertIssuer  string            `json:"cert_issuer"`
+	Drain       bool              `json:"drain,omitempty"`
+	Revoked     bool              `json:"revoked,omitempty"`
+	Hostname    string            `json:"hostname,omitempty"`
+}
+
+// tokenRecord is a join token. Only the secret's hash is kept.
+type tokenRecord struct {
+	ID         string            `json:"id"`
+	SecretHash string            `json:"secret_hash"`
+	Created    time.Time         `json:"created"`
+	Expires    time.Time         `json:"expires"`
+	Uses       int               `json:"uses"`
+	Used       int               `json:"used"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	AllowDNS   []string          `json:"allow_dns,omitempty"`
+	AllowIPs   []string          `json:"allow_ips,omitempty"`
+	Revoked    bool              `json:"revoked,omitempty"`
+	CreatedBy  string            `json:"created_by"`
+}
+
+func (t *tokenRecord) state(now time.Time) string {
+	switch {
+	case t.Revoked:
+		return "revoked"
+	case t.Used >= t.Uses:
+		return "used"
+	case !now.Before(t.Expires):
+		return "expired"
+	}
+	return "active"
+}
+
+func (t *tokenRecord) api(now time.Time) api.Token {
+	return api.Token{ID: t.ID, Created: t.Created, Expires: t.Expires, Uses: t.Uses, Used: t.Used, Labels: t.Labels,
+		AllowDNS: t.AllowDNS, AllowIPs: t.AllowIPs, Revoked: t.Revoked, State: t.state(now), CreatedBy: t.CreatedBy}
+}
+
+// certRecord is every certificate the CA issued, for listing and revocation.
+type certRecord struct {
+	Serial    string    `json:"serial"`
+	Identity  string    `json:"identity"`
+	Role      string    `json:"role"`
+	Name      string    `json:"name"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	Revoked   bool      `json:"revoked,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// logRecord is one stored chunk of task output.
+type logRecord struct {
+	Attempt   int    `json:"a"`
+	Stream    string `json:"s"`
+	Data      []byte `json:"d,omitempty"`
+	Truncated bool   `json:"tr,omitempty"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err)) // only plain structs are encoded here
+	}
+	return b
+}
+
+func putJSON(key string, v any) store.Op { return store.Put(key, mustJSON(v)) }

@@ -1,0 +1,304 @@
+// Package coordinator is Ward's head node: the certificate authority, the
+// listeners, agent sessions, the scheduler wired to the durable store, and
+// the HTTP API.
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/store/bolt"
+	"github.com/wardcluster/ward/internal/transport"
+)
+
+// Version is reported in status and logs.
+var Version = "0.1.0-dev"
+
+// Coordinator is one running head node.
+type Coordinator struct {
+	cfg     config.Coordinator
+	log     *slog.Logger
+	audit   *audit.Log
+	st      store.Store
+	journal *journal
+	ca      *caState
+	revoked *transport.RevocationSet
+	limiter *rateLimiter
+	now     func() time.Time
+
+	clusterLn, publicLn net.Listener
+	clusterTLS          *tls.Config
+	publicTLS           *tls.Config
+	clusterHTTP         *http.Server
+	publicHTTP          *http.Server
+	clusterConns        *connQueue
+	publicConns         *connQueue
+
+	// mu guards the job system's state: everything below it.
+	mu         sync.Mutex
+	cl         *sched.Cluster
+	nodes      map[string]*nodeRecord
+	sessions   map[string]*session
+	lostTimers map[string]*time.Timer
+	jobSeq     uint64
+	outputs    map[outputKey]*outputState
+	subs       map[string]map[*logSub]struct{}
+
+	kick         chan struct{}
+	pendingCerts []certRecord
+	fatalOnce    sync.Once
+	fatal        chan error
+	contextPath  string
+	wg           sync.WaitGroup
+	cancel       context.CancelFunc
+}
+
+// Options are the parts of a coordinator that are not configuration.
+type Options struct {
+	Logger *slog.Logger
+}
+
+// New opens the data directory, creates or loads the CA, restores the job
+// system from the store and binds both listeners. Serve starts the work.
+func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	minTLS, err := transport.ParseMinVersion(cfg.MinTLS)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{
+		cfg:        cfg,
+		log:        log,
+		revoked:    transport.NewRevocationSet(),
+		limiter:    newRateLimiter(cfg.JoinRate, cfg.JoinBurst),
+		now:        time.Now,
+		cl:         sched.NewCluster(cfg.AgingStep.D()),
+		nodes:      map[string]*nodeRecord{},
+		sessions:   map[string]*session{},
+		lostTimers: map[string]*time.Timer{},
+		outputs:    map[outputKey]*outputState{},
+		subs:       map[string]map[*logSub]struct{}{},
+		kick:       make(chan struct{}, 1),
+		fatal:      make(chan error, 1),
+	}
+	if err := ensureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if c.audit, err = audit.Open(c.path("audit.log")); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.closeStorage()
+		}
+	}()
+	if c.st, err = bolt.Open(c.path("ward.db"), bolt.Options{NoSync: cfg.StoreNoSync}); err != nil {
+		return nil, err
+	}
+	c.journal = newJournal(c.st, c.fail)
+	now := c.now()
+	if c.ca, err = c.loadOrCreatePKI(now); err != nil {
+		return nil, err
+	}
+	if c.contextPath, err = c.writeAdminContext(now); err != nil {
+		return nil, err
+	}
+	if err := c.restore(context.Background()); err != nil {
+		return nil, fmt.Errorf("restore state from %s: %w", c.path("ward.db"), err)
+	}
+	opt := transport.ServerOptions{Cluster: cfg.Cluster, MinVersion: minTLS, Revoked: c.revoked}
+	c.clusterTLS = transport.ClusterServerConfig(c.ca.src, opt)
+	c.publicTLS = transport.PublicServerConfig(c.ca.src, opt)
+	if c.clusterLn, err = net.Listen("tcp", cfg.ClusterAddr); err != nil {
+		return nil, fmt.Errorf("cluster listener: %w (fix: free the port or pass --cluster-addr)", err)
+	}
+	if c.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
+		c.clusterLn.Close()
+		return nil, fmt.Errorf("public listener: %w (fix: free the port or pass --public-addr)", err)
+	}
+	ok = true
+	return c, nil
+}
+
+// ContextPath is the admin CLI context the coordinator wrote.
+func (c *Coordinator) ContextPath() string { return c.contextPath }
+
+// ClusterAddr is the bound cluster listener address.
+func (c *Coordinator) ClusterAddr() string { return c.clusterLn.Addr().String() }
+
+// PublicAddr is the bound public listener address.
+func (c *Coordinator) PublicAddr() string { return c.publicLn.Addr().String() }
+
+// CreatedCA reports whether this start created the cluster CA.
+func (c *Coordinator) CreatedCA() bool { return c.ca.created }
+
+// Serve runs the coordinator until ctx ends or a fatal error (a failed
+// store commit) stops it. Tasks on agents keep running either way.
+func (c *Coordinator) Serve(ctx context.Context) error {
+	ctx, c.cancel = context.WithCancel(ctx)
+	defer c.cancel()
+	jctx, jcancel := context.WithCancel(context.Background())
+	jdone := make(chan struct{})
+	go func() { c.journal.run(jctx); close(jdone) }()
+	if err := c.flushIssued(); err != nil {
+		jcancel()
+		return err
+	}
+	c.clusterConns = newConnQueue(c.clusterLn.Addr())
+	c.publicConns = newConnQueue(c.publicLn.Addr())
+	c.clusterHTTP = &http.Server{Handler: c.clusterRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
+	c.publicHTTP = &http.Server{Handler: c.publicRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
+	c.logListener("cluster", c.clusterLn, c.clusterTLS, "required and verified at the handshake")
+	c.logListener("public", c.publicLn, c.publicTLS, "not required (server authentication only)")
+	c.wg.Add(5)
+	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.clusterLn, c.clusterTLS, "cluster", c.handleCluster) }()
+	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.publicLn, c.publicTLS, "public", c.handlePublic) }()
+	go func() { defer c.wg.Done(); c.clusterHTTP.Serve(c.clusterConns) }()
+	go func() { defer c.wg.Done(); c.publicHTTP.Serve(c.publicConns) }()
+	go func() { defer c.wg.Done(); c.dispatchLoop(ctx) }()
+	c.startLostTimersAfterRestore()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-c.fatal:
+		c.log.Error("coordinator stopping after a fatal error", "err", err)
+	}
+	c.cancel()
+	c.clusterLn.Close()
+	c.publicLn.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c.clusterHTTP.Shutdown(sctx)
+	c.publicHTTP.Shutdown(sctx)
+	scancel()
+	c.closeSessions("coordinator shutting down")
+	c.wg.Wait()
+	jcancel()
+	<-jdone
+	c.closeStorage()
+	return err
+}
+
+func (c *Coordinator) closeStorage() {
+	if c.st != nil {
+		c.st.Close()
+	}
+	c.audit.Close()
+}
+
+// fail stops the coordinator: memory is ahead of the store, so the only
+// safe state is the store's, reloaded at the next start.
+func (c *Coordinator) fail(err error) {
+	c.fatalOnce.Do(func() {
+		c.fatal <- fmt.Errorf("store commit failed, so in-memory state is ahead of the store; stopping so the next start reloads the last durable state: %w", err)
+	})
+}
+
+func (c *Coordinator) logListener(name string, ln net.Listener, cfg *tls.Config, clientCerts string) {
+	leaf := c.ca.src.Leaf()
+	minV := cfg.MinVersion
+	versions := transport.VersionName(minV)
+	if minV < tls.VersionTLS13 {
+		versions += " to TLS 1.3"
+	} else {
+		versions += " only"
+	}
+	c.log.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", versions,
+		"cert_subject", leaf.Subject.CommonName, "cert_serial", fmt.Sprintf("%x", leaf.SerialNumber),
+		"cert_expires", leaf.NotAfter.UTC().Format(time.RFC3339), "client_certs", clientCerts)
+	if minV < tls.VersionTLS13 {
+		c.log.Warn("INSECURE setting in effect: TLS 1.2 is allowed", "listener", name, "setting", "min_tls=1.2", "fix", "remove min_tls or set it to 1.3 once old clients are upgraded")
+	}
+}
+
+// restore loads jobs, tasks and nodes from the store into the scheduler.
+func (c *Coordinator) restore(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rec, err := c.st.Get(ctx, keyJobSeq); err == nil {
+		n, err := strconv.ParseUint(string(rec.Value), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %w", keyJobSeq, err)
+		}
+		c.jobSeq = n
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := c.st.Scan(ctx, prefixNodes, func(r store.Record) error {
+		var n nodeRecord
+		if err := jsonUnmarshal(r.Value, &n); err != nil {
+			return fmt.Errorf("%s: %w", r.Key, err)
+		}
+		c.nodes[n.Name] = &n
+		sn := c.cl.UpsertNode(n.Name, n.Slots, effectiveLabels(&n))
+		sn.Drain, sn.Revoked = n.Drain, n.Revoked
+		return nil
+	}); err != nil {
+		return err
+	}
+	jobs := map[string]*sched.Job{}
+	if err := c.st.Scan(ctx, prefixJobs, func(r store.Record) error {
+		j, err := decodeJob(r.Value)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Key, err)
+		}
+		jobs[j.ID] = j
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := c.st.Scan(ctx, prefixTasks, func(r store.Record) error {
+		id, idx, ok := parseTaskKey(r.Key)
+		j := jobs[id]
+		if !ok || j == nil || idx >= len(j.Tasks) {
+			return fmt.Errorf("task record %s has no job", r.Key)
+		}
+		t, err := decodeTask(r.Value)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Key, err)
+		}
+		j.Tasks[idx] = t
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		c.cl.Restore(j)
+	}
+	if err := c.restoreOutputCounters(ctx, jobs); err != nil {
+		return err
+	}
+	c.log.Info("state restored", "jobs", len(jobs), "nodes", len(c.nodes), "next_job", c.jobSeq+1)
+	return nil
+}
+
+// startLostTimersAfterRestore gives every node that holds tasks the usual
+// time to reconnect before those tasks are declared lost.
+func (c *Coordinator) startLostTimersAfterRestore() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.cl.Nodes() {
+		if n.Running() > 0 && c.sessions[n.Name] == nil {
+			c.startLostTimerLocked(n.Name)
+		}
+	}
+}

@@ -1,0 +1,349 @@
+package coordinator
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/transport"
+)
+
+// helloTimeout bounds the wait for an agent's first frame.
+const helloTimeout = 10 * time.Second
+
+// session is one agent's live stream. It has one reader goroutine; writes
+// are queued and flushed by a writer goroutine that exists only while there
+// is something to write, so an idle session costs one goroutine and its
+// TLS buffers.
+type session struct {
+	c    *Coordinator
+	conn net.Conn
+	node string
+	peer transport.Peer
+	link transport.LinkStatus
+	// interval is the heartbeat interval the agent was told.
+	interval time.Duration
+
+	wmu     sync.Mutex
+	wbuf    []byte
+	writing bool
+	closed  bool
+
+	lastSeen  atomic.Int64 // unix nanos
+	skew      atomic.Int64 // agent clock minus coordinator clock, nanos
+	usedSlots atomic.Int32
+	done      chan struct{}
+}
+
+func (s *session) send(t api.FrameType, msg any) {
+	b, err := api.AppendFrame(nil, t, msg)
+	if err != nil {
+		s.c.log.Error("encode frame", "node", s.node, "err", err)
+		return
+	}
+	s.sendRaw(b)
+}
+
+// sendRaw queues encoded frames. Frames queued while a write is in flight
+// go out together in the next write.
+func (s *session) sendRaw(b []byte) {
+	s.wmu.Lock()
+	if s.closed {
+		s.wmu.Unlock()
+		return
+	}
+	s.wbuf = append(s.wbuf, b...)
+	if s.writing {
+		s.wmu.Unlock()
+		return
+	}
+	s.writing = true
+	s.wmu.Unlock()
+	go s.flush()
+}
+
+func (s *session) flush() {
+	for {
+		s.wmu.Lock()
+		buf := s.wbuf
+		s.wbuf = nil
+		if len(buf) == 0 || s.closed {
+			s.writing = false
+			s.wmu.Unlock()
+			return
+		}
+		s.wmu.Unlock()
+		s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := s.conn.Write(buf); err != nil {
+			s.close()
+			return
+		}
+	}
+}
+
+func (s *session) close() {
+	s.wmu.Lock()
+	s.closed = true
+	s.wbuf = nil
+	s.wmu.Unlock()
+	s.conn.Close()
+}
+
+// sendBye tells a peer why its session is refused and closes it.
+func (c *Coordinator) sendBye(conn net.Conn, e *api.Error) {
+	b, _ := api.AppendFrame(nil, api.FrameBye, api.Bye{Reason: e.Message, Error: e})
+	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	conn.Write(b)
+	conn.Close()
+}
+
+// heartbeatInterval stretches the base interval for big clusters so the
+// coordinator processes at most about 2,000 heartbeats per second.
+func (c *Coordinator) heartbeatInterval(nodes int) time.Duration {
+	base := c.cfg.HeartbeatInterval.D()
+	if scaled := time.Duration(nodes) * time.Second / 2000; scaled > base {
+		return scaled
+	}
+	return base
+}
+
+// runSession serves one agent from its hello until the stream ends.
+func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
+	s := &session{c: c, conn: conn, node: peer.ID.Name, peer: peer, link: peer.Link, done: make(chan struct{})}
+	defer close(s.done)
+	hdr := make([]byte, 5)
+	conn.SetReadDeadline(time.Now().Add(helloTimeout))
+	t, body, err := api.ReadFrame(conn, hdr)
+	if err != nil || t != api.FrameHello {
+		c.log.Info("agent session refused", "node", s.node, "peer_addr", conn.RemoteAddr().String(), "reason", "no hello", "err", err)
+		conn.Close()
+		return
+	}
+	var hello api.Hello
+	if err := api.DecodeFrame(t, body, &hello); err != nil {
+		c.sendBye(conn, api.Errorf(api.CodeInvalidArgument, "upgrade the agent to this coordinator's version", "bad hello: %v", err))
+		return
+	}
+	if hello.InsecureSkipVerify && s.link == transport.LinkYes {
+		s.link = transport.LinkPartly
+	}
+	if err := c.openSession(s, &hello); err != nil {
+		c.sendBye(conn, api.AsError(err))
+		return
+	}
+	defer c.endSession(s)
+	readTimeout := 3*s.interval + 5*time.Second
+	for {
+		conn.SetReadDeadline(time.Now().Add(readTimeout))
+		t, body, err := api.ReadFrame(conn, hdr)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.log.Info("agent session ended", "node", s.node, "err", err)
+			}
+			return
+		}
+		s.lastSeen.Store(time.Now().UnixNano())
+		if err := c.handleFrame(s, t, body); err != nil {
+			c.log.Warn("agent session protocol error", "node", s.node, "frame", t, "err", err)
+			return
+		}
+	}
+}
+
+// openSession registers the session, reconciles what the agent runs, and
+// answers with Welcome. Results the agent carried are acknowledged once
+// durable.
+func (c *Coordinator) openSession(s *session, h *api.Hello) error {
+	now := c.now()
+	s.lastSeen.Store(now.UnixNano())
+	s.skew.Store(int64(h.Time.Sub(now)))
+	c.mu.Lock()
+	rec, ok := c.nodes[s.node]
+	if !ok || rec.Revoked {
+		c.mu.Unlock()
+		return api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered (or was revoked)", s.node)
+	}
+	if old := c.sessions[s.node]; old != nil {
+		c.log.Info("agent reconnected; closing its previous session", "node", s.node)
+		old.close()
+	}
+	c.sessions[s.node] = s
+	if t := c.lostTimers[s.node]; t != nil {
+		t.Stop()
+		delete(c.lostTimers, s.node)
+	}
+	if h.Slots > 0 {
+		rec.Slots = h.Slots
+	}
+	rec.Labels = h.Labels
+	sn := c.cl.UpsertNode(s.node, rec.Slots, effectiveLabels(rec))
+	sn.Connected = true
+	sn.Drain = rec.Drain
+	acks := c.applyResultsLocked(s.node, h.Finished)
+	running := make([]sched.Ref, len(h.Running))
+	for i, r := range h.Running {
+		running[i] = sched.RefOf(r)
+	}
+	lost, kill := c.cl.Reconcile(s.node, running, now)
+	var cancelNow []api.AttemptRef
+	for _, r := range running {
+		c.cl.Started(s.node, r, now)
+		if c.cl.CancelPending(r) {
+			cancelNow = append(cancelNow, r.APIRef())
+		}
+	}
+	ch := c.changesLocked()
+	ch.ops = append(ch.ops, putJSON(nodeKey(s.node), rec))
+	s.interval = c.heartbeatInterval(len(c.nodes))
+	c.mu.Unlock()
+
+	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain}
+	for _, r := range kill {
+		welcome.Cancel = append(welcome.Cancel, r.APIRef())
+	}
+	s.send(api.FrameWelcome, welcome)
+	if len(cancelNow) > 0 {
+		s.send(api.FrameCancel, api.Cancel{Refs: cancelNow, Reason: "the job was canceled while the agent was away", EndReason: api.EndCanceled})
+	}
+	c.commit(ch, func() {
+		if len(acks) > 0 {
+			s.send(api.FrameAck, api.Ack{Refs: acks})
+		}
+	})
+	c.log.Info("agent session open", "node", s.node, "link", string(s.link), "tls", transport.VersionName(s.peer.TLSVersion),
+		"running", len(h.Running), "results_carried", len(h.Finished), "lost", len(lost), "kill", len(kill))
+	if s.link != transport.LinkYes {
+		c.log.Warn("INSECURE link", "node", s.node, "link", string(s.link), "reason", "the agent does not verify the coordinator (insecure_skip_verify)", "fix", "remove --insecure-skip-verify on the agent")
+	}
+	c.audit.Record(audit.Event{Type: "session.open", Actor: s.peer.ID.String(), Detail: map[string]string{"link": string(s.link), "addr": s.conn.RemoteAddr().String()}})
+	c.poke()
+	return nil
+}
+
+// endSession marks the node disconnected and starts its lost timer.
+func (c *Coordinator) endSession(s *session) {
+	s.close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sessions[s.node] != s {
+		return // a newer session replaced this one
+	}
+	delete(c.sessions, s.node)
+	if n, ok := c.cl.Node(s.node); ok {
+		n.Connected = false
+		if n.Running() > 0 {
+			c.startLostTimerLocked(s.node)
+		}
+	}
+	c.log.Info("agent disconnected", "node", s.node, "lost_after", c.cfg.NodeLostTimeout.D().String())
+}
+
+// startLostTimerLocked declares the node's tasks lost if it stays away for
+// NodeLostTimeout. Callers hold c.mu.
+func (c *Coordinator) startLostTimerLocked(node string) {
+	if t := c.lostTimers[node]; t != nil {
+		t.Stop()
+	}
+	c.lostTimers[node] = time.AfterFunc(c.cfg.NodeLostTimeout.D(), func() {
+		c.mu.Lock()
+		if c.sessions[node] != nil {
+			c.mu.Unlock()
+			return
+		}
+		delete(c.lostTimers, node)
+		refs := c.cl.NodeLost(node, "agent lost: no session for "+c.cfg.NodeLostTimeout.D().String(), c.now())
+		ch := c.changesLocked()
+		c.mu.Unlock()
+		if len(refs) > 0 {
+			c.log.Warn("node lost; its tasks are requeued within their retry limits", "node", node, "attempts", len(refs))
+		}
+		c.commit(ch, nil)
+		c.poke()
+	})
+}
+
+func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) error {
+	switch t {
+	case api.FrameHeartbeat:
+		var hb api.Heartbeat
+		if err := api.DecodeFrame(t, body, &hb); err != nil {
+			return err
+		}
+		s.skew.Store(int64(hb.Time.Sub(c.now())))
+		s.usedSlots.Store(int32(hb.UsedSlots))
+	case api.FrameStarted:
+		var m api.Started
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		for _, r := range m.Refs {
+			c.cl.Started(s.node, sched.RefOf(r.AttemptRef), r.At)
+		}
+		c.mu.Unlock()
+	case api.FrameOutput:
+		var m api.Output
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		c.recordOutput(s.node, m.Chunks)
+	case api.FrameResults:
+		var m api.Results
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		acks := c.applyResultsLocked(s.node, m.Results)
+		ch := c.changesLocked()
+		c.mu.Unlock()
+		c.commit(ch, func() { s.send(api.FrameAck, api.Ack{Refs: acks}) })
+		c.poke()
+	default:
+		c.handleLifecycleFrame(s, t, body)
+	}
+	return nil
+}
+
+// applyResultsLocked records results and returns the refs to acknowledge.
+func (c *Coordinator) applyResultsLocked(node string, results []api.TaskResult) []api.AttemptRef {
+	acks := make([]api.AttemptRef, 0, len(results))
+	for _, r := range results {
+		switch c.cl.Result(node, r) {
+		case sched.Rejected:
+			c.log.Warn("result refused: the attempt is unknown or belongs to another node", "node", node, "job", r.Job, "task", r.Task, "attempt", r.Attempt)
+			// Acknowledged anyway so the agent stops resending it.
+		case sched.LateLost:
+			c.log.Info("late result recorded on a lost attempt", "node", node, "job", r.Job, "task", r.Task, "attempt", r.Attempt)
+		}
+		acks = append(acks, r.AttemptRef)
+	}
+	return acks
+}
+
+// closeSessions ends every session (at shutdown).
+func (c *Coordinator) closeSessions(reason string) {
+	c.mu.Lock()
+	all := make([]*session, 0, len(c.sessions))
+	for _, s := range c.sessions {
+		all = append(all, s)
+	}
+	for _, t := range c.lostTimers {
+		t.Stop()
+	}
+	c.mu.Unlock()
+	for _, s := range all {
+		s.send(api.FrameBye, api.Bye{Reason: reason})
+		s.close()
+	}
+}
+
+// handleLifecycleFrame is where certificate lifecycle frames arrive.
+func (c *Coordinator) handleLifecycleFrame(s *session, t api.FrameType, body []byte) {
+	c.log.Debug("ignoring frame", "node", s.node, "frame", t)
+}
