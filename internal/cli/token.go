@@ -42,7 +42,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid (1m to 720h)")
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid (1s to 720h)")
 	create.Flags().IntVar(&req.Uses, "uses", 1, "how many agents may join with it")
 	create.Flags().Var(labelsFlag{&req.Labels}, "label", "label key=value given to nodes that join with it (repeatable)")
 	create.Flags().StringSliceVar(&req.AllowDNS, "allow-dns", nil, "DNS names a joining agent may put in its certificate request")

@@ -88,7 +88,11 @@ func describeJSONError(data []byte, dec *json.Decoder, err error) string {
 		return fmt.Sprintf("line %d: key %q: want %s, got %s", lineAt(data, int(typ.Offset)), typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		key := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return fmt.Sprintf("line %d: unknown key %s (check its spelling; unknown keys are refused so a typo never turns a setting off)", lineAt(data, int(dec.InputOffset())), key)
+		off := int(dec.InputOffset())
+		if i := keyOffset(data, key); i >= 0 {
+			off = i
+		}
+		return fmt.Sprintf("line %d: unknown key %s (check its spelling; unknown keys are refused so a typo never turns a setting off)", lineAt(data, off), key)
 	}
 	return fmt.Sprintf("line %d: %v", lineAt(data, int(dec.InputOffset())), err)
 }
@@ -98,4 +102,20 @@ func lineAt(data []byte, off int) int {
 		off = len(data)
 	}
 	return bytes.Count(data[:off], []byte("\n")) + 1
+}
+
+// keyOffset finds where quotedKey appears as an object key in data.
+func keyOffset(data []byte, quotedKey string) int {
+	for from := 0; ; {
+		i := bytes.Index(data[from:], []byte(quotedKey))
+		if i < 0 {
+			return -1
+		}
+		i += from
+		rest := bytes.TrimLeft(data[i+len(quotedKey):], " \t\r\n")
+		if len(rest) > 0 && rest[0] == ':' {
+			return i
+		}
+		from = i + len(quotedKey)
+	}
 }

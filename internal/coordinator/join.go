@@ -49,8 +49,8 @@ func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by p
 		req.Uses = 1
 	}
 	switch {
-	case req.TTL.D() < time.Minute || req.TTL.D() > maxTokenTTL:
-		return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, "use a --ttl between 1m and 720h", "token TTL %s is outside 1m..720h", req.TTL.D())
+	case req.TTL.D() < time.Second || req.TTL.D() > maxTokenTTL:
+		return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, "use a --ttl between 1s and 720h", "token TTL %s is outside 1s..720h", req.TTL.D())
 	case req.Uses < 1 || req.Uses > maxTokenUses:
 		return api.TokenCreated{}, api.Errorf(api.CodeInvalidArgument, fmt.Sprintf("use --uses between 1 and %d", maxTokenUses), "token uses %d is outside 1..%d", req.Uses, maxTokenUses)
 	}

@@ -232,8 +232,17 @@ func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Cr
 func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 	path := c.path(fileAdminCtx)
 	if exists(path) {
-		if err := identity.CheckSecretPerms(path); err != nil {
+		ctx, err := config.LoadContext(path)
+		if err != nil {
 			return "", err
+		}
+		// Keep the admin context pointing at where the listeners are now.
+		server, public := c.localAddr(c.cfg.ClusterAddr), c.localAddr(c.cfg.PublicAddr)
+		if ctx.Server != server || ctx.Public != public {
+			ctx.Server, ctx.Public = server, public
+			if err := ctx.Save(path); err != nil {
+				return "", err
+			}
 		}
 		return path, nil
 	}

@@ -102,15 +102,27 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if err := ensureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if c.audit, err = audit.Open(c.path("audit.log")); err != nil {
-		return nil, err
+	// Bind first: with port 0 the real ports go into the context file and
+	// join strings, and a busy port fails before anything is written.
+	if c.clusterLn, err = net.Listen("tcp", cfg.ClusterAddr); err != nil {
+		return nil, fmt.Errorf("cluster listener: %w (fix: free the port or pass --cluster-addr)", err)
 	}
+	if c.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
+		c.clusterLn.Close()
+		return nil, fmt.Errorf("public listener: %w (fix: free the port or pass --public-addr)", err)
+	}
+	c.cfg.ClusterAddr, c.cfg.PublicAddr = c.clusterLn.Addr().String(), c.publicLn.Addr().String()
 	ok := false
 	defer func() {
 		if !ok {
+			c.clusterLn.Close()
+			c.publicLn.Close()
 			c.closeStorage()
 		}
 	}()
+	if c.audit, err = audit.Open(c.path("audit.log")); err != nil {
+		return nil, err
+	}
 	if c.st, err = bolt.Open(c.path("ward.db"), bolt.Options{NoSync: cfg.StoreNoSync}); err != nil {
 		return nil, err
 	}
@@ -128,13 +140,6 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	opt := transport.ServerOptions{Cluster: cfg.Cluster, MinVersion: minTLS, Revoked: c.revoked}
 	c.clusterTLS = transport.ClusterServerConfig(c.ca.src, opt)
 	c.publicTLS = transport.PublicServerConfig(c.ca.src, opt)
-	if c.clusterLn, err = net.Listen("tcp", cfg.ClusterAddr); err != nil {
-		return nil, fmt.Errorf("cluster listener: %w (fix: free the port or pass --cluster-addr)", err)
-	}
-	if c.publicLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
-		c.clusterLn.Close()
-		return nil, fmt.Errorf("public listener: %w (fix: free the port or pass --public-addr)", err)
-	}
 	ok = true
 	return c, nil
 }
@@ -202,7 +207,9 @@ func (c *Coordinator) closeStorage() {
 	if c.st != nil {
 		c.st.Close()
 	}
-	c.audit.Close()
+	if c.audit != nil {
+		c.audit.Close()
+	}
 }
 
 // fail stops the coordinator: memory is ahead of the store, so the only

@@ -1,0 +1,70 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wardcluster/ward/internal/config"
+)
+
+func write(t *testing.T, body string) string {
+	p := filepath.Join(t.TempDir(), "ward.json")
+	os.WriteFile(p, []byte(body), 0o600)
+	return p
+}
+
+func TestLoadCoordinatorStrict(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"unknown key names key and line", "{\n  \"version\": 1,\n  \"data_dir\": \"/x\",\n  \"min_tsl\": \"1.2\"\n}", `line 4: unknown key "min_tsl"`},
+		{"wrong version", `{"version": 2}`, `"version" is 2`},
+		{"missing version", `{"data_dir": "/x"}`, `"version" is 0`},
+		{"bad duration", `{"version": 1, "node_lost_timeout": "soon"}`, "duration"},
+		{"wrong type", "{\"version\": 1,\n \"join_burst\": \"many\"}", `line 2: key "join_burst"`},
+		{"trailing data", `{"version": 1} {}`, "unexpected data"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := write(t, tt.body)
+			_, err := config.LoadCoordinator(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("err = %v, want it to name %s and contain %q", err, p, tt.want)
+			}
+		})
+	}
+	c, err := config.LoadCoordinator(write(t, `{"version": 1, "data_dir": "/tmp/x", "node_lost_timeout": "45s"}`))
+	if err != nil || c.NodeLostTimeout.D() != 45*time.Second || c.ClusterAddr != ":7443" {
+		t.Fatalf("good file: %+v, %v", c, err)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := config.CoordinatorDefaults()
+	c.ClusterAddr = "nope"
+	c.MinTLS = "1.1"
+	c.HeartbeatInterval = config.Duration(time.Millisecond)
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"data_dir", "cluster_addr", "min_tls", "heartbeat_interval"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+	a := config.AgentDefaults()
+	a.DataDir = "/x"
+	a.Key = "hsm"
+	a.Pins = []string{"sha256:12"}
+	a.Slots = 0
+	err = a.Validate()
+	for _, want := range []string{"key", "pins", "slots"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("agent error does not mention %s: %v", want, err)
+		}
+	}
+}
