@@ -239,6 +239,7 @@ func (c *check) fillFacts(cs tls.ConnectionState) {
 		chain = cs.PeerCertificates
 	}
 	r.Chain = r.Chain[:0]
+	r.Presented = chain
 	for _, cert := range chain {
 		r.Chain = append(r.Chain, NewCertInfo(cert))
 	}
@@ -339,7 +340,7 @@ func (c *check) firstRead(tc *tls.Conn, took time.Duration, deadline time.Time) 
 	}
 	fix := ""
 	if c.o.InsecureSkipVerify {
-		fix = "drop --insecure and pass --ca (from `ward ca export`) so the server is verified"
+		fix = "drop --insecure-skip-verify and pass --ca (from `ward ca export`) so the server is verified"
 	}
 	return Verdict{CodeOK, msg, fix}
 }
@@ -389,6 +390,7 @@ func (c *check) probeVersions(ctx context.Context) {
 		for _, cert := range got.PeerCertificates {
 			c.report.Chain = append(c.report.Chain, NewCertInfo(cert))
 		}
+		c.report.Presented = got.PeerCertificates
 		c.report.addDetail("the chain shown came from that second, unverified connection")
 	}
 }

@@ -339,12 +339,12 @@ func x509Verdict(err error, now time.Time) (Verdict, bool) {
 	}
 	var he x509.HostnameError
 	if errors.As(err, &he) && he.Certificate != nil {
-		return nameVerdict(he.Certificate, he.Host, "the server"), true
+		return nameVerdict(he.Certificate, he.Host, target{addr: "the server"}), true
 	}
 	var cie x509.CertificateInvalidError
 	if errors.As(err, &cie) && cie.Cert != nil {
 		if cie.Reason == x509.Expired {
-			if v := validityVerdict([]*x509.Certificate{cie.Cert}, now); v != nil {
+			if v := validityVerdict([]*x509.Certificate{cie.Cert}, now, target{}); v != nil {
 				return *v, true
 			}
 			return Verdict{CodeExpired, fmt.Sprintf("a certificate in the server's chain (%q) is outside its validity (%s to %s) by the verifier's clock", cie.Cert.Subject, stamp(cie.Cert.NotBefore), stamp(cie.Cert.NotAfter)), "renew it, and check the clocks of both sides"}, true

@@ -34,33 +34,54 @@ const fixRevocationUnavailable = "make the CRL reachable from this machine (the 
 // the leaf's http(s) distribution points. It returns nil when the leaf is
 // not revoked or when there is no CRL to consult at all.
 func (c *check) checkRevocation(chain []*x509.Certificate, verified [][]*x509.Certificate) *Verdict {
+	res := revocation(c.ctx, chain, verified, c.o.CRL, c.o.Roots, c.o.Now(), c.target())
+	c.report.Details = append(c.report.Details, res.Details...)
+	if res.Checked {
+		c.report.RevocationChecked = true
+	}
+	return res.Verdict
+}
+
+// revocation is CheckCRL for a server (Check) or a file: src, or else the
+// leaf's http(s) distribution points, each tried until one CRL verifies.
+func revocation(ctx context.Context, chain []*x509.Certificate, verified [][]*x509.Certificate, src *CRLSource, roots *x509.CertPool, now time.Time, t target) CRLResult {
+	var res CRLResult
+	detail := func(format string, args ...any) { res.Details = append(res.Details, fmt.Sprintf(format, args...)) }
 	leaf := chain[0]
 	var sources []CRLSource
-	if c.o.CRL != nil {
-		sources = []CRLSource{*c.o.CRL}
+	if src != nil {
+		sources = []CRLSource{*src}
 	} else {
 		for _, u := range leaf.CRLDistributionPoints {
 			if strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://") {
 				sources = append(sources, CRLSource{URL: u})
 			} else {
-				c.report.addDetail("CRL distribution point %s skipped: only http:// and https:// are fetched", u)
+				detail("CRL distribution point %s skipped: only http:// and https:// are fetched", u)
 			}
 		}
 	}
 	if len(sources) == 0 {
-		c.report.addDetail("revocation not checked: no CRL was given and the certificate names no http(s) CRL distribution point")
-		return nil
+		detail("revocation not checked: no CRL was given and the certificate names no http(s) CRL distribution point")
+		return res
+	}
+	for _, s := range sources {
+		res.Sources = append(res.Sources, s.String())
 	}
 	issuer := issuerOf(leaf, chain, verified)
 	if issuer == nil {
-		return &Verdict{CodeRevocationUnavailable,
-			fmt.Sprintf("the CRL cannot be checked: the issuer of the server's certificate (%q) is not in the chain, so the CRL's signature cannot be verified", leaf.Issuer),
-			"pass --ca with the issuing CA, or have the server send its full chain"}
+		fix := "pass --ca with the issuing CA, or have the server send its full chain"
+		if t.isFile() {
+			fix = "pass --ca with the issuing CA, or put the issuing CA in the file after the certificate"
+		}
+		res.Verdict = &Verdict{CodeRevocationUnavailable,
+			fmt.Sprintf("the CRL cannot be checked: the issuer of %s (%q) is not in the chain, so the CRL's signature cannot be verified", t.leaf(), leaf.Issuer),
+			fix}
+		return res
 	}
 	var why []string
 	fix := ""
 	for _, src := range sources {
-		crl, err := c.fetchCRL(src)
+		crl, err := fetchCRL(ctx, src, roots)
 		if err != nil {
 			why = append(why, fmt.Sprintf("%s: %v", src, err))
 			fix = cmp.Or(fix, fixRevocationUnavailable)
@@ -68,10 +89,9 @@ func (c *check) checkRevocation(chain []*x509.Certificate, verified [][]*x509.Ce
 		}
 		if err := crl.CheckSignatureFrom(issuer); err != nil {
 			why = append(why, fmt.Sprintf("%s: the CRL (issued by %q) is not signed by the certificate's issuer %q: %v", src, crl.Issuer, issuer.Subject, err))
-			fix = cmp.Or(fix, "this CRL belongs to another CA: use the CRL of the CA that issued the server's certificate (the coordinator serves it on its public port)")
+			fix = cmp.Or(fix, fmt.Sprintf("this CRL belongs to another CA: use the CRL of the CA that issued %s (the coordinator serves it on its public port)", t.leaf()))
 			continue
 		}
-		now := c.o.Now()
 		if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
 			why = append(why, fmt.Sprintf("%s: the CRL is stale: its next update was due at %s, %s ago (this machine's clock says %s)", src, stamp(crl.NextUpdate), roundDur(now.Sub(crl.NextUpdate)), stamp(now)))
 			fix = cmp.Or(fix, "the coordinator renews its CRL before the next-update time, so a stale one means publishing stopped (check the coordinator's log) or this machine's clock is ahead; a --crl file must be refreshed")
@@ -82,25 +102,31 @@ func (c *check) checkRevocation(chain []*x509.Certificate, verified [][]*x509.Ce
 			fix = cmp.Or(fix, "compare this machine's clock with the coordinator's (both should use NTP)")
 			continue
 		}
-		c.report.RevocationChecked = true
-		c.report.addDetail("revocation checked against %s (CRL number %v, issued %s, next update %s, %d revoked)", src, crl.Number, stamp(crl.ThisUpdate), stamp(crl.NextUpdate), len(crl.RevokedCertificateEntries))
+		res.Checked = true
+		detail("revocation checked against %s (CRL number %v, issued %s, next update %s, %d revoked)", src, crl.Number, stamp(crl.ThisUpdate), stamp(crl.NextUpdate), len(crl.RevokedCertificateEntries))
 		for _, e := range crl.RevokedCertificateEntries {
 			if e.SerialNumber != nil && e.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
 				reason, ok := crlReasons[e.ReasonCode]
 				if !ok {
 					reason = fmt.Sprintf("reason code %d", e.ReasonCode)
 				}
-				return &Verdict{CodeRevoked,
-					fmt.Sprintf("the certificate of %s (serial %s, %q) was revoked at %s, reason %s, per the CRL at %s",
-						c.o.Address, pki.SerialHex(leaf), leaf.Subject, stamp(e.RevocationTime), reason, src),
-					"the server must get a new certificate from the cluster CA; if nobody revoked it on purpose (`ward cert revoke`), check the audit log before trusting this server"}
+				fix := "the server must get a new certificate from the cluster CA; if nobody revoked it on purpose (`ward cert revoke`), check the audit log before trusting this server"
+				if t.isFile() {
+					fix = "its holder must get a new certificate (an agent rejoins with a new token, a user runs `ward login`); if nobody revoked it on purpose (`ward cert revoke`), check the audit log"
+				}
+				res.Verdict = &Verdict{CodeRevoked,
+					fmt.Sprintf("%s (serial %s, %q) was revoked at %s, reason %s, per the CRL at %s",
+						t.certOf(), pki.SerialHex(leaf), leaf.Subject, stamp(e.RevocationTime), reason, src),
+					fix}
+				return res
 			}
 		}
-		return nil
+		return res
 	}
-	return &Verdict{CodeRevocationUnavailable,
-		fmt.Sprintf("the revocation status of the certificate of %s (serial %s) is unknown: %s", c.o.Address, pki.SerialHex(leaf), strings.Join(why, "; ")),
+	res.Verdict = &Verdict{CodeRevocationUnavailable,
+		fmt.Sprintf("the revocation status of %s (serial %s) is unknown: %s", t.certOf(), pki.SerialHex(leaf), strings.Join(why, "; ")),
 		fix}
+	return res
 }
 
 // issuerOf finds the certificate that signed leaf: from the verified chain
@@ -122,11 +148,11 @@ func issuerOf(leaf *x509.Certificate, chain []*x509.Certificate, verified [][]*x
 	return nil
 }
 
-func (c *check) fetchCRL(src CRLSource) (*x509.RevocationList, error) {
+func fetchCRL(ctx context.Context, src CRLSource, roots *x509.CertPool) (*x509.RevocationList, error) {
 	var data []byte
 	var err error
 	if src.URL != "" {
-		data, err = c.httpGet(src.URL)
+		data, err = httpGetCRL(ctx, src.URL, roots)
 	} else {
 		data, err = readLimited(src.Path)
 	}
@@ -164,10 +190,9 @@ func readLimited(path string) ([]byte, error) {
 	return data, nil
 }
 
-// httpGet fetches a CRL, trusting the check's roots for https, within three
-// quarters of the time the check has left.
-func (c *check) httpGet(url string) ([]byte, error) {
-	ctx := c.ctx
+// httpGetCRL fetches a CRL, trusting roots for https, within three
+// quarters of the time ctx has left.
+func httpGetCRL(ctx context.Context, url string, roots *x509.CertPool) ([]byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Until(dl)*3/4)
@@ -175,7 +200,7 @@ func (c *check) httpGet(url string) ([]byte, error) {
 	}
 	tr := &http.Transport{
 		Proxy:           http.ProxyFromEnvironment,
-		TLSClientConfig: &tls.Config{RootCAs: c.o.Roots, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 	}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

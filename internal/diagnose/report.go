@@ -71,6 +71,9 @@ type Report struct {
 	RevocationChecked bool       `json:"revocation_checked"`
 	Insecure          bool       `json:"insecure"` // chain and name were not verified
 	Details           []string   `json:"details,omitempty"`
+	// Presented is the chain as parsed certificates, in the order of Chain,
+	// for callers that act on it (`ward check --trust`); JSON shows Chain.
+	Presented []*x509.Certificate `json:"-"`
 }
 
 func (r *Report) addDetail(format string, args ...any) {

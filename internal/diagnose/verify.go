@@ -58,7 +58,7 @@ func (c *check) verifyChain(chain []*x509.Certificate) ([]Verdict, [][]*x509.Cer
 
 	if c.o.InsecureSkipVerify {
 		// Chain and name are not enforced; problems are shown as warnings.
-		if v := validityVerdict(chain, now); v != nil && len(c.o.Pins) == 0 {
+		if v := validityVerdict(chain, now, c.target()); v != nil && len(c.o.Pins) == 0 {
 			c.report.addDetail("warning (not enforced, insecure): %s", v.Message)
 		}
 		if err := leaf.VerifyHostname(c.o.ServerName); err != nil {
@@ -72,33 +72,18 @@ func (c *check) verifyChain(chain []*x509.Certificate) ([]Verdict, [][]*x509.Cer
 		return found, nil
 	}
 
-	validity := validityVerdict(chain, now)
+	validity := validityVerdict(chain, now, c.target())
 	if validity != nil {
 		found = append(found, *validity)
 	}
-	// Verify the chain at a time inside the certificates' windows when they
-	// are out of date, so an expired chain still says whether it is trusted.
-	at := now
-	if validity != nil {
-		at = insideWindows(chain, now)
-	}
-	inter := x509.NewCertPool()
-	for _, ic := range chain[1:] {
-		inter.AddCert(ic)
-	}
-	verified, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         c.o.Roots,
-		Intermediates: inter,
-		CurrentTime:   at,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+	verified, err := verifyAt(chain, c.o.Roots, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, now, validity != nil)
 	if err != nil {
-		if v, ok := c.chainVerdict(err, chain, now); ok {
+		if v, ok := chainVerdict(err, chain, c.o.Roots != nil, now, c.target()); ok {
 			found = append(found, v)
 		}
 	}
 	if err := leaf.VerifyHostname(c.o.ServerName); err != nil {
-		found = append(found, nameVerdict(leaf, c.o.ServerName, c.o.Address))
+		found = append(found, nameVerdict(leaf, c.o.ServerName, c.target()))
 	}
 	if len(c.o.Pins) > 0 {
 		all := append([]*x509.Certificate(nil), chain...)
@@ -120,7 +105,7 @@ func (c *check) pinnedChain(chain []*x509.Certificate, now time.Time) *Verdict {
 		v := c.pinVerdict(chain, nil)
 		return &v
 	}
-	if v := validityVerdict(chain, now); v != nil {
+	if v := validityVerdict(chain, now, c.target()); v != nil {
 		return v
 	}
 	if pinned == chain[0] {
@@ -140,11 +125,47 @@ func (c *check) pinnedChain(chain []*x509.Certificate, now time.Time) *Verdict {
 	return nil
 }
 
+// target names the server this check connects to, in messages.
+func (c *check) target() target { return target{addr: c.o.Address} }
+
+// verifyAt verifies chain[0] to roots with chain[1:] as intermediates. When
+// a presented certificate is out of date, it verifies at a time inside the
+// certificates' windows, so an expired chain still says whether it is
+// trusted.
+func verifyAt(chain []*x509.Certificate, roots *x509.CertPool, usages []x509.ExtKeyUsage, now time.Time, outOfDate bool) ([][]*x509.Certificate, error) {
+	at := now
+	if outOfDate {
+		at = insideWindows(chain, now)
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range chain[1:] {
+		inter.AddCert(ic)
+	}
+	return chain[0].Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   at,
+		KeyUsages:     usages,
+	})
+}
+
+// Fixes for certificates outside their validity, for a server and for a file.
+const (
+	fixExpiredServer     = "renew the certificate on the server (Ward renews leaves by itself at two thirds of their life: check that the coordinator can reach its issuing CA); if the certificate is fine, this machine's clock is wrong: check it (`timedatectl`)"
+	fixExpiredFile       = "renew or reissue the certificate (Ward renews the leaves it issued by itself at two thirds of their life; a user runs `ward login`); if its dates are fine, this machine's clock is wrong: check it (`timedatectl`)"
+	fixNotYetValidServer = "one of the two clocks is wrong: compare this machine's clock with the server's (`timedatectl`; both should use NTP); Ward backdates certificates by 5 minutes, so a larger skew shows up here"
+	fixNotYetValidFile   = "this machine's clock is behind, or the issuer's clock was ahead when it signed: compare both with NTP (`timedatectl`); Ward backdates certificates by 5 minutes, so a larger skew shows up here"
+)
+
 // validityVerdict reports the first presented certificate outside its
 // validity window, leaf first, naming both clocks.
-func validityVerdict(chain []*x509.Certificate, now time.Time) *Verdict {
+func validityVerdict(chain []*x509.Certificate, now time.Time, t target) *Verdict {
+	fixExpired, fixNotYet := fixExpiredServer, fixNotYetValidServer
+	if t.isFile() {
+		fixExpired, fixNotYet = fixExpiredFile, fixNotYetValidFile
+	}
 	for i, cert := range chain {
-		which := "the server's certificate"
+		which := t.leaf()
 		if i > 0 {
 			which = fmt.Sprintf("chain certificate [%d] (%s)", i, cert.Subject)
 		}
@@ -153,12 +174,12 @@ func validityVerdict(chain []*x509.Certificate, now time.Time) *Verdict {
 			return &Verdict{CodeExpired,
 				fmt.Sprintf("%s expired at %s, %s ago; this machine's clock says %s (valid from %s)",
 					which, stamp(cert.NotAfter), roundDur(now.Sub(cert.NotAfter)), stamp(now), stamp(cert.NotBefore)),
-				"renew the certificate on the server (Ward renews leaves by itself at two thirds of their life: check that the coordinator can reach its issuing CA); if the certificate is fine, this machine's clock is wrong: check it (`timedatectl`)"}
+				fixExpired}
 		case now.Before(cert.NotBefore):
 			return &Verdict{CodeNotYetValid,
 				fmt.Sprintf("%s is not valid until %s, %s from now; this machine's clock says %s (valid to %s)",
 					which, stamp(cert.NotBefore), roundDur(cert.NotBefore.Sub(now)), stamp(now), stamp(cert.NotAfter)),
-				"one of the two clocks is wrong: compare this machine's clock with the server's (`timedatectl`; both should use NTP); Ward backdates certificates by 5 minutes, so a larger skew shows up here"}
+				fixNotYet}
 		}
 	}
 	return nil
@@ -184,24 +205,33 @@ func insideWindows(chain []*x509.Certificate, now time.Time) time.Time {
 
 // chainVerdict explains a chain-verification error. It reports false when
 // the error only repeats a presented certificate's validity problem, which
-// validityVerdict has already reported.
-func (c *check) chainVerdict(err error, chain []*x509.Certificate, now time.Time) (Verdict, bool) {
+// validityVerdict has already reported. rootsGiven says whether the roots
+// came with --ca rather than from the system.
+func chainVerdict(err error, chain []*x509.Certificate, rootsGiven bool, now time.Time, t target) (Verdict, bool) {
 	top := chain[len(chain)-1]
 	roots := "the roots given with --ca"
-	if c.o.Roots == nil {
+	if !rootsGiven {
 		roots = "this system's trusted roots"
+	}
+	reissue := "reissue the server's certificate from the cluster CA"
+	if t.isFile() {
+		reissue = "reissue the certificate from the cluster CA"
 	}
 	var uae x509.UnknownAuthorityError
 	var sre x509.SystemRootsError
 	var cie x509.CertificateInvalidError
 	switch {
 	case errors.As(err, &uae), errors.As(err, &sre):
-		msg := fmt.Sprintf("the chain %s presented (%d certificate(s)) does not lead to %s; its top certificate %q was issued by %q (top certificate SHA-256 %s, SPKI pin %s)",
-			c.o.Address, len(chain), roots, top.Subject, top.Issuer, pki.Fingerprint(top), pki.SPKIPin(top))
+		msg := fmt.Sprintf("%s (%d certificate(s)) does not lead to %s; its top certificate %q was issued by %q (top certificate SHA-256 %s, SPKI pin %s)",
+			t.chain(), len(chain), roots, top.Subject, top.Issuer, pki.Fingerprint(top), pki.SPKIPin(top))
 		if errors.As(err, &sre) {
 			msg += "; " + err.Error()
 		}
-		return Verdict{CodeUnknownAuthority, msg, fmt.Sprintf(fixUnknownAuthority, pki.SPKIPin(top))}, true
+		fix := fmt.Sprintf(fixUnknownAuthority, pki.SPKIPin(top))
+		if t.isFile() {
+			fix = fmt.Sprintf("pass --ca with the root CA that issued it (`ward ca export` prints the cluster's); compare the pins first: the top certificate's is %s, the cluster's is what `ward ca pin` prints", pki.SPKIPin(top))
+		}
+		return Verdict{CodeUnknownAuthority, msg, fix}, true
 	case errors.As(err, &cie):
 		switch cie.Reason {
 		case x509.Expired:
@@ -214,20 +244,28 @@ func (c *check) chainVerdict(err error, chain []*x509.Certificate, now time.Time
 			return Verdict{CodeExpired, fmt.Sprintf("the trusted root %q that the chain leads to is outside its validity (%s to %s); this machine's clock says %s", cie.Cert.Subject, stamp(cie.Cert.NotBefore), stamp(cie.Cert.NotAfter), stamp(now)),
 				"replace the expired root in the trust bundle passed with --ca (`ward ca export` prints the current one)"}, true
 		case x509.IncompatibleUsage:
+			if t.isFile() {
+				return Verdict{CodeCertificateInvalid, fmt.Sprintf("the certificate %q does not allow the extended key usage required here: %v", cie.Cert.Subject, err),
+					"use a certificate issued for this purpose: Ward issues coordinators serverAuth and clientAuth, agents and users clientAuth"}, true
+			}
 			return Verdict{CodeCertificateInvalid, fmt.Sprintf("the certificate %q is not for TLS servers: it lacks the serverAuth extended key usage (a client or agent certificate?)", cie.Cert.Subject),
 				"serve a server certificate: Ward issues coordinators theirs; for your own CA, include extendedKeyUsage=serverAuth"}, true
 		}
-		return Verdict{CodeCertificateInvalid, fmt.Sprintf("the chain %s presented leads to a trusted root but is invalid: %v", c.o.Address, err),
-			"reissue the server's certificate from the cluster CA (`ward ca status` shows it)"}, true
+		return Verdict{CodeCertificateInvalid, fmt.Sprintf("%s leads to a trusted root but is invalid: %v", t.chain(), err),
+			reissue + " (`ward ca status` shows it)"}, true
 	}
-	return Verdict{CodeCertificateInvalid, fmt.Sprintf("the chain %s presented does not verify: %v", c.o.Address, err),
-		"reissue the server's certificate from the cluster CA"}, true
+	return Verdict{CodeCertificateInvalid, fmt.Sprintf("%s does not verify: %v", t.chain(), err),
+		reissue}, true
 }
 
-func nameVerdict(leaf *x509.Certificate, name, addr string) Verdict {
+func nameVerdict(leaf *x509.Certificate, name string, t target) Verdict {
+	fix := fmt.Sprintf("connect with a name the certificate has (or pass --server-name with one of them); or reissue the server certificate with %q in its SANs", name)
+	if t.isFile() {
+		fix = fmt.Sprintf("use a name the certificate has; or reissue it with %q in its SANs (a coordinator puts its host name and its --advertise names in its certificate)", name)
+	}
 	return Verdict{CodeNameMismatch,
-		fmt.Sprintf("the certificate of %s does not name %q; it names %s", addr, name, namesOf(leaf)),
-		fmt.Sprintf("connect with a name the certificate has (or pass --server-name with one of them); or reissue the server certificate with %q in its SANs", name)}
+		fmt.Sprintf("%s does not name %q; it names %s", t.certOf(), name, namesOf(leaf)),
+		fix}
 }
 
 func namesOf(cert *x509.Certificate) string {
