@@ -71,6 +71,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Executor runs tasks; nil means real processes.
 	Executor Executor
+	// Reaper, when set, kills task process groups if the agent dies.
+	Reaper *Reaper
 	// Keys opens the agent key; nil means the key file in the data dir.
 	Keys KeySource
 	// JoinString enrolls a data directory that has no identity yet.
@@ -101,7 +103,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		notify: make(chan struct{}, 1),
 	}
 	if a.exec == nil {
-		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D()}
+		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Reaper: opts.Reaper}
 	}
 	var err error
 	switch {

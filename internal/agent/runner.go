@@ -40,6 +40,8 @@ type Executor interface {
 type ProcessExecutor struct {
 	// KillGrace is the wait between SIGTERM and SIGKILL.
 	KillGrace time.Duration
+	// Reaper, when set, kills the tasks' process groups if the agent dies.
+	Reaper *Reaper
 }
 
 type procHandle struct {
@@ -119,6 +121,7 @@ func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 		return h
 	}
 	res.Started = time.Now()
+	e.Reaper.Track(cmd.Process.Pid)
 	h.mu.Lock()
 	h.pgid = cmd.Process.Pid
 	pending := h.why
@@ -134,6 +137,9 @@ func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 	}
 	go func() {
 		err := cmd.Wait()
+		// Stragglers the task left in its group end with it.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		e.Reaper.Untrack(cmd.Process.Pid)
 		close(h.done)
 		if timer != nil {
 			timer.Stop()

@@ -95,13 +95,14 @@ type CancelRequest struct {
 // LogChunk is one piece of task output. A log stream is JSON lines of these;
 // the last line of a followed stream has End set and the job's final state.
 type LogChunk struct {
-	Task      int    `json:"task"`
-	Seq       int    `json:"seq,omitempty"` // per task, increasing: followers skip what they have seen
-	Attempt   int    `json:"attempt"`
-	Stream    string `json:"stream,omitempty"` // stdout or stderr
-	Data      string `json:"data,omitempty"`
-	Truncated bool   `json:"truncated,omitempty"` // output beyond the limit was dropped here
-	End       bool   `json:"end,omitempty"`
-	JobState  string `json:"job_state,omitempty"`
-	Failed    int    `json:"failed,omitempty"` // with End: tasks that did not complete
+	Task      int            `json:"task"`
+	Seq       int            `json:"seq,omitempty"` // per task, increasing: followers skip what they have seen
+	Attempt   int            `json:"attempt"`
+	Stream    string         `json:"stream,omitempty"` // stdout or stderr
+	Data      string         `json:"data,omitempty"`
+	Truncated bool           `json:"truncated,omitempty"` // output beyond the limit was dropped here
+	End       bool           `json:"end,omitempty"`
+	JobState  string         `json:"job_state,omitempty"`
+	Failed    int            `json:"failed,omitempty"` // with End: tasks that did not complete
+	Counts    map[string]int `json:"counts,omitempty"` // with End: tasks per state
 }

@@ -64,6 +64,11 @@ func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr strin
 	go func() { cdone <- c.Serve(cctx) }()
 	defer func() { ccancel(); <-cdone }()
 
+	reaper, err := agent.StartReaper()
+	if err != nil {
+		return err
+	}
+	defer reaper.Close()
 	actx, acancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { acancel(); wg.Wait() }()
@@ -81,7 +86,7 @@ func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr strin
 			}
 			join = tok.Join
 		}
-		a, err := agent.New(ctx, acfg, agent.Options{Logger: slog.Default().With("role", "agent"), JoinString: join})
+		a, err := agent.New(ctx, acfg, agent.Options{Logger: slog.Default().With("role", "agent"), JoinString: join, Reaper: reaper})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}

@@ -114,7 +114,7 @@ func finish(g *globals, id string, count int, end api.LogChunk) error {
 		case api.JobCompleted:
 			fmt.Fprintf(g.stderr, "job %s completed: %d/%d tasks succeeded\n", id, count, count)
 		default:
-			fmt.Fprintf(g.stderr, "job %s %s: %d of %d task(s) did not succeed; see `ward job status %s`\n", id, end.JobState, end.Failed, count, id)
+			fmt.Fprintf(g.stderr, "job %s %s: %d of %d task(s) did not succeed (%s); see `ward job status %s`\n", id, end.JobState, end.Failed, count, formatCounts(end.Counts), id)
 		}
 	}
 	if end.JobState != api.JobCompleted {

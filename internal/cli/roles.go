@@ -204,7 +204,12 @@ secret never shows in the process list.`,
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			a, err := agent.New(ctx, final, agent.Options{Logger: slog.Default(), JoinString: js})
+			reaper, err := agent.StartReaper()
+			if err != nil {
+				return err
+			}
+			defer reaper.Close()
+			a, err := agent.New(ctx, final, agent.Options{Logger: slog.Default(), JoinString: js, Reaper: reaper})
 			if err != nil {
 				return err
 			}
@@ -276,4 +281,19 @@ func readJoin(join, file string, stdin io.Reader) (string, error) {
 		s = strings.TrimSpace(s[i+1:]) // the output of `ward token create` ends with the join string
 	}
 	return s, nil
+}
+
+// newReaperCmd is the hidden companion process of an agent; see
+// agent.Reaper.
+func newReaperCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    agent.ReaperCommand,
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			signal.Ignore(os.Interrupt, syscall.SIGTERM)
+			agent.RunReaper(os.Stdin)
+			return nil
+		},
+	}
 }

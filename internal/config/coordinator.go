@@ -120,8 +120,8 @@ func (c *Coordinator) Validate() error {
 	if c.HeartbeatInterval.D() < 100*time.Millisecond {
 		p.Addf("heartbeat_interval", "%s is too short; use at least 100ms", c.HeartbeatInterval.D())
 	}
-	if c.NodeLostTimeout.D() < c.HeartbeatInterval.D() {
-		p.Addf("node_lost_timeout", "%s must be at least heartbeat_interval (%s)", c.NodeLostTimeout.D(), c.HeartbeatInterval.D())
+	if c.NodeLostTimeout.D() < 100*time.Millisecond {
+		p.Addf("node_lost_timeout", "%s is too short; use at least 100ms (it counts from the moment an agent's session ends)", c.NodeLostTimeout.D())
 	}
 	if c.HealGrace.D() < 0 {
 		p.Addf("heal_grace", "must not be negative")

@@ -109,6 +109,7 @@ type jobEnding struct {
 	id     string
 	state  string
 	failed int
+	counts map[string]int
 }
 
 // changesLocked turns every job and task the scheduler changed into store
@@ -119,7 +120,10 @@ func (c *Coordinator) changesLocked() changes {
 	for _, j := range jobs {
 		ch.ops = append(ch.ops, encodeJob(j))
 		if j.Terminal() {
-			ch.ended = append(ch.ended, jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed)})
+			ch.ended = append(ch.ended, jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed), counts: j.Counts()})
+			for i := range j.Tasks { // a finished job produces no more output
+				delete(c.outputs, outputKey{j.ID, i})
+			}
 		}
 	}
 	for _, k := range tasks {

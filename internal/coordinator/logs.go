@@ -139,7 +139,7 @@ func (c *Coordinator) publishEndings(ended []jobEnding) {
 	defer c.mu.Unlock()
 	for _, e := range ended {
 		for s := range c.subs[e.id] {
-			s.offer(subItem{chunk: api.LogChunk{End: true, JobState: e.state, Failed: e.failed}})
+			s.offer(subItem{chunk: api.LogChunk{End: true, JobState: e.state, Failed: e.failed, Counts: e.counts}})
 		}
 	}
 }
@@ -176,7 +176,7 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 		c.subs[j.ID][sub] = struct{}{}
 		defer c.unsubscribe(j.ID, sub)
 	}
-	id, state, failed := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed)
+	id, state, failed, counts := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed), j.Counts()
 	c.mu.Unlock()
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -206,7 +206,7 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 		return nil // the client went away or the store failed mid-stream
 	}
 	if sub == nil {
-		enc.Encode(api.LogChunk{End: true, JobState: state, Failed: failed})
+		enc.Encode(api.LogChunk{End: true, JobState: state, Failed: failed, Counts: counts})
 		return nil
 	}
 	if flusher != nil {

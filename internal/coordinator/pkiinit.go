@@ -321,12 +321,7 @@ func ensureDataDir(dir string) error {
 // recordIssued remembers an issued certificate for `ward cert ls` and
 // revocation. It goes through the journal like every other write.
 func (c *Coordinator) recordIssued(cert, issuer *x509.Certificate) {
-	id, _ := pki.IDFromCert(cert)
-	rec := certRecord{
-		Serial: pki.SerialHex(cert), Identity: id.String(), Role: string(id.Role), Name: id.Name,
-		Issuer: issuer.Subject.CommonName, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
-	}
-	c.pendingCerts = append(c.pendingCerts, rec)
+	c.pendingCerts = append(c.pendingCerts, issuedRecord(cert, issuer))
 }
 
 // flushIssued writes certificate records queued before the journal ran.
