@@ -52,7 +52,9 @@ func CheckValidity(chain []*x509.Certificate, o ChainOptions) *Verdict {
 // o.Roots. A presented certificate outside its validity does not fail it
 // (CheckValidity reports that): the chain is then verified at a time inside
 // the certificates' windows, so an expired chain still says whether it is
-// trusted.
+// trusted. When no such time exists (the windows do not overlap), it
+// returns neither chains nor a verdict: the chain cannot be judged, and
+// CheckValidity says why.
 func VerifyChain(chain []*x509.Certificate, o ChainOptions) ([][]*x509.Certificate, *Verdict) {
 	if len(chain) == 0 {
 		return nil, &Verdict{CodeCertificateInvalid, "there is no certificate to verify", "give a file that holds a certificate"}
