@@ -4,11 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Outside peers the tests talk to: openssl (s_client, s_server, crl, verify)
-# and Java's keytool (reads our PKCS#12 trust stores).
+# Outside peers the tests talk to: openssl (s_client, s_server, crl, verify),
+# Java's keytool (reads our PKCS#12 trust stores), swtpm (a software TPM 2.0
+# the agent's TPM-held key is tested against over its TCP socket) and
+# tpm2-tools (an outside TSS loading the same key blobs). The in-process TPM
+# simulator of internal/tpmkey's tests is C built with cgo against OpenSSL:
+# gcc and libssl-dev.
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)
+command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
+command -v tpm2_load >/dev/null 2>&1 || need+=(tpm2-tools)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"
   sudo=""
