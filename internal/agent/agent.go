@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -40,6 +41,9 @@ type Agent struct {
 	src   *identity.Source
 	pins  []pki.Pin
 	exec  Executor
+
+	crl        crlCache
+	revocation atomic.Value // string: "checked" or "unavailable"
 
 	mu       sync.Mutex
 	running  map[api.AttemptRef]*attempt
@@ -146,6 +150,8 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		}
 	}
 	a.src = identity.NewSource(cred, bundle)
+	a.crl.load(cfg.DataDir)
+	a.revocation.Store("unknown")
 	if cfg.InsecureSkipVerify {
 		log.Warn("INSECURE: --insecure-skip-verify is set: the coordinator's certificate is not verified, so the link is encrypted but the coordinator is unauthenticated (link status PARTLY)",
 			"fix", "remove --insecure-skip-verify (the trust bundle from the join is all the agent needs)")
@@ -194,6 +200,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(addrs) == 0 {
 		return errors.New("no coordinator address is known: pass --coordinator HOST:PORT")
 	}
+	if err := a.refreshCRLs(ctx); err != nil {
+		a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
+	}
+	go a.crlLoop(ctx)
 	backoff := 250 * time.Millisecond
 	for i := 0; ctx.Err() == nil; i++ {
 		addr := addrs[i%len(addrs)]
@@ -206,6 +216,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		if errors.As(err, &fe) {
 			a.log.Error("agent stopping", "err", err)
 			return err
+		}
+		if err != nil && !isSessionError(err) {
+			// The handshake failed: was this node revoked?
+			a.refreshCRLs(ctx)
+			if rerr := a.ownCertRevoked(); rerr != nil {
+				err := errFatal{fmt.Errorf("this node's certificate is revoked, so the cluster refuses it: %v (fix: join again with a new token after an admin allows it)", rerr)}
+				a.log.Error("agent stopping", "err", err)
+				return err
+			}
 		}
 		if time.Since(start) > 30*time.Second {
 			backoff = 250 * time.Millisecond
@@ -268,6 +287,7 @@ func (a *Agent) wake() {
 func (a *Agent) dial(ctx context.Context, addr string) (*tls.Conn, error) {
 	cfg := transport.ClientConfig(a.src, transport.ClientOptions{
 		Cluster: a.state.Cluster, ServerName: transport.HostOf(addr), Pins: a.pins, NextProtos: []string{transport.ALPNAgent},
+		Revoked: a.checkServer,
 	})
 	if a.cfg.InsecureSkipVerify {
 		// Encrypted, not authenticated: shown as PARTLY on both sides.
@@ -297,3 +317,16 @@ func (a *Agent) dial(ctx context.Context, addr string) (*tls.Conn, error) {
 	}
 	return tc, nil
 }
+
+// isSessionError reports whether err came after a session was open (so the
+// handshake succeeded).
+func isSessionError(err error) bool {
+	var se sessionErr
+	return errors.As(err, &se)
+}
+
+// sessionErr wraps errors from an open session.
+type sessionErr struct{ err error }
+
+func (e sessionErr) Error() string { return e.err.Error() }
+func (e sessionErr) Unwrap() error { return e.err }

@@ -28,6 +28,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	hello := api.Hello{
 		Version: api.SessionVersion, Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
 		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
+		Revocation: a.revocation.Load().(string),
 	}
 	for _, r := range a.unacked {
 		hello.Finished = append(hello.Finished, r)
@@ -84,14 +85,18 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			select {
 			case werr := <-werr:
 				if werr != nil {
-					return werr
+					return sessionErr{werr}
 				}
 			default:
 			}
-			return err
+			return sessionErr{err}
 		}
 		if err := a.handle(t, body); err != nil {
-			return err
+			var fe errFatal
+			if errors.As(err, &fe) {
+				return err
+			}
+			return sessionErr{err}
 		}
 	}
 }

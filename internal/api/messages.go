@@ -7,7 +7,8 @@ import "time"
 const (
 	PathJoin  = "/v1/join"  // public: POST JoinRequest → JoinResponse
 	PathCA    = "/v1/ca"    // public: GET trust bundle (PEM)
-	PathCRL   = "/v1/crl"   // public: GET CRL (DER)
+	PathCRL   = "/v1/crl"   // public: GET the issuing CA's CRL (DER); /v1/crl/{issuer serial} for another
+	PathCRLs  = "/v1/crls"  // public: GET every trusted issuing CA's CRL (PEM)
 	PathHeal  = "/v1/heal"  // public: POST HealRequest with the expired client certificate
 	PathReady = "/v1/ready" // public: GET 200 when serving
 )
@@ -92,7 +93,8 @@ type Node struct {
 	CertExpiry time.Time         `json:"cert_expiry"`
 	CertIssuer string            `json:"cert_issuer,omitempty"`
 	TLSVersion string            `json:"tls_version"`
-	Link       string            `json:"link"` // YES, PARTLY, NO
+	Link       string            `json:"link"`                 // YES, PARTLY, NO
+	Revocation string            `json:"revocation,omitempty"` // the agent's check of the coordinator: checked, unavailable
 	Addr       string            `json:"addr,omitempty"`
 	Connected  bool              `json:"connected"`
 	LastSeen   time.Time         `json:"last_seen,omitempty"`
@@ -118,4 +120,25 @@ type Status struct {
 	Insecure     []string  `json:"insecure,omitempty"` // insecure settings in effect, by name
 	CAExpiry     time.Time `json:"ca_expiry"`
 	CertExpiry   time.Time `json:"cert_expiry"`
+}
+
+// RevokeRequest gives the reason recorded with a revocation: one of
+// unspecified, key-compromise, ca-compromise, affiliation-changed,
+// superseded, cessation-of-operation, privilege-withdrawn.
+type RevokeRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Cert is one certificate the cluster CA issued.
+type Cert struct {
+	Serial    string    `json:"serial"`
+	Identity  string    `json:"identity"`
+	Role      string    `json:"role"`
+	Name      string    `json:"name"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	Revoked   bool      `json:"revoked"`
+	RevokedAt time.Time `json:"revoked_at,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
 }

@@ -52,7 +52,10 @@ type Hello struct {
 	Running            []AttemptRef      `json:"running,omitempty"`
 	Finished           []TaskResult      `json:"finished,omitempty"`
 	InsecureSkipVerify bool              `json:"insecure_skip_verify,omitempty"`
-	Time               time.Time         `json:"time"`
+	// Revocation says whether the agent could check the coordinator's
+	// certificate against a current CRL: checked, or unavailable.
+	Revocation string    `json:"revocation,omitempty"`
+	Time       time.Time `json:"time"`
 }
 
 // Welcome answers Hello.

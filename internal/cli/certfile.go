@@ -25,8 +25,8 @@ import (
 // newCertCmd is the `ward cert` group: commands about certificate files and
 // the certificates the cluster issued. Other files add subcommands to it.
 func newCertCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "cert", Short: "Inspect and verify certificates"}
-	cmd.AddCommand(newCertInspectCmd(g), newCertVerifyCmd(g))
+	cmd := &cobra.Command{Use: "cert", Short: "List, revoke, inspect and verify certificates"}
+	cmd.AddCommand(newCertInspectCmd(g), newCertVerifyCmd(g), newCertLsCmd(g), newCertRevokeCmd(g))
 	return cmd
 }
 

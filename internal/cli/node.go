@@ -53,7 +53,30 @@ func newNodeCmd(g *globals) *cobra.Command {
 			return nodeAction(cmd, g, args[0], "undrain", nil)
 		},
 	}
-	cmd.AddCommand(ls, drain, undrain)
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke NODE",
+		Short: "Revoke NODE: its sessions close at once, its tasks are requeued, it can never connect again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var out map[string]any
+			if err := c.do(cmd.Context(), "POST", "/v1/nodes/"+args[0]+"/revoke", api.RevokeRequest{Reason: reason}, &out); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, out)
+			}
+			fmt.Fprintf(g.stdout, "Node %s revoked (%v certificate(s)); %v session(s) closed, %v task(s) requeued.\n", args[0], len(asSlice(out["serials"])), out["sessions_closed"], out["tasks_requeued"])
+			fmt.Fprintf(g.stdout, "To bring the machine back, join it again with a new token.\n")
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "key-compromise, superseded, cessation-of-operation, ... (default unspecified)")
+	cmd.AddCommand(ls, drain, undrain, revoke)
 	return cmd
 }
 
@@ -75,4 +98,9 @@ func nodeAction(cmd *cobra.Command, g *globals, node, action string, body any) e
 	}
 	fmt.Fprintln(g.stdout)
 	return nil
+}
+
+func asSlice(v any) []any {
+	s, _ := v.([]any)
+	return s
 }

@@ -34,6 +34,9 @@ type Coordinator struct {
 	// HealGrace is how long after expiry an agent may still renew by proving
 	// its old key.
 	HealGrace Duration `json:"heal_grace"`
+	// CRLValidity is how long a published CRL is valid; it is refreshed at
+	// half of it, well before its next-update time.
+	CRLValidity Duration `json:"crl_validity"`
 	// HeartbeatInterval is the base interval agents report at; the
 	// coordinator stretches it for large clusters.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
@@ -66,6 +69,7 @@ func CoordinatorDefaults() Coordinator {
 		UserCertLifetime:        Duration(30 * 24 * time.Hour),
 		CoordinatorCertLifetime: Duration(30 * 24 * time.Hour),
 		HealGrace:               Duration(7 * 24 * time.Hour),
+		CRLValidity:             Duration(24 * time.Hour),
 		HeartbeatInterval:       Duration(5 * time.Second),
 		NodeLostTimeout:         Duration(30 * time.Second),
 		AgingStep:               Duration(10 * time.Minute),
@@ -113,8 +117,8 @@ func (c *Coordinator) Validate() error {
 		"agent_cert_lifetime": c.AgentCertLifetime, "user_cert_lifetime": c.UserCertLifetime,
 		"coordinator_cert_lifetime": c.CoordinatorCertLifetime,
 	} {
-		if d.D() < 10*time.Minute {
-			p.Addf(key, "%s is too short; use at least 10m", d.D())
+		if d.D() < 5*time.Second {
+			p.Addf(key, "%s is too short; use at least 5s", d.D())
 		}
 	}
 	if c.HeartbeatInterval.D() < 100*time.Millisecond {
@@ -122,6 +126,9 @@ func (c *Coordinator) Validate() error {
 	}
 	if c.NodeLostTimeout.D() < 100*time.Millisecond {
 		p.Addf("node_lost_timeout", "%s is too short; use at least 100ms (it counts from the moment an agent's session ends)", c.NodeLostTimeout.D())
+	}
+	if c.CRLValidity.D() < 2*time.Minute {
+		p.Addf("crl_validity", "%s is too short; use at least 2m", c.CRLValidity.D())
 	}
 	if c.HealGrace.D() < 0 {
 		p.Addf("heal_grace", "must not be negative")

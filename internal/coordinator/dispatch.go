@@ -120,6 +120,7 @@ func (c *Coordinator) changesLocked() changes {
 	for _, j := range jobs {
 		ch.ops = append(ch.ops, encodeJob(j))
 		if j.Terminal() {
+			c.metrics.Jobs.WithLabelValues(j.State).Inc()
 			ch.ended = append(ch.ended, jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed), counts: j.Counts()})
 			for i := range j.Tasks { // a finished job produces no more output
 				delete(c.outputs, outputKey{j.ID, i})

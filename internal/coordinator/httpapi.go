@@ -34,6 +34,11 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("GET /v1/jobs/{id}", c.apiJobStatus)
 	handle("POST /v1/jobs/{id}/cancel", c.apiJobCancel)
 	handle("GET /v1/jobs/{id}/logs", c.apiJobLogs)
+	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
+	handle("GET /v1/certs", c.apiCertList)
+	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
+	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, _ pki.ID) error { c.serveCRL(w, r); return nil })
+	mux.Handle("GET /metrics", c.metricsAuth(c.metrics.Handler()))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, api.Errorf(api.CodeNotFound, "see `ward --help` for the commands and the README for the API", "no API route %s %s", r.Method, r.URL.Path))
 	})
@@ -48,6 +53,9 @@ func (c *Coordinator) publicRoutes() http.Handler {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(c.ca.src.Bundle().PEM())
 	})
+	mux.HandleFunc("GET "+api.PathCRL, c.serveCRL)
+	mux.HandleFunc("GET "+api.PathCRL+"/{issuer}", c.serveCRL)
+	mux.HandleFunc("GET "+api.PathCRLs, c.serveCRLs)
 	mux.HandleFunc("GET "+api.PathReady, func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -155,3 +163,16 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 }
 
 var _ = fmt.Sprintf
+
+// metricsAuth admits user and coordinator certificates to /metrics (a
+// Prometheus server scrapes with a user certificate); agents may not.
+func (c *Coordinator) metricsAuth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer, err := transport.PeerFromState(r.TLS, c.cfg.Cluster)
+		if err != nil || peer.ID.Role == pki.RoleAgent {
+			writeError(w, c, api.Errorf(api.CodePermissionDenied, "scrape with a user certificate", "/metrics needs a user or coordinator certificate"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -134,6 +134,7 @@ func (c *Coordinator) submit(spec api.JobSpec, who pki.ID) (api.Job, error) {
 	if err := c.journal.Wait(ch.ops); err != nil {
 		return api.Job{}, err
 	}
+	c.metrics.Jobs.WithLabelValues("submitted").Inc()
 	c.audit.Record(audit.Event{Type: "job.submit", Actor: who.String(), Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
 	c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
 	c.poke()

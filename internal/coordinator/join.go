@@ -271,7 +271,7 @@ func (c *Coordinator) tryJoin(ctx context.Context, req *api.JoinRequest) (*joinR
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
-	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses}, now)
+	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
 		return nil, false, err
 	}
@@ -311,7 +311,7 @@ func issuedRecord(cert, issuer *x509.Certificate) certRecord {
 	id, _ := pki.IDFromCert(cert)
 	return certRecord{
 		Serial: pki.SerialHex(cert), Identity: id.String(), Role: string(id.Role), Name: id.Name,
-		Issuer: issuer.Subject.CommonName, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		Issuer: issuer.Subject.CommonName, IssuerSerial: pki.SerialHex(issuer), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -55,6 +56,10 @@ func (c *Coordinator) handshake(raw net.Conn, cfg *tls.Config, name string, hand
 // rejected logs and audits one refused handshake with its verdict code.
 func (c *Coordinator) rejected(listener, peer string, err error) {
 	v := diagnose.ServerSide(err)
+	if errors.Is(err, transport.ErrRevoked) {
+		v = diagnose.Verdict{Code: "revoked", Message: "the client's certificate is revoked", Fix: "the client must get a new certificate: an agent joins again with a new token"}
+	}
+	c.metrics.Handshakes.WithLabelValues(listener, "rejected", string(v.Code)).Inc()
 	c.log.Info("connection rejected", "listener", listener, "peer_addr", peer, "reason", string(v.Code), "detail", err.Error(), "fix", v.Fix)
 	c.audit.Record(audit.Event{Type: "auth.failure", Actor: peer, Result: string(v.Code), Detail: map[string]string{"listener": listener, "detail": err.Error()}})
 }
@@ -72,6 +77,7 @@ func (c *Coordinator) accepted(listener string, tc *tls.Conn, cs *tls.Connection
 			"revocation_checked", listener == "cluster")
 	}
 	c.log.Info("connection accepted", args...)
+	c.metrics.Handshakes.WithLabelValues(listener, "accepted", "ok").Inc()
 }
 
 // handleCluster routes a verified cluster connection by ALPN: agents to a
@@ -85,7 +91,17 @@ func (c *Coordinator) handleCluster(tc *tls.Conn) {
 		return
 	}
 	c.accepted("cluster", tc, &cs, peer.ID.String())
+	serial := pki.SerialHex(peer.Cert)
+	c.live.add(serial, tc)
+	if c.revoked.Contains(peer.Cert.SerialNumber) {
+		// Revoked between the handshake's check and registration: the
+		// revocation's sweep may have missed this connection.
+		c.live.remove(serial, tc)
+		tc.Close()
+		return
+	}
 	if cs.NegotiatedProtocol == transport.ALPNAgent {
+		defer c.live.remove(serial, tc)
 		if peer.ID.Role != pki.RoleAgent {
 			c.sendBye(tc, api.Errorf(api.CodePermissionDenied, "use an agent certificate (from `ward agent --join`) for agent sessions",
 				"%s may not open an agent session: only agent certificates can", peer.ID))
@@ -149,3 +165,15 @@ func (q *connQueue) Close() error {
 
 // Addr is the underlying listener's address.
 func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// trackHTTPConn forgets API connections when they close.
+func (c *Coordinator) trackHTTPConn(conn net.Conn, state http.ConnState) {
+	if state != http.StateClosed && state != http.StateHijacked {
+		return
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+			c.live.remove(pki.SerialHex(cs.PeerCertificates[0]), conn)
+		}
+	}
+}

@@ -39,6 +39,7 @@ func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, _ pki.ID)
 		if s != nil {
 			an.Connected = true
 			an.Link = string(s.link)
+			an.Revocation = s.revocation
 			an.TLSVersion = transport.VersionName(s.peer.TLSVersion)
 			an.Addr = s.conn.RemoteAddr().String()
 			an.LastSeen = time.Unix(0, s.lastSeen.Load()).UTC()

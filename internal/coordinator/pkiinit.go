@@ -24,6 +24,7 @@ import (
 type caState struct {
 	root    *pki.CA // Key is nil when the root is kept offline
 	issuer  *pki.Issuer
+	others  []*pki.CA // issuing CAs still trusted besides the current one (during a rotation)
 	bundle  pki.Bundle
 	src     *identity.Source // the coordinator's own certificate and trust
 	id      pki.ID
@@ -116,7 +117,7 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.src = identity.NewSource(servedChain(cred, root.Cert), st.bundle)
+	st.src = identity.NewSource(servedChainWith(cred, root.Cert), st.bundle)
 	return st, nil
 }
 
@@ -215,7 +216,8 @@ func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Cr
 	if err != nil {
 		return nil, err
 	}
-	cert, err := st.issuer.Issue(pki.LeafSpec{ID: st.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips}, now)
+	crl := []string{"https://" + c.advertisedAddr(c.cfg.PublicAddr) + "/v1/crl/" + pki.SerialHex(st.issuer.CA.Cert)}
+	cert, err := st.issuer.Issue(pki.LeafSpec{ID: st.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips, CRLURLs: crl}, now)
 	if err != nil {
 		return nil, err
 	}
@@ -339,10 +341,15 @@ func (c *Coordinator) flushIssued() error {
 
 // servedChain appends the root to the coordinator's chain, so a joining
 // agent can match its CA pin inside the handshake, before it sends a byte.
-func servedChain(cred *identity.Credential, root *x509.Certificate) *identity.Credential {
+func servedChainWith(cred *identity.Credential, root *x509.Certificate) *identity.Credential {
 	last := cred.Chain[len(cred.Chain)-1]
 	if last.Equal(root) {
 		return cred
 	}
 	return &identity.Credential{Chain: append(slices.Clone(cred.Chain), root), Key: cred.Key}
+}
+
+// servedChain is the chain the listeners present for cred.
+func (c *Coordinator) servedChain(cred *identity.Credential) *identity.Credential {
+	return servedChainWith(cred, c.ca.root.Cert)
 }

@@ -21,6 +21,7 @@ const (
 	prefixTokens = "tokens/"
 	prefixCerts  = "certs/"
 	keyJobSeq    = "meta/job-seq"
+	keyCRLNumber = "meta/crl-number"
 )
 
 func jobKey(id string) string         { return prefixJobs + padID(id) }
@@ -202,16 +203,17 @@ func (t *tokenRecord) api(now time.Time) api.Token {
 
 // certRecord is every certificate the CA issued, for listing and revocation.
 type certRecord struct {
-	Serial    string    `json:"serial"`
-	Identity  string    `json:"identity"`
-	Role      string    `json:"role"`
-	Name      string    `json:"name"`
-	Issuer    string    `json:"issuer"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	Revoked   bool      `json:"revoked,omitempty"`
-	RevokedAt time.Time `json:"revoked_at,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
+	Serial       string    `json:"serial"`
+	Identity     string    `json:"identity"`
+	Role         string    `json:"role"`
+	Name         string    `json:"name"`
+	Issuer       string    `json:"issuer"`
+	IssuerSerial string    `json:"issuer_serial"`
+	NotBefore    time.Time `json:"not_before"`
+	NotAfter     time.Time `json:"not_after"`
+	Revoked      bool      `json:"revoked,omitempty"`
+	RevokedAt    time.Time `json:"revoked_at,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
 }
 
 // logRecord is one stored chunk of task output.

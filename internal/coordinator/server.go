@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wardcluster/ward/internal/audit"
@@ -20,6 +21,7 @@ import (
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/store/bolt"
+	"github.com/wardcluster/ward/internal/telemetry"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
@@ -35,6 +37,8 @@ type Coordinator struct {
 	journal *journal
 	ca      *caState
 	revoked *transport.RevocationSet
+	live    liveConns
+	metrics *telemetry.Metrics
 	limiter *rateLimiter
 	now     func() time.Time
 
@@ -55,6 +59,9 @@ type Coordinator struct {
 	jobSeq     uint64
 	outputs    map[outputKey]*outputState
 	subs       map[string]map[*logSub]struct{}
+
+	crlMu sync.Mutex // serializes CRL rebuilds
+	crls  atomic.Pointer[map[string]*crlState]
 
 	kick         chan struct{}
 	pendingCerts []certRecord
@@ -137,6 +144,10 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if err := c.restore(context.Background()); err != nil {
 		return nil, fmt.Errorf("restore state from %s: %w", c.path("ward.db"), err)
 	}
+	if err := c.loadRevoked(context.Background()); err != nil {
+		return nil, fmt.Errorf("load revocations: %w", err)
+	}
+	c.metrics = telemetry.New(c.expiries, c.crlAge)
 	opt := transport.ServerOptions{Cluster: cfg.Cluster, MinVersion: minTLS, Revoked: c.revoked}
 	c.clusterTLS = transport.ClusterServerConfig(c.ca.src, opt)
 	c.publicTLS = transport.PublicServerConfig(c.ca.src, opt)
@@ -168,13 +179,20 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 		jcancel()
 		return err
 	}
+	if err := c.rebuildCRLs(ctx); err != nil {
+		jcancel()
+		return fmt.Errorf("sign the CRL: %w", err)
+	}
 	c.clusterConns = newConnQueue(c.clusterLn.Addr())
 	c.publicConns = newConnQueue(c.publicLn.Addr())
-	c.clusterHTTP = &http.Server{Handler: c.clusterRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
+	c.clusterHTTP = &http.Server{Handler: c.clusterRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+		ConnState: c.trackHTTPConn}
 	c.publicHTTP = &http.Server{Handler: c.publicRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
 	c.logListener("cluster", c.clusterLn, c.clusterTLS, "required and verified at the handshake")
 	c.logListener("public", c.publicLn, c.publicTLS, "not required (server authentication only)")
-	c.wg.Add(5)
+	c.wg.Add(7)
+	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
+	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.clusterLn, c.clusterTLS, "cluster", c.handleCluster) }()
 	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.publicLn, c.publicTLS, "public", c.handlePublic) }()
 	go func() { defer c.wg.Done(); c.clusterHTTP.Serve(c.clusterConns) }()

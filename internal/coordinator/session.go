@@ -27,6 +27,8 @@ type session struct {
 	node string
 	peer transport.Peer
 	link transport.LinkStatus
+	// revocation is what the agent reported about checking our certificate.
+	revocation string
 	// interval is the heartbeat interval the agent was told.
 	interval time.Duration
 
@@ -133,6 +135,7 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 	if hello.InsecureSkipVerify && s.link == transport.LinkYes {
 		s.link = transport.LinkPartly
 	}
+	s.revocation = hello.Revocation
 	if err := c.openSession(s, &hello); err != nil {
 		c.sendBye(conn, api.AsError(err))
 		return
@@ -174,6 +177,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 		old.close()
 	}
 	c.sessions[s.node] = s
+	c.metrics.Sessions.WithLabelValues(string(s.link)).Inc()
 	if t := c.lostTimers[s.node]; t != nil {
 		t.Stop()
 		delete(c.lostTimers, s.node)
@@ -191,6 +195,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 		running[i] = sched.RefOf(r)
 	}
 	lost, kill := c.cl.Reconcile(s.node, running, now)
+	c.metrics.Tasks.WithLabelValues("lost").Add(float64(len(lost)))
 	var cancelNow []api.AttemptRef
 	for _, r := range running {
 		c.cl.Started(s.node, r, now)
@@ -229,10 +234,11 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 // endSession marks the node disconnected and starts its lost timer.
 func (c *Coordinator) endSession(s *session) {
 	s.close()
+	c.metrics.Sessions.WithLabelValues(string(s.link)).Dec()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sessions[s.node] != s {
-		return // a newer session replaced this one
+		return // a newer session replaced this one, or a revocation removed it
 	}
 	delete(c.sessions, s.node)
 	if n, ok := c.cl.Node(s.node); ok {
@@ -258,6 +264,7 @@ func (c *Coordinator) startLostTimerLocked(node string) {
 		}
 		delete(c.lostTimers, node)
 		refs := c.cl.NodeLost(node, "agent lost: no session for "+c.cfg.NodeLostTimeout.D().String(), c.now())
+		c.metrics.Tasks.WithLabelValues("lost").Add(float64(len(refs)))
 		ch := c.changesLocked()
 		c.mu.Unlock()
 		if len(refs) > 0 {
@@ -275,7 +282,9 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 		if err := api.DecodeFrame(t, body, &hb); err != nil {
 			return err
 		}
-		s.skew.Store(int64(hb.Time.Sub(c.now())))
+		now := c.now()
+		s.skew.Store(int64(hb.Time.Sub(now)))
+		c.metrics.HeartbeatLag.Observe(max(now.Sub(hb.Time), 0).Seconds())
 		s.usedSlots.Store(int32(hb.UsedSlots))
 	case api.FrameStarted:
 		var m api.Started
@@ -314,7 +323,18 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 func (c *Coordinator) applyResultsLocked(node string, results []api.TaskResult) []api.AttemptRef {
 	acks := make([]api.AttemptRef, 0, len(results))
 	for _, r := range results {
-		switch c.cl.Result(node, r) {
+		outcome := c.cl.Result(node, r)
+		if outcome == sched.Recorded {
+			state := r.Reason
+			if r.Reason == api.EndExited {
+				state = "completed"
+				if r.ExitCode != 0 {
+					state = "failed"
+				}
+			}
+			c.metrics.Tasks.WithLabelValues(state).Inc()
+		}
+		switch outcome {
 		case sched.Rejected:
 			c.log.Warn("result refused: the attempt is unknown or belongs to another node", "node", node, "job", r.Job, "task", r.Task, "attempt", r.Attempt)
 			// Acknowledged anyway so the agent stops resending it.

@@ -19,6 +19,14 @@ const (
 	Backdate = 5 * time.Minute
 )
 
+// backdate is how far before now a certificate of this lifetime starts:
+// Backdate, but never more than a tenth of the lifetime, so the renewal
+// point (two thirds of NotBefore..NotAfter) stays well after issuance even
+// for short-lived certificates.
+func backdate(lifetime time.Duration) time.Duration {
+	return min(Backdate, lifetime/10)
+}
+
 // CA is a certificate authority: its certificate and signing key.
 type CA struct {
 	Cert *x509.Certificate
@@ -51,7 +59,7 @@ func NewRootCA(cluster string, now time.Time, lifetime time.Duration) (*CA, erro
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "Ward Root CA " + cluster, Organization: []string{"Ward cluster " + cluster}},
-		NotBefore:             now.Add(-Backdate),
+		NotBefore:             now.Add(-backdate(lifetime)),
 		NotAfter:              now.Add(lifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
@@ -87,7 +95,7 @@ func NewIssuingCA(parent *CA, cluster string, generation int, now time.Time, lif
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: fmt.Sprintf("Ward Issuing CA %s %d", cluster, generation), Organization: []string{"Ward cluster " + cluster}},
-		NotBefore:             now.Add(-Backdate),
+		NotBefore:             now.Add(-backdate(lifetime)),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,

@@ -30,6 +30,8 @@ type LeafSpec struct {
 	Lifetime  time.Duration
 	DNSNames  []string
 	IPs       []net.IP
+	// CRLURLs are the CRL distribution points written into the certificate.
+	CRLURLs []string
 }
 
 // Issue signs a leaf for spec, valid from now (backdated for clock skew) for
@@ -56,7 +58,7 @@ func (is *Issuer) Issue(spec LeafSpec, now time.Time) (*x509.Certificate, error)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: spec.ID.Name, OrganizationalUnit: []string{string(spec.ID.Role)}, Organization: []string{"Ward cluster " + spec.ID.Cluster}},
-		NotBefore:             now.Add(-Backdate),
+		NotBefore:             now.Add(-backdate(spec.Lifetime)),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           eku,
@@ -65,6 +67,7 @@ func (is *Issuer) Issue(spec LeafSpec, now time.Time) (*x509.Certificate, error)
 		URIs:                  []*url.URL{spec.ID.URI()},
 		DNSNames:              spec.DNSNames,
 		IPAddresses:           spec.IPs,
+		CRLDistributionPoints: spec.CRLURLs,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.CA.Cert, spec.PublicKey, is.CA.Key)
 	if err != nil {

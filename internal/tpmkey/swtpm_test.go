@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -19,48 +20,41 @@ import (
 )
 
 // swtpm is a real swtpm process serving TPM 2.0 on a TCP port, with its
-// control channel on the next port (the layout tpm2-tss's swtpm TCTI
-// assumes).
+// control channel on a unix socket (so one free TCP port suffices and no
+// adjacent port can clash with another test's).
 type swtpm struct {
-	state, log string
-	port       int
-	flags      string
-	cmd        *exec.Cmd
-	exited     chan struct{}
+	state, log, ctrl string
+	port             int
+	flags            string
+	cmd              *exec.Cmd
+	exited           chan struct{}
 }
 
 // startSwtpm starts swtpm on free ports with its state in stateDir and stops
 // it when the test ends. The test is skipped only when swtpm is not
 // installed.
 func startSwtpm(t *testing.T, stateDir, flags string) *swtpm {
+	return startSwtpmCtrl(t, stateDir, flags, false)
+}
+
+// startSwtpmCtrl is startSwtpm with, when tcpCtrl is set, the control
+// channel on the TCP port after the server port: the layout tpm2-tss's
+// swtpm TCTI requires.
+func startSwtpmCtrl(t *testing.T, stateDir, flags string, tcpCtrl bool) *swtpm {
 	t.Helper()
 	if _, err := exec.LookPath("swtpm"); err != nil {
 		t.Skip("swtpm is not installed (apt-get install swtpm swtpm-tools)")
 	}
-	s := &swtpm{state: stateDir, log: filepath.Join(t.TempDir(), "swtpm.log"), port: freePortPair(t), flags: flags}
+	dir := t.TempDir()
+	port, _ := strconv.Atoi(freePort(t))
+	s := &swtpm{state: stateDir, log: filepath.Join(dir, "swtpm.log"), ctrl: filepath.Join(dir, "ctrl.sock"), port: port, flags: flags}
+	if tcpCtrl {
+		s.port = portPairBelowEphemeral(t)
+		s.ctrl = ""
+	}
 	s.start(t)
 	t.Cleanup(func() { s.stop(t) })
 	return s
-}
-
-// freePortPair finds a port P on 127.0.0.1 such that P and P+1 were both
-// free a moment ago: listen on :0, take the port, close.
-func freePortPair(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		p, _ := strconv.Atoi(freePort(t))
-		if p >= 65535 {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return p
-	}
-	t.Fatal("no two consecutive free ports")
-	return 0
 }
 
 func (s *swtpm) device() string { return "tcp://127.0.0.1:" + strconv.Itoa(s.port) }
@@ -71,10 +65,16 @@ func (s *swtpm) start(t *testing.T) {
 	t.Helper()
 	args := []string{"socket", "--tpm2",
 		"--server", "type=tcp,bindaddr=127.0.0.1,port=" + strconv.Itoa(s.port),
-		"--ctrl", "type=tcp,bindaddr=127.0.0.1,port=" + strconv.Itoa(s.port+1),
-		"--tpmstate", "dir=" + s.state,
-		"--log", "file=" + s.log + ",level=1",
 	}
+	if s.ctrl != "" {
+		args = append(args, "--ctrl", "type=unixio,path="+s.ctrl)
+	} else {
+		args = append(args, "--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(s.port+1))
+	}
+	args = append(args,
+		"--tpmstate", "dir="+s.state,
+		"--log", "file="+s.log+",level=1",
+	)
 	if s.flags != "" {
 		args = append(args, "--flags", s.flags)
 	}
@@ -259,7 +259,7 @@ func TestTPM2ToolsReadsBlobs(t *testing.T) {
 			t.Skip("tpm2-tools is not installed")
 		}
 	}
-	sw := startSwtpm(t, t.TempDir(), "not-need-init,startup-clear")
+	sw := startSwtpmCtrl(t, t.TempDir(), "not-need-init,startup-clear", true)
 	dir := t.TempDir()
 	k, err := Source{Device: sw.device(), Dir: dir}.Create()
 	if err != nil {
@@ -303,4 +303,27 @@ func TestTPM2ToolsReadsBlobs(t *testing.T) {
 	if !ecdsa.VerifyASN1(pub, digest[:], sig) {
 		t.Fatalf("tpm2-tools' signature %x does not verify with our public key", sig)
 	}
+}
+
+// portPairBelowEphemeral finds ports P and P+1 that are free, below the
+// kernel's ephemeral range (32768 and up), where the kernel never hands out
+// ports on its own, so only another test doing the same could clash.
+func portPairBelowEphemeral(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		p := 20000 + 2*rand.IntN(6000)
+		a, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return p
+	}
+	t.Fatal("no free port pair between 20000 and 32000")
+	return 0
 }

@@ -113,12 +113,12 @@ func PublicServerConfig(src *identity.Source, o ServerOptions) *tls.Config {
 
 // ClientOptions are what an outbound connection checks.
 type ClientOptions struct {
-	Cluster    string                        // the peer must be a coordinator of this cluster
-	ServerName string                        // the name the certificate must cover
-	Pins       []pki.Pin                     // when set, a chain certificate must match one
-	MinVersion uint16                        // default TLS 1.3
-	NextProtos []string                      // ALPN
-	Revoked    func(*x509.Certificate) error // optional revocation check of the server
+	Cluster    string                                // the peer must be a coordinator of this cluster
+	ServerName string                                // the name the certificate must cover
+	Pins       []pki.Pin                             // when set, a chain certificate must match one
+	MinVersion uint16                                // default TLS 1.3
+	NextProtos []string                              // ALPN
+	Revoked    func(chain []*x509.Certificate) error // optional revocation check of the server's verified chain
 }
 
 // ClientConfig is a config for dialing a coordinator with mTLS: it verifies
@@ -170,7 +170,11 @@ func checkServer(cs tls.ConnectionState, o ClientOptions) error {
 		}
 	}
 	if o.Revoked != nil {
-		if err := o.Revoked(cs.PeerCertificates[0]); err != nil {
+		chain := cs.PeerCertificates
+		if len(cs.VerifiedChains) > 0 {
+			chain = cs.VerifiedChains[0]
+		}
+		if err := o.Revoked(chain); err != nil {
 			return err
 		}
 	}

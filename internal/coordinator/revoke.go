@@ -1,0 +1,436 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
+)
+
+// liveConns tracks every open cluster connection by the serial of the
+// certificate it presented, so a revocation cuts them at once.
+type liveConns struct {
+	mu sync.Mutex
+	m  map[string]map[net.Conn]struct{}
+}
+
+func (l *liveConns) add(serial string, c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]map[net.Conn]struct{}{}
+	}
+	if l.m[serial] == nil {
+		l.m[serial] = map[net.Conn]struct{}{}
+	}
+	l.m[serial][c] = struct{}{}
+}
+
+func (l *liveConns) remove(serial string, c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.m[serial], c)
+	if len(l.m[serial]) == 0 {
+		delete(l.m, serial)
+	}
+}
+
+// closeSerial closes every connection that presented serial.
+func (l *liveConns) closeSerial(serial string) int {
+	l.mu.Lock()
+	conns := l.m[serial]
+	delete(l.m, serial)
+	l.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	return len(conns)
+}
+
+// CRL reason codes (RFC 5280) by the names `--reason` accepts.
+var crlReasons = map[string]int{
+	"unspecified": 0, "key-compromise": 1, "ca-compromise": 2, "affiliation-changed": 3,
+	"superseded": 4, "cessation-of-operation": 5, "privilege-withdrawn": 9,
+}
+
+func reasonNames() string {
+	names := make([]string, 0, len(crlReasons))
+	for n := range crlReasons {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func parseReason(s string) (string, error) {
+	if s == "" {
+		return "unspecified", nil
+	}
+	if _, ok := crlReasons[s]; !ok {
+		return "", api.Errorf(api.CodeInvalidArgument, "use one of: "+reasonNames(), "revocation reason %q is not known", s)
+	}
+	return s, nil
+}
+
+// loadRevoked fills the in-memory revocation set from the store, so the
+// accept path never reads the store.
+func (c *Coordinator) loadRevoked(ctx context.Context) error {
+	var serials []string
+	err := c.st.Scan(ctx, prefixCerts, func(r store.Record) error {
+		var cr certRecord
+		if err := json.Unmarshal(r.Value, &cr); err != nil {
+			return fmt.Errorf("%s: %w", r.Key, err)
+		}
+		if cr.Revoked {
+			serials = append(serials, cr.Serial)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.revoked.Add(c.now(), serials...)
+	return nil
+}
+
+// revokeResult says what a revocation did.
+type revokeResult struct {
+	Serials  []string `json:"serials"`
+	Node     string   `json:"node,omitempty"`
+	Closed   int      `json:"sessions_closed"`
+	Requeued int      `json:"tasks_requeued"`
+}
+
+// revoke marks serials revoked in the store and in memory, closes every
+// live connection that presented them, and (when node is set) takes the
+// node out of the cluster, requeueing its tasks.
+func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason string, who pki.ID) (revokeResult, error) {
+	now := c.now()
+	res := revokeResult{Serials: serials, Node: node}
+	var ops []store.Op
+	var conds []store.Cond
+	for _, s := range serials {
+		rec, err := c.st.Get(ctx, certKey(s))
+		if err != nil {
+			return res, fmt.Errorf("read certificate %s: %w", s, err)
+		}
+		var cr certRecord
+		if err := json.Unmarshal(rec.Value, &cr); err != nil {
+			return res, err
+		}
+		cr.Revoked, cr.RevokedAt, cr.Reason = true, now.UTC(), reason
+		ops = append(ops, putJSON(rec.Key, cr))
+		conds = append(conds, store.Unchanged(rec.Key, rec.ModRev))
+	}
+	c.mu.Lock()
+	if node != "" {
+		if rec := c.nodes[node]; rec != nil {
+			rec.Revoked = true
+			ops = append(ops, putJSON(nodeKey(node), rec))
+		}
+	}
+	c.mu.Unlock()
+	if _, err := c.st.Txn(ctx, conds, ops); err != nil {
+		if store.IsConflict(err) {
+			return res, api.Errorf(api.CodeUnavailable, "run the command again", "the certificate changed while it was being revoked")
+		}
+		return res, err
+	}
+	// From here the revocation is durable: apply it everywhere at once.
+	c.revoked.Add(now, serials...)
+	for _, s := range serials {
+		res.Closed += c.live.closeSerial(s)
+	}
+	if node != "" {
+		c.mu.Lock()
+		if n, ok := c.cl.Node(node); ok {
+			n.Revoked, n.Connected = true, false
+		}
+		if s := c.sessions[node]; s != nil {
+			s.close()
+			delete(c.sessions, node)
+		}
+		if t := c.lostTimers[node]; t != nil {
+			t.Stop()
+			delete(c.lostTimers, node)
+		}
+		res.Requeued = len(c.cl.NodeLost(node, "node revoked by "+who.String(), now))
+		ch := c.changesLocked()
+		c.mu.Unlock()
+		c.commit(ch, nil)
+		c.poke()
+	}
+	c.metrics.Revocations.Add(float64(len(serials)))
+	for _, s := range serials {
+		c.audit.Record(audit.Event{Type: "cert.revoke", Actor: who.String(), Target: s, Detail: map[string]string{"reason": reason, "node": node}})
+	}
+	if err := c.rebuildCRLs(ctx); err != nil {
+		c.log.Error("rebuild CRL after revocation", "err", err)
+	}
+	if c.revokedSelf(serials) {
+		c.log.Warn("this coordinator's own certificate was revoked; issuing a new one")
+		if err := c.renewOwnCertificate(now); err != nil {
+			c.log.Error("reissue the coordinator certificate", "err", err)
+		}
+	}
+	c.log.Info("revoked", "serials", strings.Join(serials, ","), "node", node, "reason", reason, "sessions_closed", res.Closed, "tasks_requeued", res.Requeued)
+	return res, nil
+}
+
+func (c *Coordinator) revokedSelf(serials []string) bool {
+	own := pki.SerialHex(c.ca.src.Leaf())
+	for _, s := range serials {
+		if s == own {
+			return true
+		}
+	}
+	return false
+}
+
+// certsOf lists the unexpired, unrevoked certificates issued to identity.
+func (c *Coordinator) certsOf(ctx context.Context, identity string, now time.Time) ([]string, error) {
+	var out []string
+	err := c.st.Scan(ctx, prefixCerts, func(r store.Record) error {
+		var cr certRecord
+		if err := json.Unmarshal(r.Value, &cr); err != nil {
+			return err
+		}
+		if cr.Identity == identity && !cr.Revoked && now.Before(cr.NotAfter) {
+			out = append(out, cr.Serial)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (c *Coordinator) apiNodeRevoke(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+	var req api.RevokeRequest
+	if r.ContentLength != 0 {
+		if err := readJSON(w, r, &req); err != nil {
+			return err
+		}
+	}
+	reason, err := parseReason(req.Reason)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	c.mu.Lock()
+	rec := c.nodes[name]
+	c.mu.Unlock()
+	if rec == nil {
+		return api.Errorf(api.CodeNotFound, "list nodes with `ward node ls`", "no node named %q", name)
+	}
+	if rec.Revoked {
+		return api.Errorf(api.CodeFailedPrecondition, "nothing to do", "node %s is already revoked", name)
+	}
+	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleAgent, Name: name}
+	serials, err := c.certsOf(r.Context(), id.String(), c.now())
+	if err != nil {
+		return err
+	}
+	res, err := c.revoke(r.Context(), serials, name, reason, who)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, res)
+}
+
+func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+	var req api.RevokeRequest
+	if r.ContentLength != 0 {
+		if err := readJSON(w, r, &req); err != nil {
+			return err
+		}
+	}
+	reason, err := parseReason(req.Reason)
+	if err != nil {
+		return err
+	}
+	serial := strings.ToLower(strings.TrimPrefix(strings.ReplaceAll(r.PathValue("serial"), ":", ""), "0x"))
+	rec, err := c.st.Get(r.Context(), certKey(serial))
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "list certificates with `ward cert ls`", "no certificate with serial %s was issued by this cluster", serial)
+	}
+	if err != nil {
+		return err
+	}
+	var cr certRecord
+	if err := json.Unmarshal(rec.Value, &cr); err != nil {
+		return err
+	}
+	if cr.Revoked {
+		return api.Errorf(api.CodeFailedPrecondition, "nothing to do", "certificate %s is already revoked", serial)
+	}
+	node := ""
+	c.mu.Lock()
+	if cr.Role == string(pki.RoleAgent) {
+		if n := c.nodes[cr.Name]; n != nil && n.CertSerial == serial {
+			node = cr.Name // the node's current certificate: the node is out
+		}
+	}
+	c.mu.Unlock()
+	res, err := c.revoke(r.Context(), []string{serial}, node, reason, who)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, res)
+}
+
+func (c *Coordinator) apiCertList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+	out := []api.Cert{}
+	err := c.st.Scan(r.Context(), prefixCerts, func(rec store.Record) error {
+		var cr certRecord
+		if err := json.Unmarshal(rec.Value, &cr); err != nil {
+			return err
+		}
+		out = append(out, api.Cert{Serial: cr.Serial, Identity: cr.Identity, Role: cr.Role, Name: cr.Name, Issuer: cr.Issuer,
+			NotBefore: cr.NotBefore, NotAfter: cr.NotAfter, Revoked: cr.Revoked, RevokedAt: cr.RevokedAt, Reason: cr.Reason})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].NotBefore.Before(out[b].NotBefore) })
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// crlState is the current CRL of one issuing CA.
+type crlState struct {
+	der        []byte
+	number     int64
+	thisUpdate time.Time
+	nextUpdate time.Time
+}
+
+// rebuildCRLs signs a fresh CRL for every issuing CA that is still
+// trusted, with the next CRL number, and swaps them in.
+func (c *Coordinator) rebuildCRLs(ctx context.Context) error {
+	c.crlMu.Lock()
+	defer c.crlMu.Unlock()
+	byIssuer := map[string][]x509.RevocationListEntry{}
+	err := c.st.Scan(ctx, prefixCerts, func(r store.Record) error {
+		var cr certRecord
+		if err := json.Unmarshal(r.Value, &cr); err != nil {
+			return err
+		}
+		if !cr.Revoked {
+			return nil
+		}
+		serial, ok := parseSerial(cr.Serial)
+		if !ok {
+			return nil
+		}
+		byIssuer[cr.IssuerSerial] = append(byIssuer[cr.IssuerSerial], x509.RevocationListEntry{
+			SerialNumber: serial, RevocationTime: cr.RevokedAt, ReasonCode: crlReasons[cr.Reason],
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	now := c.now()
+	num := int64(0)
+	if rec, err := c.st.Get(ctx, keyCRLNumber); err == nil {
+		num, _ = strconv.ParseInt(string(rec.Value), 10, 64)
+	}
+	next := map[string]*crlState{}
+	for _, iss := range c.issuingCAs() {
+		num++
+		key := pki.SerialHex(iss.Cert)
+		der, err := pki.CreateCRL(iss, byIssuer[key], num, now, c.cfg.CRLValidity.D())
+		if err != nil {
+			return err
+		}
+		next[key] = &crlState{der: der, number: num, thisUpdate: now, nextUpdate: now.Add(c.cfg.CRLValidity.D())}
+	}
+	if err := c.journal.Wait([]store.Op{store.Put(keyCRLNumber, []byte(strconv.FormatInt(num, 10)))}); err != nil {
+		return err
+	}
+	c.crls.Store(&next)
+	return nil
+}
+
+// crlLoop refreshes the CRLs at half their validity, well before their
+// next-update time.
+func (c *Coordinator) crlLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if cur := c.currentCRL(); cur == nil || c.now().After(cur.thisUpdate.Add(c.cfg.CRLValidity.D()/2)) {
+			if err := c.rebuildCRLs(ctx); err != nil {
+				c.log.Error("refresh CRL", "err", err)
+			}
+		}
+	}
+}
+
+// currentCRL is the CRL of the issuing CA that issues now.
+func (c *Coordinator) currentCRL() *crlState {
+	m := c.crls.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[pki.SerialHex(c.ca.issuer.CA.Cert)]
+}
+
+// serveCRL answers GET /v1/crl (the issuing CA's CRL, DER) and
+// GET /v1/crl/{issuer} (the CRL of a given issuing CA serial).
+func (c *Coordinator) serveCRL(w http.ResponseWriter, r *http.Request) {
+	m := c.crls.Load()
+	var st *crlState
+	if issuer := r.PathValue("issuer"); issuer != "" && m != nil {
+		st = (*m)[issuer]
+	} else {
+		st = c.currentCRL()
+	}
+	if st == nil {
+		writeError(w, c, api.Errorf(api.CodeNotFound, "fetch /v1/crl for the current issuing CA", "no CRL for that issuing CA"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Last-Modified", st.thisUpdate.UTC().Format(http.TimeFormat))
+	w.Header().Set("Expires", st.nextUpdate.UTC().Format(http.TimeFormat))
+	w.Write(st.der)
+}
+
+// serveCRLs answers GET /v1/crls: every trusted issuing CA's CRL as PEM,
+// for agents to cache.
+func (c *Coordinator) serveCRLs(w http.ResponseWriter, r *http.Request) {
+	m := c.crls.Load()
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	if m == nil {
+		return
+	}
+	keys := make([]string, 0, len(*m))
+	for k := range *m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		w.Write(pki.EncodeCRLPEM((*m)[k].der))
+	}
+}
+
+func parseSerial(hexSerial string) (*big.Int, bool) {
+	return new(big.Int).SetString(hexSerial, 16)
+}

@@ -1,0 +1,94 @@
+// Package telemetry defines Ward's Prometheus metrics: certificate and CA
+// expiry, handshakes by result and reason, sessions by link status,
+// renewals, revocations, CRL age, heartbeat lag, and job and task counters.
+package telemetry
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Expiry is one certificate whose remaining lifetime is exported.
+type Expiry struct {
+	Kind     string // root_ca, issuing_ca, coordinator, agent, user
+	Name     string
+	Serial   string
+	NotAfter time.Time
+}
+
+// Metrics is the coordinator's metric set on its own registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	Handshakes   *prometheus.CounterVec
+	Sessions     *prometheus.GaugeVec
+	Renewals     *prometheus.CounterVec
+	Revocations  prometheus.Counter
+	Jobs         *prometheus.CounterVec
+	Tasks        *prometheus.CounterVec
+	HeartbeatLag prometheus.Histogram
+}
+
+// New registers every metric. expiries and crlAge are called at scrape
+// time, so the figures are always current.
+func New(expiries func() []Expiry, crlAge func() (time.Duration, bool)) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.Handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_handshakes_total", Help: "TLS handshakes by listener, result (accepted or rejected) and reason code.",
+	}, []string{"listener", "result", "reason"})
+	m.Sessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ward_sessions", Help: "Open agent sessions by link status (YES, PARTLY, NO).",
+	}, []string{"link"})
+	m.Renewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_cert_renewals_total", Help: "Certificates renewed, by role and path (session, heal, api).",
+	}, []string{"role", "path"})
+	m.Revocations = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ward_cert_revocations_total", Help: "Certificates revoked.",
+	})
+	m.Jobs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_jobs_total", Help: "Jobs by event: submitted, completed, failed, canceled.",
+	}, []string{"event"})
+	m.Tasks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_tasks_total", Help: "Task attempts by how they ended.",
+	}, []string{"state"})
+	m.HeartbeatLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ward_heartbeat_lag_seconds",
+		Help:    "Heartbeat receive time minus the agent's send time (includes clock skew between machines).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+	expiry := prometheus.NewDesc("ward_cert_expiry_seconds", "Seconds until a certificate or CA expires (negative: expired).", []string{"kind", "name", "serial"}, nil)
+	crl := prometheus.NewDesc("ward_crl_age_seconds", "Seconds since the current CRL was signed.", nil, nil)
+	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag,
+		collector{descs: []*prometheus.Desc{expiry, crl}, collect: func(ch chan<- prometheus.Metric) {
+			now := time.Now()
+			for _, e := range expiries() {
+				ch <- prometheus.MustNewConstMetric(expiry, prometheus.GaugeValue, e.NotAfter.Sub(now).Seconds(), e.Kind, e.Name, e.Serial)
+			}
+			if age, ok := crlAge(); ok {
+				ch <- prometheus.MustNewConstMetric(crl, prometheus.GaugeValue, age.Seconds())
+			}
+		}},
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+type collector struct {
+	descs   []*prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
