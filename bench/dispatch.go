@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
+)
+
+// passResult is what one dispatch pass measured.
+type passResult struct {
+	tasks, jobs   int
+	elapsed       time.Duration
+	rate          float64         // tasks/s, first submit to last job end
+	taskLat       []time.Duration // per task: client submit → attempt ended (agent's result)
+	jobLat        []time.Duration // per job: client submit → client sees the job end (durable)
+	failed        int             // tasks that did not complete
+	retried       int             // tasks with more than one attempt
+	submitErrs    int
+	offeredRate   float64 // open-loop passes: the rate asked for
+	lateSubmits   int     // open-loop passes: submits that started late
+	submitLat     []time.Duration
+}
+
+// runDispatch pushes no-op tasks through an in-process coordinator with a
+// durable store (fsync on) to real agents with a no-op executor: a max-rate
+// pass over mTLS, the same pass over the plaintext listener, and a pass at
+// half the measured max rate for latency.
+func runDispatch(ctx context.Context, r *Result) error {
+	r.param("tasks", opts.tasks)
+	r.param("agents", opts.dispatchAgents)
+	r.param("slots_per_agent", opts.slots)
+	r.param("tasks_per_job", opts.jobTasks)
+	r.param("submitters", opts.submitters)
+	r.param("latency_pass_tasks_per_job", opts.latJobTasks)
+	r.param("latency_pass_time", opts.latDuration.String())
+	r.param("store", "bbolt, fsync on (StoreNoSync=false)")
+	r.param("agent_data_dirs", opts.agentDir)
+	joinLimitNote(r)
+
+	p, err := startCoordinator(ctx, "dispatch", raiseJoinLimit)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	fleet, err := joinAgents(ctx, p, "d", opts.dispatchAgents, opts.slots, 16, noopExec{})
+	if err != nil {
+		return err
+	}
+	defer fleet.stop()
+	fleet.run()
+	if _, err := p.admin.waitConnected(ctx, opts.dispatchAgents, time.Minute); err != nil {
+		return err
+	}
+
+	progress("dispatch: max-rate pass over mTLS: %d tasks in jobs of %d", opts.tasks, opts.jobTasks)
+	full, err := maxRatePass(ctx, p.admin, opts.tasks, opts.jobTasks, opts.submitters)
+	if err != nil {
+		return fmt.Errorf("mTLS pass: %w", err)
+	}
+	progress("dispatch: %.0f tasks/s over mTLS", full.rate)
+	r.fig("tasks_per_s", round(full.rate, 0), "/s").atLeast(50000).withNote("mTLS, max rate, durable")
+	r.fig("max_rate_task_p50_ms", ms(percentile(full.taskLat, 50)), "ms").withNote("submit → result at max rate (includes queueing)")
+	r.fig("max_rate_task_p99_ms", ms(percentile(full.taskLat, 99)), "ms")
+	r.fig("max_rate_elapsed_s", round(full.elapsed.Seconds(), 2), "s")
+	if full.failed > 0 || full.retried > 0 || full.submitErrs > 0 {
+		r.note("max-rate pass: %d tasks did not complete, %d were retried, %d submits failed", full.failed, full.retried, full.submitErrs)
+	}
+
+	plain, err := dispatchPlaintext(ctx, r)
+	switch {
+	case err != nil:
+		r.param("plaintext_pass", err.Error())
+		r.note("mTLS/plaintext ratio: %v (target >= 0.90)", err)
+		r.Status = "partial"
+	default:
+		r.fig("plaintext_tasks_per_s", round(plain.rate, 0), "/s")
+		r.fig("mtls_to_plaintext_ratio", round(full.rate/plain.rate, 3), "").atLeast(0.90)
+	}
+
+	half := full.rate / 2
+	progress("dispatch: half-load pass: %.0f tasks/s offered for %s in jobs of %d", half, opts.latDuration, opts.latJobTasks)
+	lat, err := openLoopPass(ctx, p.admin, half, opts.latJobTasks, opts.latDuration)
+	if err != nil {
+		return fmt.Errorf("half-load pass: %w", err)
+	}
+	r.fig("half_load_offered_per_s", round(lat.offeredRate, 0), "/s")
+	r.fig("half_load_achieved_per_s", round(lat.rate, 0), "/s")
+	r.fig("half_load_task_p50_ms", ms(percentile(lat.taskLat, 50)), "ms").withNote("client submit → attempt ended on the agent")
+	r.fig("half_load_task_p99_ms", ms(percentile(lat.taskLat, 99)), "ms").atMost(10)
+	r.fig("half_load_job_p50_ms", ms(percentile(lat.jobLat, 50)), "ms").withNote("client submit → job end seen by a log follower (durable)")
+	r.fig("half_load_job_p99_ms", ms(percentile(lat.jobLat, 99)), "ms").atMost(10)
+	r.fig("half_load_submit_p99_ms", ms(percentile(lat.submitLat, 99)), "ms").withNote("POST /v1/jobs until durable")
+	if lat.failed > 0 || lat.retried > 0 || lat.submitErrs > 0 || lat.lateSubmits > 0 {
+		r.note("half-load pass: %d tasks did not complete, %d retried, %d submits failed, %d submits started late (the submitter could not keep the offered rate)", lat.failed, lat.retried, lat.submitErrs, lat.lateSubmits)
+	}
+	return nil
+}
+
+// dispatchPlaintext is the plaintext twin of the max-rate pass. Ward has no
+// plaintext listener yet; once config.Coordinator gains a plaintext address
+// field, this function starts a coordinator with it set, points the agents
+// at it and runs maxRatePass exactly as the mTLS pass does.
+func dispatchPlaintext(ctx context.Context, r *Result) (*passResult, error) {
+	field, ok := reflect.TypeOf(config.Coordinator{}).FieldByNameFunc(func(n string) bool {
+		return strings.Contains(strings.ToLower(n), "plain")
+	})
+	if !ok {
+		return nil, notAvailable{"needs a plaintext listener: config.Coordinator has no plaintext address field yet"}
+	}
+	return nil, notAvailable{fmt.Sprintf("config.Coordinator now has %s; wire it into dispatchPlaintext (coordinator field, agent dial) and run maxRatePass over it", field.Name)}
+}
+
+// maxRatePass submits tasks as jobs of jobTasks with conc submitters as
+// fast as they are accepted, follows every job to its end, then reads each
+// job's attempts for per-task latency.
+func maxRatePass(ctx context.Context, a *adminAPI, tasks, jobTasks, conc int) (*passResult, error) {
+	njobs := (tasks + jobTasks - 1) / jobTasks
+	type jobRun struct {
+		id      string
+		count   int
+		submit  time.Time
+		submitD time.Duration
+		end     time.Time
+		err     error
+	}
+	jobs := make([]jobRun, njobs)
+	start := time.Now()
+	var ends sync.WaitGroup
+	followers := make(chan struct{}, 16)
+	err := parallel(ctx, njobs, conc, func(i int) error {
+		n := min(jobTasks, tasks-i*jobTasks)
+		spec := api.JobSpec{Name: fmt.Sprintf("bench-%d", i), Argv: []string{"/bin/true"}, Count: n}
+		t0 := time.Now()
+		j, err := a.submit(ctx, spec)
+		if err != nil {
+			return err
+		}
+		jobs[i] = jobRun{id: j.ID, count: n, submit: t0, submitD: time.Since(t0)}
+		ends.Add(1)
+		go func() {
+			defer ends.Done()
+			followers <- struct{}{}
+			defer func() { <-followers }()
+			_, err := a.waitJobEnd(ctx, j.ID)
+			jobs[i].end, jobs[i].err = time.Now(), err
+		}()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ends.Wait()
+	res := &passResult{tasks: tasks, jobs: njobs}
+	var last time.Time
+	for _, j := range jobs {
+		if j.err != nil {
+			return nil, j.err
+		}
+		if j.end.After(last) {
+			last = j.end
+		}
+		res.jobLat = append(res.jobLat, j.end.Sub(j.submit))
+		res.submitLat = append(res.submitLat, j.submitD)
+	}
+	res.elapsed = last.Sub(start)
+	res.rate = float64(tasks) / res.elapsed.Seconds()
+	for _, j := range jobs {
+		if err := collectTasks(ctx, a, j.id, j.submit, res); err != nil {
+			return nil, err
+		}
+	}
+	sortLat(res)
+	return res, nil
+}
+
+// openLoopPass offers rate tasks/s as jobs of jobTasks on a fixed schedule
+// for d, whatever the coordinator's pace (open loop), and measures each
+// task's and job's latency from its submission.
+func openLoopPass(ctx context.Context, a *adminAPI, rate float64, jobTasks int, d time.Duration) (*passResult, error) {
+	if rate <= 0 {
+		return nil, fmt.Errorf("no rate to offer")
+	}
+	interval := time.Duration(float64(jobTasks) / rate * float64(time.Second))
+	njobs := max(1, int(d/interval))
+	type jobRun struct {
+		id      string
+		submit  time.Time
+		submitD time.Duration
+		end     time.Time
+		err     error
+	}
+	jobs := make([]jobRun, njobs)
+	var wg sync.WaitGroup
+	var late atomic.Int64
+	inflight := make(chan struct{}, 256)
+	start := time.Now()
+	for i := range njobs {
+		due := start.Add(time.Duration(i) * interval)
+		if w := time.Until(due); w > 0 {
+			time.Sleep(w)
+		} else if w < -interval {
+			late.Add(1)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		inflight <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-inflight }()
+			spec := api.JobSpec{Name: fmt.Sprintf("lat-%d", i), Argv: []string{"/bin/true"}, Count: jobTasks}
+			t0 := time.Now()
+			j, err := a.submit(ctx, spec)
+			jobs[i].submit, jobs[i].submitD = t0, time.Since(t0)
+			if err != nil {
+				jobs[i].err = err
+				return
+			}
+			jobs[i].id = j.ID
+			_, err = a.waitJobEnd(ctx, j.ID)
+			jobs[i].end, jobs[i].err = time.Now(), err
+		}()
+	}
+	wg.Wait()
+	res := &passResult{tasks: njobs * jobTasks, jobs: njobs, offeredRate: rate, lateSubmits: int(late.Load())}
+	var last time.Time
+	for _, j := range jobs {
+		if j.err != nil {
+			res.submitErrs++
+			continue
+		}
+		if j.end.After(last) {
+			last = j.end
+		}
+		res.jobLat = append(res.jobLat, j.end.Sub(j.submit))
+		res.submitLat = append(res.submitLat, j.submitD)
+	}
+	res.elapsed = last.Sub(start)
+	res.rate = float64(res.tasks) / res.elapsed.Seconds()
+	for _, j := range jobs {
+		if j.err != nil {
+			continue
+		}
+		if err := collectTasks(ctx, a, j.id, j.submit, res); err != nil {
+			return nil, err
+		}
+	}
+	if res.submitErrs > 0 {
+		return res, fmt.Errorf("%d of %d submits failed; first: %v", res.submitErrs, njobs, firstJobErr(jobs, func(j jobRun) error { return j.err }))
+	}
+	sortLat(res)
+	return res, nil
+}
+
+func firstJobErr[T any](jobs []T, f func(T) error) error {
+	for _, j := range jobs {
+		if err := f(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collectTasks reads a finished job's attempts: latency from the client's
+// submit to each task's end, and tasks that failed or were retried.
+func collectTasks(ctx context.Context, a *adminAPI, id string, submit time.Time, res *passResult) error {
+	d, err := a.jobDetail(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, t := range d.Tasks {
+		if t.State != api.TaskCompleted {
+			res.failed++
+		}
+		if len(t.Attempts) > 1 {
+			res.retried++
+		}
+		if len(t.Attempts) == 0 {
+			continue
+		}
+		last := t.Attempts[len(t.Attempts)-1]
+		if !last.Ended.IsZero() {
+			res.taskLat = append(res.taskLat, last.Ended.Sub(submit))
+		}
+	}
+	return nil
+}
+
+func sortLat(r *passResult) {
+	slices.Sort(r.taskLat)
+	slices.Sort(r.jobLat)
+	slices.Sort(r.submitLat)
+}

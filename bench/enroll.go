@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/wardcluster/ward/internal/config"
+)
+
+// Join rate limit used wherever many simulated agents join from a few
+// loopback addresses. The default (2/s, burst 20 per source address) would
+// throttle the benchmark, not the coordinator; every scenario that raises
+// it says so in its output.
+const (
+	benchJoinRate  = 1e6
+	benchJoinBurst = 1 << 30
+)
+
+func raiseJoinLimit(c *config.Coordinator) {
+	c.JoinRate = benchJoinRate
+	c.JoinBurst = benchJoinBurst
+}
+
+func joinLimitNote(r *Result) {
+	d := config.CoordinatorDefaults()
+	r.param("join_rate", benchJoinRate)
+	r.param("join_burst", benchJoinBurst)
+	r.note("JOIN RATE LIMIT RAISED: join_rate=%g/s join_burst=%d per source address (defaults %g/s, burst %d), because the simulated agents join from a few loopback addresses", float64(benchJoinRate), benchJoinBurst, d.JoinRate, d.JoinBurst)
+}
+
+// runEnroll joins N real agents (agent.New with a join string: own key,
+// CSR, pinned bootstrap, files in its own data dir) and then connects them
+// (agent.Run: mTLS session, Hello/Welcome), and compares the rates with the
+// crypto ceiling.
+func runEnroll(ctx context.Context, r *Result) error {
+	ceil, err := getCeilings(ctx, r)
+	if err != nil {
+		return err
+	}
+	n := opts.enrollAgents
+	r.param("agents", n)
+	r.param("concurrency", opts.enrollConc)
+	r.param("agent_data_dirs", opts.agentDir)
+	joinLimitNote(r)
+	p, err := startCoordinator(ctx, "enroll", raiseJoinLimit)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+
+	t0 := time.Now()
+	fleet, err := joinAgents(ctx, p, "e", n, 1, opts.enrollConc, noopExec{})
+	if err != nil {
+		return err
+	}
+	joinDur := time.Since(t0)
+	defer fleet.stop()
+	progress("enroll: %d joins in %s", n, joinDur.Round(time.Millisecond))
+
+	t1 := time.Now()
+	fleet.run()
+	if _, err := p.admin.waitConnected(ctx, n, 2*time.Minute); err != nil {
+		return err
+	}
+	connDur := time.Since(t1)
+	progress("enroll: %d sessions open in %s", n, connDur.Round(time.Millisecond))
+
+	joins := float64(n) / joinDur.Seconds()
+	conns := float64(n) / connDur.Seconds()
+	both := float64(n) / (joinDur + connDur).Seconds()
+	r.fig("joins_per_s", round(joins, 0), "/s").ratio(ceil.join(), "join_ceiling").
+		withNote("agent.New with a join string: key, CSR, pinned join, files")
+	r.fig("connects_per_s", round(conns, 0), "/s").ratio(ceil.MTLS, "mtls_handshakes_per_s").
+		withNote("agent.Run until /v1/status counts every session")
+	r.fig("enrolled_per_s", round(both, 0), "/s").ratio(ceil.enroll(), "enroll_ceiling").
+		withNote("join + connect")
+	r.fig("enroll_ratio_to_ceiling", round(both/ceil.enroll(), 3), "").atLeast(0.70)
+	r.fig("join_time_s", round(joinDur.Seconds(), 2), "s")
+	r.fig("connect_time_s", round(connDur.Seconds(), 2), "s")
+	if n < 100 {
+		r.note("only %d agents: rates are dominated by start-up", n)
+	}
+	return nil
+}
+
+var _ = fmt.Sprint
