@@ -17,8 +17,8 @@ import (
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
-	"github.com/wardcluster/ward/internal/transport"
 	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/transport"
 )
 
 // inproc is a coordinator running in this process on loopback ports, with
@@ -117,8 +117,8 @@ func (p *inproc) joinStrings(ctx context.Context, n int) (func(i int) string, er
 // adminAPI is an HTTP client on the cluster port presenting the admin
 // context's certificate, built as the CLI builds it.
 type adminAPI struct {
-	client *http.Client
-	base   string
+	client  *http.Client
+	base    string
 	cluster string
 }
 

@@ -16,17 +16,17 @@ import (
 
 // passResult is what one dispatch pass measured.
 type passResult struct {
-	tasks, jobs   int
-	elapsed       time.Duration
-	rate          float64         // tasks/s, first submit to last job end
-	taskLat       []time.Duration // per task: client submit → attempt ended (agent's result)
-	jobLat        []time.Duration // per job: client submit → client sees the job end (durable)
-	failed        int             // tasks that did not complete
-	retried       int             // tasks with more than one attempt
-	submitErrs    int
-	offeredRate   float64 // open-loop passes: the rate asked for
-	lateSubmits   int     // open-loop passes: submits that started late
-	submitLat     []time.Duration
+	tasks, jobs int
+	elapsed     time.Duration
+	rate        float64         // tasks/s, first submit to last job end
+	taskLat     []time.Duration // per task: client submit → attempt ended (agent's result)
+	jobLat      []time.Duration // per job: client submit → client sees the job end (durable)
+	failed      int             // tasks that did not complete
+	retried     int             // tasks with more than one attempt
+	submitErrs  int
+	offeredRate float64 // open-loop passes: the rate asked for
+	lateSubmits int     // open-loop passes: submits that started late
+	submitLat   []time.Duration
 }
 
 // runDispatch pushes no-op tasks through an in-process coordinator with a
@@ -122,6 +122,10 @@ func dispatchPlaintext(ctx context.Context, r *Result) (*passResult, error) {
 // fast as they are accepted, follows every job to its end, then reads each
 // job's attempts for per-task latency.
 func maxRatePass(ctx context.Context, a *adminAPI, tasks, jobTasks, conc int) (*passResult, error) {
+	return maxRatePassCmd(ctx, a, tasks, jobTasks, conc, []string{"/bin/true"})
+}
+
+func maxRatePassCmd(ctx context.Context, a *adminAPI, tasks, jobTasks, conc int, argv []string) (*passResult, error) {
 	njobs := (tasks + jobTasks - 1) / jobTasks
 	type jobRun struct {
 		id      string
@@ -137,7 +141,7 @@ func maxRatePass(ctx context.Context, a *adminAPI, tasks, jobTasks, conc int) (*
 	followers := make(chan struct{}, 16)
 	err := parallel(ctx, njobs, conc, func(i int) error {
 		n := min(jobTasks, tasks-i*jobTasks)
-		spec := api.JobSpec{Name: fmt.Sprintf("bench-%d", i), Argv: []string{"/bin/true"}, Count: n}
+		spec := api.JobSpec{Name: fmt.Sprintf("bench-%d", i), Argv: argv, Count: n}
 		t0 := time.Now()
 		j, err := a.submit(ctx, spec)
 		if err != nil {

@@ -40,7 +40,7 @@ var scenarios = []scenario{
 	{"dispatch", "no-op tasks through a durable coordinator to simulated agents; tasks/s, submit→result latency, mTLS/plaintext", runDispatch},
 	{"dispatch-exec", "tasks of /bin/true on real local agents that run real processes; tasks/s", runDispatchExec},
 	{"scale", "idle simulated agents with heartbeats held by one `ward coordinator` process; RSS per agent", runScale},
-	{"revoke", "time from `ward node revoke` to the node's session being cut (p99)", runRevoke},
+	{"revoke", "`ward node revoke` (POST /v1/nodes/{name}/revoke) until the live session is cut; p99", runRevoke},
 	{"rotate", "CA rotation under load: tasks failed while the CA rotates", runRotate},
 }
 
@@ -52,7 +52,8 @@ var opts struct {
 	verbose    bool
 	keep       bool
 
-	cryptoDur time.Duration
+	cryptoDur   time.Duration
+	totalBudget time.Duration
 
 	agentDir     string
 	enrollAgents int
@@ -65,6 +66,9 @@ var opts struct {
 	submitters     int
 	latJobTasks    int
 	latDuration    time.Duration
+
+	revokeAgents int
+	revokes      int
 
 	execTasks  int
 	execAgents int
@@ -87,6 +91,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&opts.verbose, "v", false, "progress and coordinator log paths on stderr")
 	fs.BoolVar(&opts.keep, "keep", false, "keep temp dirs (logs, data) for inspection")
 
+	fs.DurationVar(&opts.totalBudget, "total-time", 10*time.Minute, "the whole run's time budget: scale stops adding agents in time to finish within it")
 	fs.DurationVar(&opts.cryptoDur, "crypto-time", 2*time.Second, "crypto-limit: time per measurement")
 
 	fs.StringVar(&opts.agentDir, "agent-dir", defaultAgentDir(), "where simulated agents keep their data dirs (the coordinator's store is always in a temp dir on disk, fsync on)")
@@ -101,6 +106,8 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 100, "dispatch: tasks per job in the half-load latency pass")
 	fs.DurationVar(&opts.latDuration, "lat-time", 5*time.Second, "dispatch: length of the half-load latency pass")
 
+	fs.IntVar(&opts.revokeAgents, "revoke-agents", 200, "revoke: simulated agents with live sessions")
+	fs.IntVar(&opts.revokes, "revokes", 100, "revoke: nodes revoked, one at a time")
 	fs.IntVar(&opts.execTasks, "exec-tasks", 10000, "dispatch-exec: tasks")
 	fs.IntVar(&opts.execAgents, "exec-agents", 2, "dispatch-exec: real local agents")
 	fs.IntVar(&opts.execSlots, "exec-slots", 0, "dispatch-exec: slots per agent (0: the agent default, the CPU count)")
