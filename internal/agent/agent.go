@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -39,8 +40,13 @@ type Agent struct {
 	log   *slog.Logger
 	state *stateFile
 	src   *identity.Source
+	key   crypto.Signer
 	pins  []pki.Pin
 	exec  Executor
+
+	renewNow  chan time.Duration
+	renewDone chan error // set while a renewal awaits its answer (under mu)
+	connected bool       // a session is open (under mu)
 
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
@@ -68,6 +74,7 @@ type outbox struct {
 	dropped   int
 	results   []api.TaskResult
 	heartbeat bool
+	renew     []byte // a CSR to send as RenewRequest
 }
 
 // Options are the parts of an agent that are not configuration.
@@ -104,7 +111,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, exec: opts.Executor,
 		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
-		notify: make(chan struct{}, 1),
+		notify: make(chan struct{}, 1), renewNow: make(chan time.Duration, 1),
 	}
 	if a.exec == nil {
 		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Reaper: opts.Reaper}
@@ -125,10 +132,14 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	if a.state, err = loadState(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if a.state.KeyStore != "" && a.state.KeyStore != keys.Name() {
+		return nil, fmt.Errorf("this node's key is in %q storage (it joined with --key %s); start the agent with --key %s", a.state.KeyStore, a.state.KeyStore, a.state.KeyStore)
+	}
 	key, err := keys.Open()
 	if err != nil {
 		return nil, err
 	}
+	a.key = key
 	cred, err := identity.LoadChainForKey(filepath.Join(cfg.DataDir, fileCert), key)
 	if err != nil {
 		return nil, err
@@ -204,10 +215,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
 	}
 	go a.crlLoop(ctx)
+	go a.renewLoop(ctx)
+	if closer, ok := a.key.(interface{ Close() error }); ok {
+		defer closer.Close()
+	}
 	backoff := 250 * time.Millisecond
 	for i := 0; ctx.Err() == nil; i++ {
 		addr := addrs[i%len(addrs)]
 		start := time.Now()
+		if !time.Now().Before(a.src.Leaf().NotAfter) {
+			a.log.Warn("this node's certificate expired while it was away; renewing it through the grace window", "expired", a.src.Leaf().NotAfter.UTC().Format(time.RFC3339))
+			if err := a.heal(ctx); err != nil {
+				var fe errFatal
+				if errors.As(err, &fe) {
+					a.log.Error("agent stopping", "err", err)
+					return err
+				}
+				a.log.Warn("heal failed; retrying", "err", err)
+			}
+		}
 		err := a.session(ctx, addr)
 		if ctx.Err() != nil {
 			break
@@ -224,6 +250,20 @@ func (a *Agent) Run(ctx context.Context) error {
 				err := errFatal{fmt.Errorf("this node's certificate is revoked, so the cluster refuses it: %v (fix: join again with a new token after an admin allows it)", rerr)}
 				a.log.Error("agent stopping", "err", err)
 				return err
+			}
+			if v := diagnose.Explain(err); v.Code == diagnose.CodeClientCertRejected {
+				// The cluster no longer accepts our certificate although it
+				// is not revoked: its CA was retired while we were away.
+				a.log.Warn("the coordinator rejected this node's certificate; trying to renew it through the public port", "verdict", string(v.Code))
+				if herr := a.heal(ctx); herr != nil {
+					var fe errFatal
+					if errors.As(herr, &fe) {
+						a.log.Error("agent stopping", "err", herr)
+						return herr
+					}
+				} else {
+					continue
+				}
 			}
 		}
 		if time.Since(start) > 30*time.Second {

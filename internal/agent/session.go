@@ -67,7 +67,18 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.mu.Lock()
 	a.drain = w.Drain
 	a.sessions++
+	a.connected = true
 	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.connected = false
+		if a.renewDone != nil {
+			a.renewDone <- errors.New("the session ended before the renewal was answered")
+			a.renewDone = nil
+		}
+		a.out.renew = nil
+		a.mu.Unlock()
+	}()
 	a.cancel(w.Cancel, api.EndCanceled)
 	a.log.Info("session open", "coordinator", addr, "node", a.state.Node, "running", len(hello.Running), "results_resent", len(hello.Finished),
 		"heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
@@ -171,8 +182,27 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 		a.log.Info("drain state changed", "drain", m.Drain)
 	case api.FrameBye:
 		return a.bye(body)
+	case api.FrameRenewed:
+		return a.renewed(body)
+	case api.FrameRenewNow:
+		var m api.RenewNow
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		select {
+		case a.renewNow <- m.Delay.D():
+		default:
+		}
+	case api.FrameTrust:
+		var m api.Trust
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		if err := a.installBundle(m.BundlePEM); err != nil {
+			a.log.Error("the coordinator pushed a trust bundle that was refused", "err", err)
+		}
 	default:
-		return a.handleLifecycle(t, body)
+		a.log.Debug("ignoring frame", "frame", t)
 	}
 	return nil
 }
@@ -289,6 +319,9 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		if err == nil && len(o.results) > 0 {
 			buf, err = api.AppendFrame(buf, api.FrameResults, api.Results{Results: o.results})
 		}
+		if err == nil && o.renew != nil {
+			buf, err = api.AppendFrame(buf, api.FrameRenewRequest, api.RenewRequest{CSR: o.renew})
+		}
 		if err == nil && o.heartbeat {
 			buf, err = api.AppendFrame(buf, api.FrameHeartbeat, api.Heartbeat{Time: time.Now(), Running: running, UsedSlots: used})
 		}
@@ -314,11 +347,3 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 	}
 }
-
-// handleLifecycle handles certificate lifecycle frames.
-func (a *Agent) handleLifecycle(t api.FrameType, body []byte) error {
-	a.log.Debug("ignoring frame", "frame", t)
-	return nil
-}
-
-var _ = errors.New

@@ -15,7 +15,9 @@ import (
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
 	"github.com/wardcluster/ward/internal/diagnose"
+	"github.com/wardcluster/ward/internal/enroll"
 	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
@@ -49,14 +51,57 @@ func (g *globals) client() (*client, error) {
 	cfg := transport.ClientConfig(src, transport.ClientOptions{
 		Cluster: ctx.Cluster, ServerName: transport.HostOf(ctx.Server), Pins: pins, NextProtos: []string{transport.ALPNHTTP},
 	})
-	return &client{
+	c := &client{
 		base:   "https://" + ctx.Server,
 		server: ctx.Server,
 		http: &http.Client{Transport: &http.Transport{
 			TLSClientConfig: cfg, ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second,
-			DialContext: nil, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 		}},
-	}, nil
+	}
+	switch d := identity.ShouldRenew(time.Now(), cred.Leaf(), 0.5); {
+	case d.Expired:
+		return nil, api.Errorf(api.CodeCertExpired,
+			"on the coordinator's host, restart the coordinator (it renews its admin context), or ask an admin for a new context",
+			"the CLI certificate in %s expired at %s", path, cred.Leaf().NotAfter.UTC().Format(time.RFC3339))
+	case d.Renew:
+		if err := c.renewContext(ctx, path, cred); err != nil {
+			fmt.Fprintf(g.stderr, "ward: could not renew the CLI certificate (it still works until %s): %v\n", cred.Leaf().NotAfter.Local().Format(time.RFC3339), err)
+		} else {
+			src.SetCredential(mustCred(ctx))
+		}
+	}
+	return c, nil
+}
+
+// renewContext renews the context's certificate with its own key and saves
+// the context.
+func (c *client) renewContext(ctx *config.Context, path string, cred *identity.Credential) error {
+	id, err := pki.IDFromCert(cred.Leaf())
+	if err != nil {
+		return err
+	}
+	csr, err := enroll.CreateCSR(cred.Key, id)
+	if err != nil {
+		return err
+	}
+	var out api.Renewed
+	rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.do(rctx, "POST", "/v1/certs/renew", api.RenewRequest{CSR: csr}, &out); err != nil {
+		return err
+	}
+	chain, err := pki.ParseCertsPEM(out.ChainPEM)
+	if err != nil || !pki.KeyMatches(chain[0], cred.Key) {
+		return fmt.Errorf("the coordinator answered with an unusable certificate")
+	}
+	ctx.CertPEM = string(out.ChainPEM)
+	return ctx.Save(path)
+}
+
+func mustCred(ctx *config.Context) *identity.Credential {
+	cred, _, _, _ := ctx.Credential()
+	return cred
 }
 
 // do sends a JSON request and decodes the JSON answer into out.

@@ -18,6 +18,7 @@ import (
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
+	"github.com/wardcluster/ward/internal/tpmkey"
 )
 
 // signalContext ends on SIGINT or SIGTERM.
@@ -108,6 +109,10 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.Var(durationFlag{&cfg.NodeLostTimeout}, "node-lost-timeout", "how long a disconnected agent's tasks wait before being requeued")
 	f.Var(durationFlag{&cfg.HeartbeatInterval}, "heartbeat-interval", "base agent heartbeat interval")
 	f.Var(durationFlag{&cfg.AgentCertLifetime}, "agent-cert-lifetime", "lifetime of agent certificates")
+	f.Var(durationFlag{&cfg.UserCertLifetime}, "user-cert-lifetime", "lifetime of user (CLI) certificates")
+	f.Var(durationFlag{&cfg.CoordinatorCertLifetime}, "coordinator-cert-lifetime", "lifetime of the coordinator's own certificate")
+	f.Var(durationFlag{&cfg.HealGrace}, "heal-grace", "how long after expiry an agent may still renew with its old key")
+	f.Var(durationFlag{&cfg.CRLValidity}, "crl-validity", "validity of each published CRL (refreshed at half of it)")
 	f.Var(durationFlag{&cfg.AgingStep}, "aging-step", "raise a waiting job's priority one level per this wait (0: off)")
 	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", cfg.MaxOutputBytes, "stdout+stderr kept per task")
 	f.Float64Var(&cfg.JoinRate, "join-rate", cfg.JoinRate, "join attempts per second allowed per source address")
@@ -139,6 +144,14 @@ func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordi
 			out.HeartbeatInterval = flags.HeartbeatInterval
 		case "agent-cert-lifetime":
 			out.AgentCertLifetime = flags.AgentCertLifetime
+		case "user-cert-lifetime":
+			out.UserCertLifetime = flags.UserCertLifetime
+		case "coordinator-cert-lifetime":
+			out.CoordinatorCertLifetime = flags.CoordinatorCertLifetime
+		case "heal-grace":
+			out.HealGrace = flags.HealGrace
+		case "crl-validity":
+			out.CRLValidity = flags.CRLValidity
 		case "aging-step":
 			out.AgingStep = flags.AgingStep
 		case "max-output-bytes":
@@ -162,7 +175,23 @@ func runCoordinator(ctx context.Context, g *globals, cfg config.Coordinator) err
 	}
 	fmt.Fprintf(g.stderr, "Coordinator up: cluster %s, public %s.\nPoint the CLI at it with:\n", c.ClusterAddr(), c.PublicAddr())
 	fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
+	go onSIGHUP(ctx, func() { c.Reload() })
 	return c.Serve(ctx)
+}
+
+// onSIGHUP calls reload on every SIGHUP until ctx ends.
+func onSIGHUP(ctx context.Context, reload func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			reload()
+		}
+	}
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -209,10 +238,15 @@ secret never shows in the process list.`,
 				return err
 			}
 			defer reaper.Close()
-			a, err := agent.New(ctx, final, agent.Options{Logger: slog.Default(), JoinString: js, Reaper: reaper})
+			opts := agent.Options{Logger: slog.Default(), JoinString: js, Reaper: reaper}
+			if final.Key == "tpm" {
+				opts.Keys = tpmkey.Source{Device: final.TPMDevice, Dir: final.DataDir}
+			}
+			a, err := agent.New(ctx, final, opts)
 			if err != nil {
 				return err
 			}
+			go onSIGHUP(ctx, func() { a.Reload() })
 			slog.Info("agent starting", "node", a.Node(), "slots", final.Slots, "data", final.DataDir)
 			return a.Run(ctx)
 		},
@@ -230,6 +264,9 @@ secret never shows in the process list.`,
 	f.StringArrayVar(&cfg.Pins, "pin", nil, "require this pin (sha256:... of a CA key) on every coordinator connection (repeatable)")
 	f.Var(durationFlag{&cfg.KillGrace}, "kill-grace", "wait between SIGTERM and SIGKILL when stopping a task")
 	f.BoolVar(&cfg.InsecureSkipVerify, "insecure-skip-verify", false, "INSECURE: do not verify the coordinator's certificate (link shows PARTLY)")
+	f.StringVar(&cfg.Key, "key", cfg.Key, "where the agent's private key lives: file, or tpm (created inside a TPM 2.0 and never leaving it)")
+	f.StringVar(&cfg.TPMDevice, "tpm-device", cfg.TPMDevice, "TPM character device, or tcp://HOST:PORT for a software TPM (swtpm)")
+	f.StringVar(&cfg.RevocationPolicy, "revocation-policy", cfg.RevocationPolicy, "when the coordinator's CRL cannot be fetched: soft (warn) or hard (refuse)")
 	return cmd
 }
 
@@ -253,6 +290,12 @@ func mergeAgentFlags(fs *pflag.FlagSet, file, flags config.Agent) config.Agent {
 			out.KillGrace = flags.KillGrace
 		case "insecure-skip-verify":
 			out.InsecureSkipVerify = flags.InsecureSkipVerify
+		case "key":
+			out.Key = flags.Key
+		case "tpm-device":
+			out.TPMDevice = flags.TPMDevice
+		case "revocation-policy":
+			out.RevocationPolicy = flags.RevocationPolicy
 		}
 	})
 	return out

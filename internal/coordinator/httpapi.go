@@ -39,6 +39,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
 	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, _ pki.ID) error { c.serveCRL(w, r); return nil })
 	mux.Handle("GET /metrics", c.metricsAuth(c.metrics.Handler()))
+	mux.HandleFunc("POST /v1/certs/renew", c.apiRenew)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, api.Errorf(api.CodeNotFound, "see `ward --help` for the commands and the README for the API", "no API route %s %s", r.Method, r.URL.Path))
 	})
@@ -53,6 +54,7 @@ func (c *Coordinator) publicRoutes() http.Handler {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(c.ca.src.Bundle().PEM())
 	})
+	mux.HandleFunc("POST "+api.PathHeal, c.apiHeal)
 	mux.HandleFunc("GET "+api.PathCRL, c.serveCRL)
 	mux.HandleFunc("GET "+api.PathCRL+"/{issuer}", c.serveCRL)
 	mux.HandleFunc("GET "+api.PathCRLs, c.serveCRLs)

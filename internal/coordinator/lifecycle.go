@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"time"
 
 	"github.com/wardcluster/ward/internal/audit"
@@ -100,4 +101,25 @@ func (c *Coordinator) crlAge() (time.Duration, bool) {
 		return 0, false
 	}
 	return c.now().Sub(cur.thisUpdate), true
+}
+
+// Reload re-reads the coordinator's certificate and key from the data
+// directory (after an operator replaced them, or on SIGHUP) and serves
+// them from the next handshake. Listeners and sessions stay up; a broken
+// file leaves the running certificate in place.
+func (c *Coordinator) Reload() error {
+	cred, err := identity.LoadCredential(c.path(fileServerCert), c.path(fileServerKey))
+	if err != nil {
+		c.log.Error("reload refused; keeping the running certificate", "err", err)
+		return err
+	}
+	if cred.Leaf().NotAfter.Before(c.now()) {
+		err := fmt.Errorf("%s expired at %s; keeping the running certificate", c.path(fileServerCert), cred.Leaf().NotAfter.UTC().Format(time.RFC3339))
+		c.log.Error("reload refused", "err", err)
+		return err
+	}
+	c.ca.src.SetCredential(c.servedChain(cred))
+	c.log.Info("reloaded", "cert_serial", pki.SerialHex(cred.Leaf()), "cert_expires", cred.Leaf().NotAfter.UTC().Format(time.RFC3339))
+	c.audit.Record(audit.Event{Type: "reload", Actor: c.ca.id.String(), Detail: map[string]string{"serial": pki.SerialHex(cred.Leaf())}})
+	return nil
 }

@@ -22,13 +22,17 @@ import (
 
 // caState is the coordinator's PKI as loaded from the data directory.
 type caState struct {
-	root    *pki.CA // Key is nil when the root is kept offline
-	issuer  *pki.Issuer
-	others  []*pki.CA // issuing CAs still trusted besides the current one (during a rotation)
-	bundle  pki.Bundle
-	src     *identity.Source // the coordinator's own certificate and trust
-	id      pki.ID
-	created bool // this start created the CA
+	root   *pki.CA // Key is nil when the root is kept offline
+	issuer *pki.Issuer
+	others []*pki.CA // issuing CAs still trusted besides the current one (during a rotation)
+	// retiredRoots and retiredIssuers are CAs this cluster no longer
+	// trusts; agents holding their certificates may still heal.
+	retiredRoots   []*x509.Certificate
+	retiredIssuers []*x509.Certificate
+	bundle         pki.Bundle
+	src            *identity.Source // the coordinator's own certificate and trust
+	id             pki.ID
+	created        bool // this start created the CA
 }
 
 func (c *Coordinator) path(parts ...string) string {
@@ -238,10 +242,33 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		changed := false
 		// Keep the admin context pointing at where the listeners are now.
 		server, public := c.localAddr(c.cfg.ClusterAddr), c.localAddr(c.cfg.PublicAddr)
 		if ctx.Server != server || ctx.Public != public {
 			ctx.Server, ctx.Public = server, public
+			changed = true
+		}
+		// An admin certificate that expired while the coordinator was down
+		// can no longer renew itself over the API: renew it here, keeping
+		// its key.
+		cred, _, _, err := ctx.Credential()
+		if err != nil {
+			return "", fmt.Errorf("admin context %s: %w", path, err)
+		}
+		if d := identity.ShouldRenew(now, cred.Leaf(), 0); d.Expired {
+			id, _ := pki.IDFromCert(cred.Leaf())
+			cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: cred.Key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
+			if err != nil {
+				return "", err
+			}
+			ctx.CertPEM = string(pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert))
+			c.recordIssued(cert, c.ca.issuer.CA.Cert)
+			c.audit.Record(audit.Event{Type: "cert.renew", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "expired admin context"}})
+			changed = true
+		}
+		ctx.BundlePEM = string(c.ca.src.Bundle().PEM())
+		if changed {
 			if err := ctx.Save(path); err != nil {
 				return "", err
 			}
@@ -253,7 +280,7 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		return "", err
 	}
 	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}
-	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D()}, now)
+	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
 	if err != nil {
 		return "", err
 	}

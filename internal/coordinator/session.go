@@ -365,5 +365,10 @@ func (c *Coordinator) closeSessions(reason string) {
 
 // handleLifecycleFrame is where certificate lifecycle frames arrive.
 func (c *Coordinator) handleLifecycleFrame(s *session, t api.FrameType, body []byte) {
-	c.log.Debug("ignoring frame", "node", s.node, "frame", t)
+	switch t {
+	case api.FrameRenewRequest:
+		go c.renewOverSession(s, body)
+	default:
+		c.log.Debug("ignoring frame", "node", s.node, "frame", t)
+	}
 }

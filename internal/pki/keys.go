@@ -98,9 +98,14 @@ func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 
 // KeyMatches reports whether the private key belongs to cert.
 func KeyMatches(cert *x509.Certificate, key crypto.Signer) bool {
+	return PublicKeyMatches(cert, key.Public())
+}
+
+// PublicKeyMatches reports whether pub is cert's public key.
+func PublicKeyMatches(cert *x509.Certificate, pub crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	pub, ok := key.Public().(equaler)
-	return ok && pub.Equal(cert.PublicKey)
+	k, ok := pub.(equaler)
+	return ok && k.Equal(cert.PublicKey)
 }
 
 // KeyStrength describes a public key and reports whether Ward accepts it:

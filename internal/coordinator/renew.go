@@ -1,0 +1,222 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/transport"
+)
+
+// lifetimeFor is the configured leaf lifetime of a role.
+func (c *Coordinator) lifetimeFor(r pki.Role) time.Duration {
+	switch r {
+	case pki.RoleAgent:
+		return c.cfg.AgentCertLifetime.D()
+	case pki.RoleUser:
+		return c.cfg.UserCertLifetime.D()
+	}
+	return c.cfg.CoordinatorCertLifetime.D()
+}
+
+// reissue issues a successor to current for the same identity, from the
+// CSR the holder signed. The CSR may name only what current names.
+func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, csrDER []byte, path string, by string) (*x509.Certificate, error) {
+	id, err := pki.IDFromCert(current)
+	if err != nil {
+		return nil, api.Errorf(api.CodePermissionDenied, "present a Ward certificate", "%v", err)
+	}
+	if id.Cluster != c.cfg.Cluster || id.Role == pki.RoleCoordinator {
+		return nil, api.Errorf(api.CodePermissionDenied, "coordinators renew themselves", "%s cannot be renewed through this path", id)
+	}
+	csr, err := pki.CheckCSR(csrDER, pki.CSRPolicy{ID: id, AllowedDNS: current.DNSNames, AllowedIPs: current.IPAddresses})
+	if err != nil {
+		return nil, err
+	}
+	var nodeRec *nodeRecord
+	if id.Role == pki.RoleAgent {
+		c.mu.Lock()
+		if n := c.nodes[id.Name]; n != nil {
+			cp := *n
+			nodeRec = &cp
+		}
+		c.mu.Unlock()
+		if nodeRec == nil || nodeRec.Revoked {
+			return nil, api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered or was revoked", id.Name)
+		}
+	}
+	now := c.now()
+	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.lifetimeFor(id.Role),
+		DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
+	if err != nil {
+		return nil, err
+	}
+	rec := issuedRecord(cert, c.ca.issuer.CA.Cert)
+	ops := []store.Op{putJSON(certKey(rec.Serial), rec)}
+	if nodeRec != nil {
+		c.mu.Lock()
+		if n := c.nodes[id.Name]; n != nil {
+			n.CertSerial, n.CertExpiry, n.CertIssuer = rec.Serial, cert.NotAfter, rec.Issuer
+			ops = append(ops, putJSON(nodeKey(id.Name), n))
+		}
+		c.mu.Unlock()
+	}
+	if err := c.journal.Wait(ops); err != nil {
+		return nil, err
+	}
+	c.metrics.Renewals.WithLabelValues(string(id.Role), path).Inc()
+	c.audit.Record(audit.Event{Type: "cert." + path, Actor: by, Target: id.String(), Detail: map[string]string{
+		"old_serial": pki.SerialHex(current), "serial": rec.Serial, "not_after": cert.NotAfter.UTC().Format(time.RFC3339), "issuer": rec.Issuer}})
+	c.log.Info("certificate renewed", "identity", id.String(), "path", path, "old_serial", pki.SerialHex(current), "serial", rec.Serial, "expires", cert.NotAfter.UTC().Format(time.RFC3339))
+	return cert, nil
+}
+
+// renewOverSession answers an agent's RenewRequest on its live session;
+// the session itself is untouched.
+func (c *Coordinator) renewOverSession(s *session, body []byte) {
+	var req api.RenewRequest
+	if err := api.DecodeFrame(api.FrameRenewRequest, body, &req); err != nil {
+		s.send(api.FrameRenewed, api.Renewed{Error: api.Errorf(api.CodeInvalidArgument, "upgrade the agent", "%v", err)})
+		return
+	}
+	cert, err := c.reissue(context.Background(), s.peer.Cert, req.CSR, "renew", s.peer.ID.String())
+	if err != nil {
+		s.send(api.FrameRenewed, api.Renewed{Error: api.AsError(err)})
+		return
+	}
+	// Revoking the new serial must still cut this session.
+	c.live.add(pki.SerialHex(cert), s.conn)
+	s.send(api.FrameRenewed, api.Renewed{ChainPEM: pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert)})
+}
+
+// apiRenew renews the caller's own certificate (users: the CLI does this at
+// two thirds of the certificate's life).
+func (c *Coordinator) apiRenew(w http.ResponseWriter, r *http.Request) {
+	peer, err := transport.PeerFromState(r.TLS, c.cfg.Cluster)
+	if err != nil {
+		writeError(w, c, api.Errorf(api.CodeUnauthenticated, "present a Ward certificate", "%v", err))
+		return
+	}
+	var req api.RenewRequest
+	if err := readJSON(w, r, &req); err != nil {
+		writeError(w, c, err)
+		return
+	}
+	cert, err := c.reissue(r.Context(), peer.Cert, req.CSR, "renew", peer.ID.String())
+	if err != nil {
+		writeError(w, c, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert)})
+}
+
+// apiHeal renews an agent certificate that expired while the agent was
+// offline, within the grace window, unless it was revoked. The agent
+// proves possession of its key at the handshake (the expired certificate
+// is its client certificate) and again by signing the CSR. It also lets an
+// agent whose certificate chains to a CA retired during its absence
+// catch up.
+func (c *Coordinator) apiHeal(w http.ResponseWriter, r *http.Request) {
+	src, _, _ := net.SplitHostPort(r.RemoteAddr)
+	resp, who, err := c.heal(w, r, src)
+	if err != nil {
+		e := api.AsError(err)
+		c.log.Info("heal refused", "peer_addr", r.RemoteAddr, "identity", who, "code", string(e.Code), "reason", e.Message)
+		c.audit.Record(audit.Event{Type: "cert.heal", Actor: src, Target: who, Result: string(e.Code), Detail: map[string]string{"message": e.Message}})
+		writeError(w, c, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (c *Coordinator) heal(w http.ResponseWriter, r *http.Request, src string) (*api.HealResponse, string, error) {
+	if !c.limiter.Allow(src, c.now()) {
+		return nil, "", api.Errorf(api.CodeRateLimited, "wait before retrying", "too many attempts from %s", src)
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, "", api.Errorf(api.CodeUnauthenticated, "present the expired agent certificate as the client certificate, as `ward agent` does", "no client certificate was presented")
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	id, err := pki.IDFromCert(leaf)
+	who := ""
+	if err == nil {
+		who = id.String()
+	}
+	if err != nil || id.Role != pki.RoleAgent || id.Cluster != c.cfg.Cluster {
+		return nil, who, api.Errorf(api.CodePermissionDenied, "only agents of this cluster heal", "the certificate is not an agent certificate of cluster %s", c.cfg.Cluster)
+	}
+	if c.revoked.Contains(leaf.SerialNumber) {
+		return nil, who, api.Errorf(api.CodeCertRevoked, "join again with a new token, if an admin allows this node back", "certificate %s of %s is revoked", pki.SerialHex(leaf), id)
+	}
+	// The chain must be one this cluster issued: check signatures at a time
+	// inside the certificate's validity, against current and retired roots.
+	roots := x509.NewCertPool()
+	for _, root := range c.allRoots() {
+		roots.AddCert(root)
+	}
+	inter := x509.NewCertPool()
+	for _, ca := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(ca)
+	}
+	for _, ca := range c.knownIssuingCAs() {
+		inter.AddCert(ca)
+	}
+	at := leaf.NotAfter.Add(-time.Second)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, who, api.Errorf(api.CodeUnauthenticated, "join again with a new token", "the certificate was not issued by this cluster: %v", err)
+	}
+	now := c.now()
+	expired := !now.Before(leaf.NotAfter)
+	if expired {
+		if over := now.Sub(leaf.NotAfter); over > c.cfg.HealGrace.D() {
+			return nil, who, api.Errorf(api.CodeGraceWindowExpired, "this node needs a new token: ask an admin for `ward token create`, then start the agent with a fresh data directory and --join-file",
+				"the certificate expired %s ago, beyond the %s grace window", over.Round(time.Second), c.cfg.HealGrace.D())
+		}
+	} else if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.ca.src.Trust(), Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		return nil, who, api.Errorf(api.CodeFailedPrecondition, "connect to the cluster port; renewal happens over the session", "the certificate is valid and trusted; nothing to heal")
+	}
+	c.mu.Lock()
+	rec := c.nodes[id.Name]
+	current := rec != nil && rec.CertSerial == pki.SerialHex(leaf)
+	revokedNode := rec != nil && rec.Revoked
+	c.mu.Unlock()
+	switch {
+	case rec == nil || revokedNode:
+		return nil, who, api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered or was revoked", id.Name)
+	case !current:
+		return nil, who, api.Errorf(api.CodePermissionDenied, "use the node's latest certificate", "certificate %s is not node %s's current certificate", pki.SerialHex(leaf), id.Name)
+	}
+	var req api.HealRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return nil, who, err
+	}
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil || !pki.PublicKeyMatches(leaf, csr.PublicKey) {
+		return nil, who, api.Errorf(api.CodeCSRInvalid, "sign the request with the node's existing key", "the request must carry the same key as the certificate being healed")
+	}
+	cert, err := c.reissue(r.Context(), leaf, req.CSR, "heal", src)
+	if err != nil {
+		return nil, who, err
+	}
+	return &api.HealResponse{ChainPEM: pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert), BundlePEM: c.ca.src.Bundle().PEM()}, who, nil
+}
+
+// allRoots lists the trusted roots and the retired ones.
+func (c *Coordinator) allRoots() []*x509.Certificate {
+	return append(append([]*x509.Certificate{}, c.ca.src.Bundle()...), c.ca.retiredRoots...)
+}
+
+// knownIssuingCAs lists every issuing CA this cluster has used.
+func (c *Coordinator) knownIssuingCAs() []*x509.Certificate {
+	out := []*x509.Certificate{}
+	for _, ca := range c.issuingCAs() {
+		out = append(out, ca.Cert)
+	}
+	return append(out, c.ca.retiredIssuers...)
+}
