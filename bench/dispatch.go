@@ -27,6 +27,23 @@ type passResult struct {
 	offeredRate float64 // open-loop passes: the rate asked for
 	lateSubmits int     // open-loop passes: submits that started late
 	submitLat   []time.Duration
+	// Sums over tasks, for the mean time from assignment (coordinator
+	// clock) to start, and from start to end (agent clock; same host).
+	assignToStart, startToEnd time.Duration
+	timed                     int
+}
+
+// meanCycle splits a task's time on a slot: assigned → started (delivery
+// and spawn), started → ended (the run), and what is left of slots/rate
+// (result → durable → next assignment), all in ms.
+func (r *passResult) meanCycle(totalSlots int) (assign, run, turnaround float64) {
+	if r.timed == 0 || r.rate == 0 {
+		return 0, 0, 0
+	}
+	a := float64(r.assignToStart) / float64(r.timed) / 1e6
+	b := float64(r.startToEnd) / float64(r.timed) / 1e6
+	cycle := float64(totalSlots) / r.rate * 1000
+	return round(a, 3), round(b, 3), round(cycle-a-b, 3)
 }
 
 // runDispatch pushes no-op tasks through an in-process coordinator with a
@@ -70,6 +87,7 @@ func runDispatch(ctx context.Context, r *Result) error {
 	r.fig("max_rate_task_p50_ms", ms(percentile(full.taskLat, 50)), "ms").withNote("submit → result at max rate (includes queueing)")
 	r.fig("max_rate_task_p99_ms", ms(percentile(full.taskLat, 99)), "ms")
 	r.fig("max_rate_elapsed_s", round(full.elapsed.Seconds(), 2), "s")
+	cycleFigures(r, full, opts.dispatchAgents*opts.slots)
 	if full.failed > 0 || full.retried > 0 || full.submitErrs > 0 {
 		r.note("max-rate pass: %d tasks did not complete, %d were retried, %d submits failed", full.failed, full.retried, full.submitErrs)
 	}
@@ -294,6 +312,11 @@ func collectTasks(ctx context.Context, a *adminAPI, id string, submit time.Time,
 		last := t.Attempts[len(t.Attempts)-1]
 		if !last.Ended.IsZero() {
 			res.taskLat = append(res.taskLat, last.Ended.Sub(submit))
+			if !last.Started.IsZero() {
+				res.assignToStart += last.Started.Sub(last.Assigned)
+				res.startToEnd += last.Ended.Sub(last.Started)
+				res.timed++
+			}
 		}
 	}
 	return nil
@@ -303,4 +326,13 @@ func sortLat(r *passResult) {
 	slices.Sort(r.taskLat)
 	slices.Sort(r.jobLat)
 	slices.Sort(r.submitLat)
+}
+
+// cycleFigures reports where a slot's time goes per task (means).
+func cycleFigures(r *Result, p *passResult, totalSlots int) {
+	a, b, c := p.meanCycle(totalSlots)
+	r.fig("slot_cycle_ms", round(float64(totalSlots)/p.rate*1000, 3), "ms").withNote(fmt.Sprintf("slots (%d) / tasks per s: one task's turn on a slot", totalSlots))
+	r.fig("assigned_to_started_ms", a, "ms").withNote("mean: Assign frame delivery + start")
+	r.fig("started_to_ended_ms", b, "ms").withNote("mean: the task itself")
+	r.fig("result_to_next_assign_ms", c, "ms").withNote("mean, the rest: result → durable → scheduled → durable")
 }

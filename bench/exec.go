@@ -47,6 +47,7 @@ func runDispatchExec(ctx context.Context, r *Result) error {
 	}
 	r.fig("tasks_per_s", round(res.rate, 0), "/s").atLeast(1500).withNote("real processes, durable")
 	r.fig("elapsed_s", round(res.elapsed.Seconds(), 2), "s")
+	cycleFigures(r, res, opts.execAgents*slots)
 	r.fig("task_p50_ms", ms(percentile(res.taskLat, 50)), "ms").withNote("submit → exit at max rate (includes queueing)")
 	if res.failed > 0 || res.retried > 0 {
 		r.note("%d tasks did not complete, %d were retried", res.failed, res.retried)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +36,7 @@ func runScale(ctx context.Context, r *Result) error {
 	if err != nil {
 		return err
 	}
+	steps0 := steps
 	deadline := time.Now().Add(opts.scaleBudget)
 	// Leave the rest of the run and this scenario's cleanup inside -total-time.
 	if d := benchStart.Add(opts.totalBudget - 45*time.Second); d.Before(deadline) {
@@ -49,12 +51,24 @@ func runScale(ctx context.Context, r *Result) error {
 	r.param("coordinator", "separate `ward coordinator` process built with go build -o")
 
 	maxAgents := steps[len(steps)-1]
-	limit, err := raiseNofile(uint64(maxAgents)*2 + 10000)
-	if err != nil {
-		return err
-	}
+	limit, why := raiseNofile(uint64(maxAgents) + fdReserve)
 	r.param("rlimit_nofile", limit)
-	r.note("RLIMIT_NOFILE raised to %d with setrlimit (soft and hard; the coordinator process inherits it)", limit)
+	r.note("RLIMIT_NOFILE: %s", why)
+	// Every session is one descriptor in this process and one in the
+	// coordinator (which inherits the limit): stop below the limit.
+	fdCap := int(limit) - fdReserve
+	if fdCap < maxAgents {
+		r.note("the open-files limit caps this run at %d agents (limit %d minus %d for listeners, files, joins in flight and API connections)", fdCap, limit, fdReserve)
+		var capped []int
+		for _, s := range steps {
+			if s < fdCap {
+				capped = append(capped, s)
+			}
+		}
+		steps = append(capped, fdCap)
+		maxAgents = fdCap
+	}
+	r.param("steps_run", fmt.Sprint(steps))
 	joinLimitNote(r)
 
 	dir, err := os.MkdirTemp("", "ward-bench-scale-")
@@ -116,6 +130,13 @@ func runScale(ctx context.Context, r *Result) error {
 	}()
 	reached := 0
 	stopWhy := ""
+	type point struct{ agents, rssKB int64 }
+	var points []point
+	// connectCost estimates the wall time to open one session (updated from
+	// each step), so joining stops early enough for the joined agents to be
+	// connected and measured within the deadline.
+	connectCost := 3 * time.Millisecond
+	const stepOverhead = 20 * time.Second // wait, list, settle, probe
 	for _, target := range steps {
 		if stopWhy != "" {
 			break
@@ -126,7 +147,8 @@ func runScale(ctx context.Context, r *Result) error {
 		var joined atomic.Int64
 		newAgents := make([]*simAgent, target-from)
 		stopCheck := func() error {
-			if time.Now().After(deadline) {
+			need := time.Duration(joined.Load())*connectCost + stepOverhead + opts.scaleSettle
+			if time.Now().Add(need).After(deadline) {
 				return errBudget{fmt.Sprintf("the %s time budget ran out", opts.scaleBudget)}
 			}
 			if avail := memAvailableMB(); avail >= 0 && avail < opts.scaleMinFree {
@@ -183,6 +205,9 @@ func runScale(ctx context.Context, r *Result) error {
 			return err
 		}
 		connDur := time.Since(tc)
+		if len(ok) > 100 {
+			connectCost = connDur / time.Duration(len(ok))
+		}
 		if n := connErr.Load(); n > 0 {
 			return fmt.Errorf("%d sessions failed to open at step %d; first: %v", n, target, firstConnErr.Load())
 		}
@@ -222,6 +247,7 @@ func runScale(ctx context.Context, r *Result) error {
 		}
 		// Session opens with the fleet heartbeating: reconnect a sample.
 		probe := probeReconnect(ctx, f, 100, 10)
+		points = append(points, point{int64(reached), st["VmRSS"]})
 		rss := float64(st["VmRSS"]) * 1024
 		perAgent := rss / float64(reached)
 		growth := (float64(st["VmRSS"]-base["VmRSS"]) * 1024) / float64(reached)
@@ -253,7 +279,21 @@ func runScale(ctx context.Context, r *Result) error {
 			r.note("%d sessions ended unexpectedly by %d agents", f.ended.Load()-probeEnded.Load(), reached)
 		}
 	}
-	r.fig("agents_reached", float64(reached), "").atLeast(float64(maxAgents))
+	target := steps0[len(steps0)-1]
+	r.fig("agents_reached", float64(reached), "").atLeast(float64(target))
+	// The marginal memory of one more agent, between the last two steps,
+	// and what it predicts for the largest step asked for when the run
+	// could not get there.
+	if n := len(points); n >= 2 {
+		a, b := points[n-2], points[n-1]
+		slope := float64(b.rssKB-a.rssKB) / float64(b.agents-a.agents)
+		r.fig(fmt.Sprintf("rss_marginal_per_agent_kb@%d-%d", a.agents, b.agents), round(slope, 2), "KB").withNote("RSS growth between the last two steps / agents added")
+		if reached < target {
+			pred := float64(b.rssKB) + slope*float64(target-reached)
+			r.fig(fmt.Sprintf("rss_per_agent_kb_extrapolated@%d", target), round(pred/float64(target), 2), "KB").atMost(48).
+				withNote(fmt.Sprintf("linear from the last two steps (%.0f MB at %d agents): not measured", pred/1024, target))
+		}
+	}
 	if stopWhy != "" {
 		r.Status = "partial"
 		r.note("stopped adding agents at %d: %s", reached, stopWhy)
@@ -305,15 +345,20 @@ func parseSteps(s string) ([]int, error) {
 	return out, nil
 }
 
+// fdReserve is the descriptors kept free for listeners, store and log
+// files, joins in flight and API connections.
+const fdReserve = 400
+
 // raiseNofile lifts RLIMIT_NOFILE (soft and hard) to at least want, up to
-// fs.nr_open; it needs root to raise the hard limit.
-func raiseNofile(want uint64) (uint64, error) {
+// fs.nr_open, and says what it did. Raising the hard limit needs
+// CAP_SYS_RESOURCE; without it only the soft limit rises, to the hard one.
+func raiseNofile(want uint64) (uint64, string) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
+		return 0, "getrlimit: " + err.Error()
 	}
 	if rl.Cur >= want {
-		return rl.Cur, nil
+		return rl.Cur, fmt.Sprintf("already %d (hard %d), enough", rl.Cur, rl.Max)
 	}
 	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
 		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && want > n {
@@ -321,24 +366,33 @@ func raiseNofile(want uint64) (uint64, error) {
 		}
 	}
 	nl := syscall.Rlimit{Cur: want, Max: max(want, rl.Max)}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nl); err != nil {
-		// Without root only the soft limit can rise, up to the hard one.
-		nl = syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
-		if err2 := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nl); err2 != nil {
-			return 0, fmt.Errorf("raise RLIMIT_NOFILE to %d: %v", want, err)
-		}
-		return rl.Max, nil
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nl)
+	if err == nil {
+		return want, fmt.Sprintf("raised from %d (hard %d) to %d with setrlimit; the coordinator process inherits it", rl.Cur, rl.Max, want)
 	}
-	return want, nil
+	nl = syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
+	if err2 := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nl); err2 != nil {
+		return rl.Cur, fmt.Sprintf("setrlimit to %d refused (%v) and the soft limit could not rise either (%v); %d", want, err, err2, rl.Cur)
+	}
+	return rl.Max, fmt.Sprintf("setrlimit to %d refused: %v (raising the hard limit needs CAP_SYS_RESOURCE, which this machine does not grant even to root); soft limit raised to the hard limit %d", want, err, rl.Max)
 }
 
-// buildWard builds the ward binary into dir.
+// buildWard builds the ward binary into dir, from the module this
+// process was started in (go run ./bench) or, failing that, the module
+// this file was compiled from.
 func buildWard(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+	root := ""
+	if out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output(); err == nil {
+		if m := strings.TrimSpace(string(out)); m != "" && m != os.DevNull {
+			root = filepath.Dir(m)
+		}
 	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
+	if _, file, _, ok := runtime.Caller(0); root == "" && ok {
+		root = filepath.Dir(filepath.Dir(file))
+	}
+	if root == "" {
+		return "", fmt.Errorf("cannot find the ward module: run from the repository (go run ./bench)")
+	}
 	bin := filepath.Join(dir, "ward")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/ward")
 	cmd.Dir = root
