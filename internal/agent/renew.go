@@ -96,9 +96,14 @@ func (a *Agent) renewed(body []byte) error {
 		return err
 	}
 	var err error
-	if m.Error != nil {
+	switch {
+	case m.Error != nil:
 		err = m.Error
-	} else {
+	case len(m.BundlePEM) > 0:
+		if err = a.installBundle(m.BundlePEM); err == nil {
+			err = a.installChain(m.ChainPEM, "session")
+		}
+	default:
 		err = a.installChain(m.ChainPEM, "session")
 	}
 	a.mu.Lock()

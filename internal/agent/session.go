@@ -63,6 +63,11 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	conn.SetDeadline(time.Time{})
+	if len(w.BundlePEM) > 0 {
+		if err := a.installBundle(w.BundlePEM); err != nil {
+			a.log.Error("the coordinator's trust bundle was refused", "err", err)
+		}
+	}
 	interval := max(w.HeartbeatInterval.D(), 100*time.Millisecond)
 	a.mu.Lock()
 	a.drain = w.Drain

@@ -142,3 +142,32 @@ type Cert struct {
 	RevokedAt time.Time `json:"revoked_at,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 }
+
+// RotateRequest moves the CA rotation one phase forward, or back.
+type RotateRequest struct {
+	Rollback bool     `json:"rollback,omitempty"`
+	Force    bool     `json:"force,omitempty"`  // retire even if some agents still hold old-CA certificates
+	Spread   Duration `json:"spread,omitempty"` // the renew phase spreads agent renewals over this window
+}
+
+// CAInfo describes one CA certificate.
+type CAInfo struct {
+	Subject  string    `json:"subject"`
+	Serial   string    `json:"serial"`
+	Pin      string    `json:"pin"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// CAStatus is the CA and rotation state at GET /v1/ca/status.
+type CAStatus struct {
+	Phase      int            `json:"phase"` // 0 idle, 1 trust, 2 issue, 3 renew
+	PhaseName  string         `json:"phase_name"`
+	Generation int            `json:"generation"`
+	Roots      []CAInfo       `json:"roots"`
+	Issuing    CAInfo         `json:"issuing"`
+	Trusted    []CAInfo       `json:"trusted_issuing"`
+	Agents     map[string]int `json:"agents_by_issuer"`
+	OnOldCA    []string       `json:"agents_on_old_ca,omitempty"`
+	Next       string         `json:"next"`
+	Changed    time.Time      `json:"changed,omitempty"`
+}

@@ -67,6 +67,9 @@ type Welcome struct {
 	// Cancel lists attempts the agent reported running that the coordinator
 	// no longer wants (declared lost or canceled while the agent was away).
 	Cancel []AttemptRef `json:"cancel,omitempty"`
+	// BundlePEM is the cluster's current trust bundle, so an agent that was
+	// away during a CA rotation catches up.
+	BundlePEM []byte `json:"bundle_pem,omitempty"`
 }
 
 // Heartbeat reports liveness, load and the agent's clock.
@@ -170,8 +173,9 @@ type RenewRequest struct {
 
 // Renewed carries a renewed chain, or why renewal failed.
 type Renewed struct {
-	ChainPEM []byte `json:"chain_pem,omitempty"`
-	Error    *Error `json:"error,omitempty"`
+	ChainPEM  []byte `json:"chain_pem,omitempty"`
+	BundlePEM []byte `json:"bundle_pem,omitempty"` // the trust bundle now, so a renewal also catches up on rotations
+	Error     *Error `json:"error,omitempty"`
 }
 
 // RenewNow asks the agent to renew at once, after Delay (spread by the

@@ -5,17 +5,20 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/pki"
 )
 
 func newCACmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "The cluster CA: pins, CRL, rotation, import and export"}
-	cmd.AddCommand(newCACRLCmd(g), newCAPinCmd(g))
+	cmd.AddCommand(newCACRLCmd(g), newCAPinCmd(g), newCAStatusCmd(g), newCARotateCmd(g))
 	return cmd
 }
 
@@ -114,4 +117,93 @@ func newCAPinCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func printCAStatus(w io.Writer, st api.CAStatus) {
+	fmt.Fprintf(w, "CA generation %d, rotation phase %d of 3: %s", st.Generation, st.Phase, st.PhaseName)
+	if !st.Changed.IsZero() {
+		fmt.Fprintf(w, " (since %s)", ts(st.Changed))
+	}
+	fmt.Fprintln(w)
+	for _, r := range st.Roots {
+		fmt.Fprintf(w, "  trusted root:   %s  %s  expires %s\n", r.Subject, r.Pin, ts(r.NotAfter))
+	}
+	fmt.Fprintf(w, "  issuing now:    %s (serial %s)\n", st.Issuing.Subject, st.Issuing.Serial)
+	names := make([]string, 0, len(st.Agents))
+	for n := range st.Agents {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  agents on %s: %d\n", n, st.Agents[n])
+	}
+	if len(st.OnOldCA) > 0 {
+		fmt.Fprintf(w, "  not yet renewed: %s\n", strings.Join(st.OnOldCA, ", "))
+	}
+	fmt.Fprintf(w, "Next: %s\n", st.Next)
+}
+
+func newCAStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the CA, the rotation phase, and how many agents hold certificates from each CA",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var st api.CAStatus
+			if err := c.do(cmd.Context(), "GET", "/v1/ca/status", nil, &st); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, st)
+			}
+			printCAStatus(g.stdout, st)
+			return nil
+		},
+	}
+}
+
+func newCARotateCmd(g *globals) *cobra.Command {
+	var req api.RotateRequest
+	var spread time.Duration
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Move the CA rotation one phase forward (or back with --rollback)",
+		Long: `Rotate the cluster CA without outages, one phase per call:
+
+  1 trust   a new root and issuing CA are created; the new root joins every
+            trust bundle (pushed to connected agents, given to the others
+            when they return). The new root is cross-signed by the old one.
+  2 issue   the new issuing CA issues every new certificate.
+  3 renew   agents are asked to renew, each at a random moment within --spread.
+  retire    the old CA leaves every trust bundle; agents that were away
+            renew through the public port when they return.
+
+--rollback returns to the previous phase (not after retiring).
+ward ca status shows the phase and how many agents hold which CA's certificates.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			req.Spread = api.Duration(spread)
+			var st api.CAStatus
+			if err := c.do(cmd.Context(), "POST", "/v1/ca/rotate", req, &st); err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(g.stdout, st)
+			}
+			printCAStatus(g.stdout, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&req.Rollback, "rollback", false, "return to the previous phase")
+	cmd.Flags().BoolVar(&req.Force, "force", false, "retire the old CA even if some agents have not renewed (they renew when they return)")
+	cmd.Flags().DurationVar(&spread, "spread", 5*time.Minute, "the renew phase spreads agent renewals over this window")
+	return cmd
 }

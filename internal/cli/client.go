@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -29,6 +30,13 @@ type client struct {
 	base   string
 	server string
 	http   *http.Client
+
+	// For catching up on a CA rotation: the context and its credential.
+	g      *globals
+	ctx    *config.Context
+	path   string
+	cred   *identity.Credential
+	caught bool
 }
 
 func (g *globals) client() (*client, error) {
@@ -52,6 +60,7 @@ func (g *globals) client() (*client, error) {
 		Cluster: ctx.Cluster, ServerName: transport.HostOf(ctx.Server), Pins: pins, NextProtos: []string{transport.ALPNHTTP},
 	})
 	c := &client{
+		g: g, ctx: ctx, path: path, cred: cred,
 		base:   "https://" + ctx.Server,
 		server: ctx.Server,
 		http: &http.Client{Transport: &http.Transport{
@@ -96,6 +105,18 @@ func (c *client) renewContext(ctx *config.Context, path string, cred *identity.C
 		return fmt.Errorf("the coordinator answered with an unusable certificate")
 	}
 	ctx.CertPEM = string(out.ChainPEM)
+	if len(out.BundlePEM) > 0 {
+		// Delivered over a verified connection: adopt the cluster's
+		// current roots (they change during a CA rotation).
+		if roots, err := pki.ParseCertsPEM(out.BundlePEM); err == nil {
+			ctx.BundlePEM = string(out.BundlePEM)
+			for _, r := range roots {
+				if p := pki.SPKIPin(r).String(); !slices.Contains(ctx.Pins, p) && len(ctx.Pins) > 0 {
+					ctx.Pins = append(ctx.Pins, p)
+				}
+			}
+		}
+	}
 	return ctx.Save(path)
 }
 
@@ -145,6 +166,7 @@ func (c *client) send(ctx context.Context, method, path string, in any) (*http.R
 		v := diagnose.Explain(err)
 		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach the coordinator at %s: %s [%s]", c.server, v.Message, v.Code), Fix: v.Fix, Cause: err}
 	}
+	c.catchUpRotation(resp)
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		var eb api.ErrorBody
@@ -155,4 +177,21 @@ func (c *client) send(ctx context.Context, method, path string, in any) (*http.R
 		return nil, fmt.Errorf("%s %s answered %s", method, path, resp.Status)
 	}
 	return resp, nil
+}
+
+// catchUpRotation renews the CLI's certificate once when the coordinator's
+// certificate comes from another issuing CA than ours: a CA rotation is
+// under way, and an old-CA certificate stops working when it finishes.
+func (c *client) catchUpRotation(resp *http.Response) {
+	if c.caught || c.ctx == nil || resp.TLS == nil || len(resp.TLS.PeerCertificates) < 2 {
+		return
+	}
+	c.caught = true
+	serverIssuer := resp.TLS.PeerCertificates[1]
+	if bytes.Equal(serverIssuer.RawSubject, c.cred.Leaf().RawIssuer) {
+		return
+	}
+	if err := c.renewContext(c.ctx, c.path, c.cred); err != nil {
+		fmt.Fprintf(c.g.stderr, "ward: the cluster CA is rotating and the CLI certificate could not be renewed yet: %v\n", err)
+	}
 }

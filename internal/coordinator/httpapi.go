@@ -37,6 +37,8 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
 	handle("GET /v1/certs", c.apiCertList)
 	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
+	handle("GET /v1/ca/status", c.apiCAStatus)
+	handle("POST /v1/ca/rotate", c.apiCARotate)
 	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, _ pki.ID) error { c.serveCRL(w, r); return nil })
 	mux.Handle("GET /metrics", c.metricsAuth(c.metrics.Handler()))
 	mux.HandleFunc("POST /v1/certs/renew", c.apiRenew)
@@ -134,7 +136,7 @@ func (c *Coordinator) apiStatus(w http.ResponseWriter, r *http.Request, _ pki.ID
 		Nodes:        nodes,
 		Connected:    connected,
 		Insecure:     c.insecureSettings(),
-		CAExpiry:     c.ca.issuer.CA.Cert.NotAfter,
+		CAExpiry:     c.issuer().CA.Cert.NotAfter,
 		CertExpiry:   c.ca.src.Leaf().NotAfter,
 	}
 	return writeJSON(w, http.StatusOK, st)

@@ -78,7 +78,7 @@ func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by p
 	}
 	c.audit.Record(audit.Event{Type: "token.create", Actor: by.String(), Target: id, Detail: map[string]string{
 		"ttl": req.TTL.D().String(), "uses": fmt.Sprint(req.Uses), "labels": fmt.Sprint(req.Labels)}})
-	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.ca.root.Cert), TokenID: id, Secret: secret}
+	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.pinRoot()), TokenID: id, Secret: secret}
 	return api.TokenCreated{Token: rec.api(now), Join: js.String()}, nil
 }
 
@@ -271,16 +271,17 @@ func (c *Coordinator) tryJoin(ctx context.Context, req *api.JoinRequest) (*joinR
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
-	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
+	iss := c.issuer()
+	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
 		return nil, false, err
 	}
 	tok.Used++
 	node := nodeRecord{
 		Name: req.Name, Joined: now.UTC(), TokenID: tok.ID, TokenLabels: tok.Labels, Labels: req.Labels, Slots: req.Slots,
-		CertSerial: pki.SerialHex(cert), CertExpiry: cert.NotAfter, CertIssuer: c.ca.issuer.CA.Cert.Subject.CommonName, Hostname: req.Hostname,
+		CertSerial: pki.SerialHex(cert), CertExpiry: cert.NotAfter, CertIssuer: iss.CA.Cert.Subject.CommonName, Hostname: req.Hostname,
 	}
-	crec := issuedRecord(cert, c.ca.issuer.CA.Cert)
+	crec := issuedRecord(cert, iss.CA.Cert)
 	_, err = c.st.Txn(ctx,
 		[]store.Cond{store.Unchanged(rec.Key, rec.ModRev), nodeCond},
 		[]store.Op{putJSON(rec.Key, tok), putJSON(nodeKey(req.Name), node), putJSON(certKey(crec.Serial), crec)})
@@ -298,7 +299,7 @@ func (c *Coordinator) tryJoin(ctx context.Context, req *api.JoinRequest) (*joinR
 	return &joinResult{
 		JoinResponse: api.JoinResponse{
 			Node: req.Name, Cluster: c.cfg.Cluster,
-			ChainPEM:     pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert),
+			ChainPEM:     pki.EncodeCertsPEM(cert, iss.CA.Cert),
 			BundlePEM:    c.ca.src.Bundle().PEM(),
 			ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
 			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},

@@ -16,16 +16,14 @@ import (
 // issuingCAs lists every issuing CA that is still trusted, the one that
 // issues now first.
 func (c *Coordinator) issuingCAs() []*pki.CA {
-	out := []*pki.CA{c.ca.issuer.CA}
-	for _, ca := range c.ca.others {
-		out = append(out, ca)
-	}
-	return out
+	c.ca.mu.RLock()
+	defer c.ca.mu.RUnlock()
+	return append([]*pki.CA{c.issuer().CA}, c.ca.others...)
 }
 
 // crlURLs are the distribution points written into leaves issued now.
 func (c *Coordinator) crlURLs() []string {
-	return []string{"https://" + c.advertisedAddr(c.cfg.PublicAddr) + "/v1/crl/" + pki.SerialHex(c.ca.issuer.CA.Cert)}
+	return []string{"https://" + c.advertisedAddr(c.cfg.PublicAddr) + "/v1/crl/" + pki.SerialHex(c.issuer().CA.Cert)}
 }
 
 // renewOwnCertificate issues the coordinator a new certificate from the
@@ -36,16 +34,18 @@ func (c *Coordinator) renewOwnCertificate(now time.Time) error {
 		return err
 	}
 	dns, ips := c.serverNames()
-	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: c.ca.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips, CRLURLs: c.crlURLs()}, now)
+	iss := c.issuer()
+	cert, err := iss.Issue(pki.LeafSpec{ID: c.ca.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
 		return err
 	}
-	cred := &identity.Credential{Chain: []*x509.Certificate{cert, c.ca.issuer.CA.Cert}, Key: key}
+	cred := &identity.Credential{Chain: []*x509.Certificate{cert, iss.CA.Cert}, Key: key}
 	if err := identity.SaveCredential(cred, c.path(fileServerCert), c.path(fileServerKey)); err != nil {
 		return err
 	}
+	c.ca.own.Store(cred)
 	c.ca.src.SetCredential(c.servedChain(cred))
-	rec := issuedRecord(cert, c.ca.issuer.CA.Cert)
+	rec := issuedRecord(cert, iss.CA.Cert)
 	c.journal.Commit([]store.Op{putJSON(certKey(rec.Serial), rec)}, nil)
 	c.metrics.Renewals.WithLabelValues("coordinator", "self").Inc()
 	c.audit.Record(audit.Event{Type: "cert.renew", Actor: c.ca.id.String(), Target: c.ca.id.String(), Detail: map[string]string{"serial": rec.Serial, "not_after": cert.NotAfter.UTC().Format(time.RFC3339)}})
@@ -118,6 +118,7 @@ func (c *Coordinator) Reload() error {
 		c.log.Error("reload refused", "err", err)
 		return err
 	}
+	c.ca.own.Store(cred)
 	c.ca.src.SetCredential(c.servedChain(cred))
 	c.log.Info("reloaded", "cert_serial", pki.SerialHex(cred.Leaf()), "cert_expires", cred.Leaf().NotAfter.UTC().Format(time.RFC3339))
 	c.audit.Record(audit.Event{Type: "reload", Actor: c.ca.id.String(), Detail: map[string]string{"serial": pki.SerialHex(cred.Leaf())}})

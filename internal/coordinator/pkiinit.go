@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wardcluster/ward/internal/audit"
@@ -22,17 +25,31 @@ import (
 
 // caState is the coordinator's PKI as loaded from the data directory.
 type caState struct {
-	root   *pki.CA // Key is nil when the root is kept offline
-	issuer *pki.Issuer
+	// mu guards every field below up to cur.
+	mu     sync.RWMutex
+	root   *pki.CA   // the root new join strings pin; Key is nil when kept offline
 	others []*pki.CA // issuing CAs still trusted besides the current one (during a rotation)
 	// retiredRoots and retiredIssuers are CAs this cluster no longer
 	// trusts; agents holding their certificates may still heal.
 	retiredRoots   []*x509.Certificate
 	retiredIssuers []*x509.Certificate
-	bundle         pki.Bundle
-	src            *identity.Source // the coordinator's own certificate and trust
-	id             pki.ID
-	created        bool // this start created the CA
+	// During a rotation: the new root and issuing CA, and the new issuing
+	// CA cross-signed by the old root (served to clients that trust only
+	// the old root).
+	nextRoot, nextIssuing *pki.CA
+	cross                 *x509.Certificate
+
+	// cur is the issuing CA that issues now; callers take one snapshot per
+	// operation so a rotation never pairs one CA's certificate with
+	// another's key.
+	cur   atomic.Pointer[pki.Issuer]
+	phase atomic.Int32 // the rotation phase
+	// own is the coordinator's certificate with its issuing CA; src serves
+	// it with the extra certificates servedChain adds.
+	own     atomic.Pointer[identity.Credential]
+	src     *identity.Source // the coordinator's own certificate and trust
+	id      pki.ID
+	created bool // this start created the CA
 }
 
 func (c *Coordinator) path(parts ...string) string {
@@ -99,11 +116,11 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 			"root_serial": pki.SerialHex(root.Cert), "issuing_serial": pki.SerialHex(iss.Cert), "pin": pki.SPKIPin(root.Cert).String(),
 		}})
 	}
-	root, err := loadCA(c.path(fileRootCert), c.path(fileRootKey), true)
+	rot, _, err := c.readRotation(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	iss, err := loadCA(c.path(fileIssuingCert), c.path(fileIssuingKey), false)
+	root, iss, err := c.loadGeneration(rot.Current, true)
 	if err != nil {
 		return nil, err
 	}
@@ -111,17 +128,19 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 		return nil, errors.New("the CA files in the data directory are not CA certificates")
 	}
 	if err := iss.Cert.CheckSignatureFrom(root.Cert); err != nil {
-		return nil, fmt.Errorf("issuing CA %s is not signed by root CA %s: %w", c.path(fileIssuingCert), c.path(fileRootCert), err)
+		return nil, fmt.Errorf("issuing CA %s is not signed by root CA %s: %w", c.genPath(rot.Current, "issuing-ca.crt"), c.genPath(rot.Current, "root-ca.crt"), err)
 	}
 	st.root = root
-	st.issuer = &pki.Issuer{CA: iss, Chain: []*x509.Certificate{iss.Cert, root.Cert}}
-	st.bundle = pki.Bundle{root.Cert}
-
+	st.cur.Store(&pki.Issuer{CA: iss, Chain: []*x509.Certificate{iss.Cert, root.Cert}})
+	if err := c.applyRotation(st, rot); err != nil {
+		return nil, err
+	}
 	cred, err := c.serverCredential(st, now)
 	if err != nil {
 		return nil, err
 	}
-	st.src = identity.NewSource(servedChainWith(cred, root.Cert), st.bundle)
+	st.own.Store(cred)
+	st.src = identity.NewSource(cred, st.bundleLocked())
 	return st, nil
 }
 
@@ -211,7 +230,7 @@ func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Cr
 		}
 		leaf := cred.Leaf()
 		fresh := !identity.ShouldRenew(now, leaf, 0).Renew
-		if fresh && covers(leaf, dns, ips) && leaf.CheckSignatureFrom(st.issuer.CA.Cert) == nil {
+		if fresh && covers(leaf, dns, ips) && leaf.CheckSignatureFrom(st.cur.Load().CA.Cert) == nil {
 			return cred, nil
 		}
 		c.log.Info("reissuing coordinator certificate", "reason", "names changed, renewal due or new issuing CA", "old_serial", pki.SerialHex(leaf))
@@ -220,16 +239,17 @@ func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Cr
 	if err != nil {
 		return nil, err
 	}
-	crl := []string{"https://" + c.advertisedAddr(c.cfg.PublicAddr) + "/v1/crl/" + pki.SerialHex(st.issuer.CA.Cert)}
-	cert, err := st.issuer.Issue(pki.LeafSpec{ID: st.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips, CRLURLs: crl}, now)
+	iss := st.cur.Load()
+	crl := []string{"https://" + c.advertisedAddr(c.cfg.PublicAddr) + "/v1/crl/" + pki.SerialHex(iss.CA.Cert)}
+	cert, err := iss.Issue(pki.LeafSpec{ID: st.id, PublicKey: key.Public(), Lifetime: c.cfg.CoordinatorCertLifetime.D(), DNSNames: dns, IPs: ips, CRLURLs: crl}, now)
 	if err != nil {
 		return nil, err
 	}
-	cred := &identity.Credential{Chain: []*x509.Certificate{cert, st.issuer.CA.Cert}, Key: key}
+	cred := &identity.Credential{Chain: []*x509.Certificate{cert, iss.CA.Cert}, Key: key}
 	if err := identity.SaveCredential(cred, certPath, keyPath); err != nil {
 		return nil, err
 	}
-	c.recordIssued(cert, st.issuer.CA.Cert)
+	c.recordIssued(cert, iss.CA.Cert)
 	return cred, nil
 }
 
@@ -258,12 +278,13 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		}
 		if d := identity.ShouldRenew(now, cred.Leaf(), 0); d.Expired {
 			id, _ := pki.IDFromCert(cred.Leaf())
-			cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: cred.Key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
+			iss := c.issuer()
+			cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: cred.Key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
 			if err != nil {
 				return "", err
 			}
-			ctx.CertPEM = string(pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert))
-			c.recordIssued(cert, c.ca.issuer.CA.Cert)
+			ctx.CertPEM = string(pki.EncodeCertsPEM(cert, iss.CA.Cert))
+			c.recordIssued(cert, iss.CA.Cert)
 			c.audit.Record(audit.Event{Type: "cert.renew", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "expired admin context"}})
 			changed = true
 		}
@@ -280,7 +301,8 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		return "", err
 	}
 	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}
-	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
+	iss := c.issuer()
+	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
 	if err != nil {
 		return "", err
 	}
@@ -293,15 +315,15 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		Cluster:   c.cfg.Cluster,
 		Server:    c.localAddr(c.cfg.ClusterAddr),
 		Public:    c.localAddr(c.cfg.PublicAddr),
-		BundlePEM: string(c.ca.bundle.PEM()),
-		Pins:      []string{pki.SPKIPin(c.ca.root.Cert).String()},
-		CertPEM:   string(pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert)),
+		BundlePEM: string(c.ca.src.Bundle().PEM()),
+		Pins:      []string{pki.SPKIPin(c.pinRoot()).String()},
+		CertPEM:   string(pki.EncodeCertsPEM(cert, iss.CA.Cert)),
 		KeyPEM:    string(keyPEM),
 	}
 	if err := ctx.Save(path); err != nil {
 		return "", err
 	}
-	c.recordIssued(cert, c.ca.issuer.CA.Cert)
+	c.recordIssued(cert, iss.CA.Cert)
 	c.audit.Record(audit.Event{Type: "cert.issue", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "admin context"}})
 	return path, nil
 }
@@ -366,17 +388,34 @@ func (c *Coordinator) flushIssued() error {
 	return c.journal.Wait(ops)
 }
 
-// servedChain appends the root to the coordinator's chain, so a joining
-// agent can match its CA pin inside the handshake, before it sends a byte.
-func servedChainWith(cred *identity.Credential, root *x509.Certificate) *identity.Credential {
-	last := cred.Chain[len(cred.Chain)-1]
-	if last.Equal(root) {
-		return cred
+// servedChain is the chain the listeners present for cred: its own chain,
+// then, during and after a rotation, the new issuing CA cross-signed by the
+// old root, and every root, so clients that trust (or pin) either root
+// verify the coordinator.
+func (c *Coordinator) servedChain(cred *identity.Credential) *identity.Credential {
+	c.ca.mu.RLock()
+	extra := []*x509.Certificate{}
+	if c.ca.cross != nil {
+		extra = append(extra, c.ca.cross)
 	}
-	return &identity.Credential{Chain: append(slices.Clone(cred.Chain), root), Key: cred.Key}
+	extra = append(extra, c.ca.src.Bundle()...)
+	extra = append(extra, c.ca.retiredRoots...)
+	c.ca.mu.RUnlock()
+	chain := slices.Clone(cred.Chain)
+	for _, e := range extra {
+		if !slices.ContainsFunc(chain, e.Equal) {
+			chain = append(chain, e)
+		}
+	}
+	return &identity.Credential{Chain: chain, Key: cred.Key}
 }
 
-// servedChain is the chain the listeners present for cred.
-func (c *Coordinator) servedChain(cred *identity.Credential) *identity.Credential {
-	return servedChainWith(cred, c.ca.root.Cert)
+// issuer is the issuing CA that issues now.
+func (c *Coordinator) issuer() *pki.Issuer { return c.ca.cur.Load() }
+
+// pinRoot is the root new join strings and contexts pin.
+func (c *Coordinator) pinRoot() *x509.Certificate {
+	c.ca.mu.RLock()
+	defer c.ca.mu.RUnlock()
+	return c.ca.root.Cert
 }

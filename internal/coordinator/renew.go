@@ -27,17 +27,17 @@ func (c *Coordinator) lifetimeFor(r pki.Role) time.Duration {
 
 // reissue issues a successor to current for the same identity, from the
 // CSR the holder signed. The CSR may name only what current names.
-func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, csrDER []byte, path string, by string) (*x509.Certificate, error) {
+func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, csrDER []byte, path string, by string) (*x509.Certificate, []byte, error) {
 	id, err := pki.IDFromCert(current)
 	if err != nil {
-		return nil, api.Errorf(api.CodePermissionDenied, "present a Ward certificate", "%v", err)
+		return nil, nil, api.Errorf(api.CodePermissionDenied, "present a Ward certificate", "%v", err)
 	}
 	if id.Cluster != c.cfg.Cluster || id.Role == pki.RoleCoordinator {
-		return nil, api.Errorf(api.CodePermissionDenied, "coordinators renew themselves", "%s cannot be renewed through this path", id)
+		return nil, nil, api.Errorf(api.CodePermissionDenied, "coordinators renew themselves", "%s cannot be renewed through this path", id)
 	}
 	csr, err := pki.CheckCSR(csrDER, pki.CSRPolicy{ID: id, AllowedDNS: current.DNSNames, AllowedIPs: current.IPAddresses})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var nodeRec *nodeRecord
 	if id.Role == pki.RoleAgent {
@@ -48,16 +48,17 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 		}
 		c.mu.Unlock()
 		if nodeRec == nil || nodeRec.Revoked {
-			return nil, api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered or was revoked", id.Name)
+			return nil, nil, api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered or was revoked", id.Name)
 		}
 	}
 	now := c.now()
-	cert, err := c.ca.issuer.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.lifetimeFor(id.Role),
+	iss := c.issuer()
+	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.lifetimeFor(id.Role),
 		DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	rec := issuedRecord(cert, c.ca.issuer.CA.Cert)
+	rec := issuedRecord(cert, iss.CA.Cert)
 	ops := []store.Op{putJSON(certKey(rec.Serial), rec)}
 	if nodeRec != nil {
 		c.mu.Lock()
@@ -68,13 +69,13 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 		c.mu.Unlock()
 	}
 	if err := c.journal.Wait(ops); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c.metrics.Renewals.WithLabelValues(string(id.Role), path).Inc()
 	c.audit.Record(audit.Event{Type: "cert." + path, Actor: by, Target: id.String(), Detail: map[string]string{
 		"old_serial": pki.SerialHex(current), "serial": rec.Serial, "not_after": cert.NotAfter.UTC().Format(time.RFC3339), "issuer": rec.Issuer}})
 	c.log.Info("certificate renewed", "identity", id.String(), "path", path, "old_serial", pki.SerialHex(current), "serial", rec.Serial, "expires", cert.NotAfter.UTC().Format(time.RFC3339))
-	return cert, nil
+	return cert, pki.EncodeCertsPEM(cert, iss.CA.Cert), nil
 }
 
 // renewOverSession answers an agent's RenewRequest on its live session;
@@ -85,14 +86,14 @@ func (c *Coordinator) renewOverSession(s *session, body []byte) {
 		s.send(api.FrameRenewed, api.Renewed{Error: api.Errorf(api.CodeInvalidArgument, "upgrade the agent", "%v", err)})
 		return
 	}
-	cert, err := c.reissue(context.Background(), s.peer.Cert, req.CSR, "renew", s.peer.ID.String())
+	cert, chain, err := c.reissue(context.Background(), s.peer.Cert, req.CSR, "renew", s.peer.ID.String())
 	if err != nil {
 		s.send(api.FrameRenewed, api.Renewed{Error: api.AsError(err)})
 		return
 	}
 	// Revoking the new serial must still cut this session.
 	c.live.add(pki.SerialHex(cert), s.conn)
-	s.send(api.FrameRenewed, api.Renewed{ChainPEM: pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert)})
+	s.send(api.FrameRenewed, api.Renewed{ChainPEM: chain, BundlePEM: c.ca.src.Bundle().PEM()})
 }
 
 // apiRenew renews the caller's own certificate (users: the CLI does this at
@@ -108,12 +109,12 @@ func (c *Coordinator) apiRenew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, err)
 		return
 	}
-	cert, err := c.reissue(r.Context(), peer.Cert, req.CSR, "renew", peer.ID.String())
+	_, chain, err := c.reissue(r.Context(), peer.Cert, req.CSR, "renew", peer.ID.String())
 	if err != nil {
 		writeError(w, c, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert)})
+	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: chain, BundlePEM: c.ca.src.Bundle().PEM()})
 }
 
 // apiHeal renews an agent certificate that expired while the agent was
@@ -200,15 +201,17 @@ func (c *Coordinator) heal(w http.ResponseWriter, r *http.Request, src string) (
 	if err != nil || !pki.PublicKeyMatches(leaf, csr.PublicKey) {
 		return nil, who, api.Errorf(api.CodeCSRInvalid, "sign the request with the node's existing key", "the request must carry the same key as the certificate being healed")
 	}
-	cert, err := c.reissue(r.Context(), leaf, req.CSR, "heal", src)
+	_, chain, err := c.reissue(r.Context(), leaf, req.CSR, "heal", src)
 	if err != nil {
 		return nil, who, err
 	}
-	return &api.HealResponse{ChainPEM: pki.EncodeCertsPEM(cert, c.ca.issuer.CA.Cert), BundlePEM: c.ca.src.Bundle().PEM()}, who, nil
+	return &api.HealResponse{ChainPEM: chain, BundlePEM: c.ca.src.Bundle().PEM()}, who, nil
 }
 
 // allRoots lists the trusted roots and the retired ones.
 func (c *Coordinator) allRoots() []*x509.Certificate {
+	c.ca.mu.RLock()
+	defer c.ca.mu.RUnlock()
 	return append(append([]*x509.Certificate{}, c.ca.src.Bundle()...), c.ca.retiredRoots...)
 }
 
@@ -218,5 +221,7 @@ func (c *Coordinator) knownIssuingCAs() []*x509.Certificate {
 	for _, ca := range c.issuingCAs() {
 		out = append(out, ca.Cert)
 	}
+	c.ca.mu.RLock()
+	defer c.ca.mu.RUnlock()
 	return append(out, c.ca.retiredIssuers...)
 }

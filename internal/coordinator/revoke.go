@@ -390,7 +390,7 @@ func (c *Coordinator) currentCRL() *crlState {
 	if m == nil {
 		return nil
 	}
-	return (*m)[pki.SerialHex(c.ca.issuer.CA.Cert)]
+	return (*m)[pki.SerialHex(c.issuer().CA.Cert)]
 }
 
 // serveCRL answers GET /v1/crl (the issuing CA's CRL, DER) and

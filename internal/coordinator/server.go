@@ -138,6 +138,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if c.ca, err = c.loadOrCreatePKI(now); err != nil {
 		return nil, err
 	}
+	c.ca.src.SetCredential(c.servedChain(c.ca.own.Load()))
 	if c.contextPath, err = c.writeAdminContext(now); err != nil {
 		return nil, err
 	}

@@ -208,13 +208,17 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	s.interval = c.heartbeatInterval(len(c.nodes))
 	c.mu.Unlock()
 
-	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain}
+	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.ca.src.Bundle().PEM()}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
 	}
 	s.send(api.FrameWelcome, welcome)
 	if len(cancelNow) > 0 {
 		s.send(api.FrameCancel, api.Cancel{Refs: cancelNow, Reason: "the job was canceled while the agent was away", EndReason: api.EndCanceled})
+	}
+	if d := c.catchUpDelay(s.peer.Cert); d > 0 {
+		// A CA rotation moved on while this agent was away.
+		s.send(api.FrameRenewNow, api.RenewNow{Delay: api.Duration(d)})
 	}
 	c.commit(ch, func() {
 		if len(acks) > 0 {

@@ -45,6 +45,13 @@ func NewSerial() (*big.Int, error) {
 
 // NewRootCA creates a self-signed root CA for cluster with a fresh P-256 key.
 func NewRootCA(cluster string, now time.Time, lifetime time.Duration) (*CA, error) {
+	return NewRootCAGeneration(cluster, 1, now, lifetime)
+}
+
+// NewRootCAGeneration creates the root of a given generation: each CA
+// rotation makes the next one, with a subject of its own so that clients
+// never confuse two roots.
+func NewRootCAGeneration(cluster string, generation int, now time.Time, lifetime time.Duration) (*CA, error) {
 	if err := ValidName("cluster", cluster); err != nil {
 		return nil, err
 	}
@@ -58,7 +65,7 @@ func NewRootCA(cluster string, now time.Time, lifetime time.Duration) (*CA, erro
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "Ward Root CA " + cluster, Organization: []string{"Ward cluster " + cluster}},
+		Subject:               pkix.Name{CommonName: rootName(cluster, generation), Organization: []string{"Ward cluster " + cluster}},
 		NotBefore:             now.Add(-backdate(lifetime)),
 		NotAfter:              now.Add(lifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -137,4 +144,48 @@ func (b Bundle) Pins() []Pin {
 		out = append(out, SPKIPin(c))
 	}
 	return out
+}
+
+// CrossSign certifies ca's subject and key under old, so clients that trust
+// only old can still build a path to certificates ca issued during a
+// rotation. Cross-signing the new issuing CA (not the new root) keeps that
+// path within the old root's path length limit. The cross certificate keeps
+// ca's own path length and lives no longer than old.
+func CrossSign(ca *x509.Certificate, old *CA, now time.Time) (*x509.Certificate, error) {
+	newRoot := ca
+	if old.Key == nil {
+		return nil, fmt.Errorf("the root CA %q key is offline, so it cannot cross-sign the new root", old.Cert.Subject.CommonName)
+	}
+	serial, err := NewSerial()
+	if err != nil {
+		return nil, err
+	}
+	notAfter := newRoot.NotAfter
+	if notAfter.After(old.Cert.NotAfter) {
+		notAfter = old.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               newRoot.Subject,
+		SubjectKeyId:          newRoot.SubjectKeyId,
+		NotBefore:             now.Add(-backdate(notAfter.Sub(now))),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            newRoot.MaxPathLen,
+		MaxPathLenZero:        newRoot.MaxPathLen == 0,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, old.Cert, newRoot.PublicKey, old.Key)
+	if err != nil {
+		return nil, fmt.Errorf("cross-sign %q with %q: %w", newRoot.Subject.CommonName, old.Cert.Subject.CommonName, err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+func rootName(cluster string, generation int) string {
+	if generation <= 1 {
+		return "Ward Root CA " + cluster
+	}
+	return fmt.Sprintf("Ward Root CA %s %d", cluster, generation)
 }
