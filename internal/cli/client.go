@@ -55,6 +55,17 @@ func (g *globals) client() (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("context %s: %w", path, err)
 	}
+	if len(g.pins) > 0 {
+		// Explicit --pin flags replace the context's pins, never silently.
+		if pins, err = pki.ParsePins(g.pins); err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "fix the --pin value", "%v", err)
+		}
+	}
+	for _, p := range pins {
+		if p.Legacy() {
+			fmt.Fprintf(g.stderr, "ward: warning: pin %s uses SHA-1, a legacy form; pin the CA key instead (`ward ca pin`)\n", p)
+		}
+	}
 	src := identity.NewSource(cred, bundle)
 	cfg := transport.ClientConfig(src, transport.ClientOptions{
 		Cluster: ctx.Cluster, ServerName: transport.HostOf(ctx.Server), Pins: pins, NextProtos: []string{transport.ALPNHTTP},

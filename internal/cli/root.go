@@ -20,6 +20,7 @@ import (
 // globals are the flags every command has.
 type globals struct {
 	context  string
+	pins     []string
 	output   string
 	logLevel string
 	stdout   io.Writer
@@ -60,6 +61,7 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.context, "context", "", "CLI context file (default: $WARD_CONTEXT, then ~/.ward/context)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.StringArrayVar(&g.pins, "pin", nil, "require this pin on the coordinator's chain instead of the context's pins (repeatable, to stage a CA rotation); sha256:<hex> of a CA key, or a certificate thumbprint")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level for the coordinator and agent: debug, info, warn, error")
 	root.AddCommand(
 		newCoordinatorCmd(g), newAgentCmd(g), newDevCmd(g),

@@ -421,3 +421,24 @@ func readContext(t *testing.T, path string) struct{ Pins []string } {
 	json.Unmarshal(b, &ctx)
 	return ctx
 }
+
+// TestCLIPins: --pin replaces the context's pins on the CLI's connection,
+// is checked, and is never silently ignored.
+func TestCLIPins(t *testing.T) {
+	c := newCluster(t)
+	good := readContext(t, c.ctxPath).Pins[0]
+	other := pki.SPKIPin(mustRoot(t)).String()
+	if _, errOut, code := c.ward("node", "ls", "--pin", other); code == 0 || !strings.Contains(errOut, "pin_mismatch") || !strings.Contains(errOut, other) {
+		t.Fatalf("a wrong --pin was not refused: %s", errOut)
+	}
+	// Staging a rotation: either pin may match.
+	if _, errOut, code := c.ward("node", "ls", "--pin", other, "--pin", strings.ToUpper(strings.TrimPrefix(good, "sha256:"))); code != 0 {
+		t.Fatalf("staged pins refused: %s", errOut)
+	}
+	if _, errOut, code := c.ward("node", "ls", "--pin", "sha256:abc"); code == 0 || !strings.Contains(errOut, "64 hex digits") {
+		t.Fatalf("a malformed pin: %s", errOut)
+	}
+	if _, errOut, _ := c.ward("node", "ls", "--pin", "sha1:"+strings.Repeat("ab", 20)); !strings.Contains(errOut, "SHA-1") {
+		t.Fatalf("no legacy warning: %s", errOut)
+	}
+}
