@@ -184,9 +184,15 @@ func main() {
 		r := newResult(s.name)
 		progress("== %s: %s", s.name, s.what)
 		stopProfile := startProfile(s.name, len(run) > 1)
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), takeCPUSnapshot()
 		err := s.run(ctx, r)
 		stopProfile()
+		foreign := foreignCores(cpu0, takeCPUSnapshot())
+		r.MachineOther = round(foreign, 2)
+		r.LoadAvg = loadAvg()
+		if foreign > 0.2 {
+			r.note("other processes used %.2f of %d cores on average during this scenario: its figures are lower than on an idle machine", foreign, runtime.NumCPU())
+		}
 		r.ElapsedS = round(time.Since(t0).Seconds(), 2)
 		var na notAvailable
 		switch {

@@ -27,6 +27,11 @@ type Result struct {
 	NumCPU     int            `json:"num_cpu"`
 	Started    time.Time      `json:"started"`
 	ElapsedS   float64        `json:"elapsed_s"`
+	// MachineOther is the average number of cores other processes used
+	// while the scenario ran (the machine is shared); LoadAvg is
+	// /proc/loadavg at its end.
+	MachineOther float64 `json:"other_processes_cores"`
+	LoadAvg      string  `json:"loadavg"`
 }
 
 // Figure is one measured value, with its target and its ratio to the
@@ -176,7 +181,7 @@ func (p *printer) flush() {
 		for _, k := range keys {
 			ps = append(ps, fmt.Sprintf("%s=%v", k, r.Params[k]))
 		}
-		fmt.Fprintf(p.w, "\n%s (%s, %.1fs, %s, GOMAXPROCS=%d, NumCPU=%d): %s\n", r.Scenario, r.Status, r.ElapsedS, r.GoVersion, r.GOMAXPROCS, r.NumCPU, strings.Join(ps, " "))
+		fmt.Fprintf(p.w, "\n%s (%s, %.1fs, %s, GOMAXPROCS=%d, NumCPU=%d, other processes %.2f cores, load %s): %s\n", r.Scenario, r.Status, r.ElapsedS, r.GoVersion, r.GOMAXPROCS, r.NumCPU, r.MachineOther, r.LoadAvg, strings.Join(ps, " "))
 		for _, n := range r.Notes {
 			fmt.Fprintf(p.w, "  - %s\n", n)
 		}

@@ -430,6 +430,7 @@ func startCoordinatorProcess(ctx context.Context, bin, dir string) (*coordProc, 
 		return nil, err
 	}
 	p := &coordProc{cmd: cmd, done: make(chan struct{}), stderr: errPath}
+	trackChild(cmd.Process.Pid)
 	go func() { cmd.Wait(); outF.Close(); errF.Close(); close(p.done) }()
 	debugf("scale: coordinator pid %d, log %s", cmd.Process.Pid, errPath)
 	deadline := time.Now().Add(30 * time.Second)
