@@ -163,7 +163,7 @@ func (a *adminAPI) do(ctx context.Context, method, path string, in, out any) err
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	if resp.StatusCode/100 != 2 {
 		var eb api.ErrorBody
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -233,7 +233,7 @@ func (a *adminAPI) waitJobEnd(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("follow job %s: %s", id, resp.Status)
 	}
@@ -380,4 +380,13 @@ func parallel(ctx context.Context, n, conc int, fn func(i int) error) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// closeBody reads what is left of a response and closes it: only a body
+// read to EOF lets the Transport reuse the connection, and every new
+// connection is a full mTLS handshake that would load the coordinator
+// with the harness's own overhead.
+func closeBody(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
+	resp.Body.Close()
 }

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 )
@@ -49,6 +50,7 @@ var opts struct {
 	output     string
 	cpuProfile string
 	memProfile string
+	traceFile  string
 	verbose    bool
 	keep       bool
 
@@ -87,6 +89,7 @@ var opts struct {
 func defineFlags(fs *flag.FlagSet) {
 	fs.StringVar(&opts.output, "o", "table", "output: table or json (one object per scenario, one per line)")
 	fs.StringVar(&opts.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (in-process coordinator and agents) to `file`")
+	fs.StringVar(&opts.traceFile, "trace", "", "write a runtime execution trace of each scenario to `file` (FILE.SCENARIO when several run); `go tool trace -pprof=syscall` shows time blocked in fsync")
 	fs.StringVar(&opts.memProfile, "memprofile", "", "write a heap profile of this process at the end to `file`")
 	fs.BoolVar(&opts.verbose, "v", false, "progress and coordinator log paths on stderr")
 	fs.BoolVar(&opts.keep, "keep", false, "keep temp dirs (logs, data) for inspection")
@@ -225,11 +228,13 @@ func main() {
 	}
 }
 
-// startProfile starts a CPU profile of one scenario when -cpuprofile is
-// set: FILE for a single scenario, FILE.SCENARIO when several run.
+// startProfile starts a CPU profile (and an execution trace) of one
+// scenario when -cpuprofile (-trace) is set: FILE for a single scenario,
+// FILE.SCENARIO when several run.
 func startProfile(name string, several bool) func() {
+	stopTrace := startTrace(name, several)
 	if opts.cpuProfile == "" {
-		return func() {}
+		return stopTrace
 	}
 	path := opts.cpuProfile
 	if several {
@@ -246,6 +251,29 @@ func startProfile(name string, several bool) func() {
 		pprof.StopCPUProfile()
 		f.Close()
 		progress("CPU profile of %s in %s", name, path)
+		stopTrace()
+	}
+}
+
+func startTrace(name string, several bool) func() {
+	if opts.traceFile == "" {
+		return func() {}
+	}
+	path := opts.traceFile
+	if several {
+		path += "." + name
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fatalf("trace: %v", err)
+	}
+	if err := trace.Start(f); err != nil {
+		fatalf("trace: %v", err)
+	}
+	return func() {
+		trace.Stop()
+		f.Close()
+		progress("execution trace of %s in %s", name, path)
 	}
 }
 

@@ -587,7 +587,7 @@ func scrapeLag(ctx context.Context, a *adminAPI) (histogram, error) {
 	if err != nil {
 		return histogram{}, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, resp.Body)
 		return histogram{}, fmt.Errorf("GET /metrics: %s: the coordinator needs to export ward_heartbeat_lag_seconds", resp.Status)
