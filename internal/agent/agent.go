@@ -47,6 +47,7 @@ type Agent struct {
 	renewNow  chan time.Duration
 	renewDone chan error // set while a renewal awaits its answer (under mu)
 	connected bool       // a session is open (under mu)
+	conn      net.Conn   // the current session's connection (under mu)
 
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
@@ -68,13 +69,14 @@ type attempt struct {
 
 // outbox holds what the current session's writer must send next.
 type outbox struct {
-	started   []api.StartedRef
-	output    []api.OutputChunk
-	outBytes  int
-	dropped   int
-	results   []api.TaskResult
-	heartbeat bool
-	renew     []byte // a CSR to send as RenewRequest
+	started    []api.StartedRef
+	output     []api.OutputChunk
+	outBytes   int
+	dropped    int
+	results    []api.TaskResult
+	heartbeat  bool
+	renew      []byte             // a CSR to send as RenewRequest
+	upgradeErr *api.UpgradeResult // why a move to TLS failed
 }
 
 // Options are the parts of an agent that are not configuration.
@@ -88,6 +90,9 @@ type Options struct {
 	Keys KeySource
 	// JoinString enrolls a data directory that has no identity yet.
 	JoinString string
+	// UpgradeTLS moves an agent that used the plaintext migration listener
+	// to the TLS cluster port for good.
+	UpgradeTLS bool
 }
 
 // New prepares an agent: it joins first when the data directory has no
@@ -131,6 +136,27 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	}
 	if a.state, err = loadState(cfg.DataDir); err != nil {
 		return nil, err
+	}
+	switch {
+	case opts.UpgradeTLS && cfg.InsecurePlaintextCoordinator != "":
+		return nil, fmt.Errorf("--upgrade-tls and --insecure-plaintext-coordinator contradict each other: pass one")
+	case opts.UpgradeTLS:
+		if a.state.PlaintextAddr != "" {
+			log.Info("moving this agent from plaintext to TLS for good (--upgrade-tls)", "was", a.state.PlaintextAddr)
+		}
+		a.state.PlaintextAddr = ""
+		if err := saveState(cfg.DataDir, a.state); err != nil {
+			return nil, err
+		}
+	case cfg.InsecurePlaintextCoordinator != "" && cfg.InsecurePlaintextCoordinator != a.state.PlaintextAddr:
+		a.state.PlaintextAddr = cfg.InsecurePlaintextCoordinator
+		if err := saveState(cfg.DataDir, a.state); err != nil {
+			return nil, err
+		}
+	}
+	if a.state.PlaintextAddr != "" {
+		log.Warn("INSECURE: this agent's session runs in PLAINTEXT to "+a.state.PlaintextAddr+": it is authenticated by its key but not encrypted (link status NO)",
+			"fix", "restart with --upgrade-tls, or have an admin run `ward migrate upgrade`")
 	}
 	if a.state.KeyStore != "" && a.state.KeyStore != keys.Name() {
 		return nil, fmt.Errorf("this node's key is in %q storage (it joined with --key %s); start the agent with --key %s", a.state.KeyStore, a.state.KeyStore, a.state.KeyStore)
@@ -191,10 +217,21 @@ func (a *Agent) Node() string { return a.state.Node }
 func (a *Agent) Certificate() *tls.Certificate { return a.src.Certificate() }
 
 func (a *Agent) coordinators() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state.PlaintextAddr != "" {
+		return []string{a.state.PlaintextAddr}
+	}
 	if len(a.cfg.Coordinators) > 0 {
 		return a.cfg.Coordinators
 	}
 	return a.state.ClusterAddrs
+}
+
+func (a *Agent) plaintext() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state.PlaintextAddr != ""
 }
 
 // errFatal marks session errors that retrying cannot fix.
@@ -207,8 +244,7 @@ func (e errFatal) Unwrap() error { return e.err }
 // over between them with jittered exponential backoff. Tasks keep running
 // while no coordinator is reachable.
 func (a *Agent) Run(ctx context.Context) error {
-	addrs := a.coordinators()
-	if len(addrs) == 0 {
+	if len(a.coordinators()) == 0 {
 		return errors.New("no coordinator address is known: pass --coordinator HOST:PORT")
 	}
 	if err := a.refreshCRLs(ctx); err != nil {
@@ -221,6 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	backoff := 250 * time.Millisecond
 	for i := 0; ctx.Err() == nil; i++ {
+		addrs := a.coordinators()
 		addr := addrs[i%len(addrs)]
 		start := time.Now()
 		if !time.Now().Before(a.src.Leaf().NotAfter) {

@@ -15,7 +15,13 @@ import (
 // session runs one stream to addr: hello with what runs and what finished
 // unacknowledged, then assignments in and results out until it breaks.
 func (a *Agent) session(ctx context.Context, addr string) error {
-	conn, err := a.dial(ctx, addr)
+	var conn net.Conn
+	var err error
+	if a.plaintext() {
+		conn, err = a.dialPlaintext(ctx, addr)
+	} else {
+		conn, err = a.dial(ctx, addr)
+	}
 	if err != nil {
 		return err
 	}
@@ -73,10 +79,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.drain = w.Drain
 	a.sessions++
 	a.connected = true
+	a.conn = conn
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		a.connected = false
+		a.conn = nil
 		if a.renewDone != nil {
 			a.renewDone <- errors.New("the session ended before the renewal was answered")
 			a.renewDone = nil
@@ -198,6 +206,12 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 		case a.renewNow <- m.Delay.D():
 		default:
 		}
+	case api.FrameUpgradeTLS:
+		var m api.UpgradeTLS
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		go a.upgradeToTLS(context.Background(), m)
 	case api.FrameTrust:
 		var m api.Trust
 		if err := api.DecodeFrame(t, body, &m); err != nil {
@@ -323,6 +337,9 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 		if err == nil && len(o.results) > 0 {
 			buf, err = api.AppendFrame(buf, api.FrameResults, api.Results{Results: o.results})
+		}
+		if err == nil && o.upgradeErr != nil {
+			buf, err = api.AppendFrame(buf, api.FrameUpgradeResult, o.upgradeErr)
 		}
 		if err == nil && o.renew != nil {
 			buf, err = api.AppendFrame(buf, api.FrameRenewRequest, api.RenewRequest{CSR: o.renew})

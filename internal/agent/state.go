@@ -34,6 +34,9 @@ type stateFile struct {
 	PublicAddrs  []string `json:"public_addrs"`
 	JoinPin      string   `json:"join_pin"`
 	KeyStore     string   `json:"key_store"` // file or tpm
+	// PlaintextAddr, when set, is the coordinator's plaintext migration
+	// listener this agent still uses (INSECURE: link status NO).
+	PlaintextAddr string `json:"insecure_plaintext_addr,omitempty"`
 }
 
 // Joined reports whether dir already holds an agent identity.

@@ -93,8 +93,9 @@ type Node struct {
 	CertExpiry time.Time         `json:"cert_expiry"`
 	CertIssuer string            `json:"cert_issuer,omitempty"`
 	TLSVersion string            `json:"tls_version"`
-	Link       string            `json:"link"`                 // YES, PARTLY, NO
-	Revocation string            `json:"revocation,omitempty"` // the agent's check of the coordinator: checked, unavailable
+	Link       string            `json:"link"`                    // YES, PARTLY, NO
+	Revocation string            `json:"revocation,omitempty"`    // the agent's check of the coordinator: checked, unavailable
+	UpgradeErr string            `json:"upgrade_error,omitempty"` // why the last move from plaintext to TLS failed
 	Addr       string            `json:"addr,omitempty"`
 	Connected  bool              `json:"connected"`
 	LastSeen   time.Time         `json:"last_seen,omitempty"`
@@ -170,4 +171,28 @@ type CAStatus struct {
 	OnOldCA    []string       `json:"agents_on_old_ca,omitempty"`
 	Next       string         `json:"next"`
 	Changed    time.Time      `json:"changed,omitempty"`
+}
+
+// MigrationStatus lists the links that are not yet fully secure.
+type MigrationStatus struct {
+	Plaintext string     `json:"plaintext_addr,omitempty"` // where the plaintext listener is bound, if open
+	Finished  bool       `json:"finished"`                 // plaintext is loopback only
+	Insecure  []PeerLink `json:"insecure_peers"`
+	Secure    int        `json:"secure_peers"`
+}
+
+// PeerLink is one peer whose link is not YES.
+type PeerLink struct {
+	Node       string `json:"node"`
+	Addr       string `json:"addr"`
+	Link       string `json:"link"`
+	Reason     string `json:"reason"`
+	UpgradeErr string `json:"upgrade_error,omitempty"`
+}
+
+// MigrateRequest asks plaintext agents to upgrade, or finishes the
+// migration.
+type MigrateRequest struct {
+	Nodes []string `json:"nodes,omitempty"` // upgrade: only these (default all)
+	Force bool     `json:"force,omitempty"` // finish: even while peers are still plaintext
 }

@@ -26,7 +26,45 @@ const (
 	FrameRenewed
 	FrameRenewNow
 	FrameBye
+	FrameChallenge     // plaintext only: coordinator → agent nonce
+	FrameAuth          // plaintext only: agent → coordinator certificate and signature
+	FrameUpgradeTLS    // coordinator → plaintext agent: move to the TLS cluster port
+	FrameUpgradeResult // agent → coordinator: why an upgrade to TLS failed
 )
+
+// PlaintextPreface opens an agent session on the plaintext migration
+// listener; anything else there is refused.
+const PlaintextPreface = "WARD/1 AGENT\n"
+
+// PlaintextAuthContext is signed, with the challenge nonce, cluster and
+// node, by an agent authenticating on the plaintext listener.
+const PlaintextAuthContext = "ward plaintext agent auth v1"
+
+// Challenge is the nonce an agent must sign on the plaintext listener.
+type Challenge struct {
+	Nonce []byte `json:"nonce"`
+}
+
+// Auth proves an agent's identity without TLS: its certificate chain and
+// a signature by its key over PlaintextAuthContext, the nonce, the cluster
+// and the node name. The link is still plaintext (link status NO).
+type Auth struct {
+	ChainPEM  []byte `json:"chain_pem"`
+	Signature []byte `json:"signature"`
+}
+
+// UpgradeTLS asks a plaintext agent to move its session to the TLS
+// cluster port. It proves it can connect first and stays on plaintext
+// (reporting why) if it cannot: it never falls back silently.
+type UpgradeTLS struct {
+	ClusterAddrs []string `json:"cluster_addrs"`
+}
+
+// UpgradeResult reports a failed upgrade attempt.
+type UpgradeResult struct {
+	Error   string `json:"error"`
+	Verdict string `json:"verdict"`
+}
 
 // MaxFrame bounds one frame; larger frames end the session.
 const MaxFrame = 16 << 20
@@ -70,6 +108,9 @@ type Welcome struct {
 	// BundlePEM is the cluster's current trust bundle, so an agent that was
 	// away during a CA rotation catches up.
 	BundlePEM []byte `json:"bundle_pem,omitempty"`
+	// ClusterAddrs are the TLS cluster addresses (used by plaintext agents
+	// when they upgrade).
+	ClusterAddrs []string `json:"cluster_addrs,omitempty"`
 }
 
 // Heartbeat reports liveness, load and the agent's clock.

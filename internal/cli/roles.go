@@ -106,6 +106,8 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.StringVar(&cfg.PublicAddr, "public-addr", cfg.PublicAddr, "server-TLS listener for joins, the CA bundle and the CRL")
 	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "names and IPs peers use to reach this coordinator (first one goes into join strings)")
 	f.StringVar(&cfg.MinTLS, "min-tls", cfg.MinTLS, "minimum TLS version: 1.3, or 1.2 for old clients (insecure)")
+	f.StringVar(&cfg.PlaintextAddr, "plaintext-addr", "", "open the plaintext migration listener for agents not on TLS yet (loopback unless --insecure-plaintext)")
+	f.BoolVar(&cfg.InsecurePlaintext, "insecure-plaintext", false, "INSECURE: allow --plaintext-addr on an address other hosts reach (links show NO)")
 	f.Var(durationFlag{&cfg.NodeLostTimeout}, "node-lost-timeout", "how long a disconnected agent's tasks wait before being requeued")
 	f.Var(durationFlag{&cfg.HeartbeatInterval}, "heartbeat-interval", "base agent heartbeat interval")
 	f.Var(durationFlag{&cfg.AgentCertLifetime}, "agent-cert-lifetime", "lifetime of agent certificates")
@@ -138,6 +140,10 @@ func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordi
 			out.Advertise = flags.Advertise
 		case "min-tls":
 			out.MinTLS = flags.MinTLS
+		case "plaintext-addr":
+			out.PlaintextAddr = flags.PlaintextAddr
+		case "insecure-plaintext":
+			out.InsecurePlaintext = flags.InsecurePlaintext
 		case "node-lost-timeout":
 			out.NodeLostTimeout = flags.NodeLostTimeout
 		case "heartbeat-interval":
@@ -197,7 +203,7 @@ func onSIGHUP(ctx context.Context, reload func()) {
 func newAgentCmd(g *globals) *cobra.Command {
 	cfg := config.AgentDefaults()
 	var file, join, joinFile string
-	var validate bool
+	var validate, upgradeTLS bool
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent (compute node); the first start joins with a token",
@@ -238,7 +244,7 @@ secret never shows in the process list.`,
 				return err
 			}
 			defer reaper.Close()
-			opts := agent.Options{Logger: slog.Default(), JoinString: js, Reaper: reaper}
+			opts := agent.Options{Logger: slog.Default(), JoinString: js, Reaper: reaper, UpgradeTLS: upgradeTLS}
 			if final.Key == "tpm" {
 				opts.Keys = tpmkey.Source{Device: final.TPMDevice, Dir: final.DataDir}
 			}
@@ -264,6 +270,8 @@ secret never shows in the process list.`,
 	f.StringArrayVar(&cfg.Pins, "pin", nil, "require this pin (sha256:... of a CA key) on every coordinator connection (repeatable)")
 	f.Var(durationFlag{&cfg.KillGrace}, "kill-grace", "wait between SIGTERM and SIGKILL when stopping a task")
 	f.BoolVar(&cfg.InsecureSkipVerify, "insecure-skip-verify", false, "INSECURE: do not verify the coordinator's certificate (link shows PARTLY)")
+	f.StringVar(&cfg.InsecurePlaintextCoordinator, "insecure-plaintext-coordinator", "", "INSECURE: run the session without TLS to a coordinator's plaintext migration listener (HOST:PORT); link shows NO")
+	f.BoolVar(&upgradeTLS, "upgrade-tls", false, "move an agent that used the plaintext listener to the TLS cluster port for good")
 	f.StringVar(&cfg.Key, "key", cfg.Key, "where the agent's private key lives: file, or tpm (created inside a TPM 2.0 and never leaving it)")
 	f.StringVar(&cfg.TPMDevice, "tpm-device", cfg.TPMDevice, "TPM character device, or tcp://HOST:PORT for a software TPM (swtpm)")
 	f.StringVar(&cfg.RevocationPolicy, "revocation-policy", cfg.RevocationPolicy, "when the coordinator's CRL cannot be fetched: soft (warn) or hard (refuse)")
@@ -292,6 +300,8 @@ func mergeAgentFlags(fs *pflag.FlagSet, file, flags config.Agent) config.Agent {
 			out.InsecureSkipVerify = flags.InsecureSkipVerify
 		case "key":
 			out.Key = flags.Key
+		case "insecure-plaintext-coordinator":
+			out.InsecurePlaintextCoordinator = flags.InsecurePlaintextCoordinator
 		case "tpm-device":
 			out.TPMDevice = flags.TPMDevice
 		case "revocation-policy":

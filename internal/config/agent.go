@@ -33,6 +33,11 @@ type Agent struct {
 	// It exists for migrations only, warns on every start and shows the
 	// link as PARTLY.
 	InsecureSkipVerify bool `json:"insecure_skip_verify"`
+	// InsecurePlaintextCoordinator runs the session without TLS to this
+	// address (a coordinator's plaintext migration listener). The agent
+	// still proves its identity with its key, but the link is plaintext
+	// (NO). Remembered until --upgrade-tls or a coordinator-driven upgrade.
+	InsecurePlaintextCoordinator string `json:"insecure_plaintext_coordinator"`
 	// Key is where the private key lives: "file" (default) or "tpm".
 	Key string `json:"key"`
 	// TPMDevice is the TPM character device, or tcp://HOST:PORT for a
@@ -89,6 +94,11 @@ func (a *Agent) Validate() error {
 	for _, c := range a.Coordinators {
 		if _, port, err := net.SplitHostPort(c); err != nil || port == "" {
 			p.Addf("coordinators (--coordinator)", "%q must be HOST:PORT", c)
+		}
+	}
+	if a.InsecurePlaintextCoordinator != "" {
+		if _, port, err := net.SplitHostPort(a.InsecurePlaintextCoordinator); err != nil || port == "" {
+			p.Addf("insecure_plaintext_coordinator (--insecure-plaintext-coordinator)", "%q must be HOST:PORT", a.InsecurePlaintextCoordinator)
 		}
 	}
 	if _, err := pki.ParsePins(a.Pins); err != nil {

@@ -24,6 +24,14 @@ type Coordinator struct {
 	// They go into the server certificate, and the first one into join
 	// strings and CLI contexts.
 	Advertise []string `json:"advertise"`
+	// PlaintextAddr opens the plaintext migration listener for agents that
+	// are not on TLS yet (off when empty). A non-loopback address needs
+	// InsecurePlaintext.
+	PlaintextAddr string `json:"plaintext_addr"`
+	// InsecurePlaintext allows the plaintext listener on a non-loopback
+	// address: links over it are shown as NO and it is logged at every
+	// start.
+	InsecurePlaintext bool `json:"insecure_plaintext"`
 	// MinTLS is "1.3" (default) or "1.2" (AEAD ECDHE suites only).
 	MinTLS string `json:"min_tls"`
 	// AgentCertLifetime, UserCertLifetime and CoordinatorCertLifetime are
@@ -105,6 +113,14 @@ func (c *Coordinator) Validate() error {
 			p.Addf(key, "%q must be HOST:PORT or :PORT", addr)
 		}
 	}
+	if c.PlaintextAddr != "" {
+		host, port, err := net.SplitHostPort(c.PlaintextAddr)
+		if err != nil || port == "" {
+			p.Addf("plaintext_addr (--plaintext-addr)", "%q must be HOST:PORT", c.PlaintextAddr)
+		} else if !IsLoopback(host) && !c.InsecurePlaintext {
+			p.Addf("plaintext_addr (--plaintext-addr)", "%q is not a loopback address; a plaintext listener reachable from other hosts needs --insecure-plaintext", c.PlaintextAddr)
+		}
+	}
 	for _, a := range c.Advertise {
 		if a == "" || len(a) > 253 {
 			p.Addf("advertise (--advertise)", "%q is not a host name or IP", a)
@@ -143,4 +159,13 @@ func (c *Coordinator) Validate() error {
 		p.Addf("join_rate/join_burst", "must be positive")
 	}
 	return p.Err("coordinator")
+}
+
+// IsLoopback reports whether host is a loopback name or address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -37,6 +38,9 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
 	handle("GET /v1/certs", c.apiCertList)
 	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
+	handle("GET /v1/migrate/status", c.apiMigrateStatus)
+	handle("POST /v1/migrate/upgrade", c.apiMigrateUpgrade)
+	handle("POST /v1/migrate/finish", c.apiMigrateFinish)
 	handle("GET /v1/ca/status", c.apiCAStatus)
 	handle("POST /v1/ca/rotate", c.apiCARotate)
 	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, _ pki.ID) error { c.serveCRL(w, r); return nil })
@@ -151,6 +155,20 @@ func (c *Coordinator) insecureSettings() []string {
 	if c.cfg.StoreNoSync {
 		out = append(out, "insecure_store_nosync")
 	}
+	if addr, remote := c.plaintextInsecure(); remote {
+		out = append(out, "plaintext listener reachable from other hosts on "+addr+" (--insecure-plaintext)")
+	}
+	c.mu.Lock()
+	for name, s := range c.sessions {
+		switch s.link {
+		case transport.LinkNo:
+			out = append(out, "agent "+name+": plaintext link (NO)")
+		case transport.LinkPartly:
+			out = append(out, "agent "+name+": does not verify the coordinator, --insecure-skip-verify (PARTLY)")
+		}
+	}
+	c.mu.Unlock()
+	sort.Strings(out)
 	return out
 }
 

@@ -40,6 +40,7 @@ func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, _ pki.ID)
 			an.Connected = true
 			an.Link = string(s.link)
 			an.Revocation = s.revocation
+			an.UpgradeErr = s.upgradeErr.Load().(string)
 			an.TLSVersion = transport.VersionName(s.peer.TLSVersion)
 			an.Addr = s.conn.RemoteAddr().String()
 			an.LastSeen = time.Unix(0, s.lastSeen.Load()).UTC()

@@ -49,6 +49,8 @@ type Coordinator struct {
 	publicHTTP          *http.Server
 	clusterConns        *connQueue
 	publicConns         *connQueue
+	plain               plaintextListener
+	serveCtx            context.Context
 
 	// mu guards the job system's state: everything below it.
 	mu         sync.Mutex
@@ -124,6 +126,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		if !ok {
 			c.clusterLn.Close()
 			c.publicLn.Close()
+			if c.plain.ln != nil {
+				c.plain.ln.Close()
+			}
 			c.closeStorage()
 		}
 	}()
@@ -149,6 +154,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("load revocations: %w", err)
 	}
 	c.metrics = telemetry.New(c.expiries, c.crlAge)
+	if err := c.bindPlaintext(context.Background()); err != nil {
+		return nil, err
+	}
 	opt := transport.ServerOptions{Cluster: cfg.Cluster, MinVersion: minTLS, Revoked: c.revoked}
 	c.clusterTLS = transport.ClusterServerConfig(c.ca.src, opt)
 	c.publicTLS = transport.PublicServerConfig(c.ca.src, opt)
@@ -173,6 +181,7 @@ func (c *Coordinator) CreatedCA() bool { return c.ca.created }
 func (c *Coordinator) Serve(ctx context.Context) error {
 	ctx, c.cancel = context.WithCancel(ctx)
 	defer c.cancel()
+	c.serveCtx = ctx
 	jctx, jcancel := context.WithCancel(context.Background())
 	jdone := make(chan struct{})
 	go func() { c.journal.run(jctx); close(jdone) }()
@@ -191,6 +200,10 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	c.publicHTTP = &http.Server{Handler: c.publicRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
 	c.logListener("cluster", c.clusterLn, c.clusterTLS, "required and verified at the handshake")
 	c.logListener("public", c.publicLn, c.publicTLS, "not required (server authentication only)")
+	c.logPlaintextListener()
+	if c.plain.ln != nil {
+		go c.servePlaintext(ctx, c.plain.ln)
+	}
 	c.wg.Add(7)
 	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()
@@ -210,6 +223,11 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	c.cancel()
 	c.clusterLn.Close()
 	c.publicLn.Close()
+	c.plain.mu.Lock()
+	if c.plain.ln != nil {
+		c.plain.ln.Close()
+	}
+	c.plain.mu.Unlock()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	c.clusterHTTP.Shutdown(sctx)
 	c.publicHTTP.Shutdown(sctx)

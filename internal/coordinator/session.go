@@ -29,6 +29,8 @@ type session struct {
 	link transport.LinkStatus
 	// revocation is what the agent reported about checking our certificate.
 	revocation string
+	// upgradeErr is why the agent's last move to TLS failed ("" if none).
+	upgradeErr atomic.Value
 	// interval is the heartbeat interval the agent was told.
 	interval time.Duration
 
@@ -118,6 +120,7 @@ func (c *Coordinator) heartbeatInterval(nodes int) time.Duration {
 // runSession serves one agent from its hello until the stream ends.
 func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 	s := &session{c: c, conn: conn, node: peer.ID.Name, peer: peer, link: peer.Link, done: make(chan struct{})}
+	s.upgradeErr.Store("")
 	defer close(s.done)
 	hdr := make([]byte, 5)
 	conn.SetReadDeadline(time.Now().Add(helloTimeout))
@@ -208,13 +211,17 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	s.interval = c.heartbeatInterval(len(c.nodes))
 	c.mu.Unlock()
 
-	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.ca.src.Bundle().PEM()}
+	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.ca.src.Bundle().PEM(),
+		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
 	}
 	s.send(api.FrameWelcome, welcome)
 	if len(cancelNow) > 0 {
 		s.send(api.FrameCancel, api.Cancel{Refs: cancelNow, Reason: "the job was canceled while the agent was away", EndReason: api.EndCanceled})
+	}
+	if s.link == transport.LinkNo && c.wantsUpgrade(s.node) {
+		s.send(api.FrameUpgradeTLS, api.UpgradeTLS{ClusterAddrs: welcome.ClusterAddrs})
 	}
 	if d := c.catchUpDelay(s.peer.Cert); d > 0 {
 		// A CA rotation moved on while this agent was away.
@@ -372,6 +379,13 @@ func (c *Coordinator) handleLifecycleFrame(s *session, t api.FrameType, body []b
 	switch t {
 	case api.FrameRenewRequest:
 		go c.renewOverSession(s, body)
+	case api.FrameUpgradeResult:
+		var m api.UpgradeResult
+		if api.DecodeFrame(t, body, &m) == nil {
+			s.upgradeErr.Store(m.Error)
+			c.log.Warn("an agent could not move to TLS and stays on plaintext", "node", s.node, "verdict", m.Verdict, "err", m.Error)
+			c.audit.Record(audit.Event{Type: "migrate.upgrade_failed", Actor: s.peer.ID.String(), Result: m.Verdict, Detail: map[string]string{"error": m.Error}})
+		}
 	default:
 		c.log.Debug("ignoring frame", "node", s.node, "frame", t)
 	}
