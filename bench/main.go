@@ -69,7 +69,9 @@ var opts struct {
 	latJobTasks    int
 	latDuration    time.Duration
 
-	revokeAgents int
+	heapAgents       int
+	goroutineProfile bool
+	revokeAgents     int
 	revokes      int
 
 	execTasks  int
@@ -109,6 +111,8 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 100, "dispatch: tasks per job in the half-load latency pass")
 	fs.DurationVar(&opts.latDuration, "lat-time", 5*time.Second, "dispatch: length of the half-load latency pass")
 
+	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
+	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")
 	fs.IntVar(&opts.revokeAgents, "revoke-agents", 200, "revoke: simulated agents with live sessions")
 	fs.IntVar(&opts.revokes, "revokes", 100, "revoke: nodes revoked, one at a time")
 	fs.IntVar(&opts.execTasks, "exec-tasks", 10000, "dispatch-exec: tasks")
@@ -166,6 +170,9 @@ func main() {
 	}
 	for _, n := range names {
 		s, ok := findScenario(n)
+		if n == "heap" {
+			s, ok = scenario{"heap", "diagnostic: heap profile of an in-process coordinator holding idle simulated agents", runHeap}, true
+		}
 		if !ok {
 			fmt.Fprintf(os.Stderr, "bench: unknown scenario %q\n", n)
 			fs.Usage()
