@@ -196,3 +196,24 @@ type MigrateRequest struct {
 	Nodes []string `json:"nodes,omitempty"` // upgrade: only these (default all)
 	Force bool     `json:"force,omitempty"` // finish: even while peers are still plaintext
 }
+
+// Finding severities, most severe first.
+const (
+	SeverityCritical = "critical"
+	SeverityWarning  = "warning"
+	SeverityInfo     = "info"
+)
+
+// Finding is one problem `ward doctor` found, with a stable code.
+type Finding struct {
+	Severity string `json:"severity"`
+	Code     string `json:"code"`
+	Finding  string `json:"finding"`
+	Fix      string `json:"fix"`
+}
+
+// DoctorReport is the answer of GET /v1/doctor.
+type DoctorReport struct {
+	Horizon  Duration  `json:"horizon"`
+	Findings []Finding `json:"findings"`
+}

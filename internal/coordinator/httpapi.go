@@ -38,6 +38,8 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
 	handle("GET /v1/certs", c.apiCertList)
 	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
+	handle("GET /v1/doctor", c.apiDoctor)
+	handle("GET /v1/audit", c.apiAudit)
 	handle("GET /v1/migrate/status", c.apiMigrateStatus)
 	handle("POST /v1/migrate/upgrade", c.apiMigrateUpgrade)
 	handle("POST /v1/migrate/finish", c.apiMigrateFinish)

@@ -398,3 +398,5 @@ func lines(s string) []string {
 }
 
 var _ = context.Background
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
