@@ -51,6 +51,9 @@ func (r *passResult) meanCycle(totalSlots int) (assign, run, turnaround float64)
 // pass over mTLS, the same pass over the plaintext listener, and a pass at
 // half the measured max rate for latency.
 func runDispatch(ctx context.Context, r *Result) error {
+	if opts.latJobTasks == 0 {
+		opts.latJobTasks = opts.jobTasks
+	}
 	r.param("tasks", opts.tasks)
 	r.param("agents", opts.dispatchAgents)
 	r.param("slots_per_agent", opts.slots)

@@ -108,7 +108,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.slots, "slots", 32, "dispatch: slots per simulated agent (tasks each runs at once)")
 	fs.IntVar(&opts.jobTasks, "job-tasks", 1000, "dispatch: tasks per job in the max-rate pass")
 	fs.IntVar(&opts.submitters, "submitters", 4, "dispatch: concurrent submitters in the max-rate pass")
-	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 100, "dispatch: tasks per job in the half-load latency pass")
+	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 0, "dispatch: tasks per job in the half-load latency pass (0: the same as -job-tasks, so the load is the max-rate pass's at half the rate)")
 	fs.DurationVar(&opts.latDuration, "lat-time", 5*time.Second, "dispatch: length of the half-load latency pass")
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
