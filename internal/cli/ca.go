@@ -18,7 +18,7 @@ import (
 
 func newCACmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "The cluster CA: pins, CRL, rotation, import and export"}
-	cmd.AddCommand(newCACRLCmd(g), newCAPinCmd(g), newCAStatusCmd(g), newCARotateCmd(g))
+	cmd.AddCommand(newCACRLCmd(g), newCAPinCmd(g), newCAStatusCmd(g), newCARotateCmd(g), newCAImportCmd(g), newCACSRCmd(g), newCAExportCmd(g))
 	return cmd
 }
 
