@@ -106,6 +106,10 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.StringVar(&cfg.PublicAddr, "public-addr", cfg.PublicAddr, "server-TLS listener for joins, the CA bundle and the CRL")
 	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "names and IPs peers use to reach this coordinator (first one goes into join strings)")
 	f.StringVar(&cfg.MinTLS, "min-tls", cfg.MinTLS, "minimum TLS version: 1.3, or 1.2 for old clients (insecure)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serve this server certificate from an enterprise CA (PEM, or PKCS#12 with the key) instead of one Ward issues")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of --tls-cert (0600)")
+	f.StringVar(&cfg.TLSPasswordFile, "tls-password-file", "", "file holding the PKCS#12 password of --tls-cert (0600)")
+	f.StringVar(&cfg.TLSCA, "tls-ca", "", "the root CA of --tls-cert, when the file does not end with it")
 	f.StringVar(&cfg.PlaintextAddr, "plaintext-addr", "", "open the plaintext migration listener for agents not on TLS yet (loopback unless --insecure-plaintext)")
 	f.BoolVar(&cfg.InsecurePlaintext, "insecure-plaintext", false, "INSECURE: allow --plaintext-addr on an address other hosts reach (links show NO)")
 	f.Var(durationFlag{&cfg.NodeLostTimeout}, "node-lost-timeout", "how long a disconnected agent's tasks wait before being requeued")
@@ -142,6 +146,14 @@ func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordi
 			out.MinTLS = flags.MinTLS
 		case "plaintext-addr":
 			out.PlaintextAddr = flags.PlaintextAddr
+		case "tls-cert":
+			out.TLSCert = flags.TLSCert
+		case "tls-key":
+			out.TLSKey = flags.TLSKey
+		case "tls-password-file":
+			out.TLSPasswordFile = flags.TLSPasswordFile
+		case "tls-ca":
+			out.TLSCA = flags.TLSCA
 		case "insecure-plaintext":
 			out.InsecurePlaintext = flags.InsecurePlaintext
 		case "node-lost-timeout":

@@ -32,6 +32,14 @@ type Coordinator struct {
 	// address: links over it are shown as NO and it is logged at every
 	// start.
 	InsecurePlaintext bool `json:"insecure_plaintext"`
+	// TLSCert, TLSKey, TLSPasswordFile and TLSCA use a server certificate
+	// from an enterprise CA instead of one Ward issues: TLSCert is PEM (with
+	// TLSKey) or PKCS#12 (with the key, and TLSPasswordFile), TLSCA the
+	// root clients verify it against when the file does not end with it.
+	TLSCert         string `json:"tls_cert"`
+	TLSKey          string `json:"tls_key"`
+	TLSPasswordFile string `json:"tls_password_file"`
+	TLSCA           string `json:"tls_ca"`
 	// MinTLS is "1.3" (default) or "1.2" (AEAD ECDHE suites only).
 	MinTLS string `json:"min_tls"`
 	// AgentCertLifetime, UserCertLifetime and CoordinatorCertLifetime are
@@ -112,6 +120,9 @@ func (c *Coordinator) Validate() error {
 		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 			p.Addf(key, "%q must be HOST:PORT or :PORT", addr)
 		}
+	}
+	if (c.TLSKey != "" || c.TLSPasswordFile != "" || c.TLSCA != "") && c.TLSCert == "" {
+		p.Addf("tls_cert (--tls-cert)", "is required with tls_key, tls_password_file or tls_ca")
 	}
 	if c.PlaintextAddr != "" {
 		host, port, err := net.SplitHostPort(c.PlaintextAddr)

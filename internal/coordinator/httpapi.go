@@ -60,7 +60,7 @@ func (c *Coordinator) publicRoutes() http.Handler {
 	mux.HandleFunc("POST "+api.PathJoin, c.apiJoin)
 	mux.HandleFunc("GET "+api.PathCA, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
-		w.Write(c.ca.src.Bundle().PEM())
+		w.Write(c.clientBundle().PEM())
 	})
 	mux.HandleFunc("POST "+api.PathHeal, c.apiHeal)
 	mux.HandleFunc("GET "+api.PathCRL, c.serveCRL)

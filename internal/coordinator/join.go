@@ -300,7 +300,7 @@ func (c *Coordinator) tryJoin(ctx context.Context, req *api.JoinRequest) (*joinR
 		JoinResponse: api.JoinResponse{
 			Node: req.Name, Cluster: c.cfg.Cluster,
 			ChainPEM:     pki.EncodeCertsPEM(cert, iss.CA.Cert),
-			BundlePEM:    c.ca.src.Bundle().PEM(),
+			BundlePEM:    c.clientBundle().PEM(),
 			ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
 			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
 		},

@@ -29,6 +29,9 @@ func (c *Coordinator) crlURLs() []string {
 // renewOwnCertificate issues the coordinator a new certificate from the
 // current issuing CA and serves it from the next handshake on.
 func (c *Coordinator) renewOwnCertificate(now time.Time) error {
+	if c.cfg.TLSCert != "" {
+		return nil // external: its owner renews it
+	}
 	key, err := pki.GenerateKey()
 	if err != nil {
 		return err
@@ -56,6 +59,9 @@ func (c *Coordinator) renewOwnCertificate(now time.Time) error {
 // selfRenewLoop renews the coordinator's own certificate at about two
 // thirds of its life; listeners pick it up from their callbacks.
 func (c *Coordinator) selfRenewLoop(ctx context.Context) {
+	if c.cfg.TLSCert != "" {
+		return // an external certificate is renewed by its owner (then SIGHUP)
+	}
 	for {
 		d := identity.ShouldRenew(c.now(), c.ca.src.Leaf(), 0.5)
 		wait := d.Wait
@@ -108,7 +114,13 @@ func (c *Coordinator) crlAge() (time.Duration, bool) {
 // them from the next handshake. Listeners and sessions stay up; a broken
 // file leaves the running certificate in place.
 func (c *Coordinator) Reload() error {
-	cred, err := identity.LoadCredential(c.path(fileServerCert), c.path(fileServerKey))
+	var cred *identity.Credential
+	var err error
+	if c.cfg.TLSCert != "" {
+		cred, _, err = c.externalCredential(c.now())
+	} else {
+		cred, err = identity.LoadCredential(c.path(fileServerCert), c.path(fileServerKey))
+	}
 	if err != nil {
 		c.log.Error("reload refused; keeping the running certificate", "err", err)
 		return err

@@ -29,6 +29,10 @@ type caState struct {
 	mu     sync.RWMutex
 	root   *pki.CA   // the root new join strings pin; Key is nil when kept offline
 	others []*pki.CA // issuing CAs still trusted besides the current one (during a rotation)
+	// external holds the roots of an externally issued server certificate
+	// (--tls-cert): clients verify the coordinator against them, but they
+	// are never client CAs.
+	external pki.Bundle
 	// retiredRoots and retiredIssuers are CAs this cluster no longer
 	// trusts; agents holding their certificates may still heal.
 	retiredRoots   []*x509.Certificate
@@ -135,7 +139,12 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 	if err := c.applyRotation(st, rot); err != nil {
 		return nil, err
 	}
-	cred, err := c.serverCredential(st, now)
+	var cred *identity.Credential
+	if c.cfg.TLSCert != "" {
+		cred, st.external, err = c.externalCredential(now)
+	} else {
+		cred, err = c.serverCredential(st, now)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +297,7 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 			c.audit.Record(audit.Event{Type: "cert.renew", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "expired admin context"}})
 			changed = true
 		}
-		ctx.BundlePEM = string(c.ca.src.Bundle().PEM())
+		ctx.BundlePEM = string(c.clientBundle().PEM())
 		if changed {
 			if err := ctx.Save(path); err != nil {
 				return "", err
@@ -315,7 +324,7 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		Cluster:   c.cfg.Cluster,
 		Server:    c.localAddr(c.cfg.ClusterAddr),
 		Public:    c.localAddr(c.cfg.PublicAddr),
-		BundlePEM: string(c.ca.src.Bundle().PEM()),
+		BundlePEM: string(c.clientBundle().PEM()),
 		Pins:      []string{pki.SPKIPin(c.pinRoot()).String()},
 		CertPEM:   string(pki.EncodeCertsPEM(cert, iss.CA.Cert)),
 		KeyPEM:    string(keyPEM),
@@ -333,6 +342,10 @@ func (c *Coordinator) localAddr(listen string) string {
 	host, port, _ := net.SplitHostPort(listen)
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
+	}
+	// An external certificate may not name loopback: use a name it covers.
+	if own := c.ca.own.Load(); own != nil && len(c.ca.external) > 0 && own.Leaf().VerifyHostname(host) != nil && len(c.cfg.Advertise) > 0 {
+		host = c.cfg.Advertise[0]
 	}
 	return net.JoinHostPort(host, port)
 }
@@ -400,6 +413,7 @@ func (c *Coordinator) servedChain(cred *identity.Credential) *identity.Credentia
 	}
 	extra = append(extra, c.ca.src.Bundle()...)
 	extra = append(extra, c.ca.retiredRoots...)
+	extra = append(extra, c.ca.external...)
 	c.ca.mu.RUnlock()
 	chain := slices.Clone(cred.Chain)
 	for _, e := range extra {
@@ -410,6 +424,12 @@ func (c *Coordinator) servedChain(cred *identity.Credential) *identity.Credentia
 	return &identity.Credential{Chain: chain, Key: cred.Key}
 }
 
+// clientBundle is what clients verify the coordinator against: the
+// cluster's roots, plus the roots of an external server certificate.
+func (c *Coordinator) clientBundle() pki.Bundle {
+	return append(slices.Clone(c.ca.src.Bundle()), c.ca.external...)
+}
+
 // issuer is the issuing CA that issues now.
 func (c *Coordinator) issuer() *pki.Issuer { return c.ca.cur.Load() }
 
@@ -417,5 +437,8 @@ func (c *Coordinator) issuer() *pki.Issuer { return c.ca.cur.Load() }
 func (c *Coordinator) pinRoot() *x509.Certificate {
 	c.ca.mu.RLock()
 	defer c.ca.mu.RUnlock()
+	if len(c.ca.external) > 0 {
+		return c.ca.external[0] // joining agents see the external chain
+	}
 	return c.ca.root.Cert
 }

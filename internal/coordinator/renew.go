@@ -93,7 +93,7 @@ func (c *Coordinator) renewOverSession(s *session, body []byte) {
 	}
 	// Revoking the new serial must still cut this session.
 	c.live.add(pki.SerialHex(cert), s.conn)
-	s.send(api.FrameRenewed, api.Renewed{ChainPEM: chain, BundlePEM: c.ca.src.Bundle().PEM()})
+	s.send(api.FrameRenewed, api.Renewed{ChainPEM: chain, BundlePEM: c.clientBundle().PEM()})
 }
 
 // apiRenew renews the caller's own certificate (users: the CLI does this at
@@ -114,7 +114,7 @@ func (c *Coordinator) apiRenew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: chain, BundlePEM: c.ca.src.Bundle().PEM()})
+	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: chain, BundlePEM: c.clientBundle().PEM()})
 }
 
 // apiHeal renews an agent certificate that expired while the agent was
@@ -205,7 +205,7 @@ func (c *Coordinator) heal(w http.ResponseWriter, r *http.Request, src string) (
 	if err != nil {
 		return nil, who, err
 	}
-	return &api.HealResponse{ChainPEM: chain, BundlePEM: c.ca.src.Bundle().PEM()}, who, nil
+	return &api.HealResponse{ChainPEM: chain, BundlePEM: c.clientBundle().PEM()}, who, nil
 }
 
 // allRoots lists the trusted roots and the retired ones.

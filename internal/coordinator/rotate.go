@@ -334,7 +334,7 @@ func (c *Coordinator) pushTrust(bundle pki.Bundle) {
 		sessions = append(sessions, s)
 	}
 	c.mu.Unlock()
-	pemBundle := bundle.PEM()
+	pemBundle := append(bundle, c.ca.external...).PEM()
 	for _, s := range sessions {
 		s.send(api.FrameTrust, api.Trust{BundlePEM: pemBundle})
 	}

@@ -211,7 +211,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	s.interval = c.heartbeatInterval(len(c.nodes))
 	c.mu.Unlock()
 
-	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.ca.src.Bundle().PEM(),
+	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.clientBundle().PEM(),
 		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())

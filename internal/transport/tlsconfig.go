@@ -160,7 +160,12 @@ func checkServer(cs tls.ConnectionState, o ClientOptions) error {
 			return &PinMismatchError{Expected: o.Pins, Chain: chain}
 		}
 	}
-	if o.Cluster != "" {
+	if o.Cluster != "" && hasSPIFFE(cs.PeerCertificates[0]) {
+		// A Ward-issued server certificate must name a coordinator of this
+		// cluster. A certificate without a Ward identity is an externally
+		// issued one (--tls-cert): the chain and name checks above apply,
+		// and only coordinators hold server-auth certificates from the
+		// bundle.
 		id, err := pki.IDFromCert(cs.PeerCertificates[0])
 		if err != nil {
 			return fmt.Errorf("server certificate: %w", err)
@@ -206,4 +211,13 @@ func HostOf(addr string) string {
 		return addr
 	}
 	return h
+}
+
+func hasSPIFFE(cert *x509.Certificate) bool {
+	for _, u := range cert.URIs {
+		if u.Scheme == "spiffe" {
+			return true
+		}
+	}
+	return false
 }
