@@ -106,6 +106,7 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.StringVar(&cfg.PublicAddr, "public-addr", cfg.PublicAddr, "server-TLS listener for joins, the CA bundle and the CRL")
 	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "names and IPs peers use to reach this coordinator (first one goes into join strings)")
 	f.StringVar(&cfg.MinTLS, "min-tls", cfg.MinTLS, "minimum TLS version: 1.3, or 1.2 for old clients (insecure)")
+	f.StringVar(&cfg.CAPassphraseFile, "ca-passphrase-file", "", "file (0600) holding the passphrase the CA keys are encrypted with at rest")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serve this server certificate from an enterprise CA (PEM, or PKCS#12 with the key) instead of one Ward issues")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of --tls-cert (0600)")
 	f.StringVar(&cfg.TLSPasswordFile, "tls-password-file", "", "file holding the PKCS#12 password of --tls-cert (0600)")
@@ -146,6 +147,8 @@ func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordi
 			out.MinTLS = flags.MinTLS
 		case "plaintext-addr":
 			out.PlaintextAddr = flags.PlaintextAddr
+		case "ca-passphrase-file":
+			out.CAPassphraseFile = flags.CAPassphraseFile
 		case "tls-cert":
 			out.TLSCert = flags.TLSCert
 		case "tls-key":

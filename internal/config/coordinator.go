@@ -32,6 +32,10 @@ type Coordinator struct {
 	// address: links over it are shown as NO and it is logged at every
 	// start.
 	InsecurePlaintext bool `json:"insecure_plaintext"`
+	// CAPassphraseFile holds the passphrase CA keys are encrypted with at
+	// rest (scrypt and AES-256-GCM). Required when they are encrypted; when
+	// set, plain CA keys are encrypted at start.
+	CAPassphraseFile string `json:"ca_passphrase_file"`
 	// TLSCert, TLSKey, TLSPasswordFile and TLSCA use a server certificate
 	// from an enterprise CA instead of one Ward issues: TLSCert is PEM (with
 	// TLSKey) or PKCS#12 (with the key, and TLSPasswordFile), TLSCA the

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/identity"
@@ -109,10 +110,10 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := saveCA(c.path(fileRootCert), c.path(fileRootKey), root); err != nil {
+		if err := c.saveCA(c.path(fileRootCert), c.path(fileRootKey), root); err != nil {
 			return nil, err
 		}
-		if err := saveCA(c.path(fileIssuingCert), c.path(fileIssuingKey), iss); err != nil {
+		if err := c.saveCA(c.path(fileIssuingCert), c.path(fileIssuingKey), iss); err != nil {
 			return nil, err
 		}
 		st.created = true
@@ -153,13 +154,24 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 	return st, nil
 }
 
-func saveCA(certPath, keyPath string, ca *pki.CA) error {
-	return identity.SaveCredential(&identity.Credential{Chain: []*x509.Certificate{ca.Cert}, Key: ca.Key}, certPath, keyPath)
+func (c *Coordinator) saveCA(certPath, keyPath string, ca *pki.CA) error {
+	if c.caPass == nil {
+		return identity.SaveCredential(&identity.Credential{Chain: []*x509.Certificate{ca.Cert}, Key: ca.Key}, certPath, keyPath)
+	}
+	enc, err := pki.EncryptKeyPEM(ca.Key, c.caPass)
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteSecret(keyPath, enc); err != nil {
+		return err
+	}
+	return identity.SaveCredential(&identity.Credential{Chain: []*x509.Certificate{ca.Cert}, Key: ca.Key}, certPath, "")
 }
 
-// loadCA reads a CA certificate and key. An absent root key is allowed
-// (offline root); an absent issuing key is not.
-func loadCA(certPath, keyPath string, keyOptional bool) (*pki.CA, error) {
+// loadCA reads a CA certificate and key, decrypting the key with the CA
+// passphrase when it is encrypted. An absent root key is allowed (offline
+// root); an absent issuing key is not.
+func (c *Coordinator) loadCA(certPath, keyPath string, keyOptional bool) (*pki.CA, error) {
 	if keyOptional && !exists(keyPath) {
 		data, err := os.ReadFile(certPath)
 		if err != nil {
@@ -171,7 +183,32 @@ func loadCA(certPath, keyPath string, keyOptional bool) (*pki.CA, error) {
 		}
 		return &pki.CA{Cert: certs[0]}, nil
 	}
-	cred, err := identity.LoadCredential(certPath, keyPath)
+	data, err := identity.ReadSecret(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	key, err := pki.UnlockKeyPEM(data, c.caPass)
+	switch {
+	case errors.Is(err, pki.ErrPassphraseRequired):
+		return nil, api.Errorf(api.CodeFailedPrecondition, "start the coordinator with --ca-passphrase-file FILE (the file given to `ward ca import --passphrase-file`)",
+			"CA key %s is encrypted", keyPath)
+	case errors.Is(err, pki.ErrWrongPassphrase):
+		return nil, api.Errorf(api.CodeFailedPrecondition, "give the passphrase file the key was encrypted with",
+			"the passphrase in %s does not decrypt CA key %s", c.cfg.CAPassphraseFile, keyPath)
+	case err != nil:
+		return nil, fmt.Errorf("read CA key %s: %w", keyPath, err)
+	}
+	if c.caPass != nil && !pki.IsEncryptedKeyPEM(data) {
+		c.log.Warn("a CA key is stored unencrypted although a passphrase is configured; it is encrypted now", "key", keyPath)
+		enc, err := pki.EncryptKeyPEM(key, c.caPass)
+		if err != nil {
+			return nil, err
+		}
+		if err := identity.WriteSecret(keyPath, enc); err != nil {
+			return nil, err
+		}
+	}
+	cred, err := identity.LoadChainForKey(certPath, key)
 	if err != nil {
 		return nil, err
 	}

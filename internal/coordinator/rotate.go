@@ -89,14 +89,14 @@ func (c *Coordinator) writeRotation(ctx context.Context, r rotationRecord, rev i
 // loadGeneration reads a generation's root and issuing CA. Keys are
 // required for the current and next generations, absent for retired ones.
 func (c *Coordinator) loadGeneration(gen int, withKeys bool) (root, iss *pki.CA, err error) {
-	root, err = loadCA(c.genPath(gen, "root-ca.crt"), c.genPath(gen, "root-ca.key"), true)
+	root, err = c.loadCA(c.genPath(gen, "root-ca.crt"), c.genPath(gen, "root-ca.key"), true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA generation %d: %w", gen, err)
 	}
 	if withKeys {
-		iss, err = loadCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), false)
+		iss, err = c.loadCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), false)
 	} else {
-		iss, err = loadCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), true)
+		iss, err = c.loadCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), true)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA generation %d: %w", gen, err)
@@ -215,10 +215,10 @@ func (c *Coordinator) rotateForward(ctx context.Context, r *rotationRecord, req 
 		if err := os.MkdirAll(c.path(genDir(gen)), 0o700); err != nil {
 			return err
 		}
-		if err := saveCA(c.genPath(gen, "root-ca.crt"), c.genPath(gen, "root-ca.key"), root); err != nil {
+		if err := c.saveCA(c.genPath(gen, "root-ca.crt"), c.genPath(gen, "root-ca.key"), root); err != nil {
 			return err
 		}
-		if err := saveCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), iss); err != nil {
+		if err := c.saveCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), iss); err != nil {
 			return err
 		}
 		if err := identity.WriteFileAtomic(c.genPath(gen, "cross.crt"), pki.EncodeCertsPEM(cross), 0o644); err != nil {

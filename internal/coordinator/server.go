@@ -18,6 +18,8 @@ import (
 
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/store/bolt"
@@ -65,6 +67,8 @@ type Coordinator struct {
 	crlMu sync.Mutex // serializes CRL rebuilds
 	crls  atomic.Pointer[map[string]*crlState]
 
+	caPass []byte // decrypts (and encrypts) CA keys at rest; nil: plain
+
 	kick         chan struct{}
 	pendingCerts []certRecord
 	fatalOnce    sync.Once
@@ -110,6 +114,15 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	}
 	if err := ensureDataDir(cfg.DataDir); err != nil {
 		return nil, err
+	}
+	if cfg.CAPassphraseFile != "" {
+		data, err := identity.ReadSecret(cfg.CAPassphraseFile)
+		if err != nil {
+			return nil, err
+		}
+		if c.caPass, err = pki.PassphraseFromFile(data); err != nil {
+			return nil, fmt.Errorf("--ca-passphrase-file %s: %w", cfg.CAPassphraseFile, err)
+		}
 	}
 	// Bind first: with port 0 the real ports go into the context file and
 	// join strings, and a busy port fails before anything is written.
