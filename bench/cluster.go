@@ -278,6 +278,8 @@ type agentFleet struct {
 	wg     sync.WaitGroup
 	log    *os.File
 	dir    string
+	cfgs   []config.Agent
+	logger *slog.Logger
 }
 
 // joinAgents creates n real agents (each joins with its own key and CSR,
@@ -298,6 +300,8 @@ func joinAgents(ctx context.Context, p *inproc, prefix string, n, slots, conc in
 		return nil, err
 	}
 	log := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	f.logger = log
+	f.cfgs = make([]config.Agent, n)
 	err = parallel(ctx, n, conc, func(i int) error {
 		cfg := config.AgentDefaults()
 		cfg.DataDir = filepath.Join(dir, "agents", fmt.Sprintf("%s%05d", prefix, i))
@@ -310,7 +314,7 @@ func joinAgents(ctx context.Context, p *inproc, prefix string, n, slots, conc in
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", cfg.Name, err)
 		}
-		f.agents[i] = a
+		f.agents[i], f.cfgs[i] = a, cfg
 		return nil
 	})
 	if err != nil {
@@ -331,15 +335,36 @@ func (f *agentFleet) run() {
 	}
 }
 
-func (f *agentFleet) stop() {
+func (f *agentFleet) stop() { f.stop2(true) }
+
+// stop2 stops every agent; with cleanup it also closes the log and
+// removes the data dirs.
+func (f *agentFleet) stop2(cleanup bool) {
 	if f.cancel != nil {
 		f.cancel()
 	}
 	f.wg.Wait()
+	if !cleanup {
+		return
+	}
 	f.log.Close()
 	if !opts.keep {
 		os.RemoveAll(f.dir)
 	}
+}
+
+// reopen starts new agent.Agent instances from the same data dirs (no
+// join: the identity on disk), as a restarted `ward agent` would.
+func (f *agentFleet) reopen(ctx context.Context, exec agent.Executor) (*agentFleet, error) {
+	g := &agentFleet{agents: make([]*agent.Agent, len(f.agents)), log: f.log, dir: f.dir, cfgs: f.cfgs, logger: f.logger}
+	for i, cfg := range f.cfgs {
+		a, err := agent.New(ctx, cfg, agent.Options{Executor: exec, Logger: f.logger})
+		if err != nil {
+			return nil, fmt.Errorf("agent %s: %w", cfg.Name, err)
+		}
+		g.agents[i] = a
+	}
+	return g, nil
 }
 
 // parallel runs fn(0..n-1) with conc workers and returns the first error.

@@ -42,7 +42,7 @@ var scenarios = []scenario{
 	{"dispatch-exec", "tasks of /bin/true on real local agents that run real processes; tasks/s", runDispatchExec},
 	{"scale", "idle simulated agents with heartbeats held by one `ward coordinator` process; RSS per agent", runScale},
 	{"revoke", "`ward node revoke` (POST /v1/nodes/{name}/revoke) until the live session is cut; p99", runRevoke},
-	{"rotate", "CA rotation under load: tasks failed while the CA rotates", runRotate},
+	{"rotate", "CA rotation (POST /v1/ca/rotate through every phase) under task load: tasks failed, agents renewed", runRotate},
 }
 
 // opts are the command-line settings every scenario reads.
@@ -72,7 +72,8 @@ var opts struct {
 	heapAgents       int
 	goroutineProfile bool
 	revokeAgents     int
-	revokes      int
+	rotateAgents     int
+	revokes          int
 
 	execTasks  int
 	execAgents int
@@ -113,6 +114,7 @@ func defineFlags(fs *flag.FlagSet) {
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
 	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")
+	fs.IntVar(&opts.rotateAgents, "rotate-agents", 20, "rotate: real agents running tasks while the CA rotates")
 	fs.IntVar(&opts.revokeAgents, "revoke-agents", 200, "revoke: simulated agents with live sessions")
 	fs.IntVar(&opts.revokes, "revokes", 100, "revoke: nodes revoked, one at a time")
 	fs.IntVar(&opts.execTasks, "exec-tasks", 10000, "dispatch-exec: tasks")
