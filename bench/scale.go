@@ -240,7 +240,7 @@ func runScale(ctx context.Context, r *Result) error {
 		hb0, t0 := f.heartbeats.Load(), time.Now()
 		time.Sleep(opts.scaleSettle)
 		hbRate := float64(f.heartbeats.Load()-hb0) / time.Since(t0).Seconds()
-		lag, lagErr := scrapeLag(ctx, admin)
+		lag, mem, lagErr := scrapeMetrics(ctx, admin)
 		st, err := readProcStatus(co.cmd.Process.Pid)
 		if err != nil {
 			return err
@@ -259,6 +259,13 @@ func runScale(ctx context.Context, r *Result) error {
 		r.fig("rss_growth_per_agent_kb"+tag, round(growth/1024, 2), "KB").withNote("(VmRSS - baseline) / agents")
 		r.fig("rss_mb"+tag, round(float64(st["VmRSS"])/1024, 0), "MB").
 			withNote(fmt.Sprintf("anon %d MB, file %d MB, peak %d MB, threads %d", st["RssAnon"]/1024, st["RssFile"]/1024, st["VmHWM"]/1024, st["Threads"]))
+		if mem["go_memstats_heap_inuse_bytes"] > 0 {
+			per := func(k string) float64 { return round(mem[k]/float64(reached)/1024, 2) }
+			r.fig("go_heap_inuse_per_agent_kb"+tag, per("go_memstats_heap_inuse_bytes"), "KB").
+				withNote(fmt.Sprintf("coordinator /metrics: heap alloc %.1f KB, stack %.1f KB, next GC %.0f MB, goroutines %.0f",
+					per("go_memstats_heap_alloc_bytes"), per("go_memstats_stack_inuse_bytes"), mem["go_memstats_next_gc_bytes"]/(1<<20), mem["go_goroutines"]))
+			r.fig("go_stack_inuse_per_agent_kb"+tag, per("go_memstats_stack_inuse_bytes"), "KB")
+		}
 		r.fig("joins_per_s"+tag, round(float64(len(ok))/joinDur.Seconds(), 0), "/s")
 		r.fig("join_retries"+tag, float64(retries), "").withNote("joins refused UNAVAILABLE (token contended) and retried")
 		r.fig("session_opens_per_s"+tag, round(float64(len(ok))/connDur.Seconds(), 0), "/s")
@@ -579,18 +586,26 @@ func (h histogram) quantile(q float64) float64 {
 
 // scrapeLag reads ward_heartbeat_lag_seconds from GET /metrics.
 func scrapeLag(ctx context.Context, a *adminAPI) (histogram, error) {
+	h, _, err := scrapeMetrics(ctx, a)
+	return h, err
+}
+
+// scrapeMetrics reads GET /metrics: the heartbeat lag histogram and every
+// sample without labels (go_memstats_*, go_goroutines, ...).
+func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]float64, error) {
+	plain := map[string]float64{}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/metrics", nil)
 	if err != nil {
-		return histogram{}, err
+		return histogram{}, plain, err
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return histogram{}, err
+		return histogram{}, plain, err
 	}
 	defer closeBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, resp.Body)
-		return histogram{}, fmt.Errorf("GET /metrics: %s: the coordinator needs to export ward_heartbeat_lag_seconds", resp.Status)
+		return histogram{}, plain, fmt.Errorf("GET /metrics: %s: the coordinator needs to export ward_heartbeat_lag_seconds", resp.Status)
 	}
 	var h histogram
 	found := false
@@ -613,10 +628,16 @@ func scrapeLag(ctx context.Context, a *adminAPI) (histogram, error) {
 			found = true
 		case strings.HasPrefix(l, "ward_heartbeat_lag_seconds_count"):
 			h.count, _ = strconv.ParseFloat(strings.TrimSpace(l[strings.LastIndex(l, " "):]), 64)
+		case !strings.HasPrefix(l, "#") && !strings.Contains(l, "{"):
+			if k, v, ok := strings.Cut(l, " "); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					plain[k] = f
+				}
+			}
 		}
 	}
 	if !found {
-		return h, fmt.Errorf("GET /metrics has no ward_heartbeat_lag_seconds: the coordinator needs to export it (receive time minus the heartbeat's Time)")
+		return h, plain, fmt.Errorf("GET /metrics has no ward_heartbeat_lag_seconds: the coordinator needs to export it (receive time minus the heartbeat's Time)")
 	}
-	return h, sc.Err()
+	return h, plain, sc.Err()
 }
