@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -36,7 +37,9 @@ type cpuSnapshot struct {
 }
 
 func takeCPUSnapshot() cpuSnapshot {
-	s := cpuSnapshot{at: time.Now(), own: processCPU(), child: map[int]time.Duration{}}
+	// Own CPU: this process, its finished children (go build, the tasks'
+	// processes, a stopped coordinator) and its live tracked children.
+	s := cpuSnapshot{at: time.Now(), own: processCPU() + childrenCPU(), child: map[int]time.Duration{}}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
 		f := strings.Fields(line)
@@ -111,4 +114,14 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// childrenCPU is the CPU time of this process's children that have ended
+// and been waited for.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
