@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/wardcluster/ward/internal/config"
@@ -84,4 +83,3 @@ func runEnroll(ctx context.Context, r *Result) error {
 	return nil
 }
 
-var _ = fmt.Sprint

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -54,6 +53,5 @@ func runHeap(ctx context.Context, r *Result) error {
 	if opts.goroutineProfile {
 		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 	}
-	_ = fmt.Sprint
 	return nil
 }

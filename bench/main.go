@@ -22,7 +22,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
-	"strings"
 	"time"
 )
 
@@ -318,7 +317,6 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
-var _ = strings.TrimSpace
 
 // defaultAgentDir is tmpfs when there is one: the simulated agents stand
 // for separate machines with their own disks, and a thousand of them
