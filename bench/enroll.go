@@ -82,4 +82,3 @@ func runEnroll(ctx context.Context, r *Result) error {
 	}
 	return nil
 }
-

@@ -317,7 +317,6 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
-
 // defaultAgentDir is tmpfs when there is one: the simulated agents stand
 // for separate machines with their own disks, and a thousand of them
 // creating and fsyncing files on this machine's one disk would charge the
