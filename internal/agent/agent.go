@@ -122,6 +122,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Reaper: opts.Reaper}
 	}
 	var err error
+	var fresh *joined
 	switch {
 	case Joined(cfg.DataDir):
 		if opts.JoinString != "" {
@@ -130,9 +131,11 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	case opts.JoinString == "":
 		return nil, fmt.Errorf("%s holds no node identity yet: start the agent once with --join-file FILE (the join string from `ward token create`)", cfg.DataDir)
 	default:
-		if _, err := Join(ctx, cfg, JoinOptions{JoinString: opts.JoinString, Keys: keys}); err != nil {
+		jo := &JoinOptions{JoinString: opts.JoinString, Keys: keys}
+		if _, err := Join(ctx, cfg, jo); err != nil {
 			return nil, explainJoin(err)
 		}
+		fresh = jo.joined
 	}
 	if a.state, err = loadState(cfg.DataDir); err != nil {
 		return nil, err
@@ -161,22 +164,26 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	if a.state.KeyStore != "" && a.state.KeyStore != keys.Name() {
 		return nil, fmt.Errorf("this node's key is in %q storage (it joined with --key %s); start the agent with --key %s", a.state.KeyStore, a.state.KeyStore, a.state.KeyStore)
 	}
-	key, err := keys.Open()
-	if err != nil {
-		return nil, err
-	}
-	a.key = key
-	cred, err := identity.LoadChainForKey(filepath.Join(cfg.DataDir, fileCert), key)
-	if err != nil {
-		return nil, err
-	}
-	bundlePEM, err := os.ReadFile(filepath.Join(cfg.DataDir, fileBundle))
-	if err != nil {
-		return nil, fmt.Errorf("read trust bundle: %w", err)
-	}
-	bundle, err := pki.ParseCertsPEM(bundlePEM)
-	if err != nil {
-		return nil, fmt.Errorf("read trust bundle %s: %w", filepath.Join(cfg.DataDir, fileBundle), err)
+	var cred *identity.Credential
+	var bundle pki.Bundle
+	if fresh != nil {
+		// Just joined: use what the join produced instead of reading it back.
+		a.key = fresh.key
+		cred, bundle = &identity.Credential{Chain: fresh.chain, Key: fresh.key}, fresh.bundle
+	} else {
+		if a.key, err = keys.Open(); err != nil {
+			return nil, err
+		}
+		if cred, err = identity.LoadChainForKey(filepath.Join(cfg.DataDir, fileCert), a.key); err != nil {
+			return nil, err
+		}
+		bundlePEM, err := os.ReadFile(filepath.Join(cfg.DataDir, fileBundle))
+		if err != nil {
+			return nil, fmt.Errorf("read trust bundle: %w", err)
+		}
+		if bundle, err = pki.ParseCertsPEM(bundlePEM); err != nil {
+			return nil, fmt.Errorf("read trust bundle %s: %w", filepath.Join(cfg.DataDir, fileBundle), err)
+		}
 	}
 	if a.pins, err = pki.ParsePins(cfg.Pins); err != nil {
 		return nil, err
@@ -187,7 +194,13 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		}
 	}
 	a.src = identity.NewSource(cred, bundle)
-	a.crl.load(cfg.DataDir)
+	if fresh != nil && len(fresh.crls) > 0 {
+		if crls, err := pki.ParseCRLsPEM(fresh.crls); err == nil {
+			a.crl.crls = crls
+		}
+	} else {
+		a.crl.load(cfg.DataDir)
+	}
 	a.revocation.Store("unknown")
 	if cfg.InsecureSkipVerify {
 		log.Warn("INSECURE: --insecure-skip-verify is set: the coordinator's certificate is not verified, so the link is encrypted but the coordinator is unauthenticated (link status PARTLY)",
@@ -247,8 +260,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(a.coordinators()) == 0 {
 		return errors.New("no coordinator address is known: pass --coordinator HOST:PORT")
 	}
-	if err := a.refreshCRLs(ctx); err != nil {
-		a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
+	if a.crl.stale(time.Now()) {
+		if err := a.refreshCRLs(ctx); err != nil {
+			a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
+		}
 	}
 	go a.crlLoop(ctx)
 	go a.renewLoop(ctx)

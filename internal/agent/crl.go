@@ -33,6 +33,9 @@ type crlCache struct {
 	crls    []*x509.RevocationList
 	fetched time.Time
 	lastErr error
+	// verified remembers which issuer certificate each CRL's signature was
+	// checked against, so a handshake does not verify it again.
+	verified map[*x509.RevocationList]*x509.Certificate
 }
 
 // load reads the cached CRLs from disk.
@@ -75,7 +78,7 @@ func (a *Agent) refreshCRLs(ctx context.Context) error {
 			continue
 		}
 		a.crl.mu.Lock()
-		a.crl.crls, a.crl.fetched, a.crl.lastErr = crls, time.Now(), nil
+		a.crl.crls, a.crl.fetched, a.crl.lastErr, a.crl.verified = crls, time.Now(), nil, nil
 		a.crl.mu.Unlock()
 		if err := identity.WriteFileAtomic(filepath.Join(a.cfg.DataDir, fileCRLs), body, 0o644); err != nil {
 			a.log.Warn("cache the CRLs on disk", "err", err)
@@ -91,7 +94,9 @@ func (a *Agent) refreshCRLs(ctx context.Context) error {
 	return lastErr
 }
 
-// crlLoop keeps the CRLs fresh.
+// crlLoop keeps the CRLs fresh while no session delivers them: the
+// coordinator sends them in the Welcome and pushes every new one, so a
+// connected agent never fetches.
 func (a *Agent) crlLoop(ctx context.Context) {
 	for {
 		select {
@@ -99,9 +104,51 @@ func (a *Agent) crlLoop(ctx context.Context) {
 			return
 		case <-time.After(crlRefresh):
 		}
+		a.mu.Lock()
+		connected := a.connected
+		a.mu.Unlock()
+		if connected && !a.crl.stale(time.Now()) {
+			continue
+		}
 		if err := a.refreshCRLs(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
 		}
+	}
+}
+
+// stale reports whether the cache is empty or any CRL in it passed half
+// its validity.
+func (c *crlCache) stale(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.crls) == 0 {
+		return true
+	}
+	for _, crl := range c.crls {
+		if now.After(crl.ThisUpdate.Add(crl.NextUpdate.Sub(crl.ThisUpdate) / 2)) {
+			return true
+		}
+	}
+	return false
+}
+
+// installCRLs takes CRLs the coordinator delivered over a verified
+// channel (join answer, Welcome, push) and caches them, also on disk.
+// Signatures are checked when a CRL is used.
+func (a *Agent) installCRLs(pemCRLs []byte) {
+	if len(pemCRLs) == 0 {
+		return
+	}
+	crls, err := pki.ParseCRLsPEM(pemCRLs)
+	if err != nil || len(crls) == 0 {
+		a.log.Warn("the coordinator sent unreadable CRLs", "err", err)
+		return
+	}
+	a.crl.mu.Lock()
+	a.crl.crls, a.crl.fetched, a.crl.lastErr, a.crl.verified = crls, time.Now(), nil, nil
+	a.crl.mu.Unlock()
+	if err := identity.WriteFileAtomic(filepath.Join(a.cfg.DataDir, fileCRLs), pemCRLs, 0o644); err != nil {
+		a.log.Warn("cache the CRLs on disk", "err", err)
 	}
 }
 
@@ -109,22 +156,37 @@ func (a *Agent) crlLoop(ctx context.Context) {
 // nil when not revoked, an error naming the serial when revoked, and
 // ErrRevocationUnavailable when no current, correctly signed CRL covers it.
 func (c *crlCache) status(cert *x509.Certificate, chain []*x509.Certificate, now time.Time) error {
+	return c.statusOf(cert, chain, now, false)
+}
+
+// statusOf is status; chainVerified says chain is a verified chain (from
+// the TLS handshake), so its issuer needs no second signature check.
+func (c *crlCache) statusOf(cert *x509.Certificate, chain []*x509.Certificate, now time.Time, chainVerified bool) error {
 	var issuer *x509.Certificate
 	for _, ca := range chain {
-		if ca.IsCA && string(ca.RawSubject) == string(cert.RawIssuer) && cert.CheckSignatureFrom(ca) == nil {
+		if ca.IsCA && string(ca.RawSubject) == string(cert.RawIssuer) && (chainVerified || cert.CheckSignatureFrom(ca) == nil) {
 			issuer = ca
 			break
 		}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	crls, lastErr := c.crls, c.lastErr
-	c.mu.Unlock()
 	if issuer == nil {
 		return fmt.Errorf("%w: the issuer of %q is not in the chain", ErrRevocationUnavailable, cert.Subject.CommonName)
 	}
 	for _, crl := range crls {
-		if string(crl.RawIssuer) != string(issuer.RawSubject) || crl.CheckSignatureFrom(issuer) != nil {
+		if string(crl.RawIssuer) != string(issuer.RawSubject) {
 			continue
+		}
+		if v := c.verified[crl]; v == nil || !v.Equal(issuer) {
+			if crl.CheckSignatureFrom(issuer) != nil {
+				continue
+			}
+			if c.verified == nil {
+				c.verified = map[*x509.RevocationList]*x509.Certificate{}
+			}
+			c.verified[crl] = issuer
 		}
 		if now.After(crl.NextUpdate) {
 			return fmt.Errorf("%w: the cached CRL of %q expired at %s (last fetch error: %v)", ErrRevocationUnavailable, issuer.Subject.CommonName, crl.NextUpdate.UTC().Format(time.RFC3339), lastErr)
@@ -145,7 +207,7 @@ func (c *crlCache) status(cert *x509.Certificate, chain []*x509.Certificate, now
 
 // checkServer applies the revocation policy to a coordinator's chain.
 func (a *Agent) checkServer(chain []*x509.Certificate) error {
-	err := a.crl.status(chain[0], chain, time.Now())
+	err := a.crl.statusOf(chain[0], chain, time.Now(), true)
 	switch {
 	case err == nil:
 		a.revocation.Store("checked")

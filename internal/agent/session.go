@@ -74,6 +74,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			a.log.Error("the coordinator's trust bundle was refused", "err", err)
 		}
 	}
+	a.installCRLs(w.CRLsPEM)
 	interval := max(w.HeartbeatInterval.D(), 100*time.Millisecond)
 	a.mu.Lock()
 	a.drain = w.Drain
@@ -212,6 +213,12 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 			return err
 		}
 		go a.upgradeToTLS(context.Background(), m)
+	case api.FrameCRLs:
+		var m api.CRLs
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		a.installCRLs(m.PEM)
 	case api.FrameTrust:
 		var m api.Trust
 		if err := api.DecodeFrame(t, body, &m); err != nil {

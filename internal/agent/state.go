@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,13 +119,23 @@ func (FileKeys) Name() string { return "file" }
 type JoinOptions struct {
 	JoinString string
 	Keys       KeySource
+
+	joined *joined // filled by Join, so New need not read it all back
+}
+
+// joined is what a join produced, in memory.
+type joined struct {
+	key    crypto.Signer
+	chain  []*x509.Certificate
+	bundle []*x509.Certificate
+	crls   []byte
 }
 
 // Join enrolls this node: it verifies the cluster CA pin during the TLS
 // handshake (before sending anything), generates its key locally, sends a
 // CSR with the token, and stores its certificate, the trust bundle and what
 // it learned about the cluster.
-func Join(ctx context.Context, cfg config.Agent, opts JoinOptions) (*stateFile, error) {
+func Join(ctx context.Context, cfg config.Agent, opts *JoinOptions) (*stateFile, error) {
 	js, err := enroll.ParseJoinString(opts.JoinString)
 	if err != nil {
 		return nil, err
@@ -164,19 +175,27 @@ func Join(ctx context.Context, cfg config.Agent, opts JoinOptions) (*stateFile, 
 	if _, ok := pki.MatchAny([]pki.Pin{js.Pin}, bundle); !ok {
 		return nil, fmt.Errorf("the trust bundle the coordinator sent does not contain the pinned CA %s; refusing it", js.Pin)
 	}
-	if err := identity.WriteFileAtomic(filepath.Join(cfg.DataDir, fileCert), resp.ChainPEM, 0o644); err != nil {
-		return nil, err
-	}
-	if err := identity.WriteFileAtomic(filepath.Join(cfg.DataDir, fileBundle), resp.BundlePEM, 0o644); err != nil {
-		return nil, err
-	}
 	st := &stateFile{
 		Version: config.FileVersion, Cluster: resp.Cluster, Node: resp.Node, ClusterAddrs: resp.ClusterAddrs,
 		PublicAddrs: resp.PublicAddrs, JoinPin: js.Pin.String(), KeyStore: opts.Keys.Name(),
 	}
-	if err := saveState(cfg.DataDir, st); err != nil {
+	stateJSON, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
 		return nil, err
 	}
+	files := []identity.File{
+		{Path: fileCert, Data: resp.ChainPEM, Perm: 0o644},
+		{Path: fileBundle, Data: resp.BundlePEM, Perm: 0o644},
+	}
+	if len(resp.CRLsPEM) > 0 {
+		files = append(files, identity.File{Path: fileCRLs, Data: resp.CRLsPEM, Perm: 0o644})
+	}
+	// The state file goes last: its presence says the join finished.
+	files = append(files, identity.File{Path: fileState, Data: append(stateJSON, '\n'), Perm: 0o644})
+	if err := identity.WriteFilesAtomic(cfg.DataDir, files...); err != nil {
+		return nil, err
+	}
+	opts.joined = &joined{key: key, chain: chain, bundle: bundle, crls: resp.CRLsPEM}
 	return st, nil
 }
 

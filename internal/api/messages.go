@@ -32,6 +32,7 @@ type JoinResponse struct {
 	Cluster      string   `json:"cluster"`
 	ChainPEM     []byte   `json:"chain_pem"`  // leaf then issuing CA
 	BundlePEM    []byte   `json:"bundle_pem"` // trusted roots
+	CRLsPEM      []byte   `json:"crls_pem"`   // every trusted issuing CA's CRL, so no extra fetch is needed
 	ClusterAddrs []string `json:"cluster_addrs"`
 	PublicAddrs  []string `json:"public_addrs"`
 }

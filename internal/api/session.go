@@ -30,7 +30,13 @@ const (
 	FrameAuth          // plaintext only: agent → coordinator certificate and signature
 	FrameUpgradeTLS    // coordinator → plaintext agent: move to the TLS cluster port
 	FrameUpgradeResult // agent → coordinator: why an upgrade to TLS failed
+	FrameCRLs          // coordinator → agent: the current CRLs
 )
+
+// CRLs pushes the current CRLs of every trusted issuing CA (PEM).
+type CRLs struct {
+	PEM []byte `json:"pem"`
+}
 
 // PlaintextPreface opens an agent session on the plaintext migration
 // listener; anything else there is refused.
@@ -108,6 +114,9 @@ type Welcome struct {
 	// BundlePEM is the cluster's current trust bundle, so an agent that was
 	// away during a CA rotation catches up.
 	BundlePEM []byte `json:"bundle_pem,omitempty"`
+	// CRLsPEM is every trusted issuing CA's CRL (also pushed in CRL frames
+	// when they change), so agents need no fetch of their own.
+	CRLsPEM []byte `json:"crls_pem,omitempty"`
 	// ClusterAddrs are the TLS cluster addresses (used by plaintext agents
 	// when they upgrade).
 	ClusterAddrs []string `json:"cluster_addrs,omitempty"`

@@ -42,40 +42,64 @@ func (c *Coordinator) dispatchLoop(ctx context.Context) {
 // after reconnect shows it never got them, and they are requeued.
 func (c *Coordinator) dispatchRound() {
 	c.mu.Lock()
-	placements := c.cl.Schedule(c.now())
-	if len(placements) == 0 {
+	pl := c.placeLocked()
+	if pl.empty() {
 		c.mu.Unlock()
 		return
 	}
 	ch := c.changesLocked()
-	byNode := map[string][]api.Assignment{}
-	for _, p := range placements {
-		byNode[p.Node.Name] = append(byNode[p.Node.Name], assignment(p))
-	}
-	sessions := make(map[string]*session, len(byNode))
-	for name := range byNode {
-		sessions[name] = c.sessions[name]
-	}
 	c.mu.Unlock()
+	frames := pl.frames(c)
+	c.commit(ch, func() { frames.send() })
+}
 
-	frames := make(map[*session][]byte, len(byNode))
-	for name, tasks := range byNode {
-		s := sessions[name]
+// placement is one scheduling round's assignments, grouped per session.
+type placement struct {
+	byNode   map[string][]api.Assignment
+	sessions map[string]*session
+}
+
+func (p placement) empty() bool { return len(p.byNode) == 0 }
+
+// placeLocked runs a scheduling round. Callers hold c.mu and commit the
+// changes it makes before sending the frames.
+func (c *Coordinator) placeLocked() placement {
+	ps := c.cl.Schedule(c.now())
+	p := placement{byNode: map[string][]api.Assignment{}, sessions: map[string]*session{}}
+	for _, pl := range ps {
+		p.byNode[pl.Node.Name] = append(p.byNode[pl.Node.Name], assignment(pl))
+	}
+	for name := range p.byNode {
+		p.sessions[name] = c.sessions[name]
+	}
+	return p
+}
+
+// sendSet is encoded frames waiting for a commit.
+type sendSet map[*session][]byte
+
+func (f sendSet) send() {
+	for s, b := range f {
+		s.sendRaw(b)
+	}
+}
+
+// frames encodes each node's assignments, outside c.mu.
+func (p placement) frames(c *Coordinator) sendSet {
+	out := make(sendSet, len(p.byNode))
+	for name, tasks := range p.byNode {
+		s := p.sessions[name]
 		if s == nil {
-			continue
+			continue // its agent is away; the hello after reconnect reconciles
 		}
 		b, err := api.AppendFrame(nil, api.FrameAssign, api.Assign{Tasks: tasks})
 		if err != nil {
 			c.log.Error("encode assignments", "node", name, "err", err)
 			continue
 		}
-		frames[s] = b
+		out[s] = b
 	}
-	c.commit(ch, func() {
-		for s, b := range frames {
-			s.sendRaw(b)
-		}
-	})
+	return out
 }
 
 // assignment builds what an agent needs to run one attempt. The job spec
@@ -97,11 +121,29 @@ func assignment(p sched.Placement) api.Assignment {
 	}
 }
 
-// changes is what one state transition must write, and the jobs it
-// finished (whose log followers are told once the write is durable).
+// changes is what one state transition must write: records copied under
+// c.mu and encoded later outside it, writes already encoded, and the jobs
+// it finished (whose log followers are told once the write is durable).
 type changes struct {
-	ops   []store.Op
+	jobs  []jobRecord
+	tasks []taskSnap
+	extra []store.Op
 	ended []jobEnding
+}
+
+// add appends an already-encoded write.
+func (ch *changes) add(op store.Op) { ch.extra = append(ch.extra, op) }
+
+// ops encodes every write. Call it without holding c.mu.
+func (ch *changes) ops() []store.Op {
+	ops := make([]store.Op, 0, len(ch.jobs)+len(ch.tasks)+len(ch.extra))
+	for i := range ch.jobs {
+		ops = append(ops, putJSON(jobKey(ch.jobs[i].ID), &ch.jobs[i]))
+	}
+	for i := range ch.tasks {
+		ops = append(ops, putJSON(ch.tasks[i].key, &ch.tasks[i].rec))
+	}
+	return append(ops, ch.extra...)
 }
 
 // jobEnding is a job that reached a final state.
@@ -112,13 +154,13 @@ type jobEnding struct {
 	counts map[string]int
 }
 
-// changesLocked turns every job and task the scheduler changed into store
-// writes. Callers hold c.mu.
+// changesLocked snapshots every job and task the scheduler changed.
+// Callers hold c.mu; encoding happens later, in commit.
 func (c *Coordinator) changesLocked() changes {
 	jobs, tasks := c.cl.TakeDirty()
-	ch := changes{ops: make([]store.Op, 0, len(jobs)+len(tasks))}
+	ch := changes{jobs: make([]jobRecord, 0, len(jobs)), tasks: make([]taskSnap, 0, len(tasks))}
 	for _, j := range jobs {
-		ch.ops = append(ch.ops, encodeJob(j))
+		ch.jobs = append(ch.jobs, jobSnapshot(j))
 		if j.Terminal() {
 			c.metrics.Jobs.WithLabelValues(j.State).Inc()
 			ch.ended = append(ch.ended, jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed), counts: j.Counts()})
@@ -128,15 +170,16 @@ func (c *Coordinator) changesLocked() changes {
 		}
 	}
 	for _, k := range tasks {
-		ch.ops = append(ch.ops, encodeTask(k.Job, k.Task))
+		ch.tasks = append(ch.tasks, taskSnapshot(k.Job, k.Task))
 	}
 	return ch
 }
 
-// commit makes ch durable, then runs after (when not nil and the commit
-// succeeded) and tells followers of finished jobs.
+// commit encodes ch (outside c.mu), makes it durable, then runs after
+// (when not nil and the commit succeeded) and tells followers of finished
+// jobs.
 func (c *Coordinator) commit(ch changes, after func()) {
-	c.journal.Commit(ch.ops, func(err error) {
+	c.journal.Commit(ch.ops(), func(err error) {
 		if err == nil && after != nil {
 			after()
 		}

@@ -146,13 +146,10 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 	}
 
 	// Tokens that reach too far.
-	err = c.st.Scan(ctx, prefixTokens, func(r store.Record) error {
-		var t tokenRecord
-		if err := json.Unmarshal(r.Value, &t); err != nil {
-			return err
-		}
+	c.tokMu.Lock()
+	for _, t := range c.tokens {
 		if t.state(now) != "active" {
-			return nil
+			continue
 		}
 		if left := t.Uses - t.Used; left > broadUses {
 			add(api.SeverityWarning, "TOKEN_BROAD", fmt.Sprintf("join token %s can still enroll %d agents", t.ID, left), "revoke it when the nodes have joined: `ward token revoke "+t.ID+"`")
@@ -160,11 +157,8 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 		if ttl := t.Expires.Sub(t.Created); ttl > broadTTL {
 			add(api.SeverityWarning, "TOKEN_BROAD", fmt.Sprintf("join token %s is valid for %s (until %s)", t.ID, ttl.Round(time.Hour), t.Expires.UTC().Format(time.RFC3339)), "prefer tokens of an hour or less; revoke this one when done: `ward token revoke "+t.ID+"`")
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
+	c.tokMu.Unlock()
 
 	// Key files must stay owner-only, even if changed after start.
 	filepath.WalkDir(c.cfg.DataDir, func(p string, d fs.DirEntry, err error) error {

@@ -128,16 +128,19 @@ func (c *Coordinator) submit(spec api.JobSpec, who pki.ID) (api.Job, error) {
 	}
 	c.cl.AddJob(j)
 	ch := c.changesLocked()
-	ch.ops = append(ch.ops, store.Put(keyJobSeq, []byte(j.ID)))
+	ch.add(store.Put(keyJobSeq, []byte(j.ID)))
 	out := jobAPI(j)
 	c.mu.Unlock()
-	if err := c.journal.Wait(ch.ops); err != nil {
+	// Schedule at once: the journal commits in order, so placements land in
+	// this batch or a later one, and assignments are sent only after both
+	// are durable. Waiting first would cost a whole commit cycle.
+	c.poke()
+	if err := c.journal.Wait(ch.ops()); err != nil {
 		return api.Job{}, err
 	}
 	c.metrics.Jobs.WithLabelValues("submitted").Inc()
 	c.audit.Record(audit.Event{Type: "job.submit", Actor: who.String(), Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
 	c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
-	c.poke()
 	return out, nil
 }
 

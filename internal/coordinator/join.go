@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -73,7 +72,10 @@ func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by p
 		ID: id, SecretHash: enroll.HashSecret(secret), Created: now.UTC(), Expires: now.Add(req.TTL.D()).UTC(),
 		Uses: req.Uses, Labels: req.Labels, AllowDNS: req.AllowDNS, AllowIPs: req.AllowIPs, CreatedBy: by.String(),
 	}
-	if _, err := c.st.Txn(ctx, []store.Cond{store.Absent(tokenKey(id))}, []store.Op{putJSON(tokenKey(id), rec)}); err != nil {
+	c.tokMu.Lock()
+	c.tokens[id] = &rec
+	c.tokMu.Unlock()
+	if err := c.journal.Wait([]store.Op{putJSON(tokenKey(id), rec)}); err != nil {
 		return api.TokenCreated{}, fmt.Errorf("store token: %w", err)
 	}
 	c.audit.Record(audit.Event{Type: "token.create", Actor: by.String(), Target: id, Detail: map[string]string{
@@ -88,19 +90,13 @@ func (c *Coordinator) AdminID() pki.ID {
 }
 
 func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
-	recs, err := c.st.List(r.Context(), prefixTokens)
-	if err != nil {
-		return err
-	}
 	now := c.now()
-	out := make([]api.Token, 0, len(recs))
-	for _, rec := range recs {
-		var t tokenRecord
-		if err := json.Unmarshal(rec.Value, &t); err != nil {
-			return fmt.Errorf("%s: %w", rec.Key, err)
-		}
+	c.tokMu.Lock()
+	out := make([]api.Token, 0, len(c.tokens))
+	for _, t := range c.tokens {
 		out = append(out, t.api(now))
 	}
+	c.tokMu.Unlock()
 	sort.Slice(out, func(a, b int) bool { return out[a].Created.Before(out[b].Created) })
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -110,44 +106,32 @@ func (c *Coordinator) apiTokenRevoke(w http.ResponseWriter, r *http.Request, who
 	if !enroll.ValidTokenID(id) {
 		return api.Errorf(api.CodeInvalidArgument, "pass the 16-hex-digit ID that `ward token ls` shows", "%q is not a token ID", id)
 	}
-	var out api.Token
-	err := c.updateToken(r.Context(), id, func(t *tokenRecord) error {
-		t.Revoked = true
-		out = t.api(c.now())
-		return nil
-	})
-	if err != nil {
+	c.tokMu.Lock()
+	t := c.tokens[id]
+	if t == nil {
+		c.tokMu.Unlock()
+		return api.Errorf(api.CodeNotFound, "list tokens with `ward token ls`", "no token with ID %s", id)
+	}
+	t.Revoked = true
+	rec, out := *t, t.api(c.now())
+	c.tokMu.Unlock()
+	if err := c.journal.Wait([]store.Op{putJSON(tokenKey(id), rec)}); err != nil {
 		return err
 	}
 	c.audit.Record(audit.Event{Type: "token.revoke", Actor: who.String(), Target: id})
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// updateToken applies fn to a token record with compare-and-set, retrying
-// when another writer got there first. fn's error aborts without writing.
-func (c *Coordinator) updateToken(ctx context.Context, id string, fn func(*tokenRecord) error) error {
-	for range 20 {
-		rec, err := c.st.Get(ctx, tokenKey(id))
-		if errors.Is(err, store.ErrNotFound) {
-			return api.Errorf(api.CodeNotFound, "list tokens with `ward token ls`", "no token with ID %s", id)
-		}
-		if err != nil {
-			return err
-		}
+// loadTokens reads every token into memory, the authority for joins.
+func (c *Coordinator) loadTokens(ctx context.Context) error {
+	return c.st.Scan(ctx, prefixTokens, func(r store.Record) error {
 		var t tokenRecord
-		if err := json.Unmarshal(rec.Value, &t); err != nil {
-			return fmt.Errorf("%s: %w", rec.Key, err)
+		if err := json.Unmarshal(r.Value, &t); err != nil {
+			return fmt.Errorf("%s: %w", r.Key, err)
 		}
-		if err := fn(&t); err != nil {
-			return err
-		}
-		_, err = c.st.Txn(ctx, []store.Cond{store.Unchanged(rec.Key, rec.ModRev)}, []store.Op{putJSON(rec.Key, t)})
-		if store.IsConflict(err) {
-			continue
-		}
-		return err
-	}
-	return api.Errorf(api.CodeUnavailable, "try again", "token %s is being changed by many writers at once", id)
+		c.tokens[t.ID] = &t
+		return nil
+	})
 }
 
 // checkToken applies the token rules in an order that leaks nothing to a
@@ -186,9 +170,9 @@ func (c *Coordinator) apiJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, err)
 		return
 	}
-	ev.Detail = map[string]string{"serial": resp.serial}
+	// One event records both the join and the issuance (its serial).
+	ev.Detail = map[string]string{"serial": resp.serial, "identity": resp.id, "issued": "agent certificate"}
 	c.audit.Record(ev)
-	c.audit.Record(audit.Event{Type: "cert.issue", Actor: "join", Target: resp.id, Detail: map[string]string{"serial": resp.serial}})
 	c.log.Info("agent joined", "node", name, "peer_addr", r.RemoteAddr, "cert_serial", resp.serial)
 	writeJSON(w, http.StatusOK, resp.JoinResponse)
 }
@@ -220,92 +204,92 @@ func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string) (
 			return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "fix the agent's --label", "%v", err)
 		}
 	}
-	ctx := r.Context()
-	for attempt := 0; attempt < 20; attempt++ {
-		res, retry, err := c.tryJoin(ctx, &req)
-		if !retry {
-			return res, req.Name, err
-		}
-	}
-	return nil, req.Name, api.Errorf(api.CodeUnavailable, "retry the join", "the join token is contended")
-}
-
-// tryJoin runs one compare-and-set attempt of a join. retry is true when a
-// concurrent writer changed the token or node first.
-func (c *Coordinator) tryJoin(ctx context.Context, req *api.JoinRequest) (*joinResult, bool, error) {
+	// Check the token (without consuming it) before any CA work, so bad
+	// tokens cost nothing; then check and sign the CSR; then consume the
+	// token and register the node atomically in memory, and make both
+	// durable through the journal, where concurrent joins share a commit.
 	now := c.now()
-	rec, err := c.st.Get(ctx, tokenKey(req.TokenID))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, false, tokenInvalid()
+	c.tokMu.Lock()
+	tok := c.tokens[req.TokenID]
+	var err error
+	if tok == nil {
+		err = tokenInvalid()
+	} else {
+		err = checkToken(tok, req.Secret, now)
 	}
+	var allowDNS, allowIPs []string
+	if err == nil {
+		allowDNS, allowIPs = tok.AllowDNS, tok.AllowIPs
+	}
+	c.tokMu.Unlock()
 	if err != nil {
-		return nil, false, err
-	}
-	var tok tokenRecord
-	if err := json.Unmarshal(rec.Value, &tok); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", rec.Key, err)
-	}
-	if err := checkToken(&tok, req.Secret, now); err != nil {
-		return nil, false, err
+		return nil, req.Name, err
 	}
 	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleAgent, Name: req.Name}
-	policy := pki.CSRPolicy{ID: id, AllowedDNS: tok.AllowDNS}
-	for _, s := range tok.AllowIPs {
-		policy.AllowedIPs = append(policy.AllowedIPs, net.ParseIP(s))
+	policy := pki.CSRPolicy{ID: id, AllowedDNS: allowDNS}
+	for _, ip := range allowIPs {
+		policy.AllowedIPs = append(policy.AllowedIPs, net.ParseIP(ip))
 	}
 	csr, err := pki.CheckCSR(req.CSR, policy)
 	if err != nil {
-		return nil, false, err
-	}
-	nodeCond := store.Absent(nodeKey(req.Name))
-	if nrec, err := c.st.Get(ctx, nodeKey(req.Name)); err == nil {
-		var old nodeRecord
-		if err := json.Unmarshal(nrec.Value, &old); err != nil {
-			return nil, false, err
-		}
-		if !old.Revoked {
-			return nil, false, api.Errorf(api.CodeNodeNameInUse, fmt.Sprintf("start the agent with another --name, or revoke the old node first (`ward node revoke %s`)", req.Name),
-				"a node named %q is already registered", req.Name)
-		}
-		nodeCond = store.Unchanged(nrec.Key, nrec.ModRev)
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, false, err
+		return nil, req.Name, err
 	}
 	iss := c.issuer()
 	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
-		return nil, false, err
+		return nil, req.Name, err
 	}
-	tok.Used++
-	node := nodeRecord{
-		Name: req.Name, Joined: now.UTC(), TokenID: tok.ID, TokenLabels: tok.Labels, Labels: req.Labels, Slots: req.Slots,
-		CertSerial: pki.SerialHex(cert), CertExpiry: cert.NotAfter, CertIssuer: iss.CA.Cert.Subject.CommonName, Hostname: req.Hostname,
+	ops, err := c.consumeToken(&req, cert, iss, now)
+	if err != nil {
+		return nil, req.Name, err
+	}
+	if err := c.journal.Wait(ops); err != nil {
+		return nil, req.Name, err
 	}
 	crec := issuedRecord(cert, iss.CA.Cert)
-	_, err = c.st.Txn(ctx,
-		[]store.Cond{store.Unchanged(rec.Key, rec.ModRev), nodeCond},
-		[]store.Op{putJSON(rec.Key, tok), putJSON(nodeKey(req.Name), node), putJSON(certKey(crec.Serial), crec)})
-	if store.IsConflict(err) {
-		return nil, true, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	c.mu.Lock()
-	c.nodes[node.Name] = &node
-	sn := c.cl.UpsertNode(node.Name, node.Slots, effectiveLabels(&node))
-	sn.Revoked, sn.Drain = false, false
-	c.mu.Unlock()
 	return &joinResult{
 		JoinResponse: api.JoinResponse{
 			Node: req.Name, Cluster: c.cfg.Cluster,
 			ChainPEM:     pki.EncodeCertsPEM(cert, iss.CA.Cert),
 			BundlePEM:    c.clientBundle().PEM(),
+			CRLsPEM:      c.crlsPEM(),
 			ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
 			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
 		},
 		serial: crec.Serial, id: id.String(),
-	}, false, nil
+	}, req.Name, nil
+}
+
+// consumeToken uses the token once more and registers the node, under the
+// locks that make both atomic in memory, and returns the writes that make
+// them durable. The token is checked again: another join may have used it
+// up meanwhile.
+func (c *Coordinator) consumeToken(req *api.JoinRequest, cert *x509.Certificate, iss *pki.Issuer, now time.Time) ([]store.Op, error) {
+	c.tokMu.Lock()
+	defer c.tokMu.Unlock()
+	tok := c.tokens[req.TokenID]
+	if tok == nil {
+		return nil, tokenInvalid()
+	}
+	if err := checkToken(tok, req.Secret, now); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.nodes[req.Name]; old != nil && !old.Revoked {
+		return nil, api.Errorf(api.CodeNodeNameInUse, fmt.Sprintf("start the agent with another --name, or revoke the old node first (`ward node revoke %s`)", req.Name),
+			"a node named %q is already registered", req.Name)
+	}
+	tok.Used++
+	node := &nodeRecord{
+		Name: req.Name, Joined: now.UTC(), TokenID: tok.ID, TokenLabels: tok.Labels, Labels: req.Labels, Slots: req.Slots,
+		CertSerial: pki.SerialHex(cert), CertExpiry: cert.NotAfter, CertIssuer: iss.CA.Cert.Subject.CommonName, Hostname: req.Hostname,
+	}
+	c.nodes[node.Name] = node
+	sn := c.cl.UpsertNode(node.Name, node.Slots, effectiveLabels(node))
+	sn.Revoked, sn.Drain = false, false
+	crec := issuedRecord(cert, iss.CA.Cert)
+	return []store.Op{putJSON(tokenKey(tok.ID), tok), putJSON(nodeKey(node.Name), node), putJSON(certKey(crec.Serial), crec)}, nil
 }
 
 func issuedRecord(cert, issuer *x509.Certificate) certRecord {

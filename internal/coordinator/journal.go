@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/wardcluster/ward/internal/store"
 )
@@ -25,6 +26,7 @@ type journal struct {
 
 	commits  uint64 // for tests and metrics
 	opsTotal uint64
+	busy     time.Duration // time spent committing
 }
 
 func newJournal(st store.Store, fatal func(error)) *journal {
@@ -79,7 +81,9 @@ func (j *journal) flush() {
 	}
 	var err error
 	if len(ops) > 0 {
+		start := time.Now()
 		_, err = j.st.Txn(context.Background(), nil, ops)
+		j.busy += time.Since(start)
 		j.commits++
 		j.opsTotal += uint64(len(ops))
 	}

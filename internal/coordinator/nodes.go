@@ -82,7 +82,7 @@ func (c *Coordinator) setDrain(w http.ResponseWriter, name string, drain, force 
 	}
 	rec.Drain = drain
 	ch := c.changesLocked()
-	ch.ops = append(ch.ops, putJSON(nodeKey(name), rec))
+	ch.add(putJSON(nodeKey(name), rec))
 	reason := "node drained with --force by " + who.String()
 	sends := c.cancelFramesLocked(kill, reason, api.EndDrained)
 	s := c.sessions[name]

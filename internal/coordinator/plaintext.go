@@ -377,3 +377,10 @@ func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, w
 	c.log.Info("migration finished: plaintext is loopback only", "cut_off", names)
 	return writeJSON(w, http.StatusOK, c.migrationStatus())
 }
+
+// PlaintextAddr is the bound plaintext migration listener address, or ""
+// when it is not open.
+func (c *Coordinator) PlaintextAddr() string {
+	addr, _ := c.plaintextInsecure()
+	return addr
+}

@@ -83,16 +83,25 @@ type taskRecord struct {
 	Attempts        []attemptRecord `json:"attempts,omitempty"`
 }
 
-func encodeJob(j *sched.Job) store.Op {
-	b, _ := json.Marshal(jobRecord{
+// jobSnapshot copies a job's record under c.mu; it is encoded later,
+// outside the lock.
+func jobSnapshot(j *sched.Job) jobRecord {
+	return jobRecord{
 		ID: j.ID, Spec: j.Spec, Priority: int(j.Priority), Slots: j.Slots, Retries: j.Retries,
 		Submitted: j.Submitted, SubmittedBy: j.SubmittedBy, State: j.State, Finished: j.Finished,
 		CancelReason: j.CancelReason,
-	})
-	return store.Put(jobKey(j.ID), b)
+	}
 }
 
-func encodeTask(j *sched.Job, i int) store.Op {
+// taskSnap is a task record copied under c.mu, with its key.
+type taskSnap struct {
+	key string
+	rec taskRecord
+}
+
+// taskSnapshot copies a task's record under c.mu; it is encoded later,
+// outside the lock.
+func taskSnapshot(j *sched.Job, i int) taskSnap {
 	t := &j.Tasks[i]
 	rec := taskRecord{State: t.State.String(), CancelRequested: t.CancelRequested}
 	// A task that was only started (not yet ended) is persisted as
@@ -112,8 +121,7 @@ func encodeTask(j *sched.Job, i int) store.Op {
 		}
 		rec.Attempts = append(rec.Attempts, ar)
 	}
-	b, _ := json.Marshal(rec)
-	return store.Put(taskKey(j.ID, i), b)
+	return taskSnap{key: taskKey(j.ID, i), rec: rec}
 }
 
 func decodeJob(v []byte) (*sched.Job, error) {

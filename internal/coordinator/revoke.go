@@ -362,6 +362,7 @@ func (c *Coordinator) rebuildCRLs(ctx context.Context) error {
 		return err
 	}
 	c.crls.Store(&next)
+	c.pushCRLs()
 	return nil
 }
 
@@ -414,20 +415,46 @@ func (c *Coordinator) serveCRL(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveCRLs answers GET /v1/crls: every trusted issuing CA's CRL as PEM,
-// for agents to cache.
+// for agents without a session to fetch.
 func (c *Coordinator) serveCRLs(w http.ResponseWriter, r *http.Request) {
-	m := c.crls.Load()
 	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Write(c.crlsPEM())
+}
+
+// crlsPEM is every trusted issuing CA's current CRL, PEM, in a stable order.
+func (c *Coordinator) crlsPEM() []byte {
+	m := c.crls.Load()
 	if m == nil {
-		return
+		return nil
 	}
 	keys := make([]string, 0, len(*m))
 	for k := range *m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var out []byte
 	for _, k := range keys {
-		w.Write(pki.EncodeCRLPEM((*m)[k].der))
+		out = append(out, pki.EncodeCRLPEM((*m)[k].der)...)
+	}
+	return out
+}
+
+// pushCRLs sends the current CRLs to every connected agent, so they check
+// the coordinator against fresh revocation data without fetching it.
+func (c *Coordinator) pushCRLs() {
+	pemCRLs := c.crlsPEM()
+	c.mu.Lock()
+	sessions := make([]*session, 0, len(c.sessions))
+	for _, s := range c.sessions {
+		sessions = append(sessions, s)
+	}
+	c.mu.Unlock()
+	b, err := api.AppendFrame(nil, api.FrameCRLs, api.CRLs{PEM: pemCRLs})
+	if err != nil {
+		return
+	}
+	for _, s := range sessions {
+		s.sendRaw(b)
 	}
 }
 

@@ -42,7 +42,12 @@ type Coordinator struct {
 	live    liveConns
 	metrics *telemetry.Metrics
 	limiter *rateLimiter
-	now     func() time.Time
+
+	// tokMu guards tokens, the join tokens: the authority for joins,
+	// persisted through the journal. Lock order: tokMu, then mu.
+	tokMu  sync.Mutex
+	tokens map[string]*tokenRecord
+	now    func() time.Time
 
 	clusterLn, publicLn net.Listener
 	clusterTLS          *tls.Config
@@ -105,6 +110,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		now:        time.Now,
 		cl:         sched.NewCluster(cfg.AgingStep.D()),
 		nodes:      map[string]*nodeRecord{},
+		tokens:     map[string]*tokenRecord{},
 		sessions:   map[string]*session{},
 		lostTimers: map[string]*time.Timer{},
 		outputs:    map[outputKey]*outputState{},
@@ -162,6 +168,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	}
 	if err := c.restore(context.Background()); err != nil {
 		return nil, fmt.Errorf("restore state from %s: %w", c.path("ward.db"), err)
+	}
+	if err := c.loadTokens(context.Background()); err != nil {
+		return nil, fmt.Errorf("load join tokens: %w", err)
 	}
 	if err := c.loadRevoked(context.Background()); err != nil {
 		return nil, fmt.Errorf("load revocations: %w", err)
@@ -249,6 +258,10 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	c.wg.Wait()
 	jcancel()
 	<-jdone
+	if j := c.journal; j.commits > 0 {
+		c.log.Info("journal", "commits", j.commits, "writes", j.opsTotal, "writes_per_commit", float64(j.opsTotal)/float64(j.commits),
+			"mean_commit", (j.busy / time.Duration(j.commits)).String())
+	}
 	c.closeStorage()
 	return err
 }

@@ -207,12 +207,12 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 		}
 	}
 	ch := c.changesLocked()
-	ch.ops = append(ch.ops, putJSON(nodeKey(s.node), rec))
+	ch.add(putJSON(nodeKey(s.node), rec))
 	s.interval = c.heartbeatInterval(len(c.nodes))
 	c.mu.Unlock()
 
 	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.clientBundle().PEM(),
-		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}}
+		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}, CRLsPEM: c.crlsPEM()}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
 	}
@@ -318,12 +318,18 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 		if err := api.DecodeFrame(t, body, &m); err != nil {
 			return err
 		}
+		// Results free slots: place work on them in the same critical
+		// section, so results and new assignments share one commit.
 		c.mu.Lock()
 		acks := c.applyResultsLocked(s.node, m.Results)
+		pl := c.placeLocked()
 		ch := c.changesLocked()
 		c.mu.Unlock()
-		c.commit(ch, func() { s.send(api.FrameAck, api.Ack{Refs: acks}) })
-		c.poke()
+		frames := pl.frames(c)
+		c.commit(ch, func() {
+			s.send(api.FrameAck, api.Ack{Refs: acks})
+			frames.send()
+		})
 	default:
 		c.handleLifecycleFrame(s, t, body)
 	}

@@ -17,6 +17,41 @@ import (
 // file or the new one, never a torn one: temp file in the same directory,
 // fsync, rename, fsync of the directory.
 func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	if err := writeFileAtomic(path, data, perm); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// File is one file for WriteFilesAtomic.
+type File struct {
+	Path string
+	Data []byte
+	Perm fs.FileMode
+}
+
+// WriteFilesAtomic writes several files in one directory, each atomically,
+// with one directory fsync at the end instead of one per file.
+func WriteFilesAtomic(dir string, files ...File) error {
+	for _, f := range files {
+		if err := writeFileAtomic(filepath.Join(dir, f.Path), f.Data, f.Perm); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil // the files are written; a directory we cannot open cannot be synced either
+	}
+	defer d.Close()
+	d.Sync()
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -41,10 +76,6 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	}
 	if err := os.Rename(name, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }
