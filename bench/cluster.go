@@ -285,7 +285,7 @@ type agentFleet struct {
 // joinAgents creates n real agents (each joins with its own key and CSR,
 // writing its data dir under a temp dir in -agent-dir) with conc joins at
 // once.
-func joinAgents(ctx context.Context, p *inproc, prefix string, n, slots, conc int, exec agent.Executor) (*agentFleet, error) {
+func joinAgents(ctx context.Context, p *inproc, prefix string, n, slots, conc int, exec agent.Executor, mutate ...func(*config.Agent)) (*agentFleet, error) {
 	js, err := p.joinStrings(ctx, n)
 	if err != nil {
 		return nil, err
@@ -310,6 +310,9 @@ func joinAgents(ctx context.Context, p *inproc, prefix string, n, slots, conc in
 			cfg.Slots = slots
 		}
 		cfg.KillGrace = config.Duration(2 * time.Second)
+		for _, m := range mutate {
+			m(&cfg)
+		}
 		a, err := agent.New(ctx, cfg, agent.Options{Executor: exec, JoinString: js(i), Logger: log})
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", cfg.Name, err)

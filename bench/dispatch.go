@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,13 +80,42 @@ func runDispatch(ctx context.Context, r *Result) error {
 		return err
 	}
 
-	progress("dispatch: max-rate pass over mTLS: %d tasks in jobs of %d", opts.tasks, opts.jobTasks)
-	full, err := maxRatePass(ctx, p.admin, opts.tasks, opts.jobTasks, opts.submitters)
-	if err != nil {
-		return fmt.Errorf("mTLS pass: %w", err)
+	// The plaintext twin runs beside it, and the passes alternate (mTLS,
+	// plaintext, three times), so drift on this shared machine hits both
+	// alike; the figures are each side's median pass.
+	plainP, plainFleet, perr := startPlaintextTwin(ctx, r)
+	if perr == nil {
+		defer plainP.stop()
+		defer plainFleet.stop()
+	} else {
+		r.param("plaintext_pass", perr.Error())
+		r.note("mTLS/plaintext ratio: %v (target >= 0.90)", perr)
 	}
-	progress("dispatch: %.0f tasks/s over mTLS", full.rate)
-	r.fig("tasks_per_s", round(full.rate, 0), "/s").atLeast(50000).withNote("mTLS, max rate, durable")
+	rounds := 3
+	if perr != nil {
+		rounds = 1
+	}
+	var mtlsPasses, plainPasses []*passResult
+	for i := 0; i < rounds; i++ {
+		progress("dispatch: max-rate pass %d/%d over mTLS: %d tasks in jobs of %d", i+1, rounds, opts.tasks, opts.jobTasks)
+		pr, err := maxRatePass(ctx, p.admin, opts.tasks, opts.jobTasks, opts.submitters)
+		if err != nil {
+			return fmt.Errorf("mTLS pass: %w", err)
+		}
+		mtlsPasses = append(mtlsPasses, pr)
+		if perr == nil {
+			progress("dispatch: max-rate pass %d/%d over plaintext", i+1, rounds)
+			pp, err := maxRatePass(ctx, plainP.admin, opts.tasks, opts.jobTasks, opts.submitters)
+			if err != nil {
+				return fmt.Errorf("plaintext pass: %w", err)
+			}
+			plainPasses = append(plainPasses, pp)
+		}
+	}
+	full := medianPass(mtlsPasses)
+	progress("dispatch: %.0f tasks/s over mTLS (median of %d)", full.rate, len(mtlsPasses))
+	r.param("max_rate_passes", len(mtlsPasses))
+	r.fig("tasks_per_s", round(full.rate, 0), "/s").atLeast(50000).withNote("mTLS, max rate, durable; median pass")
 	r.fig("max_rate_task_p50_ms", ms(percentile(full.taskLat, 50)), "ms").withNote("submit → result at max rate (includes queueing)")
 	r.fig("max_rate_task_p99_ms", ms(percentile(full.taskLat, 99)), "ms")
 	r.fig("max_rate_elapsed_s", round(full.elapsed.Seconds(), 2), "s")
@@ -94,19 +123,22 @@ func runDispatch(ctx context.Context, r *Result) error {
 	if full.failed > 0 || full.retried > 0 || full.submitErrs > 0 {
 		r.note("max-rate pass: %d tasks did not complete, %d were retried, %d submits failed", full.failed, full.retried, full.submitErrs)
 	}
-
-	plain, err := dispatchPlaintext(ctx, r)
-	switch {
-	case err != nil:
-		r.param("plaintext_pass", err.Error())
-		r.note("mTLS/plaintext ratio: %v (target >= 0.90)", err)
-		r.Status = "partial"
-	default:
-		r.fig("plaintext_tasks_per_s", round(plain.rate, 0), "/s")
-		r.fig("mtls_to_plaintext_ratio", round(full.rate/plain.rate, 3), "").atLeast(0.90)
+	if len(plainPasses) > 0 {
+		plain := medianPass(plainPasses)
+		var pairs []string
+		for i := range plainPasses {
+			pairs = append(pairs, fmt.Sprintf("%.0f/%.0f", mtlsPasses[i].rate, plainPasses[i].rate))
+		}
+		r.fig("plaintext_tasks_per_s", round(plain.rate, 0), "/s").withNote("median pass")
+		r.fig("mtls_to_plaintext_ratio", round(full.rate/plain.rate, 3), "").atLeast(0.90).withNote("median mTLS pass / median plaintext pass")
+		r.note("alternating passes, mTLS/plaintext tasks/s: %s", strings.Join(pairs, ", "))
 	}
 
 	half := full.rate / 2
+	if opts.latRate > 0 {
+		half = opts.latRate
+		r.param("latency_pass_rate", opts.latRate)
+	}
 	progress("dispatch: half-load pass: %.0f tasks/s offered for %s in jobs of %d", half, opts.latDuration, opts.latJobTasks)
 	lat, err := openLoopPass(ctx, p.admin, half, opts.latJobTasks, opts.latDuration)
 	if err != nil {
@@ -125,18 +157,41 @@ func runDispatch(ctx context.Context, r *Result) error {
 	return nil
 }
 
-// dispatchPlaintext is the plaintext twin of the max-rate pass. Ward has no
-// plaintext listener yet; once config.Coordinator gains a plaintext address
-// field, this function starts a coordinator with it set, points the agents
-// at it and runs maxRatePass exactly as the mTLS pass does.
-func dispatchPlaintext(ctx context.Context, r *Result) (*passResult, error) {
-	field, ok := reflect.TypeOf(config.Coordinator{}).FieldByNameFunc(func(n string) bool {
-		return strings.Contains(strings.ToLower(n), "plain")
+// startPlaintextTwin starts the plaintext twin of the dispatch cluster: a
+// second coordinator with its plaintext migration listener on loopback, and
+// agents whose sessions run over it (authenticated by a signed nonce, not
+// encrypted). Joins and the admin API still use TLS, as they always do.
+func startPlaintextTwin(ctx context.Context, r *Result) (*inproc, *agentFleet, error) {
+	p, err := startCoordinator(ctx, "dispatch-plaintext", func(cfg *config.Coordinator) {
+		raiseJoinLimit(cfg)
+		cfg.PlaintextAddr = "127.0.0.1:0"
 	})
-	if !ok {
-		return nil, notAvailable{"needs a plaintext listener: config.Coordinator has no plaintext address field yet"}
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, notAvailable{fmt.Sprintf("config.Coordinator now has %s; wire it into dispatchPlaintext (coordinator field, agent dial) and run maxRatePass over it", field.Name)}
+	addr := p.c.PlaintextAddr()
+	fleet, err := joinAgents(ctx, p, "p", opts.dispatchAgents, opts.slots, 16, noopExec{}, func(a *config.Agent) {
+		a.InsecurePlaintextCoordinator = addr
+	})
+	if err != nil {
+		p.stop()
+		return nil, nil, err
+	}
+	fleet.run()
+	if _, err := p.admin.waitConnected(ctx, opts.dispatchAgents, time.Minute); err != nil {
+		fleet.stop()
+		p.stop()
+		return nil, nil, err
+	}
+	r.param("plaintext_pass", "agent sessions over the plaintext migration listener on "+addr)
+	return p, fleet, nil
+}
+
+// medianPass returns the pass with the median rate.
+func medianPass(ps []*passResult) *passResult {
+	sorted := append([]*passResult(nil), ps...)
+	sort.Slice(sorted, func(a, b int) bool { return sorted[a].rate < sorted[b].rate })
+	return sorted[len(sorted)/2]
 }
 
 // maxRatePass submits tasks as jobs of jobTasks with conc submitters as

@@ -66,6 +66,7 @@ var opts struct {
 	jobTasks       int
 	submitters     int
 	latJobTasks    int
+	latRate        float64
 	latDuration    time.Duration
 
 	heapAgents       int
@@ -110,6 +111,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.submitters, "submitters", 4, "dispatch: concurrent submitters in the max-rate pass")
 	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 0, "dispatch: tasks per job in the half-load latency pass (0: the same as -job-tasks, so the load is the max-rate pass's at half the rate)")
 	fs.DurationVar(&opts.latDuration, "lat-time", 5*time.Second, "dispatch: length of the half-load latency pass")
+	fs.Float64Var(&opts.latRate, "lat-rate", 0, "dispatch: tasks/s offered in the latency pass (0: half the measured max rate)")
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
 	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")
