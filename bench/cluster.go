@@ -266,7 +266,7 @@ func (noopHandle) Kill(string) {}
 func (noopExec) Run(a api.Assignment, r agent.Reporter) agent.Handle {
 	now := time.Now()
 	r.Started(now)
-	r.Exited(api.TaskResult{AttemptRef: a.AttemptRef, ExitCode: 0, Reason: api.EndExited, Started: now, Ended: now})
+	r.Exited(api.TaskResult{AttemptRef: a.AttemptRef, ExitCode: 0, Reason: api.EndExited, Started: api.NanosOf(now), Ended: api.NanosOf(now)})
 	return noopHandle{}
 }
 

@@ -192,7 +192,7 @@ func (e sleepExec) Run(a api.Assignment, r agent.Reporter) agent.Handle {
 	start := time.Now()
 	r.Started(start)
 	time.AfterFunc(e.d, func() {
-		r.Exited(api.TaskResult{AttemptRef: a.AttemptRef, ExitCode: 0, Reason: api.EndExited, Started: start, Ended: time.Now()})
+		r.Exited(api.TaskResult{AttemptRef: a.AttemptRef, ExitCode: 0, Reason: api.EndExited, Started: api.NanosOf(start), Ended: api.NanosOf(time.Now())})
 	})
 	return noopHandle{}
 }

@@ -115,18 +115,19 @@ func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 	res := api.TaskResult{AttemptRef: a.AttemptRef}
 	if err := cmd.Start(); err != nil {
 		now := time.Now()
-		res.Reason, res.ExitCode, res.Error, res.Started, res.Ended = api.EndStartErr, -1, err.Error(), now, now
+		res.Reason, res.ExitCode, res.Error, res.Started, res.Ended = api.EndStartErr, -1, err.Error(), api.NanosOf(now), api.NanosOf(now)
 		close(h.done)
 		go r.Exited(res)
 		return h
 	}
-	res.Started = time.Now()
+	started := time.Now()
+	res.Started = api.NanosOf(started)
 	e.Reaper.Track(cmd.Process.Pid)
 	h.mu.Lock()
 	h.pgid = cmd.Process.Pid
 	pending := h.why
 	h.mu.Unlock()
-	r.Started(res.Started)
+	r.Started(started)
 	if pending != "" { // killed before it even started
 		h.why = ""
 		h.Kill(pending)
@@ -144,7 +145,7 @@ func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 		if timer != nil {
 			timer.Stop()
 		}
-		res.Ended = time.Now()
+		res.Ended = api.NanosOf(time.Now())
 		res.ExitCode = cmd.ProcessState.ExitCode()
 		res.Reason = api.EndExited
 		if why := h.reason(); why != "" {

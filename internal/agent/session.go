@@ -162,7 +162,11 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 		if err := api.DecodeFrame(t, body, &m); err != nil {
 			return err
 		}
-		for _, as := range m.Tasks {
+		tasks, err := m.Expand()
+		if err != nil {
+			return err
+		}
+		for _, as := range tasks {
 			a.start(as)
 		}
 	case api.FrameAck:
@@ -260,7 +264,7 @@ func (a *Agent) start(as api.Assignment) {
 	a.mu.Unlock()
 	if len(as.Argv) == 0 {
 		now := time.Now()
-		(&reporter{a: a, ref: as.AttemptRef}).Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: api.EndStartErr, Error: "empty command", Started: now, Ended: now})
+		(&reporter{a: a, ref: as.AttemptRef}).Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: api.EndStartErr, Error: "empty command", Started: api.NanosOf(now), Ended: api.NanosOf(now)})
 		return
 	}
 	h := a.exec.Run(as, &reporter{a: a, ref: as.AttemptRef})
@@ -277,7 +281,7 @@ type reporter struct {
 
 func (r *reporter) Started(at time.Time) {
 	r.a.mu.Lock()
-	r.a.out.started = append(r.a.out.started, api.StartedRef{AttemptRef: r.ref, At: at})
+	r.a.out.started = append(r.a.out.started, api.StartedRef{AttemptRef: r.ref, At: api.NanosOf(at)})
 	r.a.mu.Unlock()
 	r.a.wake()
 }

@@ -1,6 +1,11 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // FrameType identifies a message on the agent session stream. A frame is a
 // 4-byte big-endian length (type byte plus body), the type byte, and a JSON
@@ -129,9 +134,43 @@ type Heartbeat struct {
 	UsedSlots int       `json:"used_slots"`
 }
 
-// Assignment is one task attempt to run.
+// Nanos is a time as Unix nanoseconds, 0 for none. The hot frames carry
+// times this way: a JSON number costs far less to write and read than a
+// formatted timestamp.
+type Nanos int64
+
+// NanosOf converts a time.
+func NanosOf(t time.Time) Nanos {
+	if t.IsZero() {
+		return 0
+	}
+	return Nanos(t.UnixNano())
+}
+
+// Time converts back.
+func (n Nanos) Time() time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(n)).UTC()
+}
+
+// Assignment is one task attempt for an agent's executor: the attempt and
+// the command with {index} already substituted. On the wire it travels as
+// an AssignJob template plus the attempt reference.
 type Assignment struct {
 	AttemptRef
+	Argv    []string
+	Env     map[string]string
+	Dir     string
+	Slots   int
+	Timeout Duration
+}
+
+// AssignJob is a job's command template, sent once per Assign frame for
+// all of that job's tasks in it.
+type AssignJob struct {
+	Job     string            `json:"j"`
 	Argv    []string          `json:"argv"`
 	Env     map[string]string `json:"env,omitempty"`
 	Dir     string            `json:"dir,omitempty"`
@@ -139,9 +178,37 @@ type Assignment struct {
 	Timeout Duration          `json:"timeout,omitempty"`
 }
 
-// Assign carries a batch of assignments.
+// Assign carries a batch of attempts to run and the templates of their
+// jobs.
 type Assign struct {
-	Tasks []Assignment `json:"tasks"`
+	Jobs  []AssignJob  `json:"jobs"`
+	Tasks []AttemptRef `json:"tasks"`
+}
+
+// IndexPlaceholder in a job's arguments becomes the task's index.
+const IndexPlaceholder = "{index}"
+
+// Expand turns the frame into assignments, substituting {index}. A task
+// whose job template is missing is an error: the frame is malformed.
+func (m *Assign) Expand() ([]Assignment, error) {
+	jobs := make(map[string]*AssignJob, len(m.Jobs))
+	for i := range m.Jobs {
+		jobs[m.Jobs[i].Job] = &m.Jobs[i]
+	}
+	out := make([]Assignment, 0, len(m.Tasks))
+	for _, ref := range m.Tasks {
+		j := jobs[ref.Job]
+		if j == nil {
+			return nil, fmt.Errorf("assignment for job %s without its template", ref.Job)
+		}
+		idx := strconv.Itoa(ref.Task)
+		argv := make([]string, len(j.Argv))
+		for i, a := range j.Argv {
+			argv[i] = strings.ReplaceAll(a, IndexPlaceholder, idx)
+		}
+		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout})
+	}
+	return out, nil
 }
 
 // Started reports attempts whose processes started.
@@ -152,7 +219,7 @@ type Started struct {
 // StartedRef is one started attempt.
 type StartedRef struct {
 	AttemptRef
-	At time.Time `json:"at"`
+	At Nanos `json:"at"`
 }
 
 // OutputChunk is a piece of an attempt's stdout or stderr.
@@ -179,11 +246,11 @@ const (
 // TaskResult is how an attempt ended.
 type TaskResult struct {
 	AttemptRef
-	ExitCode int       `json:"exit"`
-	Reason   string    `json:"reason"`
-	Error    string    `json:"error,omitempty"`
-	Started  time.Time `json:"started"`
-	Ended    time.Time `json:"ended"`
+	ExitCode int    `json:"exit"`
+	Reason   string `json:"reason"`
+	Error    string `json:"error,omitempty"`
+	Started  Nanos  `json:"s"`
+	Ended    Nanos  `json:"e"`
 }
 
 // Results carries finished attempts; the agent keeps each until acknowledged.

@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -53,21 +51,39 @@ func (c *Coordinator) dispatchRound() {
 	c.commit(ch, func() { frames.send() })
 }
 
-// placement is one scheduling round's assignments, grouped per session.
+// placement is one scheduling round's assignments, one frame per session.
 type placement struct {
-	byNode   map[string][]api.Assignment
+	byNode   map[string]*api.Assign
 	sessions map[string]*session
 }
 
 func (p placement) empty() bool { return len(p.byNode) == 0 }
 
 // placeLocked runs a scheduling round. Callers hold c.mu and commit the
-// changes it makes before sending the frames.
+// changes it makes before sending the frames. Each frame carries a job's
+// command once, however many of its tasks it holds.
 func (c *Coordinator) placeLocked() placement {
 	ps := c.cl.Schedule(c.now())
-	p := placement{byNode: map[string][]api.Assignment{}, sessions: map[string]*session{}}
+	p := placement{byNode: map[string]*api.Assign{}, sessions: map[string]*session{}}
+	var seen map[string]map[string]bool // node → jobs with a template in its frame
 	for _, pl := range ps {
-		p.byNode[pl.Node.Name] = append(p.byNode[pl.Node.Name], assignment(pl))
+		m := p.byNode[pl.Node.Name]
+		if m == nil {
+			m = &api.Assign{}
+			p.byNode[pl.Node.Name] = m
+		}
+		if seen == nil {
+			seen = map[string]map[string]bool{}
+		}
+		if seen[pl.Node.Name] == nil {
+			seen[pl.Node.Name] = map[string]bool{}
+		}
+		if !seen[pl.Node.Name][pl.Job.ID] {
+			seen[pl.Node.Name][pl.Job.ID] = true
+			spec := &pl.Job.Spec
+			m.Jobs = append(m.Jobs, api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: pl.Job.Slots, Timeout: spec.Timeout})
+		}
+		m.Tasks = append(m.Tasks, pl.Ref.APIRef())
 	}
 	for name := range p.byNode {
 		p.sessions[name] = c.sessions[name]
@@ -87,12 +103,12 @@ func (f sendSet) send() {
 // frames encodes each node's assignments, outside c.mu.
 func (p placement) frames(c *Coordinator) sendSet {
 	out := make(sendSet, len(p.byNode))
-	for name, tasks := range p.byNode {
+	for name, m := range p.byNode {
 		s := p.sessions[name]
 		if s == nil {
 			continue // its agent is away; the hello after reconnect reconciles
 		}
-		b, err := api.AppendFrame(nil, api.FrameAssign, api.Assign{Tasks: tasks})
+		b, err := api.AppendFrame(nil, api.FrameAssign, m)
 		if err != nil {
 			c.log.Error("encode assignments", "node", name, "err", err)
 			continue
@@ -102,33 +118,14 @@ func (p placement) frames(c *Coordinator) sendSet {
 	return out
 }
 
-// assignment builds what an agent needs to run one attempt. The job spec
-// never changes after submission, so this needs no lock.
-func assignment(p sched.Placement) api.Assignment {
-	spec := &p.Job.Spec
-	idx := strconv.Itoa(p.Task)
-	argv := make([]string, len(spec.Argv))
-	for i, a := range spec.Argv {
-		argv[i] = strings.ReplaceAll(a, "{index}", idx)
-	}
-	return api.Assignment{
-		AttemptRef: p.Ref.APIRef(),
-		Argv:       argv,
-		Env:        spec.Env,
-		Dir:        spec.Dir,
-		Slots:      p.Job.Slots,
-		Timeout:    spec.Timeout,
-	}
-}
-
 // changes is what one state transition must write: records copied under
 // c.mu and encoded later outside it, writes already encoded, and the jobs
 // it finished (whose log followers are told once the write is durable).
 type changes struct {
-	jobs  []jobRecord
-	tasks []taskSnap
-	extra []store.Op
-	ended []jobEnding
+	jobs   []jobRecord
+	chunks []chunkSnap
+	extra  []store.Op
+	ended  []jobEnding
 }
 
 // add appends an already-encoded write.
@@ -136,12 +133,12 @@ func (ch *changes) add(op store.Op) { ch.extra = append(ch.extra, op) }
 
 // ops encodes every write. Call it without holding c.mu.
 func (ch *changes) ops() []store.Op {
-	ops := make([]store.Op, 0, len(ch.jobs)+len(ch.tasks)+len(ch.extra))
+	ops := make([]store.Op, 0, len(ch.jobs)+len(ch.chunks)+len(ch.extra))
 	for i := range ch.jobs {
 		ops = append(ops, putJSON(jobKey(ch.jobs[i].ID), &ch.jobs[i]))
 	}
-	for i := range ch.tasks {
-		ops = append(ops, putJSON(ch.tasks[i].key, &ch.tasks[i].rec))
+	for i := range ch.chunks {
+		ops = append(ops, store.Put(ch.chunks[i].key, encodeChunk(ch.chunks[i])))
 	}
 	return append(ops, ch.extra...)
 }
@@ -158,7 +155,7 @@ type jobEnding struct {
 // Callers hold c.mu; encoding happens later, in commit.
 func (c *Coordinator) changesLocked() changes {
 	jobs, tasks := c.cl.TakeDirty()
-	ch := changes{jobs: make([]jobRecord, 0, len(jobs)), tasks: make([]taskSnap, 0, len(tasks))}
+	ch := changes{jobs: make([]jobRecord, 0, len(jobs))}
 	for _, j := range jobs {
 		ch.jobs = append(ch.jobs, jobSnapshot(j))
 		if j.Terminal() {
@@ -169,8 +166,17 @@ func (c *Coordinator) changesLocked() changes {
 			}
 		}
 	}
+	type chunkID struct {
+		job   *sched.Job
+		chunk int
+	}
+	seen := make(map[chunkID]bool, len(tasks)/8+1)
 	for _, k := range tasks {
-		ch.tasks = append(ch.tasks, taskSnapshot(k.Job, k.Task))
+		id := chunkID{k.Job, k.Task / chunkSize}
+		if !seen[id] {
+			seen[id] = true
+			ch.chunks = append(ch.chunks, snapshotChunk(k.Job, id.chunk))
+		}
 	}
 	return ch
 }

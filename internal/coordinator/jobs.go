@@ -257,22 +257,4 @@ func (c *Coordinator) cancelFramesLocked(kill []sched.Placement, reason, endReas
 	return out
 }
 
-// parseTaskKey splits tasks/<job>/<index>.
-func parseTaskKey(key string) (string, int, bool) {
-	rest := strings.TrimPrefix(key, prefixTasks)
-	jid, idx, ok := strings.Cut(rest, "/")
-	if !ok {
-		return "", 0, false
-	}
-	n, err := strconv.ParseUint(jid, 10, 64)
-	if err != nil {
-		return "", 0, false
-	}
-	i, err := strconv.Atoi(idx)
-	if err != nil {
-		return "", 0, false
-	}
-	return strconv.FormatUint(n, 10), i, true
-}
-
 var _ = time.Second

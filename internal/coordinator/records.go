@@ -24,10 +24,8 @@ const (
 	keyCRLNumber = "meta/crl-number"
 )
 
-func jobKey(id string) string         { return prefixJobs + padID(id) }
-func taskPrefix(id string) string     { return prefixTasks + padID(id) + "/" }
-func taskKey(id string, i int) string { return fmt.Sprintf("%s%s/%07d", prefixTasks, padID(id), i) }
-func logPrefix(id string) string      { return prefixLogs + padID(id) + "/" }
+func jobKey(id string) string    { return prefixJobs + padID(id) }
+func logPrefix(id string) string { return prefixLogs + padID(id) + "/" }
 func logKey(id string, task, seq int) string {
 	return fmt.Sprintf("%s%s/%07d/%09d", prefixLogs, padID(id), task, seq)
 }
@@ -65,24 +63,6 @@ type jobRecord struct {
 	CancelReason string      `json:"cancel_reason,omitempty"`
 }
 
-type attemptRecord struct {
-	N        int       `json:"n"`
-	Node     string    `json:"node"`
-	State    string    `json:"state"`
-	Assigned time.Time `json:"assigned"`
-	Started  time.Time `json:"started,omitempty"`
-	Ended    time.Time `json:"ended,omitempty"`
-	Exit     *int      `json:"exit,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Late     bool      `json:"late,omitempty"`
-}
-
-type taskRecord struct {
-	State           string          `json:"state"`
-	CancelRequested bool            `json:"cancel_requested,omitempty"`
-	Attempts        []attemptRecord `json:"attempts,omitempty"`
-}
-
 // jobSnapshot copies a job's record under c.mu; it is encoded later,
 // outside the lock.
 func jobSnapshot(j *sched.Job) jobRecord {
@@ -91,37 +71,6 @@ func jobSnapshot(j *sched.Job) jobRecord {
 		Submitted: j.Submitted, SubmittedBy: j.SubmittedBy, State: j.State, Finished: j.Finished,
 		CancelReason: j.CancelReason,
 	}
-}
-
-// taskSnap is a task record copied under c.mu, with its key.
-type taskSnap struct {
-	key string
-	rec taskRecord
-}
-
-// taskSnapshot copies a task's record under c.mu; it is encoded later,
-// outside the lock.
-func taskSnapshot(j *sched.Job, i int) taskSnap {
-	t := &j.Tasks[i]
-	rec := taskRecord{State: t.State.String(), CancelRequested: t.CancelRequested}
-	// A task that was only started (not yet ended) is persisted as
-	// assigned: the running state is soft and comes back from the agent's
-	// hello after a restart, so starting a task costs no store write.
-	if t.State == sched.Running {
-		rec.State = sched.Assigned.String()
-	}
-	for _, a := range t.Attempts {
-		ar := attemptRecord{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late}
-		if a.State == sched.Running {
-			ar.State = sched.Assigned.String()
-		}
-		if a.HasExit {
-			e := a.Exit
-			ar.Exit = &e
-		}
-		rec.Attempts = append(rec.Attempts, ar)
-	}
-	return taskSnap{key: taskKey(j.ID, i), rec: rec}
 }
 
 func decodeJob(v []byte) (*sched.Job, error) {
@@ -134,30 +83,6 @@ func decodeJob(v []byte) (*sched.Job, error) {
 		Submitted: r.Submitted, SubmittedBy: r.SubmittedBy, State: r.State, Finished: r.Finished,
 		CancelReason: r.CancelReason, Tasks: make([]sched.Task, r.Spec.Count),
 	}, nil
-}
-
-func decodeTask(v []byte) (sched.Task, error) {
-	var r taskRecord
-	if err := json.Unmarshal(v, &r); err != nil {
-		return sched.Task{}, err
-	}
-	s, err := sched.ParseState(r.State)
-	if err != nil {
-		return sched.Task{}, err
-	}
-	t := sched.Task{State: s, CancelRequested: r.CancelRequested}
-	for _, ar := range r.Attempts {
-		as, err := sched.ParseState(ar.State)
-		if err != nil {
-			return sched.Task{}, err
-		}
-		a := sched.Attempt{N: ar.N, Node: ar.Node, State: as, Assigned: ar.Assigned, Started: ar.Started, Ended: ar.Ended, Reason: ar.Reason, Late: ar.Late}
-		if ar.Exit != nil {
-			a.Exit, a.HasExit = *ar.Exit, true
-		}
-		t.Attempts = append(t.Attempts, a)
-	}
-	return t, nil
 }
 
 // nodeRecord is an agent's registration. Labels from its token override the

@@ -337,16 +337,19 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		return err
 	}
 	if err := c.st.Scan(ctx, prefixTasks, func(r store.Record) error {
-		id, idx, ok := parseTaskKey(r.Key)
+		id, chunk, ok := parseChunkKey(r.Key)
 		j := jobs[id]
-		if !ok || j == nil || idx >= len(j.Tasks) {
-			return fmt.Errorf("task record %s has no job", r.Key)
+		if !ok || j == nil {
+			return fmt.Errorf("task record %s has no job (or is from a development build before task chunks: start with a fresh data directory)", r.Key)
 		}
-		t, err := decodeTask(r.Value)
+		first, tasks, err := decodeChunk(r.Value)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Key, err)
 		}
-		j.Tasks[idx] = t
+		if first != chunk*chunkSize || first+len(tasks) > len(j.Tasks) {
+			return fmt.Errorf("%s holds tasks %d..%d, which job %s (%d tasks) cannot have", r.Key, first, first+len(tasks)-1, id, len(j.Tasks))
+		}
+		copy(j.Tasks[first:], tasks)
 		return nil
 	}); err != nil {
 		return err

@@ -304,7 +304,7 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 		}
 		c.mu.Lock()
 		for _, r := range m.Refs {
-			c.cl.Started(s.node, sched.RefOf(r.AttemptRef), r.At)
+			c.cl.Started(s.node, sched.RefOf(r.AttemptRef), r.At.Time())
 		}
 		c.mu.Unlock()
 	case api.FrameOutput:

@@ -386,12 +386,12 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 		return Duplicate
 	}
 	a.HasExit, a.Exit = true, r.ExitCode
-	if !r.Started.IsZero() {
-		a.Started = r.Started
+	if r.Started != 0 {
+		a.Started = r.Started.Time()
 	}
 	if a.State == Lost {
 		a.Late = true
-		a.Ended = r.Ended
+		a.Ended = r.Ended.Time()
 		a.Reason = fmt.Sprintf("%s (late: reported after the attempt was declared lost; %s)", a.Reason, describeEnd(r))
 		c.markTask(j, ref.Task)
 		return LateLost
@@ -400,7 +400,7 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 		return Duplicate
 	}
 	c.release(node, ref)
-	a.Ended = r.Ended
+	a.Ended = r.Ended.Time()
 	a.Reason = describeEnd(r)
 	var s State
 	switch {
@@ -420,7 +420,7 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	}
 	a.State = s
 	c.setState(j, ref.Task, s)
-	c.refreshJob(j, r.Ended)
+	c.refreshJob(j, r.Ended.Time())
 	return Recorded
 }
 

@@ -15,7 +15,7 @@ func newJob(id string, count, slots int, p Priority, at time.Time) *Job {
 }
 
 func result(r Ref, exit int, reason string) api.TaskResult {
-	return api.TaskResult{AttemptRef: r.APIRef(), ExitCode: exit, Reason: reason, Ended: t0}
+	return api.TaskResult{AttemptRef: r.APIRef(), ExitCode: exit, Reason: reason, Ended: api.NanosOf(t0)}
 }
 
 func TestScheduleNeverOversubscribes(t *testing.T) {

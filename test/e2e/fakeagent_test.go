@@ -112,7 +112,7 @@ func (a *scriptedAgent) close() {
 
 func result(r api.AttemptRef, exit int) api.TaskResult {
 	now := time.Now()
-	return api.TaskResult{AttemptRef: r, ExitCode: exit, Reason: api.EndExited, Started: now.Add(-time.Millisecond), Ended: now}
+	return api.TaskResult{AttemptRef: r, ExitCode: exit, Reason: api.EndExited, Started: api.NanosOf(now.Add(-time.Millisecond)), Ended: api.NanosOf(now)}
 }
 
 func (a *scriptedAgent) cert() *x509.Certificate { return a.src.Leaf() }

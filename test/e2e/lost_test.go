@@ -189,7 +189,7 @@ func TestNoDuplicateResults(t *testing.T) {
 	id := strings.TrimSpace(c.mustWard("submit", "--", "true"))
 	var as api.Assign
 	f.expect(api.FrameAssign, &as)
-	ref := as.Tasks[0].AttemptRef
+	ref := as.Tasks[0]
 	res := result(ref, 0)
 	f.send(api.FrameResults, api.Results{Results: []api.TaskResult{res, res}})
 	f.send(api.FrameResults, api.Results{Results: []api.TaskResult{res}})
@@ -209,7 +209,7 @@ func TestNoDuplicateResults(t *testing.T) {
 	// on g, then f comes back with its result.
 	id2 := strings.TrimSpace(c.mustWard("submit", "--", "true"))
 	f.expect(api.FrameAssign, &as)
-	lateRef := as.Tasks[0].AttemptRef
+	lateRef := as.Tasks[0]
 	f.close()
 	waitFor(t, 10*time.Second, "the attempt to be declared lost", func() bool {
 		d := c.job(id2)
@@ -221,7 +221,7 @@ func TestNoDuplicateResults(t *testing.T) {
 	if as.Tasks[0].Attempt != 2 {
 		t.Fatalf("retry is attempt %d", as.Tasks[0].Attempt)
 	}
-	g.send(api.FrameResults, api.Results{Results: []api.TaskResult{result(as.Tasks[0].AttemptRef, 0)}})
+	g.send(api.FrameResults, api.Results{Results: []api.TaskResult{result(as.Tasks[0], 0)}})
 	g.expect(api.FrameAck, &ack)
 	c.waitJob(id2, 10*time.Second)
 	f.connect(api.Hello{Finished: []api.TaskResult{result(lateRef, 7)}})

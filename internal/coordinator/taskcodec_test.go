@@ -1,0 +1,89 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/sched"
+)
+
+func TestChunkRoundTrip(t *testing.T) {
+	t0 := time.Date(2026, 3, 4, 5, 6, 7, 89, time.UTC)
+	j := &sched.Job{ID: "7", Spec: api.JobSpec{Count: 130}, Tasks: make([]sched.Task, 130)}
+	j.Tasks[64] = sched.Task{State: sched.Completed, Attempts: []sched.Attempt{
+		{N: 1, Node: "a", State: sched.Lost, Assigned: t0, Ended: t0.Add(time.Second), Reason: "agent lost", Late: true, HasExit: true, Exit: 0},
+		{N: 2, Node: "bé", State: sched.Completed, Assigned: t0, Started: t0.Add(time.Millisecond), Ended: t0.Add(time.Minute), HasExit: true, Exit: -9, Reason: "exited"},
+	}}
+	j.Tasks[65] = sched.Task{State: sched.Running, CancelRequested: true, Attempts: []sched.Attempt{{N: 1, Node: "c", State: sched.Running, Assigned: t0, Started: t0}}}
+	tests := []struct {
+		name  string
+		chunk int
+		want  int
+	}{
+		{"full chunk", 1, 64},
+		{"last, short chunk", 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := snapshotChunk(j, tt.chunk)
+			first, tasks, err := decodeChunk(encodeChunk(snap))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first != tt.chunk*chunkSize || len(tasks) != tt.want {
+				t.Fatalf("first %d, %d tasks", first, len(tasks))
+			}
+			want := append([]sched.Task(nil), j.Tasks[first:first+tt.want]...)
+			for i := range want {
+				want[i].State = persisted(want[i].State)
+				want[i].Attempts = append([]sched.Attempt(nil), want[i].Attempts...)
+				for k := range want[i].Attempts {
+					want[i].Attempts[k].State = persisted(want[i].Attempts[k].State)
+				}
+				if len(want[i].Attempts) == 0 {
+					want[i].Attempts = []sched.Attempt{}
+				}
+			}
+			if diff := cmp.Diff(want, tasks, cmp.AllowUnexported(sched.Task{})); diff != "" {
+				t.Fatalf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// The snapshot is a copy: later changes do not reach it.
+	snap := snapshotChunk(j, 1)
+	j.Tasks[64].Attempts[0].Node = "changed"
+	if snap.tasks[0].Attempts[0].Node != "a" {
+		t.Fatal("the snapshot shares memory with the live task")
+	}
+}
+
+func TestDecodeChunkRefusesDamage(t *testing.T) {
+	j := &sched.Job{ID: "1", Tasks: make([]sched.Task, 3)}
+	j.Tasks[1].Attempts = []sched.Attempt{{N: 1, Node: "n", State: sched.Completed, Reason: "exited"}}
+	good := encodeChunk(snapshotChunk(j, 0))
+	for _, bad := range [][]byte{nil, {9}, good[:len(good)-3], append(append([]byte{}, good...), 0)} {
+		if _, _, err := decodeChunk(bad); err == nil {
+			t.Errorf("accepted damaged record %x", bad)
+		}
+	}
+}
+
+func FuzzDecodeChunk(f *testing.F) {
+	j := &sched.Job{ID: "1", Tasks: make([]sched.Task, 3)}
+	j.Tasks[1].Attempts = []sched.Attempt{{N: 1, Node: "n", State: sched.Completed, Reason: "exited", HasExit: true, Exit: 3}}
+	f.Add(encodeChunk(snapshotChunk(j, 0)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		first, tasks, err := decodeChunk(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode and decode to the same.
+		again, tasks2, err := decodeChunk(encodeChunk(chunkSnap{first: first, tasks: tasks}))
+		if err != nil || again != first || len(tasks2) != len(tasks) {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
