@@ -10,9 +10,12 @@ import (
 // AppendFrame encodes msg as a frame of type t and appends it to dst, so a
 // sender can batch several frames into one write.
 func AppendFrame(dst []byte, t FrameType, msg any) ([]byte, error) {
-	body, err := json.Marshal(msg)
-	if err != nil {
-		return dst, fmt.Errorf("encode frame %d: %w", t, err)
+	body, ok := encodeBinary(nil, msg)
+	if !ok {
+		var err error
+		if body, err = json.Marshal(msg); err != nil {
+			return dst, fmt.Errorf("encode frame %d: %w", t, err)
+		}
 	}
 	if len(body)+1 > MaxFrame {
 		return dst, fmt.Errorf("frame %d is %d bytes, over the %d limit", t, len(body)+1, MaxFrame)
@@ -44,6 +47,12 @@ func ReadFrame(r io.Reader, hdr []byte) (FrameType, []byte, error) {
 
 // DecodeFrame decodes a frame body into msg, naming the frame on failure.
 func DecodeFrame(t FrameType, body []byte, msg any) error {
+	if ok, err := decodeBinary(body, msg); ok {
+		if err != nil {
+			return fmt.Errorf("decode frame %d: %w", t, err)
+		}
+		return nil
+	}
 	if err := json.Unmarshal(body, msg); err != nil {
 		return fmt.Errorf("decode frame %d: %w", t, err)
 	}

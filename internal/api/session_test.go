@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -47,4 +48,60 @@ func TestAssignExpand(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBinaryFramesRoundTrip(t *testing.T) {
+	msgs := []struct {
+		t    FrameType
+		in   any
+		out  any
+		same func(a, b any) bool
+	}{
+		{FrameAssign, &Assign{Jobs: []AssignJob{{Job: "12", Argv: []string{"sh", "-c", "echo {index}"}, Env: map[string]string{"A": "b"}, Dir: "/tmp", Slots: 3, Timeout: 5e9}},
+			Tasks: []AttemptRef{{Job: "12", Task: 4, Attempt: 2}}}, &Assign{}, nil},
+		{FrameStarted, &Started{Refs: []StartedRef{{AttemptRef: AttemptRef{Job: "1", Task: 0, Attempt: 1}, At: 1234567890123}}}, &Started{}, nil},
+		{FrameResults, &Results{Results: []TaskResult{{AttemptRef: AttemptRef{Job: "1", Task: 9, Attempt: 3}, ExitCode: -1, Reason: EndStartErr, Error: "no such file", Started: 5, Ended: 6}}}, &Results{}, nil},
+		{FrameAck, &Ack{Refs: []AttemptRef{{Job: "3", Task: 1, Attempt: 1}}}, &Ack{}, nil},
+	}
+	for _, m := range msgs {
+		frame, err := AppendFrame(nil, m.t, m.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if frame[5] != binaryVersion {
+			t.Fatalf("frame %d is not binary", m.t)
+		}
+		typ, body, err := ReadFrame(strings.NewReader(string(frame)), make([]byte, 5))
+		if err != nil || typ != m.t {
+			t.Fatal(err)
+		}
+		if err := DecodeFrame(typ, body, m.out); err != nil {
+			t.Fatal(err)
+		}
+		in, _ := json.Marshal(m.in)
+		out, _ := json.Marshal(m.out)
+		if string(in) != string(out) {
+			t.Fatalf("frame %d round trip:\n in %s\nout %s", m.t, in, out)
+		}
+	}
+	// Damage is refused.
+	frame, _ := AppendFrame(nil, FrameResults, &Results{Results: []TaskResult{{Reason: "exited"}}})
+	for _, bad := range [][]byte{frame[5 : len(frame)-1], {9, 0}, {}} {
+		if err := DecodeFrame(FrameResults, bad, &Results{}); err == nil {
+			t.Errorf("accepted damaged body %x", bad)
+		}
+	}
+}
+
+func FuzzDecodeBinaryFrames(f *testing.F) {
+	frame, _ := AppendFrame(nil, FrameAssign, &Assign{Jobs: []AssignJob{{Job: "1", Argv: []string{"x"}}}, Tasks: []AttemptRef{{Job: "1"}}})
+	f.Add(frame[5:])
+	frame, _ = AppendFrame(nil, FrameResults, &Results{Results: []TaskResult{{Reason: "exited"}}})
+	f.Add(frame[5:])
+	f.Fuzz(func(t *testing.T, body []byte) {
+		DecodeFrame(FrameAssign, body, &Assign{})
+		DecodeFrame(FrameResults, body, &Results{})
+		DecodeFrame(FrameStarted, body, &Started{})
+		DecodeFrame(FrameAck, body, &Ack{})
+	})
 }
