@@ -340,6 +340,21 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 		buf = buf[:0]
 		var err error
+		if len(o.started) > 0 && len(o.results) > 0 {
+			// A task that started and ended since the last write needs no
+			// Started message: its result carries the start time.
+			ended := make(map[api.AttemptRef]bool, len(o.results))
+			for _, r := range o.results {
+				ended[r.AttemptRef] = true
+			}
+			kept := o.started[:0]
+			for _, st := range o.started {
+				if !ended[st.AttemptRef] {
+					kept = append(kept, st)
+				}
+			}
+			o.started = kept
+		}
 		if len(o.started) > 0 {
 			buf, err = api.AppendFrame(buf, api.FrameStarted, api.Started{Refs: o.started})
 		}
