@@ -44,6 +44,22 @@ type ProcessExecutor struct {
 	Reaper *Reaper
 }
 
+// Every task's stdin is /dev/null, opened once and shared (os/exec would
+// open it again for every process), and every task inherits the agent's
+// environment, read once.
+var (
+	devNullOnce sync.Once
+	devNull     *os.File
+	baseEnv     []string
+)
+
+func processDefaults() {
+	devNullOnce.Do(func() {
+		devNull, _ = os.Open(os.DevNull)
+		baseEnv = os.Environ()
+	})
+}
+
 type procHandle struct {
 	grace time.Duration
 	mu    sync.Mutex
@@ -96,9 +112,14 @@ func (w streamWriter) Write(p []byte) (int, error) {
 // Run starts the attempt and returns at once.
 func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 	h := &procHandle{grace: e.KillGrace, done: make(chan struct{})}
+	processDefaults()
 	cmd := exec.Command(a.Argv[0], a.Argv[1:]...)
 	cmd.Dir = a.Dir
-	env := os.Environ()
+	if devNull != nil {
+		cmd.Stdin = devNull
+	}
+	env := make([]string, 0, len(baseEnv)+len(a.Env)+3)
+	env = append(env, baseEnv...)
 	for k, v := range a.Env {
 		env = append(env, k+"="+v)
 	}
