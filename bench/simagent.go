@@ -264,11 +264,18 @@ func (f *simFleet) loop(a *simAgent) {
 	}
 	for {
 		a.conn.SetReadDeadline(next)
-		t, _, err := fr.read(a.conn)
+		t, body, err := fr.read(a.conn)
 		switch {
 		case err == nil && t == api.FrameBye:
 			end(errors.New("bye"))
 			return
+		case err == nil && t == api.FrameSettings:
+			// The coordinator stretches intervals as the fleet grows.
+			var m api.Settings
+			if api.DecodeFrame(t, body, &m) == nil && m.HeartbeatInterval.D() >= 100*time.Millisecond {
+				a.interval = m.HeartbeatInterval.D()
+			}
+			continue
 		case err == nil:
 			continue // Ack, Cancel, Trust...: an idle agent has nothing to do
 		case errors.Is(err, os.ErrDeadlineExceeded):

@@ -44,10 +44,14 @@ type Agent struct {
 	pins  []pki.Pin
 	exec  Executor
 
-	renewNow  chan time.Duration
-	renewDone chan error // set while a renewal awaits its answer (under mu)
-	connected bool       // a session is open (under mu)
-	conn      net.Conn   // the current session's connection (under mu)
+	renewNow chan time.Duration
+	// hbInterval is the current heartbeat interval (nanoseconds); the
+	// coordinator stretches it with FrameSettings as the fleet grows.
+	hbInterval atomic.Int64
+	hbChanged  chan struct{}
+	renewDone  chan error // set while a renewal awaits its answer (under mu)
+	connected  bool       // a session is open (under mu)
+	conn       net.Conn   // the current session's connection (under mu)
 
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
@@ -116,7 +120,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, exec: opts.Executor,
 		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
-		notify: make(chan struct{}, 1), renewNow: make(chan time.Duration, 1),
+		notify: make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
 	}
 	if a.exec == nil {
 		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Reaper: opts.Reaper}

@@ -100,11 +100,11 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	werr := make(chan error, 1)
 	done := make(chan struct{})
 	defer close(done)
+	a.hbInterval.Store(int64(interval))
 	go func() { werr <- a.writer(conn, interval, done) }()
 
-	readTimeout := 3*interval + 10*time.Second
 	for {
-		conn.SetReadDeadline(time.Now().Add(readTimeout))
+		conn.SetReadDeadline(time.Now().Add(3*time.Duration(a.hbInterval.Load()) + 10*time.Second))
 		t, body, err := api.ReadFrame(conn, hdr)
 		if err != nil {
 			select {
@@ -223,6 +223,18 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 			return err
 		}
 		a.installCRLs(m.PEM)
+	case api.FrameSettings:
+		var m api.Settings
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		if d := m.HeartbeatInterval.D(); d >= 100*time.Millisecond {
+			a.hbInterval.Store(int64(d))
+			select {
+			case a.hbChanged <- struct{}{}:
+			default:
+			}
+		}
 	case api.FrameTrust:
 		var m api.Trust
 		if err := api.DecodeFrame(t, body, &m); err != nil {
@@ -315,12 +327,19 @@ func (r *reporter) Exited(res api.TaskResult) {
 func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct{}) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	current := interval
 	var buf []byte
 	for {
 		select {
 		case <-done:
 			return nil
 		case <-a.notify:
+		case <-a.hbChanged:
+			if d := time.Duration(a.hbInterval.Load()); d != current {
+				current = d
+				tick.Reset(d)
+			}
+			continue
 		case <-tick.C:
 			a.mu.Lock()
 			a.out.heartbeat = true

@@ -274,4 +274,3 @@ func asBinary(msg any) (binaryMessage, bool) {
 	}
 	return nil, false
 }
-

@@ -36,7 +36,14 @@ const (
 	FrameUpgradeTLS    // coordinator → plaintext agent: move to the TLS cluster port
 	FrameUpgradeResult // agent → coordinator: why an upgrade to TLS failed
 	FrameCRLs          // coordinator → agent: the current CRLs
+	FrameSettings      // coordinator → agent: new session settings
 )
+
+// Settings changes a live session's settings: the coordinator stretches
+// the heartbeat interval as the fleet grows.
+type Settings struct {
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+}
 
 // CRLs pushes the current CRLs of every trusted issuing CA (PEM).
 type CRLs struct {

@@ -101,13 +101,19 @@ func (c *Coordinator) handleCluster(tc *tls.Conn) {
 		return
 	}
 	if cs.NegotiatedProtocol == transport.ALPNAgent {
-		defer c.live.remove(serial, tc)
 		if peer.ID.Role != pki.RoleAgent {
+			c.live.remove(serial, tc)
 			c.sendBye(tc, api.Errorf(api.CodePermissionDenied, "use an agent certificate (from `ward agent --join`) for agent sessions",
 				"%s may not open an agent session: only agent certificates can", peer.ID))
 			return
 		}
-		c.runSession(tc, peer)
+		// A fresh goroutine for the long-lived session: this one's stack
+		// grew during the handshake and would stay that size for the
+		// session's life (about 8 KB per idle agent).
+		go func() {
+			defer c.live.remove(serial, tc)
+			c.runSession(tc, peer)
+		}()
 		return
 	}
 	c.clusterConns.deliver(tc)

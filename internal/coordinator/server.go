@@ -226,7 +226,8 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	if c.plain.ln != nil {
 		go c.servePlaintext(ctx, c.plain.ln)
 	}
-	c.wg.Add(7)
+	c.wg.Add(8)
+	go func() { defer c.wg.Done(); c.heartbeatLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.clusterLn, c.clusterTLS, "cluster", c.handleCluster) }()

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -31,8 +32,9 @@ type session struct {
 	revocation string
 	// upgradeErr is why the agent's last move to TLS failed ("" if none).
 	upgradeErr atomic.Value
-	// interval is the heartbeat interval the agent was told.
-	interval time.Duration
+	// interval is the heartbeat interval the agent was told (nanoseconds;
+	// it changes when the fleet grows).
+	interval atomic.Int64
 
 	wmu     sync.Mutex
 	wbuf    []byte
@@ -144,9 +146,8 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 		return
 	}
 	defer c.endSession(s)
-	readTimeout := 3*s.interval + 5*time.Second
 	for {
-		conn.SetReadDeadline(time.Now().Add(readTimeout))
+		conn.SetReadDeadline(time.Now().Add(3*time.Duration(s.interval.Load()) + 5*time.Second))
 		t, body, err := api.ReadFrame(conn, hdr)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -208,10 +209,10 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	}
 	ch := c.changesLocked()
 	ch.add(putJSON(nodeKey(s.node), rec))
-	s.interval = c.heartbeatInterval(len(c.nodes))
+	s.interval.Store(int64(c.heartbeatInterval(len(c.nodes))))
 	c.mu.Unlock()
 
-	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval), Time: now, Drain: rec.Drain, BundlePEM: c.clientBundle().PEM(),
+	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval.Load()), Time: now, Drain: rec.Drain, BundlePEM: c.clientBundle().PEM(),
 		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}, CRLsPEM: c.crlsPEM()}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
@@ -394,5 +395,41 @@ func (c *Coordinator) handleLifecycleFrame(s *session, t api.FrameType, body []b
 		}
 	default:
 		c.log.Debug("ignoring frame", "node", s.node, "frame", t)
+	}
+}
+
+// heartbeatLoop stretches live sessions' heartbeat intervals as the fleet
+// grows, so the coordinator keeps to about 2,000 heartbeats per second
+// however many agents joined after a session opened.
+func (c *Coordinator) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		want := c.heartbeatInterval(len(c.nodes))
+		var stale []*session
+		for _, s := range c.sessions {
+			if time.Duration(s.interval.Load()) < want*4/5 {
+				stale = append(stale, s)
+			}
+		}
+		c.mu.Unlock()
+		if len(stale) == 0 {
+			continue
+		}
+		b, err := api.AppendFrame(nil, api.FrameSettings, api.Settings{HeartbeatInterval: api.Duration(want)})
+		if err != nil {
+			continue
+		}
+		for _, s := range stale {
+			s.interval.Store(int64(want))
+			s.sendRaw(b)
+		}
+		c.log.Info("stretched heartbeat intervals for a larger fleet", "sessions", len(stale), "interval", want.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
@@ -87,15 +88,27 @@ func (o ServerOptions) base(src *identity.Source) *tls.Config {
 func ClusterServerConfig(src *identity.Source, o ServerOptions) *tls.Config {
 	outer := o.base(src)
 	outer.NextProtos = []string{ALPNAgent, ALPNHTTP}
+	// One config per trust bundle: rebuilt only when the bundle is swapped,
+	// not per handshake (each connection keeps the config it was served).
+	type cached struct {
+		pool *x509.CertPool
+		cfg  *tls.Config
+	}
+	var cache atomic.Pointer[cached]
 	outer.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := src.Trust()
+		if c := cache.Load(); c != nil && c.pool == pool {
+			return c.cfg, nil
+		}
 		cfg := o.base(src)
 		cfg.NextProtos = []string{ALPNAgent, ALPNHTTP}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = src.Trust()
+		cfg.ClientCAs = pool
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			_, err := VerifyPeer(cs, o.Cluster, o.Revoked)
 			return err
 		}
+		cache.Store(&cached{pool: pool, cfg: cfg})
 		return cfg, nil
 	}
 	return outer
