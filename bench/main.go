@@ -115,8 +115,8 @@ func defineFlags(fs *flag.FlagSet) {
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
 	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")
-	fs.IntVar(&opts.rotateAgents, "rotate-agents", 20, "rotate: real agents running tasks while the CA rotates")
-	fs.IntVar(&opts.revokeAgents, "revoke-agents", 200, "revoke: simulated agents with live sessions")
+	fs.IntVar(&opts.rotateAgents, "rotate-agents", 1000, "rotate: real agents running tasks while the CA rotates")
+	fs.IntVar(&opts.revokeAgents, "revoke-agents", 1000, "revoke: simulated agents with live sessions")
 	fs.IntVar(&opts.revokes, "revokes", 100, "revoke: nodes revoked, one at a time")
 	fs.IntVar(&opts.execTasks, "exec-tasks", 10000, "dispatch-exec: tasks")
 	fs.IntVar(&opts.execAgents, "exec-agents", 2, "dispatch-exec: real local agents")

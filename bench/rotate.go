@@ -80,6 +80,7 @@ func runRotate(ctx context.Context, r *Result) error {
 	}()
 	time.Sleep(time.Second)
 
+	rates := sampleRates(ctx, p.admin, 500*time.Millisecond, "ward_handshakes_total", "ward_cert_renewals_total")
 	t0 := time.Now()
 	phase := func(name string, req api.RotateRequest) (api.CAStatus, error) {
 		var st api.CAStatus
@@ -125,6 +126,7 @@ func runRotate(ctx context.Context, r *Result) error {
 		return err
 	}
 	rotD := time.Since(t0)
+	peak, grew := rates.finish()
 	time.Sleep(time.Second)
 	stopLoad()
 	loadWG.Wait()
@@ -158,6 +160,10 @@ func runRotate(ctx context.Context, r *Result) error {
 	r.fig("rotation_time_s", round(rotD.Seconds(), 2), "s").withNote("trust → retire, with 1 s pauses")
 	r.fig("renew_phase_s", round(renewD.Seconds(), 2), "s").withNote(fmt.Sprintf("until no agent holds an old-CA certificate (spread %s)", spread))
 	r.fig("agents_on_old_ca", float64(onOld), "").atMost(0)
+	r.fig("renewals_during_rotation", grew["ward_cert_renewals_total"], "").withNote("ward_cert_renewals_total increase, all roles and paths")
+	r.fig("peak_renewals_per_s", round(peak["ward_cert_renewals_total"], 1), "/s").withNote("highest rate between 0.5 s scrapes of /metrics")
+	r.fig("handshakes_during_rotation", grew["ward_handshakes_total"], "").withNote("ward_handshakes_total increase: renewal runs over live sessions, so a rotation should not cause a reconnect storm")
+	r.fig("peak_handshakes_per_s", round(peak["ward_handshakes_total"], 1), "/s").withNote("highest rate between 0.5 s scrapes of /metrics (includes the admin API's own connections)")
 	r.fig("agents_connected_after", float64(st0.Connected), fmt.Sprintf("of %d", n)).atLeast(float64(n))
 	if e := subErr.Load(); e > 0 {
 		r.note("%d job submissions failed during the rotation", e)

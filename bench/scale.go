@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -643,4 +644,116 @@ func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]floa
 		return h, plain, fmt.Errorf("GET /metrics has no ward_heartbeat_lag_seconds: the coordinator needs to export it (receive time minus the heartbeat's Time)")
 	}
 	return h, plain, sc.Err()
+}
+
+// scrapeSums reads GET /metrics and returns, for each named counter family,
+// the sum of its samples over every label set.
+func scrapeSums(ctx context.Context, a *adminAPI, names ...string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer closeBody(resp)
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	sums := make(map[string]float64, len(names))
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		for _, n := range names {
+			if !strings.HasPrefix(l, n) || (len(l) > len(n) && l[len(n)] != '{' && l[len(n)] != ' ') {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(l[strings.LastIndex(l, " "):]), 64)
+			if err == nil {
+				sums[n] += v
+			}
+		}
+	}
+	return sums, sc.Err()
+}
+
+// rateSampler polls counter families on GET /metrics every interval and
+// keeps the highest per-second rate seen between consecutive polls.
+type rateSampler struct {
+	a     *adminAPI
+	names []string
+	mu    sync.Mutex
+	peak  map[string]float64
+	first map[string]float64
+	last  map[string]float64
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+// sampleRates starts a rateSampler; call finish to stop it.
+func sampleRates(ctx context.Context, a *adminAPI, every time.Duration, names ...string) *rateSampler {
+	s := &rateSampler{a: a, names: names, peak: map[string]float64{}, done: make(chan struct{})}
+	ctx, s.stop = context.WithCancel(ctx)
+	go func() {
+		defer close(s.done)
+		prev, err := scrapeSums(ctx, a, names...)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.first, s.last = prev, prev
+		s.mu.Unlock()
+		pt := time.Now()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			cur, err := scrapeSums(ctx, a, names...)
+			if err != nil {
+				continue
+			}
+			now := time.Now()
+			dt := now.Sub(pt).Seconds()
+			s.mu.Lock()
+			for _, n := range names {
+				if r := (cur[n] - prev[n]) / dt; r > s.peak[n] {
+					s.peak[n] = r
+				}
+			}
+			s.last = cur
+			s.mu.Unlock()
+			prev, pt = cur, now
+		}
+	}()
+	return s
+}
+
+// finish stops sampling and returns each family's peak rate per second and
+// its total increase while sampling.
+func (s *rateSampler) finish() (peak, total map[string]float64) {
+	s.stop()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// One last scrape, so increases after the final tick are counted.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if cur, err := scrapeSums(ctx, s.a, s.names...); err == nil && s.last != nil {
+		s.last = cur
+	}
+	total = map[string]float64{}
+	for _, n := range s.names {
+		total[n] = s.last[n] - s.first[n]
+	}
+	return s.peak, total
 }

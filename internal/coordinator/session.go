@@ -402,7 +402,7 @@ func (c *Coordinator) handleLifecycleFrame(s *session, t api.FrameType, body []b
 // grows, so the coordinator keeps to about 2,000 heartbeats per second
 // however many agents joined after a session opened.
 func (c *Coordinator) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
 		select {
