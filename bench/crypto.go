@@ -89,6 +89,15 @@ func runCryptoLimit(ctx context.Context, r *Result) error {
 	r.fig("tcp_connects_per_s", round(c.TCP, 0), "/s").withNote("plaintext twin: connect, accept, close")
 	r.fig("join_ceiling_per_s", round(c.join(), 0), "/s").withNote("1 / (1/public + 1/csr)")
 	r.fig("enroll_ceiling_per_s", round(c.enroll(), 0), "/s").withNote("1 / (1/public + 1/csr + 1/mtls)")
+	fs, err := measureFsync(os.TempDir(), 500)
+	if err != nil {
+		return fmt.Errorf("fsync latency in %s: %w", os.TempDir(), err)
+	}
+	us := func(d time.Duration) float64 { return round(float64(d)/1e3, 0) }
+	r.fig("fsync_p50_us", us(fs.IdleP50), "µs").withNote("fdatasync of a 4 KiB page where the store lives, idle")
+	r.fig("fsync_p99_us", us(fs.IdleP99), "µs")
+	r.fig("fsync_busy_p50_us", us(fs.BusyP50), "µs").withNote("the same while one thread per core spins: the wake-up after I/O waits for a core")
+	r.fig("fsync_busy_p99_us", us(fs.BusyP99), "µs").withNote("a store commit has two; a task crosses up to three commits")
 	return nil
 }
 

@@ -140,10 +140,12 @@ func runDispatch(ctx context.Context, r *Result) error {
 		r.param("latency_pass_rate", opts.latRate)
 	}
 	progress("dispatch: half-load pass: %.0f tasks/s offered for %s in jobs of %d", half, opts.latDuration, opts.latJobTasks)
+	commits0, _, cerr := scrapeHistogram(ctx, p.admin, "ward_store_commit_seconds")
 	lat, err := openLoopPass(ctx, p.admin, half, opts.latJobTasks, opts.latDuration)
 	if err != nil {
 		return fmt.Errorf("half-load pass: %w", err)
 	}
+	commits1, _, cerr2 := scrapeHistogram(ctx, p.admin, "ward_store_commit_seconds")
 	r.fig("half_load_offered_per_s", round(lat.offeredRate, 0), "/s")
 	r.fig("half_load_achieved_per_s", round(lat.rate, 0), "/s")
 	r.fig("half_load_task_p50_ms", ms(percentile(lat.taskLat, 50)), "ms").withNote("client submit → attempt ended on the agent")
@@ -151,6 +153,12 @@ func runDispatch(ctx context.Context, r *Result) error {
 	r.fig("half_load_job_p50_ms", ms(percentile(lat.jobLat, 50)), "ms").withNote("client submit → job end seen by a log follower (durable)")
 	r.fig("half_load_job_p99_ms", ms(percentile(lat.jobLat, 99)), "ms").atMost(10)
 	r.fig("half_load_submit_p99_ms", ms(percentile(lat.submitLat, 99)), "ms").withNote("POST /v1/jobs until durable")
+	if cerr == nil && cerr2 == nil {
+		c := commits1.sub(commits0)
+		r.fig("half_load_commits_per_s", round(c.count/opts.latDuration.Seconds(), 0), "/s").withNote("group commits to the store")
+		r.fig("half_load_commit_p50_ms", c.quantile(0.5)*1000, "ms").withNote("bucket upper bound, ward_store_commit_seconds")
+		r.fig("half_load_commit_p99_ms", c.quantile(0.99)*1000, "ms").withNote("bucket upper bound, ward_store_commit_seconds")
+	}
 	if lat.failed > 0 || lat.retried > 0 || lat.submitErrs > 0 || lat.lateSubmits > 0 {
 		r.note("half-load pass: %d tasks did not complete, %d retried, %d submits failed, %d submits started late (the submitter could not keep the offered rate)", lat.failed, lat.retried, lat.submitErrs, lat.lateSubmits)
 	}

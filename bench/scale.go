@@ -597,6 +597,12 @@ func scrapeLag(ctx context.Context, a *adminAPI) (histogram, error) {
 // scrapeMetrics reads GET /metrics: the heartbeat lag histogram and every
 // sample without labels (go_memstats_*, go_goroutines, ...).
 func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]float64, error) {
+	return scrapeHistogram(ctx, a, "ward_heartbeat_lag_seconds")
+}
+
+// scrapeHistogram reads GET /metrics: the histogram called name and every
+// sample without labels.
+func scrapeHistogram(ctx context.Context, a *adminAPI, name string) (histogram, map[string]float64, error) {
 	plain := map[string]float64{}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/metrics", nil)
 	if err != nil {
@@ -609,7 +615,7 @@ func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]floa
 	defer closeBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, resp.Body)
-		return histogram{}, plain, fmt.Errorf("GET /metrics: %s: the coordinator needs to export ward_heartbeat_lag_seconds", resp.Status)
+		return histogram{}, plain, fmt.Errorf("GET /metrics: %s: the coordinator needs to export %s", resp.Status, name)
 	}
 	var h histogram
 	found := false
@@ -618,7 +624,7 @@ func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]floa
 	for sc.Scan() {
 		l := sc.Text()
 		switch {
-		case strings.HasPrefix(l, "ward_heartbeat_lag_seconds_bucket{"):
+		case strings.HasPrefix(l, name+"_bucket{"):
 			i := strings.Index(l, `le="`)
 			j := strings.Index(l[i+4:], `"`)
 			le := l[i+4 : i+4+j]
@@ -630,7 +636,7 @@ func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]floa
 			h.bounds = append(h.bounds, b)
 			h.counts = append(h.counts, v)
 			found = true
-		case strings.HasPrefix(l, "ward_heartbeat_lag_seconds_count"):
+		case strings.HasPrefix(l, name+"_count"):
 			h.count, _ = strconv.ParseFloat(strings.TrimSpace(l[strings.LastIndex(l, " "):]), 64)
 		case !strings.HasPrefix(l, "#") && !strings.Contains(l, "{"):
 			if k, v, ok := strings.Cut(l, " "); ok {
@@ -641,7 +647,7 @@ func scrapeMetrics(ctx context.Context, a *adminAPI) (histogram, map[string]floa
 		}
 	}
 	if !found {
-		return h, plain, fmt.Errorf("GET /metrics has no ward_heartbeat_lag_seconds: the coordinator needs to export it (receive time minus the heartbeat's Time)")
+		return h, plain, fmt.Errorf("GET /metrics has no %s: the coordinator needs to export it", name)
 	}
 	return h, plain, sc.Err()
 }

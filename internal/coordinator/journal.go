@@ -17,6 +17,8 @@ import (
 type journal struct {
 	st    store.Store
 	fatal func(error) // a failed commit leaves memory ahead of disk: stop
+	// observe (optional) sees each commit's duration and write count.
+	observe func(d time.Duration, writes int)
 
 	mu      sync.Mutex
 	ops     []store.Op
@@ -83,7 +85,11 @@ func (j *journal) flush() {
 	if len(ops) > 0 {
 		start := time.Now()
 		_, err = j.st.Txn(context.Background(), nil, ops)
-		j.busy += time.Since(start)
+		d := time.Since(start)
+		j.busy += d
+		if j.observe != nil {
+			j.observe(d, len(ops))
+		}
 		j.commits++
 		j.opsTotal += uint64(len(ops))
 	}

@@ -176,6 +176,10 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("load revocations: %w", err)
 	}
 	c.metrics = telemetry.New(c.expiries, c.crlAge)
+	c.journal.observe = func(d time.Duration, writes int) {
+		c.metrics.StoreCommit.Observe(d.Seconds())
+		c.metrics.StoreBatch.Observe(float64(writes))
+	}
 	if err := c.bindPlaintext(context.Background()); err != nil {
 		return nil, err
 	}

@@ -30,6 +30,8 @@ type Metrics struct {
 	Jobs         *prometheus.CounterVec
 	Tasks        *prometheus.CounterVec
 	HeartbeatLag prometheus.Histogram
+	StoreCommit  prometheus.Histogram
+	StoreBatch   prometheus.Histogram
 }
 
 // New registers every metric. expiries and crlAge are called at scrape
@@ -59,9 +61,19 @@ func New(expiries func() []Expiry, crlAge func() (time.Duration, bool)) *Metrics
 		Help:    "Heartbeat receive time minus the agent's send time (includes clock skew between machines).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	})
+	m.StoreCommit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ward_store_commit_seconds",
+		Help:    "Time of one group commit to the store (one durable transaction for every write queued since the last).",
+		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1},
+	})
+	m.StoreBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ward_store_commit_writes",
+		Help:    "Writes per group commit.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+	})
 	expiry := prometheus.NewDesc("ward_cert_expiry_seconds", "Seconds until a certificate or CA expires (negative: expired).", []string{"kind", "name", "serial"}, nil)
 	crl := prometheus.NewDesc("ward_crl_age_seconds", "Seconds since the current CRL was signed.", nil, nil)
-	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag,
+	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag, m.StoreCommit, m.StoreBatch,
 		collector{descs: []*prometheus.Desc{expiry, crl}, collect: func(ch chan<- prometheus.Metric) {
 			now := time.Now()
 			for _, e := range expiries() {
