@@ -56,10 +56,7 @@ func TestCheckClusterPort(t *testing.T) {
 				t.Errorf("asked %v sent %v", r.ClientCertAsked, r.ClientCertSent)
 			}
 			if tc.serverWant != "" {
-				err := serverErr(t, errs)
-				if v := diagnose.ServerSide(err); v.Code != tc.serverWant {
-					t.Errorf("ServerSide(%v) = %s (%s), want %s", err, v.Code, v.Message, tc.serverWant)
-				}
+				serverVerdict(t, errs, tc.serverWant)
 			}
 		})
 	}
@@ -183,10 +180,7 @@ func TestVerificationStopsBeforeClientCert(t *testing.T) {
 	if r.ClientCertSent {
 		t.Error("the client certificate was sent to an unverified server")
 	}
-	err := serverErr(t, errs)
-	if v := diagnose.ServerSide(err); v.Code != diagnose.CodeUnknownAuthority {
-		t.Errorf("ServerSide(%v) = %s, want unknown_authority (the client refused the server)", err, v.Code)
-	}
+	serverVerdict(t, errs, diagnose.CodeUnknownAuthority) // the client refused the server
 }
 
 func TestCheckProtocolAndCipher(t *testing.T) {
@@ -200,7 +194,7 @@ func TestCheckProtocolAndCipher(t *testing.T) {
 		if !strings.Contains(r.Fix, "--min-tls 1.2") {
 			t.Errorf("fix %q", r.Fix)
 		}
-		if v := diagnose.ServerSide(serverErr(t, errs)); v.Code != diagnose.CodeProtocolVersion || !strings.Contains(v.Message, "TLS 1.3") {
+		if v := serverVerdict(t, errs, diagnose.CodeProtocolVersion); !strings.Contains(v.Message, "TLS 1.3") {
 			t.Errorf("ServerSide: %s %q", v.Code, v.Message)
 		}
 		r = check(t, diagnose.Options{Address: addr, Roots: f.roots(), MinTLS: tls.VersionTLS12})
@@ -213,9 +207,7 @@ func TestCheckProtocolAndCipher(t *testing.T) {
 		addr, errs := tlsServer(t, cfg)
 		r := check(t, diagnose.Options{Address: addr, Roots: f.roots(), MinTLS: tls.VersionTLS12})
 		expect(t, r, diagnose.CodeCipherMismatch, "handshake_failure (40)")
-		if v := diagnose.ServerSide(serverErr(t, errs)); v.Code != diagnose.CodeCipherMismatch {
-			t.Errorf("ServerSide: %s %q", v.Code, v.Message)
-		}
+		serverVerdict(t, errs, diagnose.CodeCipherMismatch)
 	})
 }
 

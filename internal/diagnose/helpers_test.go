@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -217,6 +218,29 @@ func serverErr(t *testing.T, errs <-chan error) error {
 		t.Fatal("the server reported no handshake error")
 	}
 	return nil
+}
+
+// serverVerdict waits for the server side of a check to report a handshake
+// error that ServerSide classifies as code. A check may open several
+// connections (the attempt, then probes), and their server goroutines
+// report in any order, so errors with other verdicts are skipped.
+func serverVerdict(t *testing.T, errs <-chan error, code diagnose.Code) diagnose.Verdict {
+	t.Helper()
+	var seen []string
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case err := <-errs:
+			v := diagnose.ServerSide(err)
+			if v.Code == code {
+				return v
+			}
+			seen = append(seen, fmt.Sprintf("%s (%v)", v.Code, err))
+		case <-deadline:
+			t.Fatalf("the server reported no handshake error classified %s; it reported: %v", code, seen)
+			return diagnose.Verdict{}
+		}
+	}
 }
 
 // expect fails the test unless r has code, showing the whole report.
