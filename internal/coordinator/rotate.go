@@ -196,7 +196,7 @@ func (c *Coordinator) rotateForward(ctx context.Context, r *rotationRecord, req 
 		oldRoot := c.ca.root
 		c.ca.mu.RUnlock()
 		if oldRoot.Key == nil {
-			return api.Errorf(api.CodeFailedPrecondition, "the root key is kept offline: have the enterprise CA sign a new issuing CA (`ward ca csr`, then `ward ca import --cert`)",
+			return api.Errorf(api.CodeFailedPrecondition, "the root key is kept offline, so rotation cannot run online: have your CA sign a new issuing CA (`ward ca csr`), stop the coordinator and install it with `ward ca import --force --cert`; every agent must then join again",
 				"the root CA's key is not on this coordinator, so it cannot create and cross-sign a new root")
 		}
 		gen := r.Current + 1
