@@ -182,13 +182,16 @@ func (c *Coordinator) changesLocked() changes {
 }
 
 // commit encodes ch (outside c.mu), makes it durable, then runs after
-// (when not nil and the commit succeeded) and tells followers of finished
-// jobs.
-func (c *Coordinator) commit(ch changes, after func()) {
+// (when not nil and the commit succeeded), tells followers of finished jobs,
+// and hands the commit's error to each of report.
+func (c *Coordinator) commit(ch changes, after func(), report ...func(error)) {
 	c.journal.Commit(ch.ops(), func(err error) {
 		if err == nil && after != nil {
 			after()
 		}
 		c.publishEndings(ch.ended)
+		for _, r := range report {
+			r(err)
+		}
 	})
 }

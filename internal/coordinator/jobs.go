@@ -127,15 +127,18 @@ func (c *Coordinator) submit(spec api.JobSpec, who pki.ID) (api.Job, error) {
 		Submitted: c.now().UTC(), SubmittedBy: who.String(),
 	}
 	c.cl.AddJob(j)
+	out := jobAPI(j)
+	// Place what fits now, so the job and its first assignments share one
+	// durable commit: a task's path to its agent costs one commit, not two.
+	// The frames leave only after that commit, as in a dispatch round.
+	pl := c.placeLocked()
 	ch := c.changesLocked()
 	ch.add(store.Put(keyJobSeq, []byte(j.ID)))
-	out := jobAPI(j)
 	c.mu.Unlock()
-	// Schedule at once: the journal commits in order, so placements land in
-	// this batch or a later one, and assignments are sent only after both
-	// are durable. Waiting first would cost a whole commit cycle.
-	c.poke()
-	if err := c.journal.Wait(ch.ops()); err != nil {
+	frames := pl.frames(c)
+	done := make(chan error, 1)
+	c.commit(ch, func() { frames.send() }, func(err error) { done <- err })
+	if err := <-done; err != nil {
 		return api.Job{}, err
 	}
 	c.metrics.Jobs.WithLabelValues("submitted").Inc()
