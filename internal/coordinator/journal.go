@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -10,10 +11,13 @@ import (
 
 // journal is the group commit in front of the store. Callers append writes
 // with a callback; one goroutine commits everything appended so far in one
-// transaction and then runs the callbacks in order. So the hot path costs
-// one store commit per round, not one per decision, and every message that
-// depends on a write (an assignment, a result acknowledgement, a reply to a
-// submit) is sent only after that write is durable.
+// transaction and hands the batch's callbacks to a second goroutine, which
+// runs them in commit order. So the hot path costs one store commit per
+// round, not one per decision; every message that depends on a write (an
+// assignment, a result acknowledgement, a reply to a submit) is sent only
+// after that write is durable; and the next commit does not wait for the
+// previous batch's messages to be sent. Commits are sequential, so when a
+// batch's callbacks run every earlier batch is durable too.
 type journal struct {
 	st    store.Store
 	fatal func(error) // a failed commit leaves memory ahead of disk: stop
@@ -26,13 +30,31 @@ type journal struct {
 	kick    chan struct{}
 	stopped bool
 
+	// done carries committed batches to the goroutine that runs their
+	// callbacks. Its buffer bounds how far commits run ahead of callbacks.
+	done chan committed
+
+	// failed is the first commit error. Every later batch fails with it
+	// and writes nothing: a batch may depend on an earlier one, and the
+	// coordinator is stopping (fatal) to reload what is durable.
+	failed error
+
 	commits  uint64 // for tests and metrics
 	opsTotal uint64
 	busy     time.Duration // time spent committing
 }
 
+// committed is one batch's callbacks and its commit's result.
+type committed struct {
+	cbs []func(error)
+	err error
+}
+
+// journalAhead is how many committed batches may wait for their callbacks.
+const journalAhead = 64
+
 func newJournal(st store.Store, fatal func(error)) *journal {
-	return &journal{st: st, fatal: fatal, kick: make(chan struct{}, 1)}
+	return &journal{st: st, fatal: fatal, kick: make(chan struct{}, 1), done: make(chan committed, journalAhead)}
 }
 
 // Commit queues ops for the next batch; cb (optional) runs after the batch
@@ -57,8 +79,22 @@ func (j *journal) Commit(ops []store.Op, cb func(error)) {
 	}
 }
 
-// run commits batches until ctx ends, then drains what is queued.
+// run commits batches until ctx ends, then drains what is queued and
+// returns once every callback has run.
 func (j *journal) run(ctx context.Context) {
+	cbsDone := make(chan struct{})
+	go func() {
+		defer close(cbsDone)
+		for b := range j.done {
+			for _, cb := range b.cbs {
+				cb(b.err)
+			}
+			if b.err != nil && j.fatal != nil {
+				j.fatal(b.err)
+			}
+		}
+	}()
+	defer func() { close(j.done); <-cbsDone }()
 	for {
 		select {
 		case <-j.kick:
@@ -82,7 +118,9 @@ func (j *journal) flush() {
 		return
 	}
 	var err error
-	if len(ops) > 0 {
+	if j.failed != nil {
+		err = fmt.Errorf("not written, because an earlier store commit failed: %w", j.failed)
+	} else if len(ops) > 0 {
 		start := time.Now()
 		_, err = j.st.Txn(context.Background(), nil, ops)
 		d := time.Since(start)
@@ -93,12 +131,10 @@ func (j *journal) flush() {
 		j.commits++
 		j.opsTotal += uint64(len(ops))
 	}
-	for _, cb := range cbs {
-		cb(err)
+	if err != nil && j.failed == nil {
+		j.failed = err
 	}
-	if err != nil && j.fatal != nil {
-		j.fatal(err)
-	}
+	j.done <- committed{cbs: cbs, err: err}
 }
 
 // Wait commits ops and blocks until they are durable.
