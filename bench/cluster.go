@@ -31,6 +31,95 @@ type inproc struct {
 	done    chan error
 	logFile *os.File
 	admin   *adminAPI
+	// proc is set instead of c when the coordinator runs as a `ward
+	// coordinator` process (-coord-process).
+	proc      *coordProc
+	plainAddr string
+}
+
+// startCoordinatorFor starts the coordinator a scenario measures: in this
+// process, or with -coord-process as a separate `ward coordinator` process,
+// so that its Go runtime schedules only its own goroutines, as on a head
+// node, and not the simulated agents' and the load generator's too.
+// plaintext opens the plaintext migration listener on loopback.
+func startCoordinatorFor(ctx context.Context, r *Result, name string, plaintext bool) (*inproc, error) {
+	if !opts.coordProcess {
+		r.param("coordinator", "in this process (coordinator.New + Serve)")
+		return startCoordinator(ctx, name, func(cfg *config.Coordinator) {
+			raiseJoinLimit(cfg)
+			if plaintext {
+				cfg.PlaintextAddr = "127.0.0.1:0"
+			}
+		})
+	}
+	r.param("coordinator", "a separate `ward coordinator` process (-coord-process)")
+	bin, err := wardBinary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "ward-bench-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	p := &inproc{dir: dir}
+	var extra []string
+	if plaintext {
+		if p.plainAddr, err = freeLoopbackAddr(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		extra = append(extra, "--plaintext-addr", p.plainAddr)
+	}
+	if p.proc, err = startCoordinatorProcess(ctx, bin, dir, extra...); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	debugf("%s: coordinator pid %d, log %s", name, p.proc.cmd.Process.Pid, p.proc.stderr)
+	if p.admin, err = newAdminAPI(p.proc.contextPath); err != nil {
+		p.stop()
+		return nil, err
+	}
+	if err := p.admin.waitReady(ctx, 20*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// plaintextAddr is the coordinator's plaintext migration listener.
+func (p *inproc) plaintextAddr() string {
+	if p.c != nil {
+		return p.c.PlaintextAddr()
+	}
+	return p.plainAddr
+}
+
+var (
+	wardBinMu   sync.Mutex
+	wardBinPath string
+)
+
+// wardBinary builds the ward binary once per run, into a temp dir that
+// is removed when every scenario has finished.
+func wardBinary(ctx context.Context) (string, error) {
+	wardBinMu.Lock()
+	defer wardBinMu.Unlock()
+	if wardBinPath != "" {
+		return wardBinPath, nil
+	}
+	dir, err := os.MkdirTemp("", "ward-bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	progress("building ward for the coordinator process")
+	bin, err := buildWard(ctx, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	wardBinPath = bin
+	atExit(func() { os.RemoveAll(dir) })
+	return bin, nil
 }
 
 // startCoordinator runs coordinator.New and Serve with Ward's defaults on
@@ -80,17 +169,21 @@ func startCoordinator(ctx context.Context, name string, mutate func(*config.Coor
 
 // stop ends Serve, waits for it and removes the temp dir.
 func (p *inproc) stop() error {
-	p.cancel()
 	var err error
-	select {
-	case err = <-p.done:
-	case <-time.After(30 * time.Second):
-		err = fmt.Errorf("coordinator did not stop within 30s")
+	if p.proc != nil {
+		p.proc.stop()
+	} else {
+		p.cancel()
+		select {
+		case err = <-p.done:
+		case <-time.After(30 * time.Second):
+			err = fmt.Errorf("coordinator did not stop within 30s")
+		}
+		p.logFile.Close()
 	}
 	if p.admin != nil {
 		p.admin.close()
 	}
-	p.logFile.Close()
 	if !opts.keep {
 		os.RemoveAll(p.dir)
 	} else {
@@ -105,7 +198,14 @@ func (p *inproc) joinStrings(ctx context.Context, n int) (func(i int) string, er
 	const perToken = 10000
 	var js []string
 	for left := n; left > 0; left -= perToken {
-		tc, err := p.c.CreateToken(ctx, api.TokenCreate{TTL: api.Duration(2 * time.Hour), Uses: min(left, perToken)}, p.c.AdminID())
+		req := api.TokenCreate{TTL: api.Duration(2 * time.Hour), Uses: min(left, perToken)}
+		var tc api.TokenCreated
+		var err error
+		if p.c != nil {
+			tc, err = p.c.CreateToken(ctx, req, p.c.AdminID())
+		} else {
+			err = p.admin.do(ctx, http.MethodPost, "/v1/tokens", req, &tc)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -65,7 +65,7 @@ func runDispatch(ctx context.Context, r *Result) error {
 	r.param("agent_data_dirs", opts.agentDir)
 	joinLimitNote(r)
 
-	p, err := startCoordinator(ctx, "dispatch", raiseJoinLimit)
+	p, err := startCoordinatorFor(ctx, r, "dispatch", false)
 	if err != nil {
 		return err
 	}
@@ -170,14 +170,11 @@ func runDispatch(ctx context.Context, r *Result) error {
 // agents whose sessions run over it (authenticated by a signed nonce, not
 // encrypted). Joins and the admin API still use TLS, as they always do.
 func startPlaintextTwin(ctx context.Context, r *Result) (*inproc, *agentFleet, error) {
-	p, err := startCoordinator(ctx, "dispatch-plaintext", func(cfg *config.Coordinator) {
-		raiseJoinLimit(cfg)
-		cfg.PlaintextAddr = "127.0.0.1:0"
-	})
+	p, err := startCoordinatorFor(ctx, r, "dispatch-plaintext", true)
 	if err != nil {
 		return nil, nil, err
 	}
-	addr := p.c.PlaintextAddr()
+	addr := p.plaintextAddr()
 	fleet, err := joinAgents(ctx, p, "p", opts.dispatchAgents, opts.slots, 16, noopExec{}, func(a *config.Agent) {
 		a.InsecurePlaintextCoordinator = addr
 	})

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/wardcluster/ward/internal/config"
@@ -48,21 +50,21 @@ func runEnroll(ctx context.Context, r *Result) error {
 	}
 	defer p.stop()
 
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), processCPU()
 	fleet, err := joinAgents(ctx, p, "e", n, 1, opts.enrollConc, noopExec{})
 	if err != nil {
 		return err
 	}
-	joinDur := time.Since(t0)
+	joinDur, joinCPU := time.Since(t0), processCPU()-cpu0
 	defer fleet.stop()
 	progress("enroll: %d joins in %s", n, joinDur.Round(time.Millisecond))
 
-	t1 := time.Now()
+	t1, cpu1 := time.Now(), processCPU()
 	fleet.run()
 	if _, err := p.admin.waitConnected(ctx, n, 2*time.Minute); err != nil {
 		return err
 	}
-	connDur := time.Since(t1)
+	connDur, connCPU := time.Since(t1), processCPU()-cpu1
 	progress("enroll: %d sessions open in %s", n, connDur.Round(time.Millisecond))
 
 	joins := float64(n) / joinDur.Seconds()
@@ -75,6 +77,13 @@ func runEnroll(ctx context.Context, r *Result) error {
 	r.fig("enrolled_per_s", round(both, 0), "/s").ratio(ceil.enroll(), "enroll_ceiling").
 		withNote("join + connect")
 	r.fig("enroll_ratio_to_ceiling", round(both/ceil.enroll(), 3), "").atLeast(0.70)
+	// CPU per agent (bench process: agents and coordinator together) tells
+	// work from waiting: at the ceiling a join costs one public handshake
+	// (both sides) and one CSR check+issue, a connect one mTLS handshake.
+	r.fig("join_cpu_us", round(float64(joinCPU.Microseconds())/float64(n), 0), "µs").
+		withNote(fmt.Sprintf("CPU per join, both sides; the ceiling's public handshake + CSR is %.0f µs", float64(ceil.PublicCPU.Microseconds())+1e6*float64(runtime.GOMAXPROCS(0))/ceil.CSR))
+	r.fig("connect_cpu_us", round(float64(connCPU.Microseconds())/float64(n), 0), "µs").
+		withNote(fmt.Sprintf("CPU per connect, both sides; the ceiling's mTLS handshake is %d µs", ceil.MTLSCPU.Microseconds()))
 	r.fig("join_time_s", round(joinDur.Seconds(), 2), "s")
 	r.fig("connect_time_s", round(connDur.Seconds(), 2), "s")
 	if n < 100 {

@@ -27,7 +27,7 @@ func runDispatchExec(ctx context.Context, r *Result) error {
 	r.param("tasks_per_job", opts.jobTasks)
 	r.param("store", "bbolt, fsync on (StoreNoSync=false)")
 	joinLimitNote(r)
-	p, err := startCoordinator(ctx, "exec", raiseJoinLimit)
+	p, err := startCoordinatorFor(ctx, r, "exec", false)
 	if err != nil {
 		return err
 	}

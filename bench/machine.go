@@ -21,6 +21,25 @@ var (
 	childPIDs = map[int]bool{}
 )
 
+var exitFuncs []func()
+
+// atExit registers cleanup to run once every scenario has finished.
+func atExit(f func()) {
+	childMu.Lock()
+	exitFuncs = append(exitFuncs, f)
+	childMu.Unlock()
+}
+
+func runAtExit() {
+	childMu.Lock()
+	fs := exitFuncs
+	exitFuncs = nil
+	childMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
 // trackChild counts a child process's CPU as this run's own.
 func trackChild(pid int) {
 	childMu.Lock()

@@ -67,6 +67,7 @@ var opts struct {
 	submitters     int
 	latJobTasks    int
 	latRate        float64
+	coordProcess   bool
 	latDuration    time.Duration
 
 	heapAgents       int
@@ -95,6 +96,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.StringVar(&opts.traceFile, "trace", "", "write a runtime execution trace of each scenario to `file` (FILE.SCENARIO when several run); `go tool trace -pprof=syscall` shows time blocked in fsync")
 	fs.StringVar(&opts.memProfile, "memprofile", "", "write a heap profile of this process at the end to `file`")
 	fs.BoolVar(&opts.verbose, "v", false, "progress and coordinator log paths on stderr")
+	fs.BoolVar(&opts.coordProcess, "coord-process", false, "dispatch, dispatch-exec: run the coordinator as a separate `ward coordinator` process")
 	fs.BoolVar(&opts.keep, "keep", false, "keep temp dirs (logs, data) for inspection")
 
 	fs.DurationVar(&opts.totalBudget, "total-time", 10*time.Minute, "the whole run's time budget: scale stops adding agents in time to finish within it")
@@ -110,7 +112,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.jobTasks, "job-tasks", 1000, "dispatch: tasks per job in the max-rate pass")
 	fs.IntVar(&opts.submitters, "submitters", 4, "dispatch: concurrent submitters in the max-rate pass")
 	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 0, "dispatch: tasks per job in the half-load latency pass (0: the same as -job-tasks, so the load is the max-rate pass's at half the rate)")
-	fs.DurationVar(&opts.latDuration, "lat-time", 5*time.Second, "dispatch: length of the half-load latency pass")
+	fs.DurationVar(&opts.latDuration, "lat-time", 15*time.Second, "dispatch: length of the half-load latency pass (a job of 1,000 tasks is one burst, so 5 s holds only about 125 of them and its p99 is about the second-worst burst)")
 	fs.Float64Var(&opts.latRate, "lat-rate", 0, "dispatch: tasks/s offered in the latency pass (0: half the measured max rate)")
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
@@ -224,6 +226,7 @@ func main() {
 		runtime.GC()
 	}
 	out.flush()
+	runAtExit()
 	progress("total %.1fs", time.Since(start).Seconds())
 	if opts.memProfile != "" {
 		f, err := os.Create(opts.memProfile)

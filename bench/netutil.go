@@ -56,3 +56,14 @@ func (p *srcPool) dialer(timeout time.Duration) *net.Dialer {
 		},
 	}
 }
+
+// freeLoopbackAddr returns a 127.0.0.1 address with a port free right now,
+// for a child process's listener flag.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -419,7 +419,7 @@ type coordProc struct {
 	stderr      string
 }
 
-func startCoordinatorProcess(ctx context.Context, bin, dir string) (*coordProc, error) {
+func startCoordinatorProcess(ctx context.Context, bin, dir string, extra ...string) (*coordProc, error) {
 	outPath, errPath := filepath.Join(dir, "coordinator.out"), filepath.Join(dir, "coordinator.log")
 	outF, err := os.Create(outPath)
 	if err != nil {
@@ -432,6 +432,7 @@ func startCoordinatorProcess(ctx context.Context, bin, dir string) (*coordProc, 
 	cmd := exec.Command(bin, "coordinator", "--data", filepath.Join(dir, "coordinator"),
 		"--cluster-addr", "127.0.0.1:0", "--public-addr", "127.0.0.1:0", "--advertise", "127.0.0.1",
 		"--join-rate", strconv.FormatFloat(benchJoinRate, 'f', -1, 64), "--join-burst", strconv.Itoa(benchJoinBurst))
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = outF, errF
 	cmd.Env = append(os.Environ(), config.ContextEnv+"=")
 	if err := cmd.Start(); err != nil {
