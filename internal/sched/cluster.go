@@ -111,8 +111,11 @@ func (c *Cluster) UpsertNode(name string, slots int, labels map[string]string) *
 	if !ok {
 		n = &Node{Name: name, running: map[Ref]int{}}
 		c.nodes[name] = n
-		c.order = append(c.order, n)
-		sort.Slice(c.order, func(a, b int) bool { return c.order[a].Name < c.order[b].Name })
+		// Insert in name order: a join costs O(log n) to find the place
+		// and one copy, not a sort of every node (which made joining n
+		// agents O(n² log n)).
+		i, _ := slices.BinarySearchFunc(c.order, name, func(m *Node, name string) int { return strings.Compare(m.Name, name) })
+		c.order = slices.Insert(c.order, i, n)
 	}
 	n.Slots, n.Labels = slots, labels
 	return n
@@ -121,31 +124,33 @@ func (c *Cluster) UpsertNode(name string, slots int, labels map[string]string) *
 // Unschedulable explains why no known node could ever run tasks needing
 // slots with these label constraints, or returns "" when one could.
 func (c *Cluster) Unschedulable(slots int, labels map[string]string) string {
-	var usable []*Node
+	// One pass with no allocation answers the common case (a node fits);
+	// the lists for the explanation are built only when none does.
+	usableN, labelledN, largest := 0, 0, 0
 	for _, n := range c.order {
-		if !n.Revoked {
-			usable = append(usable, n)
+		if n.Revoked {
+			continue
+		}
+		usableN++
+		if n.Matches(labels) {
+			labelledN++
+			largest = max(largest, n.Slots)
+			if largest >= slots {
+				return ""
+			}
 		}
 	}
-	if len(usable) == 0 {
+	if usableN == 0 {
 		return "the cluster has no nodes yet; join an agent (`ward token create`, then `ward agent --join-file ...`) or pass --wait-for-nodes"
 	}
-	var labelled []*Node
-	for _, n := range usable {
-		if n.Matches(labels) {
-			labelled = append(labelled, n)
-		}
-	}
-	if len(labelled) == 0 {
+	if labelledN == 0 {
 		var have []string
-		for _, n := range usable {
-			have = append(have, fmt.Sprintf("%s{%s}", n.Name, FormatLabels(n.Labels)))
+		for _, n := range c.order {
+			if !n.Revoked {
+				have = append(have, fmt.Sprintf("%s{%s}", n.Name, FormatLabels(n.Labels)))
+			}
 		}
 		return fmt.Sprintf("no node has the labels %s (nodes: %s); fix the --label constraints, label an agent, or pass --wait-for-nodes", FormatLabels(labels), strings.Join(have, ", "))
-	}
-	largest := 0
-	for _, n := range labelled {
-		largest = max(largest, n.Slots)
 	}
 	if largest < slots {
 		return fmt.Sprintf("each task needs %d slots, but the largest matching node has %d; lower --slots, start an agent with more --slots, or pass --wait-for-nodes", slots, largest)

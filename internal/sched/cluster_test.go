@@ -2,6 +2,8 @@ package sched
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -293,4 +295,48 @@ func BenchmarkSchedule(b *testing.B) {
 		placed += len(ps)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
+
+func TestNodesStayInNameOrder(t *testing.T) {
+	c := NewCluster(time.Minute)
+	names := []string{"n07", "n02", "n10", "n01", "n05", "n03", "n09", "n04", "n08", "n06"}
+	for _, n := range names {
+		c.UpsertNode(n, 1, nil)
+	}
+	c.UpsertNode("n05", 4, nil) // an update must not add a second entry
+	var got []string
+	for _, n := range c.Nodes() {
+		got = append(got, n.Name)
+	}
+	want := []string{"n01", "n02", "n03", "n04", "n05", "n06", "n07", "n08", "n09", "n10"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Nodes() = %v, want %v", got, want)
+	}
+}
+
+func TestUnschedulableExplains(t *testing.T) {
+	c := NewCluster(time.Minute)
+	if why := c.Unschedulable(1, nil); !strings.Contains(why, "no nodes yet") {
+		t.Fatalf("empty cluster: %q", why)
+	}
+	c.UpsertNode("a", 2, map[string]string{"gpu": "no"})
+	c.UpsertNode("b", 8, map[string]string{"gpu": "yes"})
+	c.UpsertNode("c", 16, map[string]string{"gpu": "yes"}).Revoked = true
+	for _, tc := range []struct {
+		slots  int
+		labels map[string]string
+		want   string // "" means schedulable
+	}{
+		{1, nil, ""},
+		{8, nil, ""},
+		{2, map[string]string{"gpu": "no"}, ""},
+		{9, nil, "largest matching node has 8"},
+		{4, map[string]string{"gpu": "no"}, "largest matching node has 2"},
+		{1, map[string]string{"gpu": "maybe"}, "no node has the labels gpu=maybe (nodes: a{gpu=no}, b{gpu=yes})"},
+	} {
+		why := c.Unschedulable(tc.slots, tc.labels)
+		if (tc.want == "") != (why == "") || !strings.Contains(why, tc.want) {
+			t.Errorf("Unschedulable(%d, %v) = %q, want %q", tc.slots, tc.labels, why, tc.want)
+		}
+	}
 }
