@@ -76,10 +76,11 @@ var opts struct {
 	rotateAgents     int
 	revokes          int
 
-	execTasks  int
-	execAgents int
-	execSlots  int
-	execCmd    string
+	execTasks    int
+	execAgents   int
+	execCeilTime time.Duration
+	execSlots    int
+	execCmd      string
 
 	scaleSteps   string
 	scaleBudget  time.Duration
@@ -122,6 +123,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.revokes, "revokes", 100, "revoke: nodes revoked, one at a time")
 	fs.IntVar(&opts.execTasks, "exec-tasks", 10000, "dispatch-exec: tasks")
 	fs.IntVar(&opts.execAgents, "exec-agents", 2, "dispatch-exec: real local agents")
+	fs.DurationVar(&opts.execCeilTime, "exec-ceil-time", 2*time.Second, "dispatch-exec: length of each spawn-ceiling measurement (one before, one after Ward's pass)")
 	fs.IntVar(&opts.execSlots, "exec-slots", 0, "dispatch-exec: slots per agent (0: the agent default, the CPU count)")
 	fs.StringVar(&opts.execCmd, "exec-cmd", "/bin/true", "dispatch-exec: the command each task runs")
 
