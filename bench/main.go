@@ -67,6 +67,7 @@ var opts struct {
 	submitters     int
 	latJobTasks    int
 	latRate        float64
+	latSkipMax     bool
 	coordProcess   bool
 	latDuration    time.Duration
 
@@ -114,7 +115,8 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.submitters, "submitters", 4, "dispatch: concurrent submitters in the max-rate pass")
 	fs.IntVar(&opts.latJobTasks, "lat-job-tasks", 0, "dispatch: tasks per job in the half-load latency pass (0: the same as -job-tasks, so the load is the max-rate pass's at half the rate)")
 	fs.DurationVar(&opts.latDuration, "lat-time", 15*time.Second, "dispatch: length of the half-load latency pass (a job of 1,000 tasks is one burst, so 5 s holds only about 125 of them and its p99 is about the second-worst burst)")
-	fs.Float64Var(&opts.latRate, "lat-rate", 0, "dispatch: tasks/s offered in the latency pass (0: half the measured max rate)")
+	fs.Float64Var(&opts.latRate, "lat-rate", 0, "dispatch: tasks/s offered in the first latency pass (0: 25,000, half the 50,000/s target)")
+	fs.BoolVar(&opts.latSkipMax, "lat-skip-max", false, "dispatch: skip the second latency pass, at half the measured max rate")
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
 	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")
