@@ -75,11 +75,17 @@ func startCoordinatorFor(ctx context.Context, r *Result, name string, plaintext 
 		return nil, err
 	}
 	debugf("%s: coordinator pid %d, log %s", name, p.proc.cmd.Process.Pid, p.proc.stderr)
-	if p.admin, err = newAdminAPI(p.proc.contextPath); err != nil {
-		p.stop()
-		return nil, err
+	return p.connectAdmin(ctx, p.proc.contextPath)
+}
+
+// connectAdmin opens the admin API client and waits until the coordinator
+// answers; on failure it stops the coordinator.
+func (p *inproc) connectAdmin(ctx context.Context, contextPath string) (*inproc, error) {
+	var err error
+	if p.admin, err = newAdminAPI(contextPath); err == nil {
+		err = p.admin.waitReady(ctx, 20*time.Second)
 	}
-	if err := p.admin.waitReady(ctx, 20*time.Second); err != nil {
+	if err != nil {
 		p.stop()
 		return nil, err
 	}
@@ -156,15 +162,7 @@ func startCoordinator(ctx context.Context, name string, mutate func(*config.Coor
 	sctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() { p.done <- p.c.Serve(sctx) }()
-	if p.admin, err = newAdminAPI(p.c.ContextPath()); err != nil {
-		p.stop()
-		return nil, err
-	}
-	if err := p.admin.waitReady(ctx, 20*time.Second); err != nil {
-		p.stop()
-		return nil, err
-	}
-	return p, nil
+	return p.connectAdmin(ctx, p.c.ContextPath())
 }
 
 // stop ends Serve, waits for it and removes the temp dir.
