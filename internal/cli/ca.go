@@ -186,17 +186,10 @@ func newCARotateCmd(g *globals) *cobra.Command {
 ward ca status shows the phase and how many agents hold which CA's certificates.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			req.Spread = api.Duration(spread)
-			var st api.CAStatus
-			if err := c.do(cmd.Context(), "POST", "/v1/ca/rotate", req, &st); err != nil {
+			st, printed, err := call[api.CAStatus](cmd, g, "POST", "/v1/ca/rotate", req)
+			if err != nil || printed {
 				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, st)
 			}
 			printCAStatus(g.stdout, st)
 			return nil

@@ -59,16 +59,9 @@ func newCertRevokeCmd(g *globals) *cobra.Command {
 		Short: "Revoke a certificate: its live sessions close at once and its handshakes are refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			out, printed, err := call[map[string]any](cmd, g, "POST", "/v1/certs/"+args[0]+"/revoke", api.RevokeRequest{Reason: reason})
+			if err != nil || printed {
 				return err
-			}
-			var out map[string]any
-			if err := c.do(cmd.Context(), "POST", "/v1/certs/"+args[0]+"/revoke", api.RevokeRequest{Reason: reason}, &out); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			fmt.Fprintf(g.stdout, "Certificate %s revoked; %v session(s) closed.", args[0], out["sessions_closed"])
 			if n, _ := out["node"].(string); n != "" {

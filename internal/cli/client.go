@@ -12,6 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
@@ -205,4 +207,21 @@ func (c *client) catchUpRotation(resp *http.Response) {
 	if err := c.renewContext(c.ctx, c.path, c.cred); err != nil {
 		fmt.Fprintf(c.g.stderr, "ward: the cluster CA is rotating and the CLI certificate could not be renewed yet: %v\n", err)
 	}
+}
+
+// call sends one API request and decodes the answer into a T. With --json
+// it prints the answer and reports printed, so the caller writes its own
+// text only when printed is false.
+func call[T any](cmd *cobra.Command, g *globals, method, path string, in any) (out T, printed bool, err error) {
+	c, err := g.client()
+	if err != nil {
+		return out, false, err
+	}
+	if err := c.do(cmd.Context(), method, path, in, &out); err != nil {
+		return out, false, err
+	}
+	if g.json() {
+		return out, true, printJSON(g.stdout, out)
+	}
+	return out, false, nil
 }

@@ -305,16 +305,9 @@ func newJobCmd(g *globals) *cobra.Command {
 		Short: "Cancel a job: queued tasks end, running ones are killed with their process group",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			j, printed, err := call[api.Job](cmd, g, "POST", "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", api.CancelRequest{Reason: reason})
+			if err != nil || printed {
 				return err
-			}
-			var j api.Job
-			if err := c.do(cmd.Context(), "POST", "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", api.CancelRequest{Reason: reason}, &j); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, j)
 			}
 			fmt.Fprintf(g.stdout, "Job %s: cancel requested (%s).\n", j.ID, j.CancelReason)
 			return nil

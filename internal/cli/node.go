@@ -59,16 +59,9 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Short: "Revoke NODE: its sessions close at once, its tasks are requeued, it can never connect again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			out, printed, err := call[map[string]any](cmd, g, "POST", "/v1/nodes/"+args[0]+"/revoke", api.RevokeRequest{Reason: reason})
+			if err != nil || printed {
 				return err
-			}
-			var out map[string]any
-			if err := c.do(cmd.Context(), "POST", "/v1/nodes/"+args[0]+"/revoke", api.RevokeRequest{Reason: reason}, &out); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			fmt.Fprintf(g.stdout, "Node %s revoked (%v certificate(s)); %v session(s) closed, %v task(s) requeued.\n", args[0], len(asSlice(out["serials"])), out["sessions_closed"], out["tasks_requeued"])
 			fmt.Fprintf(g.stdout, "To bring the machine back, join it again with a new token.\n")
@@ -81,16 +74,9 @@ func newNodeCmd(g *globals) *cobra.Command {
 }
 
 func nodeAction(cmd *cobra.Command, g *globals, node, action string, body any) error {
-	c, err := g.client()
-	if err != nil {
+	out, printed, err := call[map[string]any](cmd, g, "POST", "/v1/nodes/"+node+"/"+action, body)
+	if err != nil || printed {
 		return err
-	}
-	var out map[string]any
-	if err := c.do(cmd.Context(), "POST", "/v1/nodes/"+node+"/"+action, body, &out); err != nil {
-		return err
-	}
-	if g.json() {
-		return printJSON(g.stdout, out)
 	}
 	fmt.Fprintf(g.stdout, "Node %s: %sed.", node, action)
 	if n, ok := out["requeued"].(float64); ok && n > 0 {

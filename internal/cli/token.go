@@ -20,17 +20,10 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Short: "Create a join token; the join string is the last line of output",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			req.TTL = api.Duration(ttl)
-			var out api.TokenCreated
-			if err := c.do(cmd.Context(), "POST", "/v1/tokens", req, &out); err != nil {
+			out, printed, err := call[api.TokenCreated](cmd, g, "POST", "/v1/tokens", req)
+			if err != nil || printed {
 				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			t := out.Token
 			fmt.Fprintf(g.stdout, "Token %s: %d use(s), expires %s (%s).\n", t.ID, t.Uses, ts(t.Expires), until(t.Expires))
@@ -77,16 +70,9 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Short: "Revoke a join token so no more agents can join with it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			out, printed, err := call[api.Token](cmd, g, "POST", "/v1/tokens/"+args[0]+"/revoke", nil)
+			if err != nil || printed {
 				return err
-			}
-			var out api.Token
-			if err := c.do(cmd.Context(), "POST", "/v1/tokens/"+args[0]+"/revoke", nil, &out); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			fmt.Fprintf(g.stdout, "Token %s revoked.\n", out.ID)
 			return nil
