@@ -108,8 +108,9 @@ func TestHealWithinGraceWindow(t *testing.T) {
 	if !strings.Contains(p.stderrText(), "path=heal") || !c.hasAudit("cert.heal", "ok") {
 		t.Fatalf("no heal recorded:\n%s", p.stderrText())
 	}
-	if out, _, code := c.ward("run", "--", "echo", "healed"); code != 0 || !strings.Contains(out, "healed") {
-		t.Fatal("the healed agent does not run tasks")
+	if out, errOut, code := c.ward("run", "--", "echo", "healed"); code != 0 || !strings.Contains(out, "healed") {
+		t.Fatalf("the healed agent does not run tasks: exit %d\nstdout: %s\nstderr: %s\nagent log:\n%s\ncoordinator log:\n%s",
+			code, out, errOut, p.stderrText(), c.coord.stderrText())
 	}
 
 	c2 := newCluster(t, "--agent-cert-lifetime", "5s", "--heal-grace", "1s")
