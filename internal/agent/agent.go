@@ -200,7 +200,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	a.src = identity.NewSource(cred, bundle)
 	if fresh != nil && len(fresh.crls) > 0 {
 		if crls, err := pki.ParseCRLsPEM(fresh.crls); err == nil {
-			a.crl.crls = crls
+			a.crl.crls, a.crl.raw = crls, fresh.crls
 		}
 	} else {
 		a.crl.load(cfg.DataDir)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -31,6 +32,7 @@ var ErrRevocationUnavailable = errors.New("revocation status unavailable")
 type crlCache struct {
 	mu      sync.Mutex
 	crls    []*x509.RevocationList
+	raw     []byte // the PEM crls came from, as on disk
 	fetched time.Time
 	lastErr error
 	// verified remembers which issuer certificate each CRL's signature was
@@ -49,7 +51,26 @@ func (c *crlCache) load(dir string) {
 		return
 	}
 	c.mu.Lock()
-	c.crls = crls
+	c.crls, c.raw = crls, b
+	c.mu.Unlock()
+}
+
+// same reports whether pemCRLs is exactly the set already cached, and if
+// so marks it fetched now: the coordinator re-sent what the agent holds.
+func (c *crlCache) same(pemCRLs []byte, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.crls) == 0 || !bytes.Equal(c.raw, pemCRLs) {
+		return false
+	}
+	c.fetched, c.lastErr = now, nil
+	return true
+}
+
+// set replaces the cached CRLs; their signatures are checked again on use.
+func (c *crlCache) set(crls []*x509.RevocationList, raw []byte, now time.Time) {
+	c.mu.Lock()
+	c.crls, c.raw, c.fetched, c.lastErr, c.verified = crls, raw, now, nil, nil
 	c.mu.Unlock()
 }
 
@@ -77,9 +98,10 @@ func (a *Agent) refreshCRLs(ctx context.Context) error {
 			lastErr = err
 			continue
 		}
-		a.crl.mu.Lock()
-		a.crl.crls, a.crl.fetched, a.crl.lastErr, a.crl.verified = crls, time.Now(), nil, nil
-		a.crl.mu.Unlock()
+		if a.crl.same(body, time.Now()) {
+			return nil
+		}
+		a.crl.set(crls, body, time.Now())
 		if err := identity.WriteFileAtomic(filepath.Join(a.cfg.DataDir, fileCRLs), body, 0o644); err != nil {
 			a.log.Warn("cache the CRLs on disk", "err", err)
 		}
@@ -134,9 +156,10 @@ func (c *crlCache) stale(now time.Time) bool {
 
 // installCRLs takes CRLs the coordinator delivered over a verified
 // channel (join answer, Welcome, push) and caches them, also on disk.
-// Signatures are checked when a CRL is used.
+// Signatures are checked when a CRL is used. The same set sent again (every
+// Welcome carries it) is neither parsed, written nor verified again.
 func (a *Agent) installCRLs(pemCRLs []byte) {
-	if len(pemCRLs) == 0 {
+	if len(pemCRLs) == 0 || a.crl.same(pemCRLs, time.Now()) {
 		return
 	}
 	crls, err := pki.ParseCRLsPEM(pemCRLs)
@@ -144,9 +167,7 @@ func (a *Agent) installCRLs(pemCRLs []byte) {
 		a.log.Warn("the coordinator sent unreadable CRLs", "err", err)
 		return
 	}
-	a.crl.mu.Lock()
-	a.crl.crls, a.crl.fetched, a.crl.lastErr, a.crl.verified = crls, time.Now(), nil, nil
-	a.crl.mu.Unlock()
+	a.crl.set(crls, pemCRLs, time.Now())
 	if err := identity.WriteFileAtomic(filepath.Join(a.cfg.DataDir, fileCRLs), pemCRLs, 0o644); err != nil {
 		a.log.Warn("cache the CRLs on disk", "err", err)
 	}
