@@ -118,14 +118,14 @@ func (p placement) frames(c *Coordinator) sendSet {
 	return out
 }
 
-// changes is what one state transition must write: records copied under
-// c.mu and encoded later outside it, writes already encoded, and the jobs
-// it finished (whose log followers are told once the write is durable).
+// changes is what one state transition must write: job records copied
+// under c.mu and encoded later outside it, writes already encoded (task
+// chunks among them), and the jobs it finished (whose log followers are
+// told once the write is durable).
 type changes struct {
-	jobs   []jobRecord
-	chunks []chunkSnap
-	extra  []store.Op
-	ended  []jobEnding
+	jobs  []jobRecord
+	extra []store.Op
+	ended []jobEnding
 }
 
 // add appends an already-encoded write.
@@ -133,12 +133,9 @@ func (ch *changes) add(op store.Op) { ch.extra = append(ch.extra, op) }
 
 // ops encodes every write. Call it without holding c.mu.
 func (ch *changes) ops() []store.Op {
-	ops := make([]store.Op, 0, len(ch.jobs)+len(ch.chunks)+len(ch.extra))
+	ops := make([]store.Op, 0, len(ch.jobs)+len(ch.extra))
 	for i := range ch.jobs {
 		ops = append(ops, putJSON(jobKey(ch.jobs[i].ID), &ch.jobs[i]))
-	}
-	for i := range ch.chunks {
-		ops = append(ops, store.Put(ch.chunks[i].key, encodeChunk(ch.chunks[i])))
 	}
 	return append(ops, ch.extra...)
 }
@@ -151,8 +148,8 @@ type jobEnding struct {
 	counts map[string]int
 }
 
-// changesLocked snapshots every job and task the scheduler changed.
-// Callers hold c.mu; encoding happens later, in commit.
+// changesLocked snapshots every job the scheduler changed (encoded later,
+// in commit) and encodes every chunk of tasks it changed. Callers hold c.mu.
 func (c *Coordinator) changesLocked() changes {
 	jobs, tasks := c.cl.TakeDirty()
 	ch := changes{jobs: make([]jobRecord, 0, len(jobs))}
@@ -175,7 +172,7 @@ func (c *Coordinator) changesLocked() changes {
 		id := chunkID{k.Job, k.Task / chunkSize}
 		if !seen[id] {
 			seen[id] = true
-			ch.chunks = append(ch.chunks, snapshotChunk(k.Job, id.chunk))
+			ch.add(store.Put(chunkKey(k.Job.ID, id.chunk), encodeJobChunk(k.Job, id.chunk)))
 		}
 	}
 	return ch

@@ -42,24 +42,13 @@ func parseChunkKey(key string) (job string, chunk int, ok bool) {
 	return strconv.FormatUint(n, 10), i, true
 }
 
-// chunkSnap is a chunk of tasks copied under c.mu, encoded outside it.
-type chunkSnap struct {
-	key   string
-	first int
-	tasks []sched.Task
-}
-
-// snapshotChunk copies the chunk of job j that holds task index i.
-func snapshotChunk(j *sched.Job, chunk int) chunkSnap {
+// encodeJobChunk encodes chunk number chunk of job j. Callers hold c.mu:
+// encoding in place costs less than copying the tasks out to encode later
+// (one buffer, not one allocation per task and attempt list).
+func encodeJobChunk(j *sched.Job, chunk int) []byte {
 	first := chunk * chunkSize
 	last := min(first+chunkSize, len(j.Tasks))
-	s := chunkSnap{key: chunkKey(j.ID, chunk), first: first, tasks: make([]sched.Task, last-first)}
-	for i := first; i < last; i++ {
-		t := j.Tasks[i]
-		t.Attempts = append([]sched.Attempt(nil), t.Attempts...)
-		s.tasks[i-first] = t
-	}
-	return s
+	return encodeChunk(first, j.Tasks[first:last])
 }
 
 // persisted maps a state to what is stored: running is stored as
@@ -84,14 +73,14 @@ func appendTime(b []byte, t time.Time) []byte {
 	return binary.AppendVarint(b, t.UnixNano())
 }
 
-// encodeChunk writes a chunk in the binary form.
-func encodeChunk(s chunkSnap) []byte {
-	b := make([]byte, 0, 16+len(s.tasks)*48)
+// encodeChunk writes the tasks from index first on in the binary form.
+func encodeChunk(first int, tasks []sched.Task) []byte {
+	b := make([]byte, 0, 16+len(tasks)*48)
 	b = append(b, chunkVersion)
-	b = binary.AppendUvarint(b, uint64(s.first))
-	b = binary.AppendUvarint(b, uint64(len(s.tasks)))
-	for i := range s.tasks {
-		t := &s.tasks[i]
+	b = binary.AppendUvarint(b, uint64(first))
+	b = binary.AppendUvarint(b, uint64(len(tasks)))
+	for i := range tasks {
+		t := &tasks[i]
 		flags := byte(0)
 		if t.CancelRequested {
 			flags |= 1
