@@ -75,7 +75,11 @@ func appendTime(b []byte, t time.Time) []byte {
 
 // encodeChunk writes the tasks from index first on in the binary form.
 func encodeChunk(first int, tasks []sched.Task) []byte {
-	b := make([]byte, 0, 16+len(tasks)*48)
+	size := 16 // a byte of state and flags and an attempt count per task, about 64 bytes per attempt
+	for i := range tasks {
+		size += 4 + 64*len(tasks[i].Attempts)
+	}
+	b := make([]byte, 0, size)
 	b = append(b, chunkVersion)
 	b = binary.AppendUvarint(b, uint64(first))
 	b = binary.AppendUvarint(b, uint64(len(tasks)))
