@@ -90,12 +90,19 @@ type liveChunk struct {
 	chunk api.LogChunk
 }
 
-// logSub is one follower of a job's output.
+// maxFollowerBacklog is how many chunks a follower may fall behind before
+// its stream is ended rather than let it hold up output.
+const maxFollowerBacklog = 8192
+
+// logSub is one follower of a job's output: a queue that grows with the
+// follower's backlog (most followers keep up and hold a few items), and a
+// wake-up for the goroutine streaming it.
 type logSub struct {
 	task   int // -1: all tasks
-	ch     chan subItem
+	wake   chan struct{}
 	mu     sync.Mutex
-	closed bool
+	queue  []subItem
+	behind bool // the backlog passed maxFollowerBacklog; no more items
 }
 
 type subItem struct {
@@ -103,19 +110,35 @@ type subItem struct {
 	chunk api.LogChunk
 }
 
+func newLogSub(task int) *logSub {
+	return &logSub{task: task, wake: make(chan struct{}, 1)}
+}
+
 func (s *logSub) offer(it subItem) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	select {
-	case s.ch <- it:
-	default:
+	switch {
+	case s.behind:
+	case len(s.queue) >= maxFollowerBacklog:
 		// The follower is too slow: end its stream rather than block output.
-		s.closed = true
-		close(s.ch)
+		s.behind, s.queue = true, append(s.queue, subItem{seq: -1})
+	default:
+		s.queue = append(s.queue, it)
 	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the queued items and empties the queue. An item with seq
+// -1 marks the point where the follower fell behind.
+func (s *logSub) take() []subItem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
 }
 
 func (c *Coordinator) publish(live []liveChunk) {
@@ -169,7 +192,7 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 	}
 	var sub *logSub
 	if follow && !j.Terminal() {
-		sub = &logSub{task: task, ch: make(chan subItem, 8192)}
+		sub = newLogSub(task)
 		if c.subs[j.ID] == nil {
 			c.subs[j.ID] = map[*logSub]struct{}{}
 		}
@@ -216,8 +239,10 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 		select {
 		case <-r.Context().Done():
 			return nil
-		case it, ok := <-sub.ch:
-			if !ok {
+		case <-sub.wake:
+		}
+		for _, it := range sub.take() {
+			if it.seq < 0 {
 				enc.Encode(api.LogChunk{End: true, JobState: "unknown", Data: "[ward: this follower fell behind and was disconnected; run `ward logs` again]"})
 				return nil
 			}
@@ -227,12 +252,12 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 			if err := enc.Encode(it.chunk); err != nil {
 				return nil
 			}
-			if flusher != nil && len(sub.ch) == 0 {
-				flusher.Flush()
-			}
 			if it.chunk.End {
 				return nil
 			}
+		}
+		if flusher != nil {
+			flusher.Flush()
 		}
 	}
 }
