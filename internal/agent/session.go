@@ -329,6 +329,11 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 	defer tick.Stop()
 	current := interval
 	var buf []byte
+	// The started and results lists of the last write are cleared and
+	// handed back to the outbox, so a busy agent does not regrow them for
+	// every write.
+	var spareStarted []api.StartedRef
+	var spareResults []api.TaskResult
 	for {
 		select {
 		case <-done:
@@ -347,7 +352,7 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 		a.mu.Lock()
 		o := a.out
-		a.out = outbox{}
+		a.out = outbox{started: spareStarted, results: spareResults}
 		used := 0
 		for _, at := range a.running {
 			used += at.slots
@@ -412,5 +417,16 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		if cap(buf) > 1<<20 {
 			buf = nil // do not keep a large buffer on an idle session
 		}
+		spareStarted, spareResults = reuse(o.started), reuse(o.results)
 	}
+}
+
+// reuse empties a list whose contents were sent, for the next write; a
+// large one is dropped so an idle agent does not hold it.
+func reuse[T any](l []T) []T {
+	if cap(l) > 4096 {
+		return nil
+	}
+	clear(l)
+	return l[:0]
 }
