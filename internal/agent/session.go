@@ -353,6 +353,7 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		a.mu.Lock()
 		o := a.out
 		a.out = outbox{started: spareStarted, results: spareResults}
+		spareStarted, spareResults = nil, nil // the outbox owns them now
 		used := 0
 		for _, at := range a.running {
 			used += at.slots
