@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -16,18 +15,6 @@ import (
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/pki"
 )
-
-// plaintextAuthMessage must match the coordinator's: the context string,
-// the nonce and the identity, separated by NUL bytes.
-func plaintextAuthMessage(nonce []byte, id pki.ID) []byte {
-	var b bytes.Buffer
-	b.WriteString(api.PlaintextAuthContext)
-	b.WriteByte(0)
-	b.Write(nonce)
-	b.WriteByte(0)
-	b.WriteString(id.String())
-	return b.Bytes()
-}
 
 // dialPlaintext opens a session connection on a coordinator's plaintext
 // migration listener and proves this node's identity by signing the
@@ -57,7 +44,7 @@ func (a *Agent) dialPlaintext(ctx context.Context, addr string) (net.Conn, error
 		conn.Close()
 		return nil, fmt.Errorf("%s sent no challenge", addr)
 	}
-	msg := plaintextAuthMessage(ch.Nonce, pki.ID{Cluster: a.state.Cluster, Role: pki.RoleAgent, Name: a.state.Node})
+	msg := api.PlaintextAuthMessage(ch.Nonce, pki.ID{Cluster: a.state.Cluster, Role: pki.RoleAgent, Name: a.state.Node}.String())
 	var sig []byte
 	if _, ok := a.key.Public().(ed25519.PublicKey); ok {
 		sig, err = a.key.Sign(rand.Reader, msg, crypto.Hash(0))

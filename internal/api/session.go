@@ -58,6 +58,18 @@ const PlaintextPreface = "WARD/1 AGENT\n"
 // node, by an agent authenticating on the plaintext listener.
 const PlaintextAuthContext = "ward plaintext agent auth v1"
 
+// PlaintextAuthMessage is the exact byte string a plaintext agent signs and
+// the coordinator verifies: PlaintextAuthContext, the nonce and the agent's
+// identity URI, separated by NUL bytes.
+func PlaintextAuthMessage(nonce []byte, identity string) []byte {
+	b := make([]byte, 0, len(PlaintextAuthContext)+len(nonce)+len(identity)+2)
+	b = append(b, PlaintextAuthContext...)
+	b = append(b, 0)
+	b = append(b, nonce...)
+	b = append(b, 0)
+	return append(b, identity...)
+}
+
 // Challenge is the nonce an agent must sign on the plaintext listener.
 type Challenge struct {
 	Nonce []byte `json:"nonce"`

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -209,20 +208,9 @@ func (c *Coordinator) plaintextAuth(conn net.Conn) (transport.Peer, error) {
 	return transport.Peer{ID: id, Cert: leaf, Link: transport.LinkNo}, nil
 }
 
-// PlaintextAuthMessage is what a plaintext agent signs.
-func PlaintextAuthMessage(nonce []byte, id pki.ID) []byte {
-	var b bytes.Buffer
-	b.WriteString(api.PlaintextAuthContext)
-	b.WriteByte(0)
-	b.Write(nonce)
-	b.WriteByte(0)
-	b.WriteString(id.String())
-	return b.Bytes()
-}
-
 // VerifyPlaintextAuth checks an agent's signature over the challenge.
 func VerifyPlaintextAuth(leaf *x509.Certificate, nonce []byte, id pki.ID, sig []byte) error {
-	msg := PlaintextAuthMessage(nonce, id)
+	msg := api.PlaintextAuthMessage(nonce, id.String())
 	var alg x509.SignatureAlgorithm
 	switch leaf.PublicKey.(type) {
 	case ed25519.PublicKey:
