@@ -200,7 +200,17 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 		defer c.unsubscribe(j.ID, sub)
 	}
 	id, state, failed, counts := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed), j.Counts()
+	// Memory runs ahead of the store: a task's output and its result may
+	// still be in the journal's queue when the job already looks finished
+	// here. Wait for everything queued so far, so the scan below sees all
+	// output accepted before this request and the state it reports is
+	// durable. Output queued later reaches a follower through sub.
+	durable := make(chan error, 1)
+	c.journal.Commit(nil, func(err error) { durable <- err })
 	c.mu.Unlock()
+	if err := <-durable; err != nil {
+		return api.Errorf(api.CodeUnavailable, "retry once the coordinator has restarted; its log names the store error", "the coordinator could not make the job's output durable: %v", err)
+	}
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)

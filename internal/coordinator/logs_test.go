@@ -1,0 +1,106 @@
+package coordinator
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/store/bolt"
+)
+
+// heldStore is a real bolt store whose commits wait until gate is closed.
+type heldStore struct {
+	store.Store
+	gate chan struct{}
+}
+
+func (h *heldStore) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	<-h.gate
+	return h.Store.Txn(ctx, conds, ops)
+}
+
+// TestJobLogsWaitForQueuedOutput: a job can look finished in memory while
+// its output is still queued in the journal. A follower that arrives then
+// must still get that output, not only the job's end (the race behind a
+// `ward run` that printed one line of four).
+func TestJobLogsWaitForQueuedOutput(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "ward.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	held := &heldStore{Store: st, gate: make(chan struct{})}
+	c := &Coordinator{
+		cfg:     config.Coordinator{MaxOutputBytes: 1 << 20},
+		st:      held,
+		cl:      sched.NewCluster(time.Minute),
+		outputs: map[outputKey]*outputState{},
+		subs:    map[string]map[*logSub]struct{}{},
+	}
+	c.journal = newJournal(held, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { c.journal.run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(held.gate)
+		}
+	}
+	defer release()
+
+	now := time.Now()
+	c.cl.UpsertNode("n1", 1, nil).Connected = true
+	c.cl.AddJob(&sched.Job{ID: "1", Spec: api.JobSpec{Count: 1}, Slots: 1, State: api.JobQueued})
+	if p := c.cl.Schedule(now); len(p) != 1 {
+		t.Fatalf("scheduled %d tasks, want 1", len(p))
+	}
+	ref := api.AttemptRef{Job: "1", Task: 0, Attempt: 1}
+	c.recordOutput("n1", []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("hello\n")}})
+	c.mu.Lock()
+	c.cl.Result("n1", api.TaskResult{AttemptRef: ref, Reason: api.EndExited, Started: api.Nanos(now.UnixNano()), Ended: api.Nanos(now.UnixNano())})
+	j, _ := c.cl.Job("1")
+	terminal := j.Terminal()
+	c.mu.Unlock()
+	if !terminal {
+		t.Fatal("the job did not finish in memory")
+	}
+
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/v1/jobs/1/logs?follow=1", nil)
+	req.SetPathValue("id", "1")
+	done := make(chan error, 1)
+	go func() { done <- c.apiJobLogs(rec, req, pki.ID{}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the request finished (err %v) while the output was not durable; it sent %q", err, rec.Body.String())
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var chunks []api.LogChunk
+	sc := bufio.NewScanner(rec.Body)
+	for sc.Scan() {
+		var ch api.LogChunk
+		if err := json.Unmarshal(sc.Bytes(), &ch); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		chunks = append(chunks, ch)
+	}
+	if len(chunks) != 2 || chunks[0].Data != "hello\n" || !chunks[1].End || chunks[1].JobState != api.JobCompleted {
+		t.Errorf("got %+v, want the output, then the end of a completed job", chunks)
+	}
+}
