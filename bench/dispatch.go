@@ -176,15 +176,21 @@ func latencyPass(ctx context.Context, r *Result, a *adminAPI, prefix string, rat
 	r.fig(prefix+"_job_p99_ms", ms(percentile(lat.jobLat, 99)), "ms")
 	r.fig(prefix+"_submit_p99_ms", ms(percentile(lat.submitLat, 99)), "ms").withNote("POST /v1/jobs until durable")
 	if cerr == nil && cerr2 == nil {
-		c := commits1.sub(commits0)
-		r.fig(prefix+"_commits_per_s", round(c.count/opts.latDuration.Seconds(), 0), "/s").withNote("group commits to the store")
-		r.fig(prefix+"_commit_p50_ms", c.quantile(0.5)*1000, "ms").withNote("bucket upper bound, ward_store_commit_seconds")
-		r.fig(prefix+"_commit_p99_ms", c.quantile(0.99)*1000, "ms").withNote("bucket upper bound, ward_store_commit_seconds")
+		commitFigures(r, prefix+"_", commits1.sub(commits0), opts.latDuration)
 	}
 	if lat.failed > 0 || lat.retried > 0 || lat.submitErrs > 0 || lat.lateSubmits > 0 {
 		r.note("latency pass at %s: %d tasks did not complete, %d retried, %d submits failed, %d submits started late (the submitter could not keep the offered rate)", what, lat.failed, lat.retried, lat.submitErrs, lat.lateSubmits)
 	}
 	return nil
+}
+
+// commitFigures reports the store's group commits seen over d: their rate
+// and duration, as figures named prefix+commit*.
+func commitFigures(r *Result, prefix string, c histogram, d time.Duration) {
+	r.fig(prefix+"commits_per_s", round(c.count/d.Seconds(), 0), "/s").withNote("group commits to the store")
+	r.fig(prefix+"commit_p50_ms", c.quantile(0.5)*1000, "ms").withNote("bucket upper bound, ward_store_commit_seconds")
+	r.fig(prefix+"commit_p99_ms", c.quantile(0.99)*1000, "ms").withNote("bucket upper bound, ward_store_commit_seconds")
+	r.fig(prefix+"commit_busy", round(c.sum/d.Seconds(), 3), "").withNote("share of the time the store spent committing (sum of ward_store_commit_seconds / wall time)")
 }
 
 // startPlaintextTwin starts the plaintext twin of the dispatch cluster: a

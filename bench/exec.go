@@ -53,10 +53,12 @@ func runDispatchExec(ctx context.Context, r *Result) error {
 	if err != nil {
 		return err
 	}
+	commits0, _, cerr := scrapeHistogram(ctx, p.admin, "ward_store_commit_seconds")
 	res, err := maxRatePassCmd(ctx, p.admin, opts.execTasks, opts.jobTasks, opts.submitters, []string{path})
 	if err != nil {
 		return err
 	}
+	commits1, _, cerr2 := scrapeHistogram(ctx, p.admin, "ward_store_commit_seconds")
 	after, err := spawnRate(ctx, path, conc, opts.execCeilTime)
 	if err != nil {
 		return err
@@ -66,6 +68,9 @@ func runDispatchExec(ctx context.Context, r *Result) error {
 	r.fig("spawn_ceiling_per_s", round(ceil, 0), "/s").withNote(fmt.Sprintf("no Ward: os/exec of the command with its own process group and stdout/stderr pipes, %d at a time (agents × slots); %.0f before and %.0f after Ward's pass", conc, before, after))
 	r.fig("elapsed_s", round(res.elapsed.Seconds(), 2), "s")
 	cycleFigures(r, res, opts.execAgents*slots)
+	if cerr == nil && cerr2 == nil {
+		commitFigures(r, "", commits1.sub(commits0), res.elapsed)
+	}
 	r.fig("task_p50_ms", ms(percentile(res.taskLat, 50)), "ms").withNote("submit → exit at max rate (includes queueing)")
 	if res.failed > 0 || res.retried > 0 {
 		r.note("%d tasks did not complete, %d were retried", res.failed, res.retried)

@@ -18,13 +18,14 @@ type histogram struct {
 	bounds []float64 // upper bounds, ascending, +Inf last
 	counts []float64 // cumulative
 	count  float64
+	sum    float64 // of the observed values
 }
 
 func (h histogram) sub(o histogram) histogram {
 	if len(o.counts) != len(h.counts) {
 		return h
 	}
-	d := histogram{bounds: h.bounds, counts: make([]float64, len(h.counts)), count: h.count - o.count}
+	d := histogram{bounds: h.bounds, counts: make([]float64, len(h.counts)), count: h.count - o.count, sum: h.sum - o.sum}
 	for i := range h.counts {
 		d.counts[i] = h.counts[i] - o.counts[i]
 	}
@@ -115,6 +116,8 @@ func scrapeHistogram(ctx context.Context, a *adminAPI, name string) (histogram, 
 			found = true
 		case strings.HasPrefix(l, name+"_count"):
 			h.count, _ = sampleValue(l)
+		case strings.HasPrefix(l, name+"_sum"):
+			h.sum, _ = sampleValue(l)
 		case !strings.Contains(l, "{"):
 			if k, _, ok := strings.Cut(l, " "); ok {
 				if f, err := sampleValue(l); err == nil {

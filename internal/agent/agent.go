@@ -57,7 +57,9 @@ type Agent struct {
 	revocation atomic.Value // string: "checked" or "unavailable"
 
 	mu       sync.Mutex
-	running  map[api.AttemptRef]*attempt
+	running  map[api.AttemptRef]*attempt // started, starting, or waiting
+	waiting  []*attempt                  // assigned ahead: start in order as slots free
+	used     int                         // slots of the attempts not waiting
 	unacked  map[api.AttemptRef]api.TaskResult
 	out      outbox
 	notify   chan struct{}
@@ -66,9 +68,15 @@ type Agent struct {
 }
 
 type attempt struct {
-	ref    api.AttemptRef
-	slots  int
+	ref   api.AttemptRef
+	slots int
+	// as is set while the attempt waits for a slot (the coordinator
+	// assigned it ahead); nil once it starts.
+	as *api.Assignment
+	// handle is nil until the executor has it; a kill asked for before
+	// then is kept in kill and delivered at once.
 	handle Handle
+	kill   string
 }
 
 // outbox holds what the current session's writer must send next.
@@ -342,13 +350,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// killAll stops every running attempt (at shutdown).
+// killAll stops every running attempt and drops the waiting ones (at
+// shutdown).
 func (a *Agent) killAll(reason string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, at := range a.running {
-		at.handle.Kill(reason)
+	refs := make([]api.AttemptRef, 0, len(a.running))
+	for r := range a.running {
+		refs = append(refs, r)
 	}
+	a.mu.Unlock()
+	a.cancel(refs, reason)
 }
 
 // Running returns the attempts running now, in a stable order.

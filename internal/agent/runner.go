@@ -69,7 +69,8 @@ type procHandle struct {
 }
 
 // Kill sends SIGTERM to the whole process group, then SIGKILL after the
-// grace period if it is still there.
+// grace period if it is still there. Before the process has started it
+// records the reason, and the start delivers the kill.
 func (h *procHandle) Kill(reason string) {
 	h.mu.Lock()
 	if h.why != "" || h.pgid == 0 {
@@ -82,13 +83,18 @@ func (h *procHandle) Kill(reason string) {
 	h.why = reason
 	pgid := h.pgid
 	h.mu.Unlock()
+	h.signal(pgid)
+}
+
+// signal sends SIGTERM to the group, then SIGKILL once the grace period
+// passes (or the leader exits: stragglers in the group go too).
+func (h *procHandle) signal(pgid int) {
 	syscall.Kill(-pgid, syscall.SIGTERM)
 	go func() {
 		select {
 		case <-h.done:
 		case <-time.After(h.grace):
 		}
-		// Kill stragglers in the group even after the leader exited.
 		syscall.Kill(-pgid, syscall.SIGKILL)
 	}()
 }
@@ -109,9 +115,17 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Run starts the attempt and returns at once.
+// Run returns at once; the process starts on its own goroutine. Starting a
+// process blocks until the exec succeeds (about a millisecond), and the
+// agent hands over assignments one after another from its session reader:
+// starting inline would run an agent's slots one spawn at a time.
 func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 	h := &procHandle{grace: e.KillGrace, done: make(chan struct{})}
+	go e.run(a, r, h)
+	return h
+}
+
+func (e ProcessExecutor) run(a api.Assignment, r Reporter, h *procHandle) {
 	processDefaults()
 	cmd := exec.Command(a.Argv[0], a.Argv[1:]...)
 	cmd.Dir = a.Dir
@@ -138,8 +152,8 @@ func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 		now := time.Now()
 		res.Reason, res.ExitCode, res.Error, res.Started, res.Ended = api.EndStartErr, -1, err.Error(), api.NanosOf(now), api.NanosOf(now)
 		close(h.done)
-		go r.Exited(res)
-		return h
+		r.Exited(res)
+		return
 	}
 	started := time.Now()
 	res.Started = api.NanosOf(started)
@@ -150,36 +164,32 @@ func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
 	h.mu.Unlock()
 	r.Started(started)
 	if pending != "" { // killed before it even started
-		h.why = ""
-		h.Kill(pending)
+		h.signal(cmd.Process.Pid)
 	}
 	var timer *time.Timer
 	if a.Timeout > 0 {
 		timer = time.AfterFunc(a.Timeout.D(), func() { h.Kill(api.EndTimedOut) })
 	}
-	go func() {
-		err := cmd.Wait()
-		// Stragglers the task left in its group end with it.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		e.Reaper.Untrack(cmd.Process.Pid)
-		close(h.done)
-		if timer != nil {
-			timer.Stop()
-		}
-		res.Ended = api.NanosOf(time.Now())
-		res.ExitCode = cmd.ProcessState.ExitCode()
-		res.Reason = api.EndExited
-		if why := h.reason(); why != "" {
-			res.Reason = why
-		}
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) && !errors.Is(err, exec.ErrWaitDelay) {
-			res.Error = err.Error()
-		}
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.Error = fmt.Sprintf("killed by signal %s", ws.Signal())
-		}
-		r.Exited(res)
-	}()
-	return h
+	err := cmd.Wait()
+	// Stragglers the task left in its group end with it.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	e.Reaper.Untrack(cmd.Process.Pid)
+	close(h.done)
+	if timer != nil {
+		timer.Stop()
+	}
+	res.Ended = api.NanosOf(time.Now())
+	res.ExitCode = cmd.ProcessState.ExitCode()
+	res.Reason = api.EndExited
+	if why := h.reason(); why != "" {
+		res.Reason = why
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) && !errors.Is(err, exec.ErrWaitDelay) {
+		res.Error = err.Error()
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		res.Error = fmt.Sprintf("killed by signal %s", ws.Signal())
+	}
+	r.Exited(res)
 }

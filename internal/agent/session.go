@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -249,18 +250,40 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 	return nil
 }
 
+// cancel kills attempts. One still waiting for a slot never starts: it
+// ends at once with reason.
 func (a *Agent) cancel(refs []api.AttemptRef, reason string) {
+	var dropped []*attempt
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	for _, r := range refs {
-		if at := a.running[r]; at != nil {
+		at := a.running[r]
+		switch {
+		case at == nil:
+		case at.as != nil:
+			// Out of running now, so a second cancel finds nothing and
+			// Exited frees no slots for it.
+			delete(a.running, r)
+			a.waiting = slices.DeleteFunc(a.waiting, func(w *attempt) bool { return w == at })
+			dropped = append(dropped, at)
+		case at.handle == nil:
+			if at.kill == "" {
+				at.kill = reason
+			}
+		default:
 			at.handle.Kill(reason)
 		}
 	}
+	a.mu.Unlock()
+	for _, at := range dropped {
+		now := api.NanosOf(time.Now())
+		(&reporter{a: a, ref: at.ref}).Exited(api.TaskResult{AttemptRef: at.ref, ExitCode: -1, Reason: reason,
+			Error: "ended before it started: it was waiting on the agent for a slot", Ended: now})
+	}
 }
 
-// start runs an assignment unless it is already running or finished here:
-// a redelivered assignment must not run twice.
+// start runs an assignment unless it is already running or finished here
+// (a redelivered assignment must not run twice). One that does not fit in
+// the free slots (the coordinator assigned it ahead) waits, in order.
 func (a *Agent) start(as api.Assignment) {
 	a.mu.Lock()
 	if _, ok := a.running[as.AttemptRef]; ok {
@@ -273,7 +296,26 @@ func (a *Agent) start(as api.Assignment) {
 	}
 	at := &attempt{ref: as.AttemptRef, slots: as.Slots}
 	a.running[as.AttemptRef] = at
+	if !a.fitsLocked(as.Slots) {
+		at.as = &as
+		a.waiting = append(a.waiting, at)
+		a.mu.Unlock()
+		return
+	}
+	a.used += as.Slots
 	a.mu.Unlock()
+	a.launch(at, as)
+}
+
+// fitsLocked reports whether an attempt needing slots may start now: it
+// fits in the free slots, or nothing else runs. The coordinator's scheduler
+// follows the same rule.
+func (a *Agent) fitsLocked(slots int) bool {
+	return len(a.waiting) == 0 && (a.used+slots <= a.cfg.Slots || a.used == 0)
+}
+
+// launch hands an attempt that holds its slots to the executor.
+func (a *Agent) launch(at *attempt, as api.Assignment) {
 	if len(as.Argv) == 0 {
 		now := time.Now()
 		(&reporter{a: a, ref: as.AttemptRef}).Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: api.EndStartErr, Error: "empty command", Started: api.NanosOf(now), Ended: api.NanosOf(now)})
@@ -282,7 +324,11 @@ func (a *Agent) start(as api.Assignment) {
 	h := a.exec.Run(as, &reporter{a: a, ref: as.AttemptRef})
 	a.mu.Lock()
 	at.handle = h
+	kill := at.kill
 	a.mu.Unlock()
+	if kill != "" {
+		h.Kill(kill)
+	}
 }
 
 // reporter feeds one attempt's events into the outbox.
@@ -315,11 +361,35 @@ func (r *reporter) Output(stream string, data []byte) {
 func (r *reporter) Exited(res api.TaskResult) {
 	a := r.a
 	a.mu.Lock()
-	delete(a.running, r.ref)
+	if at := a.running[r.ref]; at != nil {
+		if at.as == nil {
+			a.used -= at.slots
+		}
+		delete(a.running, r.ref)
+	}
 	a.unacked[r.ref] = res
 	a.out.results = append(a.out.results, res)
+	// Freed slots go to the attempts waiting for them, in order.
+	type ready struct {
+		at *attempt
+		as api.Assignment
+	}
+	var next []ready
+	for len(a.waiting) > 0 {
+		w := a.waiting[0]
+		if a.used+w.slots > a.cfg.Slots && a.used > 0 {
+			break
+		}
+		a.waiting = a.waiting[1:]
+		a.used += w.slots
+		next = append(next, ready{w, *w.as})
+		w.as = nil
+	}
 	a.mu.Unlock()
 	a.wake()
+	for _, n := range next {
+		a.launch(n.at, n.as)
+	}
 }
 
 // writer sends everything the outbox collects, batched into one write per
@@ -354,11 +424,7 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		o := a.out
 		a.out = outbox{started: spareStarted, results: spareResults}
 		spareStarted, spareResults = nil, nil // the outbox owns them now
-		used := 0
-		for _, at := range a.running {
-			used += at.slots
-		}
-		running := len(a.running)
+		used, running := a.used, len(a.running)-len(a.waiting)
 		a.mu.Unlock()
 		if o.dropped > 0 {
 			a.log.Warn("task output dropped while the coordinator was unreachable", "bytes", o.dropped)

@@ -65,6 +65,13 @@ type Coordinator struct {
 	NodeLostTimeout Duration `json:"node_lost_timeout"`
 	// AgingStep raises a waiting job's priority by one level per step.
 	AgingStep Duration `json:"aging_step"`
+	// PrefetchBelow lets the scheduler assign tasks ahead to a busy node
+	// whose running tasks all belong to jobs averaging less than this per
+	// task: up to the node's slot count more, which its agent starts the
+	// moment a slot frees instead of one store commit and a round trip
+	// later. It adds at most those short run times to a task's wait. 0
+	// turns it off.
+	PrefetchBelow Duration `json:"prefetch_below"`
 	// MaxOutputBytes is the stdout+stderr kept per task; beyond it output is
 	// dropped and the truncation shown.
 	MaxOutputBytes int `json:"max_output_bytes"`
@@ -93,6 +100,7 @@ func CoordinatorDefaults() Coordinator {
 		HeartbeatInterval:       Duration(5 * time.Second),
 		NodeLostTimeout:         Duration(30 * time.Second),
 		AgingStep:               Duration(10 * time.Minute),
+		PrefetchBelow:           Duration(250 * time.Millisecond),
 		MaxOutputBytes:          1 << 20,
 		JoinRate:                2,
 		JoinBurst:               20,
@@ -166,6 +174,9 @@ func (c *Coordinator) Validate() error {
 	}
 	if c.AgingStep.D() < 0 {
 		p.Addf("aging_step", "must not be negative (0 disables aging)")
+	}
+	if d := c.PrefetchBelow.D(); d < 0 || d > time.Minute {
+		p.Addf("prefetch_below", "%v is out of range: use 0 (off) up to 1m; it bounds how long a task assigned ahead may wait behind others", d)
 	}
 	if c.MaxOutputBytes < 1024 {
 		p.Addf("max_output_bytes", "%d is too small; use at least 1024", c.MaxOutputBytes)

@@ -118,6 +118,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		kick:       make(chan struct{}, 1),
 		fatal:      make(chan error, 1),
 	}
+	c.cl.PrefetchBelow = cfg.PrefetchBelow.D()
 	if err := ensureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,14 @@ type Cluster struct {
 	// AgingStep raises a waiting job's effective priority by one level per
 	// step, so low work is not starved forever. Zero disables aging.
 	AgingStep time.Duration
+	// PrefetchBelow lets Schedule assign tasks ahead: when every slot of a
+	// node is taken, and every attempt there belongs to a job whose
+	// attempts ran for less than this on average, the node is given up to
+	// its slot count of further tasks. The agent starts them the moment a
+	// slot frees, instead of one store commit and a round trip later. The
+	// wait this can add for a task assigned ahead is bounded by those short
+	// run times. Zero disables it.
+	PrefetchBelow time.Duration
 
 	jobs   map[string]*Job
 	active []*Job // jobs with tasks waiting for placement
@@ -109,7 +117,7 @@ func (c *Cluster) setState(j *Job, i int, s State) {
 func (c *Cluster) UpsertNode(name string, slots int, labels map[string]string) *Node {
 	n, ok := c.nodes[name]
 	if !ok {
-		n = &Node{Name: name, running: map[Ref]int{}}
+		n = &Node{Name: name, running: map[Ref]hold{}}
 		c.nodes[name] = n
 		// Insert in name order: a join costs O(log n) to find the place
 		// and one copy, not a sort of every node (which made joining n
@@ -215,8 +223,12 @@ func (c *Cluster) Restore(j *Job) {
 			if !ok {
 				n = c.UpsertNode(a.Node, 0, nil)
 			}
-			n.running[Ref{Job: j.ID, Task: i, Attempt: a.N}] = j.Slots
+			// Restored as holding slots, even if it waits on the agent
+			// behind others: it may count twice until those end, which
+			// can only delay placement, never oversubscribe.
+			n.running[Ref{Job: j.ID, Task: i, Attempt: a.N}] = hold{slots: j.Slots, slow: true}
 			n.Used += j.Slots
+			n.slow++
 		}
 	}
 	c.jobs[j.ID] = j
@@ -247,6 +259,8 @@ type Placement struct {
 // Schedule places waiting tasks on schedulable nodes with free slots:
 // jobs by effective priority, then submission order; a job that cannot use
 // the free slots lets a later job use them. It never oversubscribes a node.
+// With PrefetchBelow set, it then assigns tasks ahead on full nodes that run
+// only short work (see PrefetchBelow).
 func (c *Cluster) Schedule(now time.Time) []Placement {
 	if len(c.active) == 0 {
 		return nil
@@ -259,7 +273,7 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 			free += n.Free()
 		}
 	}
-	if free == 0 {
+	if free == 0 && c.PrefetchBelow <= 0 {
 		return nil
 	}
 	jobs := c.active
@@ -290,10 +304,43 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 			}
 			for n.Free() >= j.Slots && j.Pending() > 0 {
 				i := j.pop()
-				out = append(out, c.assign(j, i, n, now))
+				out = append(out, c.assign(j, i, n, now, false))
 				free -= j.Slots
 			}
 		}
+	}
+	// Ahead, in the same job order: only what the free slots left over,
+	// on busy nodes running only short work.
+	var ahead []*Node
+	if c.PrefetchBelow > 0 && slices.ContainsFunc(jobs, func(j *Job) bool { return j.Pending() > 0 && j.CancelReason == "" }) {
+		for _, n := range c.order {
+			if n.Schedulable() && n.slow == 0 && n.Ahead < n.Slots && n.Used > 0 {
+				ahead = append(ahead, n)
+			}
+		}
+	}
+	for _, j := range jobs {
+		if len(ahead) == 0 {
+			break
+		}
+		if j.Pending() == 0 || j.CancelReason != "" {
+			continue
+		}
+		keep := ahead[:0]
+		for _, n := range ahead {
+			if !n.Matches(j.Spec.Labels) || j.Slots > n.Slots {
+				keep = append(keep, n)
+				continue
+			}
+			for n.Ahead+j.Slots <= n.Slots && n.slow == 0 && j.Pending() > 0 {
+				i := j.pop()
+				out = append(out, c.assign(j, i, n, now, n.Free() < j.Slots))
+			}
+			if n.Ahead < n.Slots && n.slow == 0 {
+				keep = append(keep, n)
+			}
+		}
+		ahead = keep
 	}
 	c.compactActive()
 	return out
@@ -323,14 +370,25 @@ func (c *Cluster) compactActive() {
 	c.active = keep
 }
 
-func (c *Cluster) assign(j *Job, i int, n *Node, now time.Time) Placement {
+// assign makes a new attempt of task i on n: holding slots, or ahead (the
+// agent starts it once earlier attempts free their slots).
+func (c *Cluster) assign(j *Job, i int, n *Node, now time.Time, ahead bool) Placement {
 	t := &j.Tasks[i]
 	a := Attempt{N: len(t.Attempts) + 1, Node: n.Name, State: Assigned, Assigned: now}
 	t.Attempts = append(t.Attempts, a)
 	c.setState(j, i, Assigned)
 	ref := Ref{Job: j.ID, Task: i, Attempt: a.N}
-	n.running[ref] = j.Slots
-	n.Used += j.Slots
+	h := hold{slots: j.Slots, ahead: ahead, slow: !j.short(c.PrefetchBelow)}
+	n.running[ref] = h
+	if h.slow {
+		n.slow++
+	}
+	if ahead {
+		n.queue = append(n.queue, ref)
+		n.Ahead += j.Slots
+	} else {
+		n.Used += j.Slots
+	}
 	if j.State == api.JobQueued {
 		j.State = api.JobRunning
 		c.markJob(j)
@@ -407,6 +465,9 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	c.release(node, ref)
 	a.Ended = r.Ended.Time()
 	a.Reason = describeEnd(r)
+	if r.Started != 0 && r.Ended >= r.Started {
+		j.observeRun(r.Ended.Time().Sub(r.Started.Time()))
+	}
 	var s State
 	switch {
 	case t.CancelRequested && r.Reason != api.EndDrained:
@@ -448,12 +509,40 @@ func describeEnd(r api.TaskResult) string {
 	return r.Reason
 }
 
+// release ends an attempt's claim on its node. Freed slots go to the
+// attempts assigned ahead there, in order, as the agent does the same.
 func (c *Cluster) release(node string, r Ref) {
-	if n, ok := c.nodes[node]; ok {
-		if slots, ok := n.running[r]; ok {
-			delete(n.running, r)
-			n.Used -= slots
+	n, ok := c.nodes[node]
+	if !ok {
+		return
+	}
+	h, ok := n.running[r]
+	if !ok {
+		return
+	}
+	delete(n.running, r)
+	if h.slow {
+		n.slow--
+	}
+	if h.ahead {
+		n.Ahead -= h.slots
+		n.queue = slices.DeleteFunc(n.queue, func(q Ref) bool { return q == r })
+	} else {
+		n.Used -= h.slots
+	}
+	for len(n.queue) > 0 {
+		// The agent starts the first waiting attempt once it fits, or
+		// once nothing else runs.
+		q := n.queue[0]
+		h := n.running[q]
+		if h.slots > n.Free() && n.Used > 0 {
+			break
 		}
+		h.ahead = false
+		n.running[q] = h
+		n.Ahead -= h.slots
+		n.Used += h.slots
+		n.queue = n.queue[1:]
 	}
 }
 

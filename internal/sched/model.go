@@ -148,6 +148,27 @@ type Job struct {
 	requeue []int // indices queued again, in order
 	dirty   bool
 	active  bool // in Cluster.active
+	// runs and meanRun describe how long the job's attempts ran (a moving
+	// average, in memory only): tasks are assigned ahead only behind jobs
+	// known to be short.
+	runs    int
+	meanRun time.Duration
+}
+
+// observeRun adds one attempt's run time to the job's moving average.
+func (j *Job) observeRun(d time.Duration) {
+	if j.runs == 0 {
+		j.meanRun = d
+	} else {
+		j.meanRun += (d - j.meanRun) / 8
+	}
+	j.runs++
+}
+
+// short reports whether the job's attempts are known to run, on average,
+// for less than limit.
+func (j *Job) short(limit time.Duration) bool {
+	return limit > 0 && j.runs > 0 && j.meanRun < limit
 }
 
 // Counts returns how many tasks are in each state, by wire name.
@@ -189,14 +210,29 @@ func RefOf(a api.AttemptRef) Ref { return Ref{Job: a.Job, Task: a.Task, Attempt:
 
 // Node is an agent's capacity as the scheduler sees it.
 type Node struct {
-	Name      string
-	Slots     int
-	Used      int
+	Name  string
+	Slots int
+	// Used is the slots of the attempts that hold them: started, or about
+	// to start because a slot is free for them.
+	Used int
+	// Ahead is the slots of attempts assigned ahead: sent to the agent,
+	// which starts them in order as its slots free (see
+	// Cluster.PrefetchBelow).
+	Ahead     int
 	Labels    map[string]string
 	Connected bool
 	Drain     bool
 	Revoked   bool
-	running   map[Ref]int // active attempts here → their slots
+	running   map[Ref]hold // active attempts here, holding slots or ahead
+	queue     []Ref        // the attempts assigned ahead, in order
+	slow      int          // attempts here whose job was not known short
+}
+
+// hold is one active attempt's claim on its node.
+type hold struct {
+	slots int
+	ahead bool // waits on the agent for a slot
+	slow  bool // its job was not known to be short when it was assigned
 }
 
 // Free returns the node's unused slots.
