@@ -84,10 +84,13 @@ type TokenCreated struct {
 
 // Node is one agent as the coordinator sees it.
 type Node struct {
-	Name       string            `json:"name"`
-	State      string            `json:"state"` // ready, draining, disconnected, down, revoked
-	Slots      int               `json:"slots"`
-	UsedSlots  int               `json:"used_slots"`
+	Name      string `json:"name"`
+	State     string `json:"state"` // ready, draining, disconnected, down, revoked
+	Slots     int    `json:"slots"`
+	UsedSlots int    `json:"used_slots"`
+	// AheadSlots is the slots of tasks assigned ahead: on the agent,
+	// waiting to start as soon as a slot frees (prefetch_below).
+	AheadSlots int               `json:"ahead_slots"`
 	Running    int               `json:"running"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	CertSerial string            `json:"cert_serial"`

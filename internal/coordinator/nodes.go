@@ -19,7 +19,7 @@ func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, _ pki.ID)
 			continue
 		}
 		an := api.Node{
-			Name: n.Name, Slots: n.Slots, UsedSlots: n.Used, Running: n.Running(), Labels: n.Labels,
+			Name: n.Name, Slots: n.Slots, UsedSlots: n.Used, AheadSlots: n.Ahead, Running: n.Running(), Labels: n.Labels,
 			CertSerial: rec.CertSerial, CertExpiry: rec.CertExpiry, CertIssuer: rec.CertIssuer,
 			Drain: rec.Drain, Joined: rec.Joined, Link: "-", TLSVersion: "-",
 		}

@@ -491,6 +491,10 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 }
 
 func describeEnd(r api.TaskResult) string {
+	if r.Started == 0 && (r.Reason == api.EndCanceled || r.Reason == api.EndDrained) {
+		// It was assigned ahead and still waiting on the agent for a slot.
+		return r.Reason + " before it started, while waiting on the agent for a slot"
+	}
 	switch r.Reason {
 	case api.EndExited:
 		return fmt.Sprintf("exited with code %d", r.ExitCode)

@@ -226,3 +226,46 @@ func TestAgentCrashLeavesNoOrphans(t *testing.T) {
 	c.agents["a"].kill9()
 	waitFor(t, 10*time.Second, "the orphans to be reaped", func() bool { return pgrepCount(marker) == 0 })
 }
+
+// TestPrefetchOnRealAgent: a busy agent running only short work is given
+// the next task ahead; it waits on the agent, and a cancel ends it there
+// without starting it. Tasks 0-2 are quick, so the job is known short;
+// task 3 then runs 30 s with task 4 assigned ahead behind it.
+func TestPrefetchOnRealAgent(t *testing.T) {
+	c := newCluster(t)
+	c.startAgent("a", 1)
+
+	id := strings.TrimSpace(c.mustWard("submit", "--count", "10", "--", "sh", "-c", "if [ {index} -ge 3 ]; then exec sleep 3131; fi"))
+	waitFor(t, 20*time.Second, "task 4 assigned ahead behind task 3", func() bool {
+		n, _ := c.node("a")
+		if n.UsedSlots > n.Slots || n.AheadSlots > n.Slots {
+			t.Fatalf("node a over its slots: %+v", n)
+		}
+		return n.AheadSlots == 1 && n.UsedSlots == 1 && pgrepCount("sleep 3131") == 1
+	})
+	d := c.job(id)
+	if got := d.Tasks[4].State; got != api.TaskAssigned {
+		t.Fatalf("task 4 is %s, want assigned (waiting on the agent)", got)
+	}
+	c.mustWard("job", "cancel", id)
+	d = c.waitJob(id, 20*time.Second)
+	if d.State != api.JobCanceled || d.Counts[api.TaskCompleted] != 3 || d.Counts[api.TaskCanceled] != 7 {
+		t.Fatalf("job ended %s with %v", d.State, d.Counts)
+	}
+	a := d.Tasks[4].Attempts[0]
+	if a.State != api.TaskCanceled || !a.Started.IsZero() || !strings.Contains(a.Reason, "before it started") {
+		t.Errorf("task 4's attempt: %+v, want canceled before it started", a)
+	}
+	if a := d.Tasks[3].Attempts[0]; a.Started.IsZero() || a.State != api.TaskCanceled {
+		t.Errorf("task 3's attempt: %+v, want started, then canceled", a)
+	}
+	waitFor(t, 10*time.Second, "node a idle", func() bool {
+		n, _ := c.node("a")
+		return n.UsedSlots == 0 && n.AheadSlots == 0 && n.Running == 0 && pgrepCount("sleep 3131") == 0
+	})
+
+	// The agent goes on running work normally.
+	if _, errOut, code := c.ward("run", "--count", "3", "--", "true"); code != 0 {
+		t.Fatalf("ward run after the cancel: exit %d: %s", code, errOut)
+	}
+}
