@@ -47,11 +47,12 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.ClusterAddr = "nope"
 	c.MinTLS = "1.1"
 	c.HeartbeatInterval = config.Duration(time.Millisecond)
+	c.PrefetchBelow = config.Duration(-time.Second)
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"data_dir", "cluster_addr", "min_tls", "heartbeat_interval"} {
+	for _, want := range []string{"data_dir", "cluster_addr", "min_tls", "heartbeat_interval", "prefetch_below"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}

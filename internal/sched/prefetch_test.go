@@ -12,6 +12,16 @@ func ran(r Ref, d time.Duration) api.TaskResult {
 	return api.TaskResult{AttemptRef: r.APIRef(), Reason: api.EndExited, Started: api.NanosOf(t0), Ended: api.NanosOf(t0.Add(d))}
 }
 
+// prefetchCluster is a cluster assigning ahead below 1 s, with one
+// connected node n1.
+func prefetchCluster(slots int) (*Cluster, *Node) {
+	c := NewCluster(0)
+	c.PrefetchBelow = time.Second
+	n := c.UpsertNode("n1", slots, nil)
+	n.Connected = true
+	return c, n
+}
+
 // checkNode checks a node's counts against its attempts, and its slots.
 func checkNode(t *testing.T, n *Node) {
 	t.Helper()
@@ -77,12 +87,8 @@ func TestPrefetchOnlyBehindShortJobs(t *testing.T) {
 // slots in the order they were assigned, as the agent starts them; cancel
 // and loss release them without touching the slots others hold.
 func TestPrefetchHandsFreedSlotsInOrder(t *testing.T) {
-	c := NewCluster(0)
-	c.PrefetchBelow = time.Second
-	n := c.UpsertNode("n1", 2, nil)
-	n.Connected = true
-	j := newJob("1", 100, 1, Normal, t0)
-	c.AddJob(j)
+	c, n := prefetchCluster(2)
+	c.AddJob(newJob("1", 100, 1, Normal, t0))
 	for _, pl := range c.Schedule(t0) { // the first wave: the job becomes known short
 		c.Result("n1", ran(pl.Ref, time.Millisecond))
 	}
@@ -126,12 +132,8 @@ func TestPrefetchHandsFreedSlotsInOrder(t *testing.T) {
 // TestPrefetchNotBehindLongWork: a node running any attempt of a job not
 // known to be short gets nothing ahead, whatever else it runs.
 func TestPrefetchNotBehindLongWork(t *testing.T) {
-	c := NewCluster(0)
-	c.PrefetchBelow = time.Second
-	n := c.UpsertNode("n1", 2, nil)
-	n.Connected = true
-	short := newJob("1", 100, 1, Normal, t0)
-	c.AddJob(short)
+	c, n := prefetchCluster(2)
+	c.AddJob(newJob("1", 100, 1, Normal, t0))
 	for _, pl := range c.Schedule(t0) { // job 1's first wave
 		c.Result("n1", ran(pl.Ref, time.Millisecond))
 	}
@@ -169,10 +171,7 @@ func TestPrefetchNotBehindLongWork(t *testing.T) {
 }
 
 func TestPrefetchRestoreAndReconcile(t *testing.T) {
-	c := NewCluster(0)
-	c.PrefetchBelow = time.Second
-	n := c.UpsertNode("n1", 1, nil)
-	n.Connected = true
+	c, n := prefetchCluster(1)
 	c.AddJob(newJob("1", 10, 1, Normal, t0))
 	p := c.Schedule(t0)
 	c.Result("n1", ran(p[0].Ref, time.Millisecond))
@@ -203,10 +202,7 @@ func TestPrefetchRestoreAndReconcile(t *testing.T) {
 	// A restart restores active attempts as holding slots (and not known
 	// short): the node may count over its slots but gets nothing more.
 	j, _ := c.Job("1")
-	c2 := NewCluster(0)
-	c2.PrefetchBelow = time.Second
-	n2 := c2.UpsertNode("n1", 1, nil)
-	n2.Connected = true
+	c2, _ := prefetchCluster(1)
 	c2.Restore(j)
 	if got := c2.Schedule(t0); len(got) != 0 {
 		t.Fatalf("after restore, placed %d on a full node", len(got))
