@@ -359,7 +359,7 @@ func (a *Agent) killAll(reason string) {
 		refs = append(refs, r)
 	}
 	a.mu.Unlock()
-	a.cancel(refs, reason)
+	a.cancel(refs, reason, false)
 }
 
 // Running returns the attempts running now, in a stable order.

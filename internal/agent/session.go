@@ -94,7 +94,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		a.out.renew = nil
 		a.mu.Unlock()
 	}()
-	a.cancel(w.Cancel, api.EndCanceled)
+	a.cancel(w.Cancel, api.EndCanceled, false)
 	a.log.Info("session open", "coordinator", addr, "node", a.state.Node, "running", len(hello.Running), "results_resent", len(hello.Finished),
 		"heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
 
@@ -189,7 +189,7 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 		if reason == "" {
 			reason = api.EndCanceled
 		}
-		a.cancel(m.Refs, reason)
+		a.cancel(m.Refs, reason, m.WaitingOnly)
 	case api.FrameDrain:
 		var m api.Drain
 		if err := api.DecodeFrame(t, body, &m); err != nil {
@@ -251,14 +251,14 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 }
 
 // cancel kills attempts. One still waiting for a slot never starts: it
-// ends at once with reason.
-func (a *Agent) cancel(refs []api.AttemptRef, reason string) {
+// ends at once with reason. With waitingOnly, started attempts run on.
+func (a *Agent) cancel(refs []api.AttemptRef, reason string, waitingOnly bool) {
 	var dropped []*attempt
 	a.mu.Lock()
 	for _, r := range refs {
 		at := a.running[r]
 		switch {
-		case at == nil:
+		case at == nil, waitingOnly && at.as == nil:
 		case at.as != nil:
 			// Out of running now, so a second cancel finds nothing and
 			// Exited frees no slots for it.

@@ -81,15 +81,22 @@ func TestAssignedAheadWaitsForSlots(t *testing.T) {
 		t.Fatalf("after one ended, started %v: want task 2 next", got)
 	}
 
-	// Task 3 waits; canceling it ends it at once, without starting it.
-	a.cancel([]api.AttemptRef{ref(3)}, api.EndCanceled)
-	a.cancel([]api.AttemptRef{ref(3)}, api.EndCanceled) // a second cancel finds nothing
+	// Task 3 waits; canceling it (here for a drain) ends it at once,
+	// without starting it.
+	a.cancel([]api.AttemptRef{ref(2), ref(3)}, api.EndDrained, true) // a drain: task 2 has started and runs on
+	a.cancel([]api.AttemptRef{ref(3)}, api.EndCanceled, false)       // a second cancel finds nothing
 	a.mu.Lock()
 	res, ok := a.unacked[ref(3)]
 	nres := len(a.out.results)
 	used, waiting := a.used, len(a.waiting)
 	a.mu.Unlock()
-	if !ok || res.Reason != api.EndCanceled || res.Started != 0 || nres != 2 {
+	ex.mu.Lock()
+	_, task2Killed := ex.killed[ref(2)]
+	ex.mu.Unlock()
+	if task2Killed {
+		t.Fatal("a cancel for waiting attempts only killed a started one")
+	}
+	if !ok || res.Reason != api.EndDrained || res.Started != 0 || nres != 2 {
 		t.Fatalf("canceled waiting attempt: result %+v (found %v), %d results queued", res, ok, nres)
 	}
 	if used != 2 || waiting != 1 {

@@ -289,6 +289,9 @@ type Cancel struct {
 	Reason string       `json:"reason"`
 	// EndReason is reported back in the result (canceled or drained).
 	EndReason string `json:"end_reason"`
+	// WaitingOnly limits the cancel to attempts still waiting on the agent
+	// for a slot (assigned ahead); started ones run on. A drain sends it.
+	WaitingOnly bool `json:"waiting_only,omitempty"`
 }
 
 // Drain tells the agent whether it is drained (for display only; the

@@ -82,6 +82,9 @@ func nodeAction(cmd *cobra.Command, g *globals, node, action string, body any) e
 	if n, ok := out["requeued"].(float64); ok && n > 0 {
 		fmt.Fprintf(g.stdout, " %d running task(s) stopped and requeued.", int(n))
 	}
+	if n, ok := out["withdrawn"].(float64); ok && n > 0 {
+		fmt.Fprintf(g.stdout, " %d task(s) waiting there to start go back to the queue unless they have started.", int(n))
+	}
 	fmt.Fprintln(g.stdout)
 	return nil
 }

@@ -84,7 +84,13 @@ func (c *Coordinator) setDrain(w http.ResponseWriter, name string, drain, force 
 	ch := c.changesLocked()
 	ch.add(putJSON(nodeKey(name), rec))
 	reason := "node drained with --force by " + who.String()
+	if !force {
+		reason = "node drained by " + who.String() + ": tasks not yet started go back to the queue"
+	}
 	sends := c.cancelFramesLocked(kill, reason, api.EndDrained)
+	for _, m := range sends {
+		m.WaitingOnly = !force
+	}
 	s := c.sessions[name]
 	c.mu.Unlock()
 	done := make(chan struct{})
@@ -106,7 +112,12 @@ func (c *Coordinator) setDrain(w http.ResponseWriter, name string, drain, force 
 	if !drain {
 		c.poke()
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"node": name, "drain": drain, "requeued": len(kill)})
+	out := map[string]any{"node": name, "drain": drain, "requeued": len(kill)}
+	if !force {
+		// Attempts assigned ahead, withdrawn if they have not started.
+		out = map[string]any{"node": name, "drain": drain, "withdrawn": len(kill)}
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 func boolStr(b bool) string {

@@ -472,6 +472,20 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	switch {
 	case t.CancelRequested && r.Reason != api.EndDrained:
 		s = Canceled
+	case r.Reason == api.EndDrained && r.Started == 0:
+		// Withdrawn from a drained node before it started: back in the
+		// queue, and not an infrastructure failure against --retries.
+		a.State = Canceled
+		a.Reason = "withdrawn before it started: its node was drained; the task went back to the queue"
+		if t.CancelRequested {
+			c.setState(j, ref.Task, Canceled)
+		} else {
+			c.setState(j, ref.Task, Queued)
+			j.requeue = append(j.requeue, ref.Task)
+			c.activate(j)
+		}
+		c.refreshJob(j, r.Ended.Time())
+		return Recorded
 	case r.Reason == api.EndDrained:
 		c.loseAttempt(j, ref.Task, "drained with --force: "+describeEnd(r))
 		return Recorded
@@ -666,23 +680,29 @@ func (c *Cluster) Cancel(j *Job, reason string, now time.Time) []Placement {
 	return kill
 }
 
-// SetDrain drains or undrains a node. A forced drain returns the active
-// attempts there, for the agent to kill; they are requeued when they end.
+// SetDrain drains or undrains a node. A drain returns the attempts there
+// for the agent to stop: with force every active one, which is requeued
+// when it ends; without, the ones assigned ahead, which the agent
+// withdraws if they have not started yet (and they go back to the queue).
 func (c *Cluster) SetDrain(name string, drain, force bool) ([]Placement, error) {
 	n, ok := c.nodes[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown node %q", name)
 	}
 	n.Drain = drain
-	if !drain || !force {
+	if !drain {
 		return nil, nil
 	}
 	var kill []Placement
-	for _, r := range n.RunningRefs() {
+	for r, h := range n.running {
+		if !force && !h.ahead {
+			continue
+		}
 		if j, _, _, current := c.lookup(r); j != nil && current {
 			kill = append(kill, Placement{Node: n, Job: j, Task: r.Task, Ref: r})
 		}
 	}
+	sort.Slice(kill, func(a, b int) bool { return lessRef(kill[a].Ref, kill[b].Ref) })
 	return kill, nil
 }
 

@@ -208,3 +208,36 @@ func TestPrefetchRestoreAndReconcile(t *testing.T) {
 		t.Fatalf("after restore, placed %d on a full node", len(got))
 	}
 }
+
+// TestDrainWithdrawsOnlyWaitingAttempts: a drain without --force returns
+// only the attempts assigned ahead; one withdrawn before it started goes
+// back to the queue without counting against --retries.
+func TestDrainWithdrawsOnlyWaitingAttempts(t *testing.T) {
+	c, n := prefetchCluster(1)
+	j := newJob("1", 10, 1, Normal, t0)
+	j.Retries = 0
+	c.AddJob(j)
+	p := c.Schedule(t0)
+	c.Result("n1", ran(p[0].Ref, time.Millisecond))
+	p = c.Schedule(t0) // one holding the slot, one ahead
+	if len(p) != 2 || n.Ahead != 1 {
+		t.Fatalf("placed %d, Ahead %d; want 2 and 1", len(p), n.Ahead)
+	}
+	kill, err := c.SetDrain("n1", true, false)
+	if err != nil || len(kill) != 1 || kill[0].Ref != p[1].Ref {
+		t.Fatalf("drain returned %v (%v), want only the attempt ahead %v", kill, err, p[1].Ref)
+	}
+	c.Result("n1", api.TaskResult{AttemptRef: p[1].Ref.APIRef(), ExitCode: -1, Reason: api.EndDrained, Ended: api.NanosOf(t0)})
+	checkNode(t, n)
+	task := j.Tasks[p[1].Task]
+	if task.State != Queued || task.infraFailures() != 0 || n.Ahead != 0 {
+		t.Fatalf("withdrawn task: %s with %d infrastructure failures, Ahead %d", task.State, task.infraFailures(), n.Ahead)
+	}
+	if got := c.Schedule(t0); len(got) != 0 {
+		t.Fatalf("placed %d on a drained node", len(got))
+	}
+	// With --force every active attempt is returned.
+	if kill, _ := c.SetDrain("n1", true, true); len(kill) != 1 || kill[0].Ref != p[0].Ref {
+		t.Fatalf("forced drain returned %v, want the running attempt", kill)
+	}
+}

@@ -228,8 +228,8 @@ func TestAgentCrashLeavesNoOrphans(t *testing.T) {
 }
 
 // TestPrefetchOnRealAgent: a busy agent running only short work is given
-// the next task ahead; it waits on the agent, and a cancel ends it there
-// without starting it. Tasks 0-2 are quick, so the job is known short;
+// the next task ahead; it waits on the agent, a drain withdraws it, and a
+// cancel ends it there without starting it. Tasks 0-2 are quick, so the job is known short;
 // task 3 then runs 30 s with task 4 assigned ahead behind it.
 func TestPrefetchOnRealAgent(t *testing.T) {
 	c := newCluster(t)
@@ -247,12 +247,32 @@ func TestPrefetchOnRealAgent(t *testing.T) {
 	if got := d.Tasks[4].State; got != api.TaskAssigned {
 		t.Fatalf("task 4 is %s, want assigned (waiting on the agent)", got)
 	}
+
+	// A drain withdraws task 4 (it has not started) and leaves task 3
+	// running; the task goes back to the queue without using a retry.
+	if out := c.mustWard("node", "drain", "a"); !strings.Contains(out, "go back to the queue") {
+		t.Fatalf("drain: %s", out)
+	}
+	waitFor(t, 10*time.Second, "task 4 back in the queue", func() bool { return c.job(id).Tasks[4].State == api.TaskQueued })
+	d = c.job(id)
+	if a := d.Tasks[4].Attempts[0]; !a.Started.IsZero() || !strings.Contains(a.Reason, "withdrawn before it started") {
+		t.Fatalf("task 4's withdrawn attempt: %+v", a)
+	}
+	if d.Tasks[3].State != api.TaskRunning || pgrepCount("sleep 3131") != 1 {
+		t.Fatalf("task 3 is %s after a drain without --force", d.Tasks[3].State)
+	}
+	c.mustWard("node", "undrain", "a")
+	waitFor(t, 10*time.Second, "task 4 assigned ahead again", func() bool {
+		n, _ := c.node("a")
+		return n.AheadSlots == 1 && c.job(id).Tasks[4].State == api.TaskAssigned
+	})
+
 	c.mustWard("job", "cancel", id)
 	d = c.waitJob(id, 20*time.Second)
 	if d.State != api.JobCanceled || d.Counts[api.TaskCompleted] != 3 || d.Counts[api.TaskCanceled] != 7 {
 		t.Fatalf("job ended %s with %v", d.State, d.Counts)
 	}
-	a := d.Tasks[4].Attempts[0]
+	a := d.Tasks[4].Attempts[1]
 	if a.State != api.TaskCanceled || !a.Started.IsZero() || !strings.Contains(a.Reason, "before it started") {
 		t.Errorf("task 4's attempt: %+v, want canceled before it started", a)
 	}
