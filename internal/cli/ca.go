@@ -149,16 +149,9 @@ func newCAStatusCmd(g *globals) *cobra.Command {
 		Short: "Show the CA, the rotation phase, and how many agents hold certificates from each CA",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			st, printed, err := call[api.CAStatus](cmd, g, "GET", "/v1/ca/status", nil)
+			if err != nil || printed {
 				return err
-			}
-			var st api.CAStatus
-			if err := c.do(cmd.Context(), "GET", "/v1/ca/status", nil, &st); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, st)
 			}
 			printCAStatus(g.stdout, st)
 			return nil

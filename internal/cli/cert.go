@@ -16,16 +16,9 @@ func newCertLsCmd(g *globals) *cobra.Command {
 		Short: "List the certificates the cluster CA issued: serial, identity, role, issuer, expiry, revoked",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			certs, printed, err := call[[]api.Cert](cmd, g, "GET", "/v1/certs", nil)
+			if err != nil || printed {
 				return err
-			}
-			var certs []api.Cert
-			if err := c.do(cmd.Context(), "GET", "/v1/certs", nil, &certs); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, certs)
 			}
 			t := newTable(g.stdout, "SERIAL", "ROLE", "NAME", "ISSUER", "EXPIRES", "REVOKED")
 			hidden := 0

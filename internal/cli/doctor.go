@@ -64,10 +64,6 @@ func newAuditCmd(g *globals) *cobra.Command {
 		Short: "Read the audit log: joins, issuances, renewals, revocations, rotations, refusals, admin actions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if since != "" {
 				q.Set("since", since)
@@ -75,12 +71,9 @@ func newAuditCmd(g *globals) *cobra.Command {
 			if typ != "" {
 				q.Set("type", typ)
 			}
-			var events []audit.Event
-			if err := c.do(cmd.Context(), "GET", "/v1/audit?"+q.Encode(), nil, &events); err != nil {
+			events, printed, err := call[[]audit.Event](cmd, g, "GET", "/v1/audit?"+q.Encode(), nil)
+			if err != nil || printed {
 				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, events)
 			}
 			t := newTable(g.stdout, "TIME", "EVENT", "RESULT", "ACTOR", "TARGET", "DETAIL")
 			for _, e := range events {

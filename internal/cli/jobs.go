@@ -248,10 +248,6 @@ func newJobCmd(g *globals) *cobra.Command {
 		Short: "List jobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if state != "" {
 				q.Set("state", state)
@@ -259,12 +255,9 @@ func newJobCmd(g *globals) *cobra.Command {
 			if queue != "" {
 				q.Set("queue", queue)
 			}
-			var out []api.Job
-			if err := c.do(cmd.Context(), "GET", "/v1/jobs?"+q.Encode(), nil, &out); err != nil {
+			out, printed, err := call[[]api.Job](cmd, g, "GET", "/v1/jobs?"+q.Encode(), nil)
+			if err != nil || printed {
 				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			t := newTable(g.stdout, "ID", "NAME", "STATE", "TASKS", "DONE", "FAILED", "PRIORITY", "QUEUE", "SUBMITTED")
 			for _, j := range out {
@@ -283,16 +276,9 @@ func newJobCmd(g *globals) *cobra.Command {
 		Short: "Show a job's state, its tasks and every attempt",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			d, printed, err := call[api.JobDetail](cmd, g, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil)
+			if err != nil || printed {
 				return err
-			}
-			var d api.JobDetail
-			if err := c.do(cmd.Context(), "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, &d); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, d)
 			}
 			printJobStatus(g.stdout, &d, all)
 			return nil

@@ -49,16 +49,9 @@ func newMigrateCmd(g *globals) *cobra.Command {
 }
 
 func migrateCall(cmd *cobra.Command, g *globals, method, path string, body any) error {
-	c, err := g.client()
-	if err != nil {
+	st, printed, err := call[api.MigrationStatus](cmd, g, method, path, body)
+	if err != nil || printed {
 		return err
-	}
-	var st api.MigrationStatus
-	if err := c.do(cmd.Context(), method, path, body, &st); err != nil {
-		return err
-	}
-	if g.json() {
-		return printJSON(g.stdout, st)
 	}
 	printMigration(g.stdout, st)
 	return nil

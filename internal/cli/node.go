@@ -16,16 +16,9 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Short: "List nodes with their state, capacity, certificate expiry and link status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			out, printed, err := call[[]api.Node](cmd, g, "GET", "/v1/nodes", nil)
+			if err != nil || printed {
 				return err
-			}
-			var out []api.Node
-			if err := c.do(cmd.Context(), "GET", "/v1/nodes", nil, &out); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "CERT EXPIRES", "TLS", "LINK")
 			for _, n := range out {

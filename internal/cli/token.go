@@ -46,16 +46,9 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Short: "List join tokens",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
+			out, printed, err := call[[]api.Token](cmd, g, "GET", "/v1/tokens", nil)
+			if err != nil || printed {
 				return err
-			}
-			var out []api.Token
-			if err := c.do(cmd.Context(), "GET", "/v1/tokens", nil, &out); err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(g.stdout, out)
 			}
 			t := newTable(g.stdout, "ID", "STATE", "USED", "EXPIRES", "LABELS", "CREATED BY")
 			for _, tk := range out {
