@@ -296,7 +296,7 @@ func (a *Agent) start(as api.Assignment) {
 	}
 	at := &attempt{ref: as.AttemptRef, slots: as.Slots}
 	a.running[as.AttemptRef] = at
-	if !a.fitsLocked(as.Slots) {
+	if len(a.waiting) > 0 || !a.roomLocked(as.Slots) {
 		at.as = &as
 		a.waiting = append(a.waiting, at)
 		a.mu.Unlock()
@@ -307,11 +307,11 @@ func (a *Agent) start(as api.Assignment) {
 	a.launch(at, as)
 }
 
-// fitsLocked reports whether an attempt needing slots may start now: it
-// fits in the free slots, or nothing else runs. The coordinator's scheduler
-// follows the same rule.
-func (a *Agent) fitsLocked(slots int) bool {
-	return len(a.waiting) == 0 && (a.used+slots <= a.cfg.Slots || a.used == 0)
+// roomLocked reports whether an attempt needing slots may start now: they
+// are free, or nothing else runs. The coordinator's scheduler follows the
+// same rule.
+func (a *Agent) roomLocked(slots int) bool {
+	return a.used+slots <= a.cfg.Slots || a.used == 0
 }
 
 // launch hands an attempt that holds its slots to the executor.
@@ -377,7 +377,7 @@ func (r *reporter) Exited(res api.TaskResult) {
 	var next []ready
 	for len(a.waiting) > 0 {
 		w := a.waiting[0]
-		if a.used+w.slots > a.cfg.Slots && a.used > 0 {
+		if !a.roomLocked(w.slots) {
 			break
 		}
 		a.waiting = a.waiting[1:]

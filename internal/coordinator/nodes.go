@@ -112,12 +112,11 @@ func (c *Coordinator) setDrain(w http.ResponseWriter, name string, drain, force 
 	if !drain {
 		c.poke()
 	}
-	out := map[string]any{"node": name, "drain": drain, "requeued": len(kill)}
+	count := "requeued" // running attempts stopped
 	if !force {
-		// Attempts assigned ahead, withdrawn if they have not started.
-		out = map[string]any{"node": name, "drain": drain, "withdrawn": len(kill)}
+		count = "withdrawn" // attempts assigned ahead, unless they started
 	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, map[string]any{"node": name, "drain": drain, count: len(kill)})
 }
 
 func boolStr(b bool) string {

@@ -266,14 +266,20 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 		return nil
 	}
 	free := 0
-	var nodes []*Node
+	var nodes, ahead []*Node // free slots; room for tasks assigned ahead
 	for _, n := range c.order {
-		if n.Schedulable() && n.Free() > 0 {
+		if !n.Schedulable() {
+			continue
+		}
+		if n.Free() > 0 {
 			nodes = append(nodes, n)
 			free += n.Free()
 		}
+		if c.PrefetchBelow > 0 && n.Ahead < n.Slots {
+			ahead = append(ahead, n)
+		}
 	}
-	if free == 0 && c.PrefetchBelow <= 0 {
+	if free == 0 && len(ahead) == 0 {
 		return nil
 	}
 	jobs := c.active
@@ -311,14 +317,6 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 	}
 	// Ahead, in the same job order: only what the free slots left over,
 	// on busy nodes running only short work.
-	var ahead []*Node
-	if c.PrefetchBelow > 0 && slices.ContainsFunc(jobs, func(j *Job) bool { return j.Pending() > 0 && j.CancelReason == "" }) {
-		for _, n := range c.order {
-			if n.Schedulable() && n.slow == 0 && n.Ahead < n.Slots && n.Used > 0 {
-				ahead = append(ahead, n)
-			}
-		}
-	}
 	for _, j := range jobs {
 		if len(ahead) == 0 {
 			break
@@ -328,15 +326,16 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 		}
 		keep := ahead[:0]
 		for _, n := range ahead {
-			if !n.Matches(j.Spec.Labels) || j.Slots > n.Slots {
-				keep = append(keep, n)
-				continue
+			if n.Used == 0 || n.slow > 0 {
+				continue // idle (nothing fits it) or running work not known short
 			}
-			for n.Ahead+j.Slots <= n.Slots && n.slow == 0 && j.Pending() > 0 {
-				i := j.pop()
-				out = append(out, c.assign(j, i, n, now, n.Free() < j.Slots))
+			if n.Matches(j.Spec.Labels) && j.Slots <= n.Slots {
+				for n.Ahead+j.Slots <= n.Slots && n.slow == 0 && j.Pending() > 0 {
+					i := j.pop()
+					out = append(out, c.assign(j, i, n, now, !n.room(j.Slots)))
+				}
 			}
-			if n.Ahead < n.Slots && n.slow == 0 {
+			if n.Ahead < n.Slots {
 				keep = append(keep, n)
 			}
 		}
@@ -480,9 +479,7 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 		if t.CancelRequested {
 			c.setState(j, ref.Task, Canceled)
 		} else {
-			c.setState(j, ref.Task, Queued)
-			j.requeue = append(j.requeue, ref.Task)
-			c.activate(j)
+			c.requeue(j, ref.Task)
 		}
 		c.refreshJob(j, r.Ended.Time())
 		return Recorded
@@ -549,11 +546,10 @@ func (c *Cluster) release(node string, r Ref) {
 		n.Used -= h.slots
 	}
 	for len(n.queue) > 0 {
-		// The agent starts the first waiting attempt once it fits, or
-		// once nothing else runs.
+		// The agent starts the first waiting attempt once there is room.
 		q := n.queue[0]
 		h := n.running[q]
-		if h.slots > n.Free() && n.Used > 0 {
+		if !n.room(h.slots) {
 			break
 		}
 		h.ahead = false
@@ -562,6 +558,13 @@ func (c *Cluster) release(node string, r Ref) {
 		n.Used += h.slots
 		n.queue = n.queue[1:]
 	}
+}
+
+// requeue puts task i back in its job's queue for placement.
+func (c *Cluster) requeue(j *Job, i int) {
+	c.setState(j, i, Queued)
+	j.requeue = append(j.requeue, i)
+	c.activate(j)
 }
 
 // loseAttempt ends the current attempt as lost and requeues the task within
@@ -575,9 +578,7 @@ func (c *Cluster) loseAttempt(j *Job, i int, reason string) {
 		a.Reason += "; not retried: the job was canceled"
 		c.setState(j, i, Canceled)
 	case t.infraFailures() <= j.Retries:
-		c.setState(j, i, Queued)
-		j.requeue = append(j.requeue, i)
-		c.activate(j)
+		c.requeue(j, i)
 	default:
 		a.Reason += fmt.Sprintf("; not retried: %d infrastructure failures exceed --retries %d", t.infraFailures(), j.Retries)
 		c.setState(j, i, Lost)

@@ -238,6 +238,11 @@ type hold struct {
 // Free returns the node's unused slots.
 func (n *Node) Free() int { return n.Slots - n.Used }
 
+// room reports whether an attempt needing slots may start on the node now:
+// they are free, or nothing else runs there. The agent uses the same rule
+// for the attempts waiting on it.
+func (n *Node) room(slots int) bool { return slots <= n.Free() || n.Used == 0 }
+
 // Running returns how many attempts are active on the node.
 func (n *Node) Running() int { return len(n.running) }
 
