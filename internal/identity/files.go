@@ -51,24 +51,33 @@ func syncDir(dir string) error {
 	return nil
 }
 
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	name := tmp.Name()
-	defer os.Remove(name) // no-op after a successful rename
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	// The temp file is removed only when something failed: after the
+	// rename there is nothing left to remove, and a Remove that cannot
+	// fail costs two system calls for every file written.
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	// CreateTemp creates the file with mode 0600, so a secret needs no
+	// chmod; anything else gets exactly perm.
+	if perm != tempPerm {
+		if err := tmp.Chmod(perm); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
@@ -79,6 +88,9 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	}
 	return nil
 }
+
+// tempPerm is the mode os.CreateTemp gives a new file.
+const tempPerm fs.FileMode = 0o600
 
 // WriteSecret writes a key or other secret atomically with mode 0600.
 func WriteSecret(path string, data []byte) error { return WriteFileAtomic(path, data, 0o600) }
