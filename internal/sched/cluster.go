@@ -293,7 +293,14 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 		}
 		return jobs[a].ID < jobs[b].ID
 	})
-	var out []Placement
+	// One allocation for the usual case: as many placements as free slots
+	// or waiting tasks, whichever is fewer (tasks assigned ahead may add
+	// more).
+	pending := 0
+	for _, j := range jobs {
+		pending += j.Pending()
+	}
+	out := make([]Placement, 0, min(free, pending))
 	for _, j := range jobs {
 		if free == 0 {
 			break
@@ -374,7 +381,11 @@ func (c *Cluster) compactActive() {
 func (c *Cluster) assign(j *Job, i int, n *Node, now time.Time, ahead bool) Placement {
 	t := &j.Tasks[i]
 	a := Attempt{N: len(t.Attempts) + 1, Node: n.Name, State: Assigned, Assigned: now}
-	t.Attempts = append(t.Attempts, a)
+	if len(t.Attempts) == 0 {
+		t.Attempts = j.firstAttempt(a)
+	} else {
+		t.Attempts = append(t.Attempts, a)
+	}
 	c.setState(j, i, Assigned)
 	ref := Ref{Job: j.ID, Task: i, Attempt: a.N}
 	h := hold{slots: j.Slots, ahead: ahead, slow: !j.short(c.PrefetchBelow)}
@@ -501,6 +512,14 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	return Recorded
 }
 
+// exitReasons are the reasons for exit codes 0-255, made once.
+var exitReasons = func() (out [256]string) {
+	for i := range out {
+		out[i] = fmt.Sprintf("exited with code %d", i)
+	}
+	return out
+}()
+
 func describeEnd(r api.TaskResult) string {
 	if r.Started == 0 && (r.Reason == api.EndCanceled || r.Reason == api.EndDrained) {
 		// It was assigned ahead and still waiting on the agent for a slot.
@@ -508,6 +527,9 @@ func describeEnd(r api.TaskResult) string {
 	}
 	switch r.Reason {
 	case api.EndExited:
+		if r.ExitCode >= 0 && r.ExitCode < len(exitReasons) {
+			return exitReasons[r.ExitCode] // no allocation per result
+		}
 		return fmt.Sprintf("exited with code %d", r.ExitCode)
 	case api.EndTimedOut:
 		return "killed at its timeout"

@@ -340,3 +340,57 @@ func TestUnschedulableExplains(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribeEnd(t *testing.T) {
+	for _, tc := range []struct {
+		r    api.TaskResult
+		want string
+	}{
+		{api.TaskResult{Reason: api.EndExited, ExitCode: 0, Started: 1}, "exited with code 0"},
+		{api.TaskResult{Reason: api.EndExited, ExitCode: 255, Started: 1}, "exited with code 255"},
+		{api.TaskResult{Reason: api.EndExited, ExitCode: 256, Started: 1}, "exited with code 256"},
+		{api.TaskResult{Reason: api.EndExited, ExitCode: -1, Started: 1}, "exited with code -1"},
+		{api.TaskResult{Reason: api.EndTimedOut, Started: 1}, "killed at its timeout"},
+		{api.TaskResult{Reason: api.EndCanceled}, "canceled before it started, while waiting on the agent for a slot"},
+		{api.TaskResult{Reason: api.EndStartErr, Error: "no such file"}, "could not start: no such file"},
+	} {
+		if got := describeEnd(tc.r); got != tc.want {
+			t.Errorf("describeEnd(%+v) = %q, want %q", tc.r, got, tc.want)
+		}
+	}
+}
+
+func TestFirstAttemptsShareABlockButNotAList(t *testing.T) {
+	// Tasks placed together get their first attempts from one block; a
+	// retry must move the task to a list of its own, never write into a
+	// neighbour's attempt.
+	c := NewCluster(time.Minute)
+	c.UpsertNode("n", 4, nil).Connected = true
+	j := newJob("1", 4, 1, Normal, t0)
+	j.Retries = 1
+	c.AddJob(j)
+	ps := c.Schedule(t0)
+	if len(ps) != 4 {
+		t.Fatalf("placed %d", len(ps))
+	}
+	lost := result(ps[0].Ref, -1, api.EndDrained) // killed by a forced drain: lost, retried
+	lost.Started = api.NanosOf(t0)
+	c.Result("n", lost)
+	for _, p := range c.Schedule(t0) {
+		if p.Task != 0 {
+			t.Fatalf("placed task %d, want the retry of task 0", p.Task)
+		}
+	}
+	if got := len(j.Tasks[0].Attempts); got != 2 {
+		t.Fatalf("task 0 has %d attempts, want 2", got)
+	}
+	for i := 1; i < 4; i++ {
+		a := j.Tasks[i].Attempts
+		if len(a) != 1 || a[0].N != 1 || a[0].State != Assigned {
+			t.Fatalf("task %d attempts %+v: a neighbour's retry changed them", i, a)
+		}
+	}
+	if a := j.Tasks[0].Attempts; a[0].State != Lost || a[1].N != 2 || a[1].State != Assigned {
+		t.Fatalf("task 0 attempts %+v", a)
+	}
+}

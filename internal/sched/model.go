@@ -153,6 +153,26 @@ type Job struct {
 	// known to be short.
 	runs    int
 	meanRun time.Duration
+	// firsts is memory for first attempts not yet made, handed out one
+	// per task, so a placement of many tasks allocates once per block
+	// instead of once per task.
+	firsts []Attempt
+}
+
+// attemptBlock is how many first attempts a job allocates at once.
+const attemptBlock = 256
+
+// firstAttempt returns a one-element attempt list for a task that never
+// ran, holding a. Its capacity is 1, so a retry's append moves the task's
+// attempts to a list of its own.
+func (j *Job) firstAttempt(a Attempt) []Attempt {
+	if len(j.firsts) == 0 {
+		j.firsts = make([]Attempt, min(attemptBlock, max(1, j.Pending())))
+	}
+	out := j.firsts[:1:1]
+	j.firsts = j.firsts[1:]
+	out[0] = a
+	return out
 }
 
 // observeRun adds one attempt's run time to the job's moving average.
