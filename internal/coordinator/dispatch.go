@@ -65,23 +65,35 @@ func (p placement) empty() bool { return len(p.byNode) == 0 }
 func (c *Coordinator) placeLocked() placement {
 	ps := c.cl.Schedule(c.now())
 	p := placement{byNode: map[string]*api.Assign{}, sessions: map[string]*session{}}
-	var seen map[string]map[string]bool // node → jobs with a template in its frame
+	// Schedule returns runs of placements of one job on one node; the maps
+	// are consulted once per run, not once per task.
+	var (
+		seen     map[string]map[string]bool // node → jobs with a template in its frame
+		m        *api.Assign
+		lastNode *sched.Node
+		lastJob  *sched.Job
+	)
 	for _, pl := range ps {
-		m := p.byNode[pl.Node.Name]
-		if m == nil {
-			m = &api.Assign{}
-			p.byNode[pl.Node.Name] = m
+		if pl.Node != lastNode {
+			lastNode, lastJob = pl.Node, nil
+			if m = p.byNode[pl.Node.Name]; m == nil {
+				m = &api.Assign{}
+				p.byNode[pl.Node.Name] = m
+			}
 		}
-		if seen == nil {
-			seen = map[string]map[string]bool{}
-		}
-		if seen[pl.Node.Name] == nil {
-			seen[pl.Node.Name] = map[string]bool{}
-		}
-		if !seen[pl.Node.Name][pl.Job.ID] {
-			seen[pl.Node.Name][pl.Job.ID] = true
-			spec := &pl.Job.Spec
-			m.Jobs = append(m.Jobs, api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: pl.Job.Slots, Timeout: spec.Timeout})
+		if pl.Job != lastJob {
+			lastJob = pl.Job
+			if seen == nil {
+				seen = map[string]map[string]bool{}
+			}
+			if seen[pl.Node.Name] == nil {
+				seen[pl.Node.Name] = map[string]bool{}
+			}
+			if !seen[pl.Node.Name][pl.Job.ID] {
+				seen[pl.Node.Name][pl.Job.ID] = true
+				spec := &pl.Job.Spec
+				m.Jobs = append(m.Jobs, api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: pl.Job.Slots, Timeout: spec.Timeout})
+			}
 		}
 		m.Tasks = append(m.Tasks, pl.Ref.APIRef())
 	}
@@ -158,24 +170,47 @@ func (c *Coordinator) changesLocked() changes {
 		if j.Terminal() {
 			c.metrics.Jobs.WithLabelValues(j.State).Inc()
 			ch.ended = append(ch.ended, jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed), counts: j.Counts()})
-			for i := range j.Tasks { // a finished job produces no more output
-				delete(c.outputs, outputKey{j.ID, i})
-			}
+			c.forgetOutputsLocked(j)
 		}
 	}
 	type chunkID struct {
 		job   *sched.Job
 		chunk int
 	}
+	// Changed tasks come in runs from the same chunk; the map is only
+	// consulted when the chunk changes.
 	seen := make(map[chunkID]bool, len(tasks)/8+1)
+	last := chunkID{chunk: -1}
 	for _, k := range tasks {
 		id := chunkID{k.Job, k.Task / chunkSize}
+		if id == last {
+			continue
+		}
+		last = id
 		if !seen[id] {
 			seen[id] = true
 			ch.add(store.Put(chunkKey(k.Job.ID, id.chunk), encodeJobChunk(k.Job, id.chunk)))
 		}
 	}
 	return ch
+}
+
+// forgetOutputsLocked drops the output state of a finished job's tasks (a
+// finished job produces no more output). It walks whichever is smaller,
+// the job's tasks or the tasks with output, so a job of many silent tasks
+// costs no lookup per task. Callers hold c.mu.
+func (c *Coordinator) forgetOutputsLocked(j *sched.Job) {
+	if len(c.outputs) < len(j.Tasks) {
+		for k := range c.outputs {
+			if k.job == j.ID {
+				delete(c.outputs, k)
+			}
+		}
+		return
+	}
+	for i := range j.Tasks {
+		delete(c.outputs, outputKey{j.ID, i})
+	}
 }
 
 // commit encodes ch (outside c.mu), makes it durable, then runs after

@@ -104,3 +104,31 @@ func TestJobLogsWaitForQueuedOutput(t *testing.T) {
 		t.Errorf("got %+v, want the output, then the end of a completed job", chunks)
 	}
 }
+
+func TestForgetOutputsOfAFinishedJob(t *testing.T) {
+	// Both ways of walking: fewer tasks with output than tasks in the job,
+	// and more.
+	for _, tc := range []struct {
+		name  string
+		tasks int
+	}{
+		{"job larger than the output map", 10},
+		{"job smaller than the output map", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Coordinator{outputs: map[outputKey]*outputState{
+				{"1", 0}: {}, {"10", 0}: {}, {"2", 0}: {}, {"2", 1}: {},
+			}}
+			c.forgetOutputsLocked(&sched.Job{ID: "1", Tasks: make([]sched.Task, tc.tasks)})
+			want := []outputKey{{"10", 0}, {"2", 0}, {"2", 1}}
+			if len(c.outputs) != len(want) {
+				t.Fatalf("left %v, want %v", c.outputs, want)
+			}
+			for _, k := range want {
+				if _, ok := c.outputs[k]; !ok {
+					t.Fatalf("%v was dropped: it is not job 1's", k)
+				}
+			}
+		})
+	}
+}

@@ -340,17 +340,19 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 // applyResultsLocked records results and returns the refs to acknowledge.
 func (c *Coordinator) applyResultsLocked(node string, results []api.TaskResult) []api.AttemptRef {
 	acks := make([]api.AttemptRef, 0, len(results))
+	// Counted per batch: one metric lookup per end state, not per result.
+	var completed, failed int
 	for _, r := range results {
 		outcome := c.cl.Result(node, r)
 		if outcome == sched.Recorded {
-			state := r.Reason
-			if r.Reason == api.EndExited {
-				state = "completed"
-				if r.ExitCode != 0 {
-					state = "failed"
-				}
+			switch {
+			case r.Reason == api.EndExited && r.ExitCode == 0:
+				completed++
+			case r.Reason == api.EndExited:
+				failed++
+			default:
+				c.metrics.Tasks.WithLabelValues(r.Reason).Inc()
 			}
-			c.metrics.Tasks.WithLabelValues(state).Inc()
 		}
 		switch outcome {
 		case sched.Rejected:
@@ -360,6 +362,12 @@ func (c *Coordinator) applyResultsLocked(node string, results []api.TaskResult) 
 			c.log.Info("late result recorded on a lost attempt", "node", node, "job", r.Job, "task", r.Task, "attempt", r.Attempt)
 		}
 		acks = append(acks, r.AttemptRef)
+	}
+	if completed > 0 {
+		c.metrics.Tasks.WithLabelValues("completed").Add(float64(completed))
+	}
+	if failed > 0 {
+		c.metrics.Tasks.WithLabelValues("failed").Add(float64(failed))
 	}
 	return acks
 }
