@@ -167,7 +167,8 @@ const attemptBlock = 256
 // attempts to a list of its own.
 func (j *Job) firstAttempt(a Attempt) []Attempt {
 	if len(j.firsts) == 0 {
-		j.firsts = make([]Attempt, min(attemptBlock, max(1, j.Pending())))
+		// The task being placed was already taken from Pending.
+		j.firsts = make([]Attempt, min(attemptBlock, j.Pending()+1))
 	}
 	out := j.firsts[:1:1]
 	j.firsts = j.firsts[1:]
