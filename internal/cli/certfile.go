@@ -140,7 +140,7 @@ func inspectFile(path, password string, now time.Time) (*inspectedFile, error) {
 
 func describeCert(c *x509.Certificate, now time.Time) inspectedCert {
 	ic := inspectedCert{CertInfo: diagnose.NewCertInfo(c), Status: "valid", now: now, cert: c,
-		KeyUsage: keyUsageNames(c.KeyUsage), ExtKeyUsage: extKeyUsageNames(c), CRLPoints: c.CRLDistributionPoints}
+		KeyUsage: pki.KeyUsageNames(c.KeyUsage), ExtKeyUsage: extKeyUsageNames(c), CRLPoints: c.CRLDistributionPoints}
 	switch {
 	case now.After(c.NotAfter):
 		ic.Status = "expired"
@@ -263,26 +263,6 @@ func keyTypeBits(pub crypto.PublicKey) (string, int) {
 		desc = fmt.Sprintf("%s, %d bits", desc, bits)
 	}
 	return desc, bits
-}
-
-var keyUsageBits = []struct {
-	bit  x509.KeyUsage
-	name string
-}{
-	{x509.KeyUsageDigitalSignature, "digitalSignature"}, {x509.KeyUsageContentCommitment, "contentCommitment"},
-	{x509.KeyUsageKeyEncipherment, "keyEncipherment"}, {x509.KeyUsageDataEncipherment, "dataEncipherment"},
-	{x509.KeyUsageKeyAgreement, "keyAgreement"}, {x509.KeyUsageCertSign, "keyCertSign"},
-	{x509.KeyUsageCRLSign, "cRLSign"}, {x509.KeyUsageEncipherOnly, "encipherOnly"}, {x509.KeyUsageDecipherOnly, "decipherOnly"},
-}
-
-func keyUsageNames(ku x509.KeyUsage) []string {
-	out := []string{}
-	for _, k := range keyUsageBits {
-		if ku&k.bit != 0 {
-			out = append(out, k.name)
-		}
-	}
-	return out
 }
 
 var extKeyUsageName = map[x509.ExtKeyUsage]string{

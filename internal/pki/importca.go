@@ -156,7 +156,7 @@ func checkIsCA(cert *x509.Certificate) error {
 	if cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		what := "it has no keyUsage extension (RFC 5280 requires keyCertSign on a CA certificate)"
 		if cert.KeyUsage != 0 {
-			what = fmt.Sprintf("its keyUsage (%s) lacks keyCertSign", strings.Join(keyUsageList(cert.KeyUsage), ", "))
+			what = fmt.Sprintf("its keyUsage (%s) lacks keyCertSign", strings.Join(KeyUsageNames(cert.KeyUsage), ", "))
 		}
 		return caErr(ErrNotCA, cert, fix, "%s", what)
 	}
@@ -187,8 +187,10 @@ var keyUsageNamesList = []struct {
 	{x509.KeyUsageCRLSign, "cRLSign"}, {x509.KeyUsageEncipherOnly, "encipherOnly"}, {x509.KeyUsageDecipherOnly, "decipherOnly"},
 }
 
-func keyUsageList(ku x509.KeyUsage) []string {
-	var out []string
+// KeyUsageNames lists the key usages set in ku by their RFC 5280 names, in
+// the RFC's order; never nil, so it encodes as a JSON list.
+func KeyUsageNames(ku x509.KeyUsage) []string {
+	out := []string{}
 	for _, k := range keyUsageNamesList {
 		if ku&k.bit != 0 {
 			out = append(out, k.name)
@@ -368,7 +370,7 @@ func checkCAEKU(cert *x509.Certificate) error {
 func checkIssuingUsage(cert *x509.Certificate) error {
 	if cert.KeyUsage&x509.KeyUsageCRLSign == 0 {
 		return caErr(ErrCAConstraints, cert, "have the CA reissued with keyUsage keyCertSign and cRLSign (openssl: keyUsage=critical,keyCertSign,cRLSign)",
-			"its keyUsage (%s) lacks cRLSign, and Ward's issuing CA signs the cluster's CRLs", strings.Join(keyUsageList(cert.KeyUsage), ", "))
+			"its keyUsage (%s) lacks cRLSign, and Ward's issuing CA signs the cluster's CRLs", strings.Join(KeyUsageNames(cert.KeyUsage), ", "))
 	}
 	return checkCAEKU(cert)
 }
