@@ -293,20 +293,18 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 		}
 		return jobs[a].ID < jobs[b].ID
 	})
-	// One allocation for the usual case: as many placements as free slots
-	// or waiting tasks, whichever is fewer (tasks assigned ahead may add
-	// more).
-	pending := 0
-	for _, j := range jobs {
-		pending += j.Pending()
-	}
-	out := make([]Placement, 0, min(free, pending))
+	var out []Placement
 	for _, j := range jobs {
 		if free == 0 {
 			break
 		}
 		if j.Pending() == 0 || j.CancelReason != "" {
 			continue
+		}
+		if out == nil {
+			// Sized by the first job that places: one allocation for the
+			// usual case of one job filling the free slots.
+			out = make([]Placement, 0, min(free, j.Pending()))
 		}
 		start := c.rr
 		c.rr++
