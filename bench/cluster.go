@@ -200,7 +200,7 @@ func (p *inproc) joinStrings(ctx context.Context, n int) (func(i int) string, er
 		var tc api.TokenCreated
 		var err error
 		if p.c != nil {
-			tc, err = p.c.CreateToken(ctx, req, p.c.AdminID())
+			tc, err = p.c.CreateToken(ctx, p.c.LocalAdmin(), req)
 		} else {
 			err = p.admin.do(ctx, http.MethodPost, "/v1/tokens", req, &tc)
 		}

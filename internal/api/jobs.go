@@ -87,6 +87,26 @@ type JobDetail struct {
 	Tasks []Task `json:"tasks"`
 }
 
+// JobFilter selects jobs for a listing; empty fields match every job.
+// Newest lists the most recent first. Offset and Limit page through what
+// matches (Limit 0: all of it).
+type JobFilter struct {
+	State  string
+	Queue  string
+	User   string
+	Newest bool
+	Offset int
+	Limit  int
+}
+
+// TaskFilter selects a job's tasks: those in State (all when empty), and of
+// those Limit from Offset (Limit 0: all).
+type TaskFilter struct {
+	State  string
+	Offset int
+	Limit  int
+}
+
 // CancelRequest gives the reason recorded with a cancellation.
 type CancelRequest struct {
 	Reason string `json:"reason,omitempty"`

@@ -113,6 +113,24 @@ type DrainRequest struct {
 	Force bool `json:"force"`
 }
 
+// DrainResult says what a drain or undrain did. A forced drain stops the
+// node's running attempts (Requeued); a plain one sends back to the queue
+// the attempts assigned ahead that have not started (Withdrawn).
+type DrainResult struct {
+	Node      string `json:"node"`
+	Drain     bool   `json:"drain"`
+	Requeued  *int   `json:"requeued,omitempty"`
+	Withdrawn *int   `json:"withdrawn,omitempty"`
+}
+
+// RevokeResult says what a revocation did.
+type RevokeResult struct {
+	Serials  []string `json:"serials"`
+	Node     string   `json:"node,omitempty"`
+	Closed   int      `json:"sessions_closed"`
+	Requeued int      `json:"tasks_requeued"`
+}
+
 // Status is the cluster summary at GET /v1/status.
 type Status struct {
 	Cluster      string    `json:"cluster"`
@@ -148,6 +166,24 @@ type Cert struct {
 	Reason    string    `json:"reason,omitempty"`
 }
 
+// Certificate states a CertFilter selects by.
+const (
+	CertActive  = "active"  // neither revoked nor expired
+	CertRevoked = "revoked" // revoked, expired or not
+	CertExpired = "expired" // past its end date, not revoked
+)
+
+// CertFilter selects issued certificates for a listing; empty fields match
+// every certificate. Newest lists the most recently issued first; Offset
+// and Limit page through what matches (Limit 0: all of it).
+type CertFilter struct {
+	State  string // CertActive, CertRevoked, CertExpired
+	Role   string
+	Newest bool
+	Offset int
+	Limit  int
+}
+
 // RotateRequest moves the CA rotation one phase forward, or back.
 type RotateRequest struct {
 	Rollback bool     `json:"rollback,omitempty"`
@@ -175,6 +211,15 @@ type CAStatus struct {
 	OnOldCA    []string       `json:"agents_on_old_ca,omitempty"`
 	Next       string         `json:"next"`
 	Changed    time.Time      `json:"changed,omitempty"`
+	CRL        *CRLInfo       `json:"crl,omitempty"` // the issuing CA's current CRL
+}
+
+// CRLInfo describes a published CRL.
+type CRLInfo struct {
+	Number     int64     `json:"number"`
+	ThisUpdate time.Time `json:"this_update"`
+	NextUpdate time.Time `json:"next_update"`
+	Revoked    int       `json:"revoked"` // entries
 }
 
 // MigrationStatus lists the links that are not yet fully secure.
@@ -201,6 +246,23 @@ type MigrateRequest struct {
 	Force bool     `json:"force,omitempty"` // finish: even while peers are still plaintext
 }
 
+// CheckRequest asks the coordinator to try a TLS connection from its own
+// host, as `ward check` does, with exactly these fields and nothing from
+// its saved configuration.
+type CheckRequest struct {
+	Address string `json:"address"` // host:port
+	// CAPEM holds trusted roots (PEM); with neither it nor ClusterCA the
+	// system roots are used.
+	CAPEM string `json:"ca_pem,omitempty"`
+	// ClusterCA adds this cluster's trust bundle to the roots.
+	ClusterCA          bool     `json:"cluster_ca,omitempty"`
+	Pins               []string `json:"pins,omitempty"`
+	ServerName         string   `json:"server_name,omitempty"`
+	MinTLS             string   `json:"min_tls,omitempty"` // 1.3 (default) or 1.2
+	InsecureSkipVerify bool     `json:"insecure_skip_verify,omitempty"`
+	Timeout            Duration `json:"timeout,omitempty"` // default 5s, at most 30s
+}
+
 // Finding severities, most severe first.
 const (
 	SeverityCritical = "critical"
@@ -214,6 +276,19 @@ type Finding struct {
 	Code     string `json:"code"`
 	Finding  string `json:"finding"`
 	Fix      string `json:"fix"`
+}
+
+// AuditFilter selects audit events: at or after Since (zero: from the
+// start), before Until (zero: up to now), and of Type or its subtypes
+// ("cert" matches cert.revoke). Newest lists the latest first; Offset and
+// Limit page through what matches (Limit 0: all of it).
+type AuditFilter struct {
+	Since  time.Time
+	Until  time.Time
+	Type   string
+	Newest bool
+	Offset int
+	Limit  int
 }
 
 // DoctorReport is the answer of GET /v1/doctor.

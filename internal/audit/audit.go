@@ -18,6 +18,8 @@ type Event struct {
 	Time   time.Time         `json:"time"`
 	Type   string            `json:"type"`             // e.g. join, token.create, cert.revoke
 	Actor  string            `json:"actor,omitempty"`  // identity or source address that acted
+	Via    string            `json:"via,omitempty"`    // how the actor authenticated: cert, ui-link, ui-password, local
+	Source string            `json:"source,omitempty"` // the actor's network address
 	Target string            `json:"target,omitempty"` // what it acted on
 	Result string            `json:"result"`           // ok, or the refusal's stable code
 	Detail map[string]string `json:"detail,omitempty"`

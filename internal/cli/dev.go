@@ -80,7 +80,7 @@ func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr strin
 		acfg.KillGrace = config.Duration(3 * time.Second)
 		var join string
 		if !agent.Joined(acfg.DataDir) {
-			tok, err := c.CreateToken(ctx, api.TokenCreate{TTL: api.Duration(10 * time.Minute), Uses: 1}, c.AdminID())
+			tok, err := c.CreateToken(ctx, c.LocalAdmin(), api.TokenCreate{TTL: api.Duration(10 * time.Minute), Uses: 1})
 			if err != nil {
 				return fmt.Errorf("create a join token for %s: %w", name, err)
 			}

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
@@ -176,51 +178,88 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 	return out, nil
 }
 
-func (c *Coordinator) apiDoctor(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+func (c *Coordinator) apiDoctor(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	horizon, err := durationParam(r, "horizon", 7*24*time.Hour)
 	if err != nil {
 		return err
 	}
-	f, err := c.doctor(r.Context(), horizon)
-	if err != nil {
-		return err
+	return reply[api.DoctorReport](w)(c.Doctor(r.Context(), p, horizon))
+}
+
+// Doctor checks the whole cluster: every finding with its severity and fix,
+// most severe first, with certificate expiry judged against horizon.
+func (c *Coordinator) Doctor(ctx context.Context, p authz.Principal, horizon time.Duration) (api.DoctorReport, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return api.DoctorReport{}, err
 	}
-	return writeJSON(w, http.StatusOK, api.DoctorReport{Horizon: api.Duration(horizon), Findings: f})
+	f, err := c.doctor(ctx, horizon)
+	if err != nil {
+		return api.DoctorReport{}, err
+	}
+	return api.DoctorReport{Horizon: api.Duration(horizon), Findings: f}, nil
 }
 
 // apiAudit returns audit events at or after ?since= (a duration back from
 // now, or an RFC 3339 time), optionally of one ?type=.
-func (c *Coordinator) apiAudit(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
-	since := time.Time{}
+func (c *Coordinator) apiAudit(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	var f api.AuditFilter
 	if s := r.URL.Query().Get("since"); s != "" {
-		if d, err := time.ParseDuration(s); err == nil {
-			since = c.now().Add(-d)
-		} else if t, err := time.Parse(time.RFC3339, s); err == nil {
-			since = t
-		} else {
-			return api.Errorf(api.CodeInvalidArgument, "use a duration such as 1h, or a time such as 2026-01-02T15:04:05Z", "--since %q is neither a duration nor an RFC 3339 time", s)
+		t, err := c.parseSince(s)
+		if err != nil {
+			return err
 		}
+		f.Since = t
 	}
-	f, err := os.Open(c.audit.Path())
+	f.Type = r.URL.Query().Get("type")
+	events, _, err := c.Audit(r.Context(), p, f)
 	if err != nil {
 		return err
-	}
-	defer f.Close()
-	events, err := audit.Read(f, since)
-	if err != nil {
-		return err
-	}
-	if typ := r.URL.Query().Get("type"); typ != "" {
-		kept := events[:0]
-		for _, e := range events {
-			if e.Type == typ || strings.HasPrefix(e.Type, typ+".") {
-				kept = append(kept, e)
-			}
-		}
-		events = kept
-	}
-	if events == nil {
-		events = []audit.Event{}
 	}
 	return writeJSON(w, http.StatusOK, events)
+}
+
+// parseSince reads a point in time given as a duration back from now or as
+// an RFC 3339 time.
+func (c *Coordinator) parseSince(s string) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return c.now().Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, api.Errorf(api.CodeInvalidArgument, "use a duration such as 1h, or a time such as 2026-01-02T15:04:05Z", "--since %q is neither a duration nor an RFC 3339 time", s)
+}
+
+// Audit reads the audit log: the events f selects, oldest first (or newest
+// first), and how many match in all.
+func (c *Coordinator) Audit(ctx context.Context, p authz.Principal, f api.AuditFilter) ([]audit.Event, int, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return nil, 0, err
+	}
+	file, err := os.Open(c.audit.Path())
+	if err != nil {
+		return nil, 0, err
+	}
+	defer file.Close()
+	events, err := audit.Read(file, f.Since)
+	if err != nil {
+		return nil, 0, err
+	}
+	kept := events[:0]
+	for _, e := range events {
+		if f.Type != "" && e.Type != f.Type && !strings.HasPrefix(e.Type, f.Type+".") {
+			continue
+		}
+		if !f.Until.IsZero() && !e.Time.Before(f.Until) {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	if kept == nil {
+		kept = []audit.Event{}
+	}
+	if f.Newest {
+		slices.Reverse(kept)
+	}
+	return page(kept, f.Offset, f.Limit), len(kept), nil
 }

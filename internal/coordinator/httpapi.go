@@ -1,14 +1,15 @@
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"sort"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
@@ -16,12 +17,14 @@ import (
 // maxBody bounds request bodies; a job spec over it is refused whole.
 const maxBody = 2 << 20
 
-// clusterRoutes is the mTLS API. Every route needs a user certificate: the
-// role comes from the verified certificate, never from a header.
+// clusterRoutes is the mTLS API. Every route needs a client certificate:
+// the identity comes from the verified certificate, never from a header,
+// and each operation authorizes it (allow) on the same path the web admin
+// uses.
 func (c *Coordinator) clusterRoutes() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(pattern string, h func(http.ResponseWriter, *http.Request, pki.ID) error) {
-		mux.Handle(pattern, c.userOnly(h))
+	handle := func(pattern string, h func(http.ResponseWriter, *http.Request, authz.Principal) error) {
+		mux.Handle(pattern, c.authenticated(h))
 	}
 	handle("GET /v1/status", c.apiStatus)
 	handle("GET /v1/nodes", c.apiNodes)
@@ -45,7 +48,14 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/migrate/finish", c.apiMigrateFinish)
 	handle("GET /v1/ca/status", c.apiCAStatus)
 	handle("POST /v1/ca/rotate", c.apiCARotate)
-	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, _ pki.ID) error { c.serveCRL(w, r); return nil })
+	handle("POST /v1/check", c.apiCheck)
+	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+		if err := c.allow(p, authz.Read); err != nil {
+			return err
+		}
+		c.serveCRL(w, r)
+		return nil
+	})
 	mux.Handle("GET /metrics", c.metricsAuth(c.metrics.Handler()))
 	mux.HandleFunc("POST /v1/certs/renew", c.apiRenew)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -75,21 +85,15 @@ func (c *Coordinator) publicRoutes() http.Handler {
 	return mux
 }
 
-// userOnly admits only user (admin) certificates of this cluster.
-func (c *Coordinator) userOnly(h func(http.ResponseWriter, *http.Request, pki.ID) error) http.Handler {
+// authenticated turns the request's verified client certificate into the
+// principal the handler acts for; the operation itself authorizes it.
+func (c *Coordinator) authenticated(h func(http.ResponseWriter, *http.Request, authz.Principal) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		peer, err := transport.PeerFromState(r.TLS, c.cfg.Cluster)
+		p, err := c.certPrincipal(r)
+		if err == nil {
+			err = h(w, r, p)
+		}
 		if err != nil {
-			writeError(w, c, api.Errorf(api.CodeUnauthenticated, "present a Ward client certificate (the CLI context has one)", "%v", err))
-			return
-		}
-		if peer.ID.Role != pki.RoleUser {
-			c.log.Warn("permission denied", "identity", peer.ID.String(), "method", r.Method, "path", r.URL.Path)
-			writeError(w, c, api.Errorf(api.CodePermissionDenied, "use a user certificate, such as the admin context the coordinator wrote",
-				"%s is a %s certificate; %s %s needs a user certificate", peer.ID, peer.ID.Role, r.Method, r.URL.Path))
-			return
-		}
-		if err := h(w, r, peer.ID); err != nil {
 			writeError(w, c, err)
 		}
 	})
@@ -127,9 +131,38 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+// reply writes an operation's result as JSON with 200 OK, or passes its
+// error on: reply(w)(c.Op(...)) is a whole handler body.
+func reply[T any](w http.ResponseWriter) func(T, error) error {
+	return func(v T, err error) error {
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, v)
+	}
+}
+
+// readOptionalJSON decodes a body when there is one: the body of many
+// actions is optional.
+func readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return readJSON(w, r, v)
+}
+
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-func (c *Coordinator) apiStatus(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+func (c *Coordinator) apiStatus(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[api.Status](w)(c.Status(r.Context(), p))
+}
+
+// Status is the cluster summary: addresses, counts, the insecure settings
+// in effect and the nearest expiries.
+func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return api.Status{}, err
+	}
 	c.mu.Lock()
 	nodes, connected := len(c.nodes), len(c.sessions)
 	c.mu.Unlock()
@@ -145,7 +178,7 @@ func (c *Coordinator) apiStatus(w http.ResponseWriter, r *http.Request, _ pki.ID
 		CAExpiry:     c.issuer().CA.Cert.NotAfter,
 		CertExpiry:   c.ca.src.Leaf().NotAfter,
 	}
-	return writeJSON(w, http.StatusOK, st)
+	return st, nil
 }
 
 // insecureSettings names every insecure setting in effect.
@@ -185,8 +218,6 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 	}
 	return d, nil
 }
-
-var _ = fmt.Sprintf
 
 // metricsAuth admits user and coordinator certificates to /metrics (a
 // Prometheus server scrapes with a user certificate); agents may not.

@@ -1,15 +1,17 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/sched"
@@ -96,20 +98,25 @@ func validateSpec(s *api.JobSpec) (sched.Priority, error) {
 	return p, nil
 }
 
-func (c *Coordinator) apiJobSubmit(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiJobSubmit(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var spec api.JobSpec
 	if err := readJSON(w, r, &spec); err != nil {
 		return err
 	}
-	j, err := c.submit(spec, who)
+	j, err := c.SubmitJob(r.Context(), p, spec)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, j)
 }
 
-// submit validates and records a job; it returns once the job is durable.
-func (c *Coordinator) submit(spec api.JobSpec, who pki.ID) (api.Job, error) {
+// SubmitJob validates and records a job; it returns once the job is
+// durable.
+func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api.JobSpec) (api.Job, error) {
+	if err := c.allow(p, authz.JobSubmit); err != nil {
+		return api.Job{}, err
+	}
+	who := p.ID
 	prio, err := validateSpec(&spec)
 	if err != nil {
 		return api.Job{}, err
@@ -142,7 +149,7 @@ func (c *Coordinator) submit(spec api.JobSpec, who pki.ID) (api.Job, error) {
 		return api.Job{}, err
 	}
 	c.metrics.Jobs.WithLabelValues("submitted").Inc()
-	c.audit.Record(audit.Event{Type: "job.submit", Actor: who.String(), Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
+	c.record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
 	c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
 	return out, nil
 }
@@ -164,29 +171,81 @@ func (c *Coordinator) findJobLocked(id string) (*sched.Job, error) {
 	return j, nil
 }
 
-func (c *Coordinator) apiJobList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+func (c *Coordinator) apiJobList(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	q := r.URL.Query()
-	c.mu.Lock()
-	out := []api.Job{}
-	for _, j := range c.cl.Jobs() {
-		if (q.Get("state") == "" || q.Get("state") == j.State) && (q.Get("queue") == "" || q.Get("queue") == j.Spec.Queue) {
-			out = append(out, jobAPI(j))
-		}
+	out, _, err := c.Jobs(r.Context(), p, api.JobFilter{State: q.Get("state"), Queue: q.Get("queue"), User: q.Get("user")})
+	if err != nil {
+		return err
 	}
-	c.mu.Unlock()
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+// Jobs lists the jobs f selects, in submission order (or newest first),
+// and how many match in all.
+func (c *Coordinator) Jobs(ctx context.Context, p authz.Principal, f api.JobFilter) ([]api.Job, int, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return nil, 0, err
+	}
 	c.mu.Lock()
-	j, err := c.findJobLocked(r.PathValue("id"))
+	defer c.mu.Unlock()
+	all := c.cl.Jobs()
+	if f.Newest {
+		slices.Reverse(all)
+	}
+	out := []api.Job{}
+	total := 0
+	for _, j := range all {
+		if (f.State != "" && f.State != j.State) || (f.Queue != "" && f.Queue != j.Spec.Queue) || (f.User != "" && !userMatches(f.User, j.SubmittedBy)) {
+			continue
+		}
+		if total >= f.Offset && (f.Limit <= 0 || len(out) < f.Limit) {
+			out = append(out, jobAPI(j))
+		}
+		total++
+	}
+	return out, total, nil
+}
+
+// userMatches compares a user filter, a full identity or a bare user name,
+// with the identity that submitted a job.
+func userMatches(filter, submittedBy string) bool {
+	return filter == submittedBy || strings.HasSuffix(submittedBy, "/user/"+filter)
+}
+
+func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	d, _, err := c.Job(r.Context(), p, r.PathValue("id"), api.TaskFilter{})
 	if err != nil {
-		c.mu.Unlock()
 		return err
 	}
-	d := api.JobDetail{Job: jobAPI(j), Tasks: make([]api.Task, len(j.Tasks))}
+	return writeJSON(w, http.StatusOK, d)
+}
+
+// Job is one job with the tasks tf selects and every attempt of each, and
+// how many tasks match tf in all.
+func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf api.TaskFilter) (api.JobDetail, int, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return api.JobDetail{}, 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	j, err := c.findJobLocked(id)
+	if err != nil {
+		return api.JobDetail{}, 0, err
+	}
+	d := api.JobDetail{Job: jobAPI(j), Tasks: []api.Task{}}
+	if tf.State == "" && tf.Offset == 0 && tf.Limit <= 0 {
+		d.Tasks = make([]api.Task, 0, len(j.Tasks))
+	}
+	total := 0
 	for i := range j.Tasks {
 		t := &j.Tasks[i]
+		if tf.State != "" && t.State.String() != tf.State {
+			continue
+		}
+		total++
+		if total <= tf.Offset || (tf.Limit > 0 && len(d.Tasks) >= tf.Limit) {
+			continue
+		}
 		at := api.Task{Index: i, State: t.State.String()}
 		for _, a := range t.Attempts {
 			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late}
@@ -196,32 +255,38 @@ func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, _ pki
 			}
 			at.Attempts = append(at.Attempts, aa)
 		}
-		d.Tasks[i] = at
+		d.Tasks = append(d.Tasks, at)
 	}
-	c.mu.Unlock()
-	return writeJSON(w, http.StatusOK, d)
+	return d, total, nil
 }
 
-func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.CancelRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := readOptionalJSON(w, r, &req); err != nil {
+		return err
 	}
-	reason := "canceled by " + who.String()
-	if req.Reason != "" {
-		reason += ": " + req.Reason
+	return reply[api.Job](w)(c.CancelJob(r.Context(), p, r.PathValue("id"), req.Reason))
+}
+
+// CancelJob ends a job: its waiting tasks never start and its running
+// ones are stopped, with the reason recorded.
+func (c *Coordinator) CancelJob(ctx context.Context, p authz.Principal, id, why string) (api.Job, error) {
+	if err := c.allow(p, authz.JobCancel); err != nil {
+		return api.Job{}, err
+	}
+	reason := "canceled by " + p.String()
+	if why != "" {
+		reason += ": " + why
 	}
 	c.mu.Lock()
-	j, err := c.findJobLocked(r.PathValue("id"))
+	j, err := c.findJobLocked(id)
 	if err != nil {
 		c.mu.Unlock()
-		return err
+		return api.Job{}, err
 	}
 	if j.Terminal() {
 		c.mu.Unlock()
-		return api.Errorf(api.CodeFailedPrecondition, "nothing to do", "job %s already ended (%s)", j.ID, j.State)
+		return api.Job{}, api.Errorf(api.CodeFailedPrecondition, "nothing to do", "job %s already ended (%s)", j.ID, j.State)
 	}
 	kill := c.cl.Cancel(j, reason, c.now())
 	ch := c.changesLocked()
@@ -236,8 +301,8 @@ func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, who p
 		close(done)
 	})
 	<-done
-	c.audit.Record(audit.Event{Type: "job.cancel", Actor: who.String(), Target: j.ID, Detail: map[string]string{"reason": reason, "running_killed": strconv.Itoa(len(kill))}})
-	return writeJSON(w, http.StatusOK, out)
+	c.record(p, audit.Event{Type: "job.cancel", Target: j.ID, Detail: map[string]string{"reason": reason, "running_killed": strconv.Itoa(len(kill))}})
+	return out, nil
 }
 
 // cancelFramesLocked groups attempts to kill by their node's session.
@@ -259,5 +324,3 @@ func (c *Coordinator) cancelFramesLocked(kill []sched.Placement, reason, endReas
 	}
 	return out
 }
-
-var _ = time.Second

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/enroll"
 	"github.com/wardcluster/ward/internal/pki"
@@ -26,12 +27,12 @@ const (
 	maxTokenUses = 10000
 )
 
-func (c *Coordinator) apiTokenCreate(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiTokenCreate(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.TokenCreate
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	out, err := c.CreateToken(r.Context(), req, who)
+	out, err := c.CreateToken(r.Context(), p, req)
 	if err != nil {
 		return err
 	}
@@ -39,8 +40,11 @@ func (c *Coordinator) apiTokenCreate(w http.ResponseWriter, r *http.Request, who
 }
 
 // CreateToken creates a join token, as `ward token create` does, on behalf
-// of by. The answer holds the join string, the only copy of the secret.
-func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by pki.ID) (api.TokenCreated, error) {
+// of p. The answer holds the join string, the only copy of the secret.
+func (c *Coordinator) CreateToken(ctx context.Context, p authz.Principal, req api.TokenCreate) (api.TokenCreated, error) {
+	if err := c.allow(p, authz.TokenCreate); err != nil {
+		return api.TokenCreated{}, err
+	}
 	if req.TTL == 0 {
 		req.TTL = api.Duration(time.Hour)
 	}
@@ -70,7 +74,7 @@ func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by p
 	now := c.now()
 	rec := tokenRecord{
 		ID: id, SecretHash: enroll.HashSecret(secret), Created: now.UTC(), Expires: now.Add(req.TTL.D()).UTC(),
-		Uses: req.Uses, Labels: req.Labels, AllowDNS: req.AllowDNS, AllowIPs: req.AllowIPs, CreatedBy: by.String(),
+		Uses: req.Uses, Labels: req.Labels, AllowDNS: req.AllowDNS, AllowIPs: req.AllowIPs, CreatedBy: p.String(),
 	}
 	c.tokMu.Lock()
 	c.tokens[id] = &rec
@@ -78,7 +82,7 @@ func (c *Coordinator) CreateToken(ctx context.Context, req api.TokenCreate, by p
 	if err := c.journal.Wait([]store.Op{putJSON(tokenKey(id), rec)}); err != nil {
 		return api.TokenCreated{}, fmt.Errorf("store token: %w", err)
 	}
-	c.audit.Record(audit.Event{Type: "token.create", Actor: by.String(), Target: id, Detail: map[string]string{
+	c.record(p, audit.Event{Type: "token.create", Target: id, Detail: map[string]string{
 		"ttl": req.TTL.D().String(), "uses": fmt.Sprint(req.Uses), "labels": fmt.Sprint(req.Labels)}})
 	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.pinRoot()), TokenID: id, Secret: secret}
 	return api.TokenCreated{Token: rec.api(now), Join: js.String()}, nil
@@ -89,7 +93,21 @@ func (c *Coordinator) AdminID() pki.ID {
 	return pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}
 }
 
-func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+// LocalAdmin is the principal of an operator inside this process, such as
+// `ward dev` creating its agents' tokens.
+func (c *Coordinator) LocalAdmin() authz.Principal {
+	return authz.Principal{ID: c.AdminID(), Via: authz.ViaLocal}
+}
+
+func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[[]api.Token](w)(c.Tokens(r.Context(), p))
+}
+
+// Tokens lists every join token, oldest first, without secrets.
+func (c *Coordinator) Tokens(ctx context.Context, p authz.Principal) ([]api.Token, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return nil, err
+	}
 	now := c.now()
 	c.tokMu.Lock()
 	out := make([]api.Token, 0, len(c.tokens))
@@ -98,28 +116,35 @@ func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, _ pki
 	}
 	c.tokMu.Unlock()
 	sort.Slice(out, func(a, b int) bool { return out[a].Created.Before(out[b].Created) })
-	return writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (c *Coordinator) apiTokenRevoke(w http.ResponseWriter, r *http.Request, who pki.ID) error {
-	id := r.PathValue("id")
+func (c *Coordinator) apiTokenRevoke(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[api.Token](w)(c.RevokeToken(r.Context(), p, r.PathValue("id")))
+}
+
+// RevokeToken makes a join token unusable.
+func (c *Coordinator) RevokeToken(ctx context.Context, p authz.Principal, id string) (api.Token, error) {
+	if err := c.allow(p, authz.TokenRevoke); err != nil {
+		return api.Token{}, err
+	}
 	if !enroll.ValidTokenID(id) {
-		return api.Errorf(api.CodeInvalidArgument, "pass the 16-hex-digit ID that `ward token ls` shows", "%q is not a token ID", id)
+		return api.Token{}, api.Errorf(api.CodeInvalidArgument, "pass the 16-hex-digit ID that `ward token ls` shows", "%q is not a token ID", id)
 	}
 	c.tokMu.Lock()
 	t := c.tokens[id]
 	if t == nil {
 		c.tokMu.Unlock()
-		return api.Errorf(api.CodeNotFound, "list tokens with `ward token ls`", "no token with ID %s", id)
+		return api.Token{}, api.Errorf(api.CodeNotFound, "list tokens with `ward token ls`", "no token with ID %s", id)
 	}
 	t.Revoked = true
 	rec, out := *t, t.api(c.now())
 	c.tokMu.Unlock()
 	if err := c.journal.Wait([]store.Op{putJSON(tokenKey(id), rec)}); err != nil {
-		return err
+		return api.Token{}, err
 	}
-	c.audit.Record(audit.Event{Type: "token.revoke", Actor: who.String(), Target: id})
-	return writeJSON(w, http.StatusOK, out)
+	c.record(p, audit.Event{Type: "token.revoke", Target: id})
+	return out, nil
 }
 
 // loadTokens reads every token into memory, the authority for joins.

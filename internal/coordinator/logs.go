@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/wardcluster/ward/internal/api"
-	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 )
@@ -169,7 +169,7 @@ func (c *Coordinator) publishEndings(ended []jobEnding) {
 
 // apiJobLogs streams a job's stored output as JSON lines, and with
 // follow=1 keeps streaming live output until the job ends.
-func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	q := r.URL.Query()
 	task := -1
 	if s := q.Get("task"); s != "" {
@@ -180,8 +180,39 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 		task = n
 	}
 	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	started := false
+	begin := func() {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	return c.FollowLogs(r.Context(), p, r.PathValue("id"), task, follow, func(ch api.LogChunk) error {
+		begin()
+		return enc.Encode(ch)
+	}, func() {
+		begin()
+		if flusher != nil {
+			flusher.Flush()
+		}
+	})
+}
+
+// FollowLogs sends a job's stored output (one task's, or every task's when
+// task is -1) to emit, then, with follow, its live output until the job
+// ends; the last chunk has End set. flush is called whenever emit has
+// caught up. An error is returned only before the first emit or flush;
+// after that the stream just ends (the client went away, or the store
+// failed).
+func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id string, task int, follow bool, emit func(api.LogChunk) error, flush func()) error {
+	if err := c.allow(p, authz.Read); err != nil {
+		return err
+	}
 	c.mu.Lock()
-	j, err := c.findJobLocked(r.PathValue("id"))
+	j, err := c.findJobLocked(id)
 	if err != nil {
 		c.mu.Unlock()
 		return err
@@ -212,10 +243,6 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 		return api.Errorf(api.CodeUnavailable, "retry once the coordinator has restarted; its log names the store error", "the coordinator could not make the job's output durable: %v", err)
 	}
 
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
 	// Stored output first. A follower subscribed before reading, so
 	// nothing is missed; seen filters what both paths deliver.
 	seen := map[int]int{} // task → highest stored seq sent
@@ -223,7 +250,7 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 	if task >= 0 {
 		prefix += padTask(task) + "/"
 	}
-	err = c.st.Scan(r.Context(), prefix, func(rec store.Record) error {
+	err = c.st.Scan(ctx, prefix, func(rec store.Record) error {
 		t, seq, ok := parseLogKey(rec.Key)
 		if !ok {
 			return nil
@@ -233,42 +260,38 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, _ pki.I
 			return err
 		}
 		seen[t] = seq
-		return enc.Encode(logChunk(t, seq, lr, c.cfg.MaxOutputBytes))
+		return emit(logChunk(t, seq, lr, c.cfg.MaxOutputBytes))
 	})
 	if err != nil {
 		return nil // the client went away or the store failed mid-stream
 	}
 	if sub == nil {
-		enc.Encode(api.LogChunk{End: true, JobState: state, Failed: failed, Counts: counts})
+		emit(api.LogChunk{End: true, JobState: state, Failed: failed, Counts: counts})
 		return nil
 	}
-	if flusher != nil {
-		flusher.Flush()
-	}
+	flush()
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case <-sub.wake:
 		}
 		for _, it := range sub.take() {
 			if it.seq < 0 {
-				enc.Encode(api.LogChunk{End: true, JobState: "unknown", Data: "[ward: this follower fell behind and was disconnected; run `ward logs` again]"})
+				emit(api.LogChunk{End: true, JobState: "unknown", Data: "[ward: this follower fell behind and was disconnected; run `ward logs` again]"})
 				return nil
 			}
 			if !it.chunk.End && it.seq <= seen[it.chunk.Task] {
 				continue
 			}
-			if err := enc.Encode(it.chunk); err != nil {
+			if err := emit(it.chunk); err != nil {
 				return nil
 			}
 			if it.chunk.End {
 				return nil
 			}
 		}
-		if flusher != nil {
-			flusher.Flush()
-		}
+		flush()
 	}
 }
 

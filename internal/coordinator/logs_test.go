@@ -11,7 +11,6 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
-	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/store/bolt"
@@ -40,7 +39,7 @@ func TestJobLogsWaitForQueuedOutput(t *testing.T) {
 	defer st.Close()
 	held := &heldStore{Store: st, gate: make(chan struct{})}
 	c := &Coordinator{
-		cfg:     config.Coordinator{MaxOutputBytes: 1 << 20},
+		cfg:     config.Coordinator{Cluster: "c1", MaxOutputBytes: 1 << 20},
 		st:      held,
 		cl:      sched.NewCluster(time.Minute),
 		outputs: map[outputKey]*outputState{},
@@ -81,7 +80,7 @@ func TestJobLogsWaitForQueuedOutput(t *testing.T) {
 	req := httptest.NewRequest("GET", "/v1/jobs/1/logs?follow=1", nil)
 	req.SetPathValue("id", "1")
 	done := make(chan error, 1)
-	go func() { done <- c.apiJobLogs(rec, req, pki.ID{}) }()
+	go func() { done <- c.apiJobLogs(rec, req, c.LocalAdmin()) }()
 	select {
 	case err := <-done:
 		t.Fatalf("the request finished (err %v) while the output was not durable; it sent %q", err, rec.Body.String())

@@ -1,16 +1,26 @@
 package coordinator
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
-	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
-func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
+func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[[]api.Node](w)(c.Nodes(r.Context(), p))
+}
+
+// Nodes lists every registered node in registration order, with its state,
+// capacity, certificate and, when connected, its link.
+func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	out := make([]api.Node, 0, len(c.nodes))
 	for _, n := range c.cl.Nodes() {
@@ -49,36 +59,53 @@ func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, _ pki.ID)
 		out = append(out, an)
 	}
 	c.mu.Unlock()
-	return writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (c *Coordinator) apiDrain(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiDrain(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.DrainRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := readOptionalJSON(w, r, &req); err != nil {
+		return err
 	}
-	return c.setDrain(w, r.PathValue("name"), true, req.Force, who)
+	return reply[api.DrainResult](w)(c.Drain(r.Context(), p, r.PathValue("name"), req.Force))
 }
 
-func (c *Coordinator) apiUndrain(w http.ResponseWriter, r *http.Request, who pki.ID) error {
-	return c.setDrain(w, r.PathValue("name"), false, false, who)
+func (c *Coordinator) apiUndrain(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[api.DrainResult](w)(c.Undrain(r.Context(), p, r.PathValue("name")))
+}
+
+// Drain makes a node take no new tasks. Its running tasks finish, unless
+// force stops them (they are requeued within their retry limits); tasks
+// assigned ahead that have not started go back to the queue.
+func (c *Coordinator) Drain(ctx context.Context, p authz.Principal, name string, force bool) (api.DrainResult, error) {
+	if err := c.allow(p, authz.NodeDrain); err != nil {
+		return api.DrainResult{}, err
+	}
+	return c.setDrain(name, true, force, p)
+}
+
+// Undrain lets a drained node take tasks again.
+func (c *Coordinator) Undrain(ctx context.Context, p authz.Principal, name string) (api.DrainResult, error) {
+	if err := c.allow(p, authz.NodeUndrain); err != nil {
+		return api.DrainResult{}, err
+	}
+	return c.setDrain(name, false, false, p)
 }
 
 // setDrain drains or undrains a node. A forced drain kills the node's
 // running attempts, which are requeued within their retry limits.
-func (c *Coordinator) setDrain(w http.ResponseWriter, name string, drain, force bool, who pki.ID) error {
+func (c *Coordinator) setDrain(name string, drain, force bool, p authz.Principal) (api.DrainResult, error) {
+	who := p.ID
 	c.mu.Lock()
 	rec := c.nodes[name]
 	if rec == nil {
 		c.mu.Unlock()
-		return api.Errorf(api.CodeNotFound, "list nodes with `ward node ls`", "no node named %q", name)
+		return api.DrainResult{}, api.Errorf(api.CodeNotFound, "list nodes with `ward node ls`", "no node named %q", name)
 	}
 	kill, err := c.cl.SetDrain(name, drain, force)
 	if err != nil {
 		c.mu.Unlock()
-		return err
+		return api.DrainResult{}, err
 	}
 	rec.Drain = drain
 	ch := c.changesLocked()
@@ -108,15 +135,17 @@ func (c *Coordinator) setDrain(w http.ResponseWriter, name string, drain, force 
 	if drain {
 		typ = "node.drain"
 	}
-	c.audit.Record(audit.Event{Type: typ, Actor: who.String(), Target: name, Detail: map[string]string{"force": boolStr(force)}})
+	c.record(p, audit.Event{Type: typ, Target: name, Detail: map[string]string{"force": boolStr(force)}})
 	if !drain {
 		c.poke()
 	}
-	count := "requeued" // running attempts stopped
-	if !force {
-		count = "withdrawn" // attempts assigned ahead, unless they started
+	res, n := api.DrainResult{Node: name, Drain: drain}, len(kill)
+	if force {
+		res.Requeued = &n // running attempts stopped
+	} else {
+		res.Withdrawn = &n // attempts assigned ahead, unless they started
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"node": name, "drain": drain, count: len(kill)})
+	return res, nil
 }
 
 func boolStr(b bool) string {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/pki"
@@ -260,18 +261,32 @@ func (c *Coordinator) migrationStatus() api.MigrationStatus {
 	return st
 }
 
-func (c *Coordinator) apiMigrateStatus(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
-	return writeJSON(w, http.StatusOK, c.migrationStatus())
+func (c *Coordinator) apiMigrateStatus(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[api.MigrationStatus](w)(c.MigrationStatus(r.Context(), p))
 }
 
-// apiMigrateUpgrade tells plaintext agents (all, or the named ones) to move
-// to the TLS cluster port, now and whenever they reconnect.
-func (c *Coordinator) apiMigrateUpgrade(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+// MigrationStatus lists the peers whose link is not YES yet, and where the
+// plaintext listener stands.
+func (c *Coordinator) MigrationStatus(ctx context.Context, p authz.Principal) (api.MigrationStatus, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return api.MigrationStatus{}, err
+	}
+	return c.migrationStatus(), nil
+}
+
+func (c *Coordinator) apiMigrateUpgrade(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.MigrateRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := readOptionalJSON(w, r, &req); err != nil {
+		return err
+	}
+	return reply[api.MigrationStatus](w)(c.MigrateUpgrade(r.Context(), p, req))
+}
+
+// MigrateUpgrade tells plaintext agents (all, or the named ones) to move to
+// the TLS cluster port, now and whenever they reconnect.
+func (c *Coordinator) MigrateUpgrade(ctx context.Context, p authz.Principal, req api.MigrateRequest) (api.MigrationStatus, error) {
+	if err := c.allow(p, authz.MigrateUpgrade); err != nil {
+		return api.MigrationStatus{}, err
 	}
 	c.plain.mu.Lock()
 	m := c.plain.mig
@@ -286,8 +301,8 @@ func (c *Coordinator) apiMigrateUpgrade(w http.ResponseWriter, r *http.Request, 
 	}
 	c.plain.mig = m
 	c.plain.mu.Unlock()
-	if err := c.writeMigration(r.Context(), m); err != nil {
-		return err
+	if err := c.writeMigration(ctx, m); err != nil {
+		return api.MigrationStatus{}, err
 	}
 	told := 0
 	c.mu.Lock()
@@ -298,24 +313,29 @@ func (c *Coordinator) apiMigrateUpgrade(w http.ResponseWriter, r *http.Request, 
 		}
 	}
 	c.mu.Unlock()
-	c.audit.Record(audit.Event{Type: "migrate.upgrade", Actor: who.String(), Detail: map[string]string{"nodes": fmt.Sprint(req.Nodes), "told": fmt.Sprint(told)}})
+	c.record(p, audit.Event{Type: "migrate.upgrade", Detail: map[string]string{"nodes": fmt.Sprint(req.Nodes), "told": fmt.Sprint(told)}})
 	c.log.Info("migration: asked plaintext agents to move to TLS", "agents", told, "nodes", req.Nodes)
-	return writeJSON(w, http.StatusOK, c.migrationStatus())
+	return c.migrationStatus(), nil
 }
 
 func (c *Coordinator) wantsUpgradeLocked(m migrationRecord, node string) bool {
 	return m.UpgradeAll || slices.Contains(m.Upgrade, node)
 }
 
-// apiMigrateFinish rebinds the plaintext listener to loopback only, without
-// a restart, and remembers it. It refuses while remote agents still use
-// plaintext, naming them, unless forced (then their sessions are closed).
-func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.MigrateRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := readOptionalJSON(w, r, &req); err != nil {
+		return err
+	}
+	return reply[api.MigrationStatus](w)(c.MigrateFinish(r.Context(), p, req))
+}
+
+// MigrateFinish rebinds the plaintext listener to loopback only, without a
+// restart, and remembers it. It refuses while remote agents still use
+// plaintext, naming them, unless forced (then their sessions are closed).
+func (c *Coordinator) MigrateFinish(ctx context.Context, p authz.Principal, req api.MigrateRequest) (api.MigrationStatus, error) {
+	if err := c.allow(p, authz.MigrateFinish); err != nil {
+		return api.MigrationStatus{}, err
 	}
 	var remote []*session
 	var names []string
@@ -331,7 +351,7 @@ func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, w
 	c.mu.Unlock()
 	sort.Strings(names)
 	if len(remote) > 0 && !req.Force {
-		return api.Errorf(api.CodeFailedPrecondition, "move them first (`ward migrate upgrade`, or restart them with --upgrade-tls), or pass --force to cut them off",
+		return api.MigrationStatus{}, api.Errorf(api.CodeFailedPrecondition, "move them first (`ward migrate upgrade`, or restart them with --upgrade-tls), or pass --force to cut them off",
 			"%d agent(s) still use plaintext from other hosts: %v", len(remote), names)
 	}
 	c.plain.mu.Lock()
@@ -344,7 +364,7 @@ func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, w
 		if err != nil {
 			c.plain.ln = nil
 			c.plain.mu.Unlock()
-			return fmt.Errorf("rebind the plaintext listener to loopback: %w", err)
+			return api.MigrationStatus{}, fmt.Errorf("rebind the plaintext listener to loopback: %w", err)
 		}
 		c.plain.ln, rebound = ln, ln
 	}
@@ -358,12 +378,12 @@ func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, w
 	for _, s := range remote {
 		c.sendBye(s.conn, api.Errorf(api.CodeFailedPrecondition, "restart the agent with --upgrade-tls", "the coordinator finished the move to TLS; plaintext is loopback only now"))
 	}
-	if err := c.writeMigration(r.Context(), m); err != nil {
-		return err
+	if err := c.writeMigration(ctx, m); err != nil {
+		return api.MigrationStatus{}, err
 	}
-	c.audit.Record(audit.Event{Type: "migrate.finish", Actor: who.String(), Detail: map[string]string{"forced": fmt.Sprint(req.Force), "cut_off": fmt.Sprint(names)}})
+	c.record(p, audit.Event{Type: "migrate.finish", Detail: map[string]string{"forced": fmt.Sprint(req.Force), "cut_off": fmt.Sprint(names)}})
 	c.log.Info("migration finished: plaintext is loopback only", "cut_off", names)
-	return writeJSON(w, http.StatusOK, c.migrationStatus())
+	return c.migrationStatus(), nil
 }
 
 // PlaintextAddr is the bound plaintext migration listener address, or ""

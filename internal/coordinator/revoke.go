@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
 )
@@ -107,20 +109,12 @@ func (c *Coordinator) loadRevoked(ctx context.Context) error {
 	return nil
 }
 
-// revokeResult says what a revocation did.
-type revokeResult struct {
-	Serials  []string `json:"serials"`
-	Node     string   `json:"node,omitempty"`
-	Closed   int      `json:"sessions_closed"`
-	Requeued int      `json:"tasks_requeued"`
-}
-
 // revoke marks serials revoked in the store and in memory, closes every
 // live connection that presented them, and (when node is set) takes the
 // node out of the cluster, requeueing its tasks.
-func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason string, who pki.ID) (revokeResult, error) {
+func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason string, p authz.Principal) (api.RevokeResult, error) {
 	now := c.now()
-	res := revokeResult{Serials: serials, Node: node}
+	res := api.RevokeResult{Serials: serials, Node: node}
 	var ops []store.Op
 	var conds []store.Cond
 	for _, s := range serials {
@@ -168,7 +162,7 @@ func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason
 			t.Stop()
 			delete(c.lostTimers, node)
 		}
-		res.Requeued = len(c.cl.NodeLost(node, "node revoked by "+who.String(), now))
+		res.Requeued = len(c.cl.NodeLost(node, "node revoked by "+p.String(), now))
 		ch := c.changesLocked()
 		c.mu.Unlock()
 		c.commit(ch, nil)
@@ -176,7 +170,7 @@ func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason
 	}
 	c.metrics.Revocations.Add(float64(len(serials)))
 	for _, s := range serials {
-		c.audit.Record(audit.Event{Type: "cert.revoke", Actor: who.String(), Target: s, Detail: map[string]string{"reason": reason, "node": node}})
+		c.record(p, audit.Event{Type: "cert.revoke", Target: s, Detail: map[string]string{"reason": reason, "node": node}})
 	}
 	if err := c.rebuildCRLs(ctx); err != nil {
 		c.log.Error("rebuild CRL after revocation", "err", err)
@@ -217,64 +211,74 @@ func (c *Coordinator) certsOf(ctx context.Context, identity string, now time.Tim
 	return out, err
 }
 
-func (c *Coordinator) apiNodeRevoke(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiNodeRevoke(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.RevokeRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
-	}
-	reason, err := parseReason(req.Reason)
-	if err != nil {
+	if err := readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
-	name := r.PathValue("name")
+	return reply[api.RevokeResult](w)(c.RevokeNode(r.Context(), p, r.PathValue("name"), req.Reason))
+}
+
+// RevokeNode revokes every current certificate of a node: its sessions
+// close at once, its tasks are requeued, and it can never connect again.
+func (c *Coordinator) RevokeNode(ctx context.Context, p authz.Principal, name, reason string) (api.RevokeResult, error) {
+	if err := c.allow(p, authz.NodeRevoke); err != nil {
+		return api.RevokeResult{}, err
+	}
+	reason, err := parseReason(reason)
+	if err != nil {
+		return api.RevokeResult{}, err
+	}
 	c.mu.Lock()
 	rec := c.nodes[name]
 	c.mu.Unlock()
 	if rec == nil {
-		return api.Errorf(api.CodeNotFound, "list nodes with `ward node ls`", "no node named %q", name)
+		return api.RevokeResult{}, api.Errorf(api.CodeNotFound, "list nodes with `ward node ls`", "no node named %q", name)
 	}
 	if rec.Revoked {
-		return api.Errorf(api.CodeFailedPrecondition, "nothing to do", "node %s is already revoked", name)
+		return api.RevokeResult{}, api.Errorf(api.CodeFailedPrecondition, "nothing to do", "node %s is already revoked", name)
 	}
 	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleAgent, Name: name}
-	serials, err := c.certsOf(r.Context(), id.String(), c.now())
+	serials, err := c.certsOf(ctx, id.String(), c.now())
 	if err != nil {
-		return err
+		return api.RevokeResult{}, err
 	}
-	res, err := c.revoke(r.Context(), serials, name, reason, who)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, res)
+	return c.revoke(ctx, serials, name, reason, p)
 }
 
-func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, who pki.ID) error {
+func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.RevokeRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
-	}
-	reason, err := parseReason(req.Reason)
-	if err != nil {
+	if err := readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
-	serial := strings.ToLower(strings.TrimPrefix(strings.ReplaceAll(r.PathValue("serial"), ":", ""), "0x"))
-	rec, err := c.st.Get(r.Context(), certKey(serial))
+	return reply[api.RevokeResult](w)(c.RevokeCert(r.Context(), p, r.PathValue("serial"), req.Reason))
+}
+
+// RevokeCert revokes one certificate by serial (hex, with or without
+// colons or 0x). When it is a node's current certificate, the node is
+// revoked with it.
+func (c *Coordinator) RevokeCert(ctx context.Context, p authz.Principal, serial, reason string) (api.RevokeResult, error) {
+	if err := c.allow(p, authz.CertRevoke); err != nil {
+		return api.RevokeResult{}, err
+	}
+	reason, err := parseReason(reason)
+	if err != nil {
+		return api.RevokeResult{}, err
+	}
+	serial = strings.ToLower(strings.TrimPrefix(strings.ReplaceAll(serial, ":", ""), "0x"))
+	rec, err := c.st.Get(ctx, certKey(serial))
 	if errors.Is(err, store.ErrNotFound) {
-		return api.Errorf(api.CodeNotFound, "list certificates with `ward cert ls`", "no certificate with serial %s was issued by this cluster", serial)
+		return api.RevokeResult{}, api.Errorf(api.CodeNotFound, "list certificates with `ward cert ls`", "no certificate with serial %s was issued by this cluster", serial)
 	}
 	if err != nil {
-		return err
+		return api.RevokeResult{}, err
 	}
 	var cr certRecord
 	if err := json.Unmarshal(rec.Value, &cr); err != nil {
-		return err
+		return api.RevokeResult{}, err
 	}
 	if cr.Revoked {
-		return api.Errorf(api.CodeFailedPrecondition, "nothing to do", "certificate %s is already revoked", serial)
+		return api.RevokeResult{}, api.Errorf(api.CodeFailedPrecondition, "nothing to do", "certificate %s is already revoked", serial)
 	}
 	node := ""
 	c.mu.Lock()
@@ -284,29 +288,72 @@ func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, who 
 		}
 	}
 	c.mu.Unlock()
-	res, err := c.revoke(r.Context(), []string{serial}, node, reason, who)
+	return c.revoke(ctx, []string{serial}, node, reason, p)
+}
+
+func (c *Coordinator) apiCertList(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	out, _, err := c.Certs(r.Context(), p, api.CertFilter{})
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, res)
+	return writeJSON(w, http.StatusOK, out)
 }
 
-func (c *Coordinator) apiCertList(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
-	out := []api.Cert{}
-	err := c.st.Scan(r.Context(), prefixCerts, func(rec store.Record) error {
+// Certs lists the certificates the cluster CA issued that f selects, in
+// order of issue (or newest first), and how many match in all.
+func (c *Coordinator) Certs(ctx context.Context, p authz.Principal, f api.CertFilter) ([]api.Cert, int, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return nil, 0, err
+	}
+	now := c.now()
+	all := []api.Cert{}
+	err := c.st.Scan(ctx, prefixCerts, func(rec store.Record) error {
 		var cr certRecord
 		if err := json.Unmarshal(rec.Value, &cr); err != nil {
 			return err
 		}
-		out = append(out, api.Cert{Serial: cr.Serial, Identity: cr.Identity, Role: cr.Role, Name: cr.Name, Issuer: cr.Issuer,
+		if f.Role != "" && cr.Role != f.Role {
+			return nil
+		}
+		switch f.State {
+		case api.CertActive:
+			if cr.Revoked || !now.Before(cr.NotAfter) {
+				return nil
+			}
+		case api.CertRevoked:
+			if !cr.Revoked {
+				return nil
+			}
+		case api.CertExpired:
+			if cr.Revoked || now.Before(cr.NotAfter) {
+				return nil
+			}
+		}
+		all = append(all, api.Cert{Serial: cr.Serial, Identity: cr.Identity, Role: cr.Role, Name: cr.Name, Issuer: cr.Issuer,
 			NotBefore: cr.NotBefore, NotAfter: cr.NotAfter, Revoked: cr.Revoked, RevokedAt: cr.RevokedAt, Reason: cr.Reason})
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	sort.Slice(out, func(a, b int) bool { return out[a].NotBefore.Before(out[b].NotBefore) })
-	return writeJSON(w, http.StatusOK, out)
+	sort.SliceStable(all, func(a, b int) bool { return all[a].NotBefore.Before(all[b].NotBefore) })
+	if f.Newest {
+		slices.Reverse(all)
+	}
+	return page(all, f.Offset, f.Limit), len(all), nil
+}
+
+// page is the part of a listing from offset, at most limit long (limit 0:
+// all of the rest).
+func page[T any](all []T, offset, limit int) []T {
+	if offset >= len(all) {
+		return all[:0]
+	}
+	all = all[max(offset, 0):]
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all
 }
 
 // crlState is the current CRL of one issuing CA.
@@ -315,6 +362,7 @@ type crlState struct {
 	number     int64
 	thisUpdate time.Time
 	nextUpdate time.Time
+	entries    int
 }
 
 // rebuildCRLs signs a fresh CRL for every issuing CA that is still
@@ -356,7 +404,7 @@ func (c *Coordinator) rebuildCRLs(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		next[key] = &crlState{der: der, number: num, thisUpdate: now, nextUpdate: now.Add(c.cfg.CRLValidity.D())}
+		next[key] = &crlState{der: der, number: num, thisUpdate: now, nextUpdate: now.Add(c.cfg.CRLValidity.D()), entries: len(byIssuer[key])}
 	}
 	if err := c.journal.Wait([]store.Op{store.Put(keyCRLNumber, []byte(strconv.FormatInt(num, 10)))}); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
@@ -161,8 +162,12 @@ func (st *caState) bundleLocked() pki.Bundle {
 // rotMu serializes rotation steps.
 var rotMu sync.Mutex
 
-// rotate moves the rotation one phase forward (or back with rollback).
-func (c *Coordinator) rotate(ctx context.Context, req api.RotateRequest, who pki.ID) (api.CAStatus, error) {
+// RotateCA moves the CA rotation one phase forward (or back with
+// rollback) and returns the new status.
+func (c *Coordinator) RotateCA(ctx context.Context, p authz.Principal, req api.RotateRequest) (api.CAStatus, error) {
+	if err := c.allow(p, authz.CARotate); err != nil {
+		return api.CAStatus{}, err
+	}
 	rotMu.Lock()
 	defer rotMu.Unlock()
 	r, rev, err := c.readRotation(ctx)
@@ -182,7 +187,7 @@ func (c *Coordinator) rotate(ctx context.Context, req api.RotateRequest, who pki
 		return api.CAStatus{}, fmt.Errorf("record the rotation phase: %w", err)
 	}
 	c.afterRotationCommit(ctx, from, r)
-	c.audit.Record(audit.Event{Type: "ca.rotate", Actor: who.String(), Detail: map[string]string{
+	c.record(p, audit.Event{Type: "ca.rotate", Detail: map[string]string{
 		"from": phaseNames[from], "to": phaseNames[r.Phase], "rollback": strconv.FormatBool(req.Rollback), "generation": strconv.Itoa(r.Current)}})
 	c.log.Info("CA rotation", "from", phaseNames[from], "to", phaseNames[r.Phase], "rollback", req.Rollback, "generation", r.Current)
 	return c.caStatus(ctx)
@@ -413,6 +418,9 @@ func (c *Coordinator) caStatus(ctx context.Context) (api.CAStatus, error) {
 	}
 	c.mu.Unlock()
 	st.OnOldCA = c.agentsOnOldCA()
+	if cur := c.currentCRL(); cur != nil {
+		st.CRL = &api.CRLInfo{Number: cur.number, ThisUpdate: cur.thisUpdate, NextUpdate: cur.nextUpdate, Revoked: cur.entries}
+	}
 	switch r.Phase {
 	case phaseIdle:
 		st.Next = "`ward ca rotate` creates a new root and issuing CA and adds the root to every trust bundle"
@@ -430,24 +438,23 @@ func (c *Coordinator) caStatus(ctx context.Context) (api.CAStatus, error) {
 	return st, nil
 }
 
-func (c *Coordinator) apiCAStatus(w http.ResponseWriter, r *http.Request, _ pki.ID) error {
-	st, err := c.caStatus(r.Context())
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, st)
+func (c *Coordinator) apiCAStatus(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[api.CAStatus](w)(c.CAStatus(r.Context(), p))
 }
 
-func (c *Coordinator) apiCARotate(w http.ResponseWriter, r *http.Request, who pki.ID) error {
-	var req api.RotateRequest
-	if r.ContentLength != 0 {
-		if err := readJSON(w, r, &req); err != nil {
-			return err
-		}
+// CAStatus is the CA and rotation state: roots, issuing CAs, the phase and
+// its next step, agents per issuing CA, and the current CRL.
+func (c *Coordinator) CAStatus(ctx context.Context, p authz.Principal) (api.CAStatus, error) {
+	if err := c.allow(p, authz.Read); err != nil {
+		return api.CAStatus{}, err
 	}
-	st, err := c.rotate(r.Context(), req, who)
-	if err != nil {
+	return c.caStatus(ctx)
+}
+
+func (c *Coordinator) apiCARotate(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	var req api.RotateRequest
+	if err := readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, st)
+	return reply[api.CAStatus](w)(c.RotateCA(r.Context(), p, req))
 }
