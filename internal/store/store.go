@@ -17,6 +17,15 @@ var ErrNotFound = errors.New("store: key not found")
 // ErrClosed is returned by every method after Close.
 var ErrClosed = errors.New("store: closed")
 
+// ErrUnavailable is wrapped by errors that mean the backend could not be
+// reached in time (an etcd cluster without quorum, or down). The outcome of
+// a Txn that fails this way is unknown: it may have been committed.
+var ErrUnavailable = errors.New("store unavailable")
+
+// ErrTxnTooLarge is wrapped by the error of a Txn bigger than the backend's
+// Limits; nothing was written.
+var ErrTxnTooLarge = errors.New("store: transaction too large")
+
 // ConflictError reports that a transaction condition did not hold, so nothing
 // was written. Callers re-read and retry, or report the conflict.
 type ConflictError struct {
@@ -109,9 +118,39 @@ type Watcher interface {
 // Lease is a held named lock for leader-only work.
 type Lease interface {
 	// Done is closed when the lease is lost (expired, revoked or released).
+	// It may close a little after the backend already let the lock go (a
+	// lease expires on the etcd server before its holder hears of it), so
+	// Done alone never makes a write safe: Fence does.
 	Done() <-chan struct{}
+	// Fence returns a condition that holds exactly while this lease holds
+	// the lock. A leader adds it to every leader-only Txn: once the lease is
+	// released, expired or revoked, or the lock has passed to another
+	// holder, such a Txn fails with a *ConflictError naming Fence().Key and
+	// writes nothing. It is a plain Cond, so it combines with others.
+	Fence() Cond
 	// Release gives the lock up.
 	Release(ctx context.Context) error
+}
+
+// LockPrefix is where backends keep lock state, as ordinary records (a
+// lease's Fence names one of them). Callers must not write under it; they
+// may read or watch it, for example to see who holds a lock.
+const LockPrefix = "locks/"
+
+// Limits bound one Txn. Zero means no limit beyond the backend's own
+// (bbolt's key and value sizes).
+type Limits struct {
+	MaxOps   int // ops in one Txn
+	MaxBytes int // keys plus values of one Txn, in bytes
+}
+
+// TxnBytes is what Limits.MaxBytes counts for ops.
+func TxnBytes(ops []Op) int {
+	n := 0
+	for _, op := range ops {
+		n += len(op.Key) + len(op.Value)
+	}
+	return n
 }
 
 // Store is the durable state contract. Implementations are safe for
@@ -127,16 +166,25 @@ type Store interface {
 	Scan(ctx context.Context, prefix string, fn func(Record) error) error
 	// Txn applies ops atomically when every condition holds and returns the
 	// new store revision. When a condition fails it writes nothing and
-	// returns a *ConflictError.
+	// returns a *ConflictError. Ops apply in order; when several touch one
+	// key the last wins, and whether a key deleted and written again in
+	// the same Txn keeps its CreateRev is up to the backend.
 	Txn(ctx context.Context, conds []Cond, ops []Op) (int64, error)
-	// Rev returns the current store revision.
+	// Rev returns the current store revision. It rises with every committed
+	// Txn that changes something (by exactly one when nothing else shares
+	// the backend; an etcd cluster's revision also counts other clients'
+	// writes).
 	Rev(ctx context.Context) (int64, error)
 	// Watch delivers changes under prefix committed after Watch returns.
 	Watch(ctx context.Context, prefix string) (Watcher, error)
 	// Lock blocks until it holds the named lock or ctx ends. ttl bounds how
-	// long a crashed holder keeps it (backends without crashes-in-between,
-	// like a single-process bolt file, may ignore it).
+	// long a crashed or cut-off holder keeps it (backends without
+	// crashes-in-between, like a single-process bolt file, may ignore it).
+	// name must not contain "/".
 	Lock(ctx context.Context, name string, ttl time.Duration) (Lease, error)
+	// Limits reports the largest Txn the backend accepts. A caller that
+	// batches independent writes splits its batches to fit.
+	Limits() Limits
 	// Close releases the backend; later calls return ErrClosed.
 	Close() error
 }

@@ -143,7 +143,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("bolt: initialize store file %s: %w", path, err)
 	}
-	return &Store{
+	s := &Store{
 		db:          db,
 		path:        path,
 		watchBuffer: opts.WatchBuffer,
@@ -151,7 +151,12 @@ func Open(path string, opts Options) (*Store, error) {
 		watchers:    make(map[*watcher]struct{}),
 		locks:       make(map[string]chan struct{}),
 		leases:      make(map[*lease]struct{}),
-	}, nil
+	}
+	if err := s.dropStaleLocks(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("bolt: clear stale locks in %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // checkPerm refuses an existing store file that group or others can access:
@@ -506,7 +511,7 @@ func (s *Store) Close() error {
 	s.wmu.Lock()
 	for w := range s.watchers {
 		w.stopCtx()
-		w.end(store.ErrClosed)
+		w.End(store.ErrClosed)
 	}
 	s.watchers = nil
 	s.wmu.Unlock()

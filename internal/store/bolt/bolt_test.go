@@ -213,3 +213,29 @@ func taskValue(i int) []byte {
 	}
 	return []byte(v)
 }
+
+// TestStaleLockDroppedAtOpen: a lock record left by a process that stopped
+// holding it is gone at the next Open, so its fence can never hold again.
+func TestStaleLockDroppedAtOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ward.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Lock(t.Context(), "leader", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fence := l.Fence()
+	if err := s.Close(); err != nil { // as a crash would, Close leaves the record
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{})
+	recs, err := s.List(t.Context(), store.LockPrefix)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("lock records after reopen = %v, %v; want none", recs, err)
+	}
+	if _, err := s.Txn(t.Context(), []store.Cond{fence}, []store.Op{store.Put("k", nil)}); !store.IsConflict(err) {
+		t.Fatalf("Txn fenced by the old process's lease: err = %v, want conflict", err)
+	}
+}

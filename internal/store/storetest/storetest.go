@@ -13,7 +13,11 @@
 //   - events of one Txn are delivered in op order, DeletePrefix deletions in
 //     key order;
 //   - after Close, watches end with an Err matching store.ErrClosed, held
-//     leases report Done, and blocked Lock calls return store.ErrClosed.
+//     leases report Done, and blocked Lock calls return store.ErrClosed;
+//   - a lease's Fence holds while it is held and fails (a *ConflictError on
+//     the fence key, nothing written) once it is released or handed over;
+//     backends that can lose a lease by themselves (etcd) check that with
+//     CheckLostLease.
 //
 // The suite never relies on two ops touching the same key inside one Txn,
 // which some backends (etcd) reject.
@@ -75,6 +79,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LockCtxCancel", testLockCtxCancel},
 		{"LockIndependentNames", testLockIndependentNames},
 		{"LockClose", testLockClose},
+		{"LockNameChecked", testLockNameChecked},
+		{"FenceWhileHeld", testFenceWhileHeld},
+		{"FenceAfterRelease", testFenceAfterRelease},
+		{"FenceStaleAfterHandover", testFenceStaleAfterHandover},
+		{"FenceCombinesWithConds", testFenceCombinesWithConds},
 		{"CanceledContext", testCanceledContext},
 		{"Closed", testClosed},
 	}
@@ -1047,4 +1056,176 @@ func testClosed(t *testing.T, s store.Store) {
 	default:
 		t.Error("lease Done not closed after store Close")
 	}
+}
+
+func testLockNameChecked(t *testing.T, s store.Store) {
+	for _, name := range []string{"", "a/b"} {
+		if l, err := s.Lock(t.Context(), name, time.Second); err == nil {
+			l.Release(t.Context())
+			t.Errorf("Lock(%q) succeeded, want an error", name)
+		}
+	}
+}
+
+func testFenceWhileHeld(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	l, err := s.Lock(ctx, "leader", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	defer l.Release(ctx)
+	f := l.Fence()
+	if !strings.HasPrefix(f.Key, store.LockPrefix) || f.ModRev == 0 {
+		t.Fatalf("Fence() = %+v, want a key under %q with a revision", f, store.LockPrefix)
+	}
+	if f2 := l.Fence(); f2 != f {
+		t.Fatalf("Fence changed while held: %+v then %+v", f, f2)
+	}
+	// The fence names a real record, at the revision it compares.
+	if rec := mustGet(t, s, f.Key); rec.ModRev != f.ModRev {
+		t.Fatalf("lock record %q ModRev = %d, fence wants %d", f.Key, rec.ModRev, f.ModRev)
+	}
+	for i := range 3 {
+		r := mustTxn(t, s, []store.Cond{f}, store.Put("fenced", []byte(fmt.Sprint(i))))
+		wantRecord(t, s, store.Record{Key: "fenced", Value: []byte(fmt.Sprint(i)), CreateRev: mustGet(t, s, "fenced").CreateRev, ModRev: r})
+	}
+	// Empty fenced Txns check it too.
+	if _, err := s.Txn(ctx, []store.Cond{f}, nil); err != nil {
+		t.Fatalf("empty fenced Txn: %v", err)
+	}
+}
+
+// wantFenceFails checks that a Txn fenced by f conflicts on the fence key
+// and writes nothing.
+func wantFenceFails(t *testing.T, s store.Store, f store.Cond) {
+	t.Helper()
+	before := mustRev(t, s)
+	_, err := s.Txn(t.Context(), []store.Cond{f}, []store.Op{store.Put("fenced/late", []byte("x")), store.Delete("fenced/keep")})
+	if !store.IsConflict(err) {
+		t.Fatalf("Txn fenced by a lost lease: err = %v, want *store.ConflictError", err)
+	}
+	var c *store.ConflictError
+	errors.As(err, &c)
+	if c.Key != f.Key || c.WantRev != f.ModRev {
+		t.Fatalf("conflict = %+v, want it on the fence %+v", *c, f)
+	}
+	if _, err := s.Get(t.Context(), "fenced/late"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("fenced Txn of a lost lease wrote: Get(fenced/late) err = %v", err)
+	}
+	if _, err := s.Get(t.Context(), "fenced/keep"); err != nil {
+		t.Fatalf("fenced Txn of a lost lease deleted: Get(fenced/keep) err = %v", err)
+	}
+	if rev := mustRev(t, s); rev != before {
+		t.Fatalf("Rev after a failed fenced Txn = %d, want %d", rev, before)
+	}
+}
+
+func testFenceAfterRelease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustTxn(t, s, nil, store.Put("fenced/keep", []byte("k")))
+	l, err := s.Lock(ctx, "leader", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	f := l.Fence()
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	wantFenceFails(t, s, f)
+	if f2 := l.Fence(); f2 != f {
+		t.Fatalf("Fence changed by Release: %+v then %+v", f, f2)
+	}
+}
+
+func testFenceStaleAfterHandover(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustTxn(t, s, nil, store.Put("fenced/keep", []byte("k")))
+	l1, err := s.Lock(ctx, "leader", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	f1 := l1.Fence()
+	second := lockAsync(ctx, s, "leader")
+	time.Sleep(blockedFor) // let the second contender queue up
+	if err := l1.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	var l2 store.Lease
+	select {
+	case r := <-second:
+		if r.err != nil {
+			t.Fatalf("second Lock: %v", r.err)
+		}
+		l2 = r.lease
+	case <-time.After(waitTimeout):
+		t.Fatal("second Lock still blocked after Release")
+	}
+	defer l2.Release(ctx)
+	f2 := l2.Fence()
+	if f2 == f1 {
+		t.Fatalf("the new holder's fence equals the old one: %+v", f1)
+	}
+	// The old holder's writes fail, the new holder's succeed.
+	wantFenceFails(t, s, f1)
+	mustTxn(t, s, []store.Cond{f2}, store.Put("fenced/new", []byte("n")))
+	// Another lock name has a fence of its own.
+	other, err := s.Lock(ctx, "other", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock(other): %v", err)
+	}
+	if other.Fence().Key == f2.Key {
+		t.Fatalf("locks leader and other share the fence key %q", f2.Key)
+	}
+	if err := other.Release(ctx); err != nil {
+		t.Fatalf("Release(other): %v", err)
+	}
+	mustTxn(t, s, []store.Cond{f2}, store.Put("fenced/new", []byte("n2")))
+}
+
+func testFenceCombinesWithConds(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	r1 := mustTxn(t, s, nil, store.Put("k", []byte("v")))
+	l, err := s.Lock(ctx, "leader", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	defer l.Release(ctx)
+	// With the fence holding, another failing condition is the one reported.
+	_, err = s.Txn(ctx, []store.Cond{l.Fence(), store.Absent("k")}, []store.Op{store.Put("k", []byte("w"))})
+	wantConflict(t, err, "k", 0, r1)
+	r2 := mustTxn(t, s, []store.Cond{l.Fence(), store.Unchanged("k", r1)}, store.Put("k", []byte("w")))
+	wantRecord(t, s, store.Record{Key: "k", Value: []byte("w"), CreateRev: r1, ModRev: r2})
+}
+
+// CheckLostLease checks what must follow once a backend lost l by itself
+// (its etcd lease expired or was revoked): Done closes within the suite's
+// wait bound, and every Txn fenced by l fails with a *ConflictError on the
+// fence key and writes nothing. The caller makes the loss happen.
+func CheckLostLease(t *testing.T, s store.Store, l store.Lease) {
+	t.Helper()
+	select {
+	case <-l.Done():
+	case <-time.After(waitTimeout):
+		t.Fatalf("lease Done not closed within %v of losing it", waitTimeout)
+	}
+	if _, err := s.Get(t.Context(), "fenced/keep"); errors.Is(err, store.ErrNotFound) {
+		mustTxn(t, s, nil, store.Put("fenced/keep", []byte("k")))
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		// Done may close before the server has deleted the lock record
+		// (the holder gives up first); the fence must fail soon after.
+		_, err := s.Txn(t.Context(), []store.Cond{l.Fence()}, nil)
+		if store.IsConflict(err) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("fenced empty Txn: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fence of a lost lease still holds %v after Done", waitTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wantFenceFails(t, s, l.Fence())
 }
