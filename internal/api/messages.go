@@ -141,6 +141,7 @@ type Status struct {
 	Nodes        int       `json:"nodes"`
 	Connected    int       `json:"connected"`
 	Insecure     []string  `json:"insecure,omitempty"` // insecure settings in effect, by name
+	Store        string    `json:"store,omitempty"`    // the store backend and where it is
 	CAExpiry     time.Time `json:"ca_expiry"`
 	CertExpiry   time.Time `json:"cert_expiry"`
 }

@@ -124,6 +124,11 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", cfg.MaxOutputBytes, "stdout+stderr kept per task")
 	f.Float64Var(&cfg.JoinRate, "join-rate", cfg.JoinRate, "join attempts per second allowed per source address")
 	f.IntVar(&cfg.JoinBurst, "join-burst", cfg.JoinBurst, "join attempts allowed in a burst per source address")
+	f.StringVar(&cfg.Store, "store", "", "where state lives: bolt (default, a file in --data) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]")
+	f.StringVar(&cfg.EtcdCA, "etcd-ca", "", "CA (PEM) that etcd's server certificate chains to")
+	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "this coordinator's client certificate for etcd (PEM; `ward etcd certs` makes one)")
+	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "the key of --etcd-cert (PEM, 0600)")
+	f.BoolVar(&cfg.InsecureEtcdPlaintext, "insecure-etcd-plaintext", false, "INSECURE: talk to etcd in plaintext (no TLS, no authentication)")
 	return cmd
 }
 
@@ -181,6 +186,16 @@ func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordi
 			out.JoinRate = flags.JoinRate
 		case "join-burst":
 			out.JoinBurst = flags.JoinBurst
+		case "store":
+			out.Store = flags.Store
+		case "etcd-ca":
+			out.EtcdCA = flags.EtcdCA
+		case "etcd-cert":
+			out.EtcdCert = flags.EtcdCert
+		case "etcd-key":
+			out.EtcdKey = flags.EtcdKey
+		case "insecure-etcd-plaintext":
+			out.InsecureEtcdPlaintext = flags.InsecureEtcdPlaintext
 		}
 	})
 	return out

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/wardcluster/ward/internal/pki"
@@ -82,6 +84,49 @@ type Coordinator struct {
 	// StoreNoSync skips fsync on store commits. Only for benchmarks that
 	// say so: a crash can lose acknowledged work.
 	StoreNoSync bool `json:"insecure_store_nosync"`
+	// Store is where jobs, tasks, nodes, tokens and certificate records
+	// live: "bolt" (the default; the file ward.db in DataDir) or
+	// etcd://HOST:PORT[,HOST:PORT...][/PREFIX/], an etcd cluster shared by
+	// coordinators (keys under PREFIX, default /ward/<cluster>/).
+	Store string `json:"store"`
+	// EtcdCA, EtcdCert and EtcdKey are the mutual TLS link to etcd: the CA
+	// etcd's server certificate chains to, and this coordinator's client
+	// certificate and key (0600). `ward etcd certs` makes them.
+	EtcdCA   string `json:"etcd_ca"`
+	EtcdCert string `json:"etcd_cert"`
+	EtcdKey  string `json:"etcd_key"`
+	// InsecureEtcdPlaintext speaks plaintext to etcd: anyone on the path
+	// can read and change the whole store. Logged at every start and
+	// shown in status and doctor.
+	InsecureEtcdPlaintext bool `json:"insecure_etcd_plaintext"`
+}
+
+// EtcdStore reports whether Store names an etcd cluster.
+func (c *Coordinator) EtcdStore() bool { return strings.HasPrefix(c.Store, "etcd://") }
+
+// ParseEtcdStore reads a store value of the form
+// etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]. prefix is empty when the URL
+// has no path.
+func ParseEtcdStore(s string) (endpoints []string, prefix string, err error) {
+	rest, ok := strings.CutPrefix(s, "etcd://")
+	if !ok {
+		return nil, "", fmt.Errorf("%q is neither bolt nor an etcd URL: write etcd://HOST:PORT[,HOST:PORT...]", s)
+	}
+	hosts, path, _ := strings.Cut(rest, "/")
+	if path != "" {
+		prefix = "/" + strings.TrimSuffix(path, "/") + "/"
+		if strings.ContainsAny(prefix, "?#%") || strings.Contains(prefix, "//") {
+			return nil, "", fmt.Errorf("%q: the key prefix %q must be a plain path such as /ward/prod/", s, prefix)
+		}
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" || port == "" {
+			return nil, "", fmt.Errorf("%q: endpoint %q must be HOST:PORT (etcd's client port is 2379 by default)", s, h)
+		}
+		endpoints = append(endpoints, h)
+	}
+	return endpoints, prefix, nil
 }
 
 // CoordinatorDefaults returns the documented defaults.
@@ -184,6 +229,7 @@ func (c *Coordinator) Validate() error {
 	if c.JoinRate <= 0 || c.JoinBurst < 1 {
 		p.Addf("join_rate/join_burst", "must be positive")
 	}
+	c.validateStore(&p)
 	return p.Err("coordinator")
 }
 
@@ -194,4 +240,34 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Coordinator) validateStore(p *Problems) {
+	tlsSet := c.EtcdCA != "" || c.EtcdCert != "" || c.EtcdKey != ""
+	switch {
+	case c.Store == "" || c.Store == "bolt":
+		if tlsSet || c.InsecureEtcdPlaintext {
+			p.Addf("etcd_ca/etcd_cert/etcd_key/insecure_etcd_plaintext", "apply only to an etcd store; set store (--store) to etcd://HOST:PORT, or remove them")
+		}
+		return
+	case !c.EtcdStore():
+		p.Addf("store (--store)", "%q must be bolt or etcd://HOST:PORT[,HOST:PORT...]", c.Store)
+		return
+	}
+	if _, _, err := ParseEtcdStore(c.Store); err != nil {
+		p.Addf("store (--store)", "%v", err)
+	}
+	if c.StoreNoSync {
+		p.Addf("insecure_store_nosync", "applies to the bolt store only; etcd makes its own commits durable")
+	}
+	switch {
+	case c.InsecureEtcdPlaintext && tlsSet:
+		p.Addf("insecure_etcd_plaintext (--insecure-etcd-plaintext)", "contradicts etcd_ca, etcd_cert and etcd_key: choose TLS or plaintext")
+	case !c.InsecureEtcdPlaintext:
+		for _, kv := range [][2]string{{"etcd_ca (--etcd-ca)", c.EtcdCA}, {"etcd_cert (--etcd-cert)", c.EtcdCert}, {"etcd_key (--etcd-key)", c.EtcdKey}} {
+			if kv[1] == "" {
+				p.Addf(kv[0], "is required: the link to etcd is mutual TLS (`ward etcd certs` makes the files); --insecure-etcd-plaintext accepts a plaintext link instead")
+			}
+		}
+	}
 }

@@ -95,6 +95,17 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 	if c.cfg.StoreNoSync {
 		add(api.SeverityCritical, "STORE_NOSYNC", "store commits are not fsynced (insecure_store_nosync): a crash can lose acknowledged work", "remove insecure_store_nosync")
 	}
+	if c.cfg.InsecureEtcdPlaintext {
+		add(api.SeverityCritical, "INSECURE_ETCD_PLAINTEXT", "the link to the etcd store ("+c.cfg.Store+") is plaintext (insecure_etcd_plaintext): anyone on the path can read and change every job, token and certificate record",
+			"issue etcd certificates (`ward etcd certs`), serve etcd over TLS with --client-cert-auth, then pass --etcd-ca, --etcd-cert and --etcd-key instead")
+	}
+	if t := c.backend.etcdTLS; t != nil {
+		leaf := t.Cert.Leaf
+		expiring("etcd client certificate", c.cfg.EtcdCert, leaf.NotAfter, "issue a new one (`ward etcd certs --client NAME`), replace "+c.cfg.EtcdCert+" and its key, and restart the coordinator")
+		for _, ca := range t.CA {
+			expiring("etcd CA", ca.Subject.CommonName, ca.NotAfter, "make a new etcd CA and certificates (`ward etcd certs` in a new directory) and roll them out to etcd and every coordinator")
+		}
+	}
 
 	// Agents: links, clocks, revocation checks, presence, certificates.
 	c.mu.Lock()

@@ -175,6 +175,7 @@ func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status
 		Nodes:        nodes,
 		Connected:    connected,
 		Insecure:     c.insecureSettings(),
+		Store:        c.backend.desc,
 		CAExpiry:     c.issuer().CA.Cert.NotAfter,
 		CertExpiry:   c.ca.src.Leaf().NotAfter,
 	}
@@ -189,6 +190,9 @@ func (c *Coordinator) insecureSettings() []string {
 	}
 	if c.cfg.StoreNoSync {
 		out = append(out, "insecure_store_nosync")
+	}
+	if c.cfg.InsecureEtcdPlaintext {
+		out = append(out, "insecure_etcd_plaintext: the link to the etcd store is plaintext ("+c.cfg.Store+")")
 	}
 	if addr, remote := c.plaintextInsecure(); remote {
 		out = append(out, "plaintext listener reachable from other hosts on "+addr+" (--insecure-plaintext)")

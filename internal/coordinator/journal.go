@@ -26,6 +26,7 @@ type journal struct {
 
 	mu      sync.Mutex
 	ops     []store.Op
+	ends    []int // where each Commit's ops end in ops: a batch splits only there
 	cbs     []func(error)
 	kick    chan struct{}
 	stopped bool
@@ -69,6 +70,7 @@ func (j *journal) Commit(ops []store.Op, cb func(error)) {
 		return
 	}
 	j.ops = append(j.ops, ops...)
+	j.ends = append(j.ends, len(j.ops))
 	if cb != nil {
 		j.cbs = append(j.cbs, cb)
 	}
@@ -111,8 +113,8 @@ func (j *journal) run(ctx context.Context) {
 
 func (j *journal) flush() {
 	j.mu.Lock()
-	ops, cbs := j.ops, j.cbs
-	j.ops, j.cbs = nil, nil
+	ops, ends, cbs := j.ops, j.ends, j.cbs
+	j.ops, j.ends, j.cbs = nil, nil, nil
 	j.mu.Unlock()
 	if len(ops) == 0 && len(cbs) == 0 {
 		return
@@ -121,20 +123,51 @@ func (j *journal) flush() {
 	if j.failed != nil {
 		err = fmt.Errorf("not written, because an earlier store commit failed: %w", j.failed)
 	} else if len(ops) > 0 {
-		start := time.Now()
-		_, err = j.st.Txn(context.Background(), nil, ops)
-		d := time.Since(start)
-		j.busy += d
-		if j.observe != nil {
-			j.observe(d, len(ops))
+		for _, part := range splitBatch(ops, ends, j.st.Limits()) {
+			start := time.Now()
+			_, err = j.st.Txn(context.Background(), nil, part)
+			d := time.Since(start)
+			j.busy += d
+			if j.observe != nil {
+				j.observe(d, len(part))
+			}
+			j.commits++
+			j.opsTotal += uint64(len(part))
+			if err != nil {
+				break
+			}
 		}
-		j.commits++
-		j.opsTotal += uint64(len(ops))
 	}
 	if err != nil && j.failed == nil {
 		j.failed = err
 	}
 	j.done <- committed{cbs: cbs, err: err}
+}
+
+// splitBatch cuts a batch into transactions within the store's limits, only
+// between the ops of two Commit calls, so each caller's writes stay atomic.
+// A single Commit larger than the limits goes alone (and the store refuses
+// it). Without limits, or within them, the batch is one transaction.
+func splitBatch(ops []store.Op, ends []int, lim store.Limits) [][]store.Op {
+	fits := func(n, b int) bool {
+		return (lim.MaxOps == 0 || n <= lim.MaxOps) && (lim.MaxBytes == 0 || b <= lim.MaxBytes)
+	}
+	if lim == (store.Limits{}) || fits(len(ops), store.TxnBytes(ops)) {
+		return [][]store.Op{ops}
+	}
+	var parts [][]store.Op
+	start, bytes := 0, 0
+	prev := 0
+	for _, end := range ends {
+		unit := store.TxnBytes(ops[prev:end])
+		if prev > start && !fits(end-start, bytes+unit) {
+			parts = append(parts, ops[start:prev])
+			start, bytes = prev, 0
+		}
+		bytes += unit
+		prev = end
+	}
+	return append(parts, ops[start:])
 }
 
 // Wait commits ops and blocks until they are durable.

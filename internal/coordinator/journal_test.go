@@ -201,3 +201,39 @@ func TestJournalStopRunsQueuedCallbacks(t *testing.T) {
 		t.Fatalf("Commit after stop: got %v, want ErrClosed", late)
 	}
 }
+
+func TestSplitBatch(t *testing.T) {
+	op := func(n int) store.Op { return store.Put(fmt.Sprintf("k%d", n), make([]byte, 8)) } // 10 bytes each
+	ops := make([]store.Op, 10)
+	for i := range ops {
+		ops[i] = op(i)
+	}
+	sizes := func(parts [][]store.Op) []int {
+		var out []int
+		for _, p := range parts {
+			out = append(out, len(p))
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		ends []int
+		lim  store.Limits
+		want []int
+	}{
+		{"NoLimits", []int{3, 10}, store.Limits{}, []int{10}},
+		{"WithinLimits", []int{3, 10}, store.Limits{MaxOps: 10, MaxBytes: 100}, []int{10}},
+		{"ByOps", []int{2, 4, 6, 8, 10}, store.Limits{MaxOps: 5}, []int{4, 4, 2}},
+		{"ByBytes", []int{3, 6, 10}, store.Limits{MaxBytes: 65}, []int{6, 4}},
+		{"OversizedCommitAlone", []int{1, 9, 10}, store.Limits{MaxOps: 4}, []int{1, 8, 1}},
+		{"NeverInsideACommit", []int{10}, store.Limits{MaxOps: 3}, []int{10}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sizes(splitBatch(ops, tc.ends, tc.lim))
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("parts = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

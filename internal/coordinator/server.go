@@ -22,7 +22,6 @@ import (
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
-	"github.com/wardcluster/ward/internal/store/bolt"
 	"github.com/wardcluster/ward/internal/telemetry"
 	"github.com/wardcluster/ward/internal/transport"
 )
@@ -36,6 +35,7 @@ type Coordinator struct {
 	log     *slog.Logger
 	audit   *audit.Log
 	st      store.Store
+	backend storeBackend
 	journal *journal
 	ca      *caState
 	revoked *transport.RevocationSet
@@ -155,7 +155,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if c.audit, err = audit.Open(c.path("audit.log")); err != nil {
 		return nil, err
 	}
-	if c.st, err = bolt.Open(c.path("ward.db"), bolt.Options{NoSync: cfg.StoreNoSync}); err != nil {
+	if c.st, err = c.openStore(); err != nil {
 		return nil, err
 	}
 	c.journal = newJournal(c.st, c.fail)
@@ -168,7 +168,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	if err := c.restore(context.Background()); err != nil {
-		return nil, fmt.Errorf("restore state from %s: %w", c.path("ward.db"), err)
+		return nil, fmt.Errorf("restore state from the %s: %w", c.backend.desc, err)
 	}
 	if err := c.loadTokens(context.Background()); err != nil {
 		return nil, fmt.Errorf("load join tokens: %w", err)

@@ -44,7 +44,9 @@ func TestMain(m *testing.M) {
 
 var prefixSeq atomic.Int64
 
-func newPrefix() string { return fmt.Sprintf("/ward-test/%d-%d/", time.Now().UnixNano(), prefixSeq.Add(1)) }
+func newPrefix() string {
+	return fmt.Sprintf("/ward-test/%d-%d/", time.Now().UnixNano(), prefixSeq.Add(1))
+}
 
 func options(t testing.TB, prefix string) etcd.Options {
 	t.Helper()
@@ -208,32 +210,5 @@ func TestOpenErrors(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestParseURL(t *testing.T) {
-	tests := []struct {
-		in        string
-		endpoints []string
-		prefix    string
-		bad       bool
-	}{
-		{in: "etcd://h1:2379", endpoints: []string{"h1:2379"}},
-		{in: "etcd://h1:2379,10.0.0.2:2379/ward/prod", endpoints: []string{"h1:2379", "10.0.0.2:2379"}, prefix: "/ward/prod/"},
-		{in: "etcd://[::1]:2379/", endpoints: []string{"[::1]:2379"}},
-		{in: "etcd://h1", bad: true},
-		{in: "etcd://h1:2379,", bad: true},
-		{in: "http://h1:2379", bad: true},
-		{in: "etcd://h1:2379/a?b", bad: true},
-	}
-	for _, tc := range tests {
-		eps, prefix, err := etcd.ParseURL(tc.in)
-		if (err != nil) != tc.bad {
-			t.Errorf("ParseURL(%q) err = %v, want error %v", tc.in, err, tc.bad)
-			continue
-		}
-		if !tc.bad && (strings.Join(eps, ",") != strings.Join(tc.endpoints, ",") || prefix != tc.prefix) {
-			t.Errorf("ParseURL(%q) = %v %q, want %v %q", tc.in, eps, prefix, tc.endpoints, tc.prefix)
-		}
 	}
 }

@@ -4,10 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
-	"strings"
 
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
@@ -84,32 +81,4 @@ func (t *TLS) Config() *tls.Config {
 		RootCAs:      t.Roots,
 		Certificates: []tls.Certificate{*t.Cert},
 	}
-}
-
-// ParseURL reads a --store value of the form
-// etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]. The prefix is empty when the
-// URL has no path.
-func ParseURL(s string) (endpoints []string, prefix string, err error) {
-	rest, ok := strings.CutPrefix(s, "etcd://")
-	if !ok {
-		return nil, "", fmt.Errorf("%q is not an etcd store URL: write etcd://HOST:PORT[,HOST:PORT...]", s)
-	}
-	hosts, path, _ := strings.Cut(rest, "/")
-	if path != "" {
-		prefix = "/" + path
-		if !strings.HasSuffix(prefix, "/") {
-			prefix += "/"
-		}
-		if _, err := url.PathUnescape(prefix); err != nil || strings.ContainsAny(prefix, "?#") {
-			return nil, "", fmt.Errorf("%q: the key prefix %q is not a plain path", s, prefix)
-		}
-	}
-	for _, h := range strings.Split(hosts, ",") {
-		host, port, err := net.SplitHostPort(h)
-		if err != nil || host == "" || port == "" {
-			return nil, "", fmt.Errorf("%q: endpoint %q must be HOST:PORT (etcd's client port is 2379 by default)", s, h)
-		}
-		endpoints = append(endpoints, h)
-	}
-	return endpoints, prefix, nil
 }

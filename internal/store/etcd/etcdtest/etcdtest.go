@@ -41,6 +41,10 @@ type Options struct {
 	// (etcd.DefaultLimits).
 	MaxTxnOps       uint
 	MaxRequestBytes uint
+	// ServerCert, ServerKey and ClientCA serve TLS with these files
+	// instead of fresh ones (then CA, ClientCert and ClientKey of the
+	// Server stay empty: the caller has its own).
+	ServerCert, ServerKey, ClientCA string
 }
 
 // Server is one running etcd member.
@@ -126,7 +130,10 @@ func Start(dir string, o Options) (*Server, error) {
 	s.args = []string{"-data", filepath.Join(dir, "data"),
 		"-max-txn-ops", strconv.FormatUint(uint64(o.MaxTxnOps), 10),
 		"-max-request-bytes", strconv.FormatUint(uint64(o.MaxRequestBytes), 10)}
-	if !o.Plaintext {
+	switch {
+	case o.ServerCert != "":
+		s.args = append(s.args, "-cert", o.ServerCert, "-key", o.ServerKey, "-ca", o.ClientCA)
+	case !o.Plaintext:
 		certs := filepath.Join(dir, "certs")
 		if err := WriteCerts(certs, "etcd", "ward-coordinator"); err != nil {
 			return nil, err
@@ -142,9 +149,9 @@ func Start(dir string, o Options) (*Server, error) {
 	return s, nil
 }
 
-// WriteCerts makes an etcd CA in dir with a server certificate for
-// 127.0.0.1 and localhost (server.pem, server-key.pem) and a client
-// certificate (client.pem, client-key.pem).
+// WriteCerts makes an etcd CA in dir (ca.pem) with a server certificate for
+// 127.0.0.1 and localhost (SERVER.pem, SERVER-key.pem) and a client
+// certificate (CLIENT.pem, CLIENT-key.pem).
 func WriteCerts(dir, server, client string) error {
 	now := time.Now()
 	ca, _, err := etcdcerts.LoadOrCreateCA(dir, "test", now)
@@ -294,4 +301,3 @@ func StartT(t testing.TB, o Options) *Server {
 	t.Cleanup(s.Stop)
 	return s
 }
-
