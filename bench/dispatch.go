@@ -95,6 +95,14 @@ func runDispatch(ctx context.Context, r *Result) error {
 	if perr != nil {
 		rounds = 1
 	}
+	var et *etcdTwin
+	if opts.etcd {
+		if et, err = startEtcdTwin(ctx, r); err != nil {
+			return fmt.Errorf("etcd store: %w", err)
+		}
+		defer et.stop()
+	}
+	var etcdPasses []*etcdPass
 	var mtlsPasses, plainPasses []*passResult
 	for i := 0; i < rounds; i++ {
 		progress("dispatch: max-rate pass %d/%d over mTLS: %d tasks in jobs of %d", i+1, rounds, opts.tasks, opts.jobTasks)
@@ -110,6 +118,14 @@ func runDispatch(ctx context.Context, r *Result) error {
 				return fmt.Errorf("plaintext pass: %w", err)
 			}
 			plainPasses = append(plainPasses, pp)
+		}
+		if et != nil {
+			progress("dispatch: max-rate pass %d/%d on the etcd store", i+1, rounds)
+			ep, err := et.pass(ctx)
+			if err != nil {
+				return fmt.Errorf("etcd pass: %w", err)
+			}
+			etcdPasses = append(etcdPasses, ep)
 		}
 	}
 	full := medianPass(mtlsPasses)
@@ -133,6 +149,14 @@ func runDispatch(ctx context.Context, r *Result) error {
 		r.fig("mtls_to_plaintext_ratio", round(full.rate/plain.rate, 3), "").atLeast(0.90).withNote("median mTLS pass / median plaintext pass")
 		r.note("alternating passes, mTLS/plaintext tasks/s: %s", strings.Join(pairs, ", "))
 	}
+	if len(etcdPasses) > 0 {
+		var rates []string
+		for i := range etcdPasses {
+			rates = append(rates, fmt.Sprintf("%.0f/%.0f", mtlsPasses[i].rate, etcdPasses[i].rate))
+		}
+		r.note("alternating passes, bbolt/etcd tasks/s: %s", strings.Join(rates, ", "))
+		etcdFigures(r, etcdPasses, full)
+	}
 
 	// Two latency passes. "Half that load" reads as half the 50,000/s
 	// target, so the first pass offers 25,000/s (or -lat-rate); the second
@@ -148,6 +172,11 @@ func runDispatch(ctx context.Context, r *Result) error {
 	}
 	if !opts.latSkipMax && full.rate/2 > halfTarget {
 		if err := latencyPass(ctx, r, p.admin, "half_max", full.rate/2, "half the max rate measured above"); err != nil {
+			return err
+		}
+	}
+	if et != nil {
+		if err := latencyPass(ctx, r, et.p.admin, "etcd_half_target", etcdDispatchTarget/2, "the etcd store at half its 20,000/s target"); err != nil {
 			return err
 		}
 	}

@@ -69,6 +69,7 @@ var opts struct {
 	latRate        float64
 	latSkipMax     bool
 	coordProcess   bool
+	etcd           bool
 	latDuration    time.Duration
 
 	heapAgents       int
@@ -117,6 +118,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&opts.latDuration, "lat-time", 15*time.Second, "dispatch: length of the half-load latency pass (a job of 1,000 tasks is one burst, so 5 s holds only about 125 of them and its p99 is about the second-worst burst)")
 	fs.Float64Var(&opts.latRate, "lat-rate", 0, "dispatch: tasks/s offered in the first latency pass (0: 25,000, half the 50,000/s target)")
 	fs.BoolVar(&opts.latSkipMax, "lat-skip-max", false, "dispatch: skip the second latency pass, at half the measured max rate")
+	fs.BoolVar(&opts.etcd, "etcd", false, "dispatch: also run every pass on a coordinator whose store is one local etcd (fsync on, mutual TLS), alternating with bbolt's, plus a latency pass at half the etcd target")
 
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
 	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")

@@ -301,3 +301,13 @@ func StartT(t testing.TB, o Options) *Server {
 	t.Cleanup(s.Stop)
 	return s
 }
+
+// Pid is the running server's process ID (0 when stopped).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
