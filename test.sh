@@ -27,6 +27,10 @@ fi
 
 go version
 go vet ./...
+# The etcd server the store, e2e and bench tests start (internal/store/etcd/
+# etcdtest) is built from this nested module; vetting it here fetches its
+# modules and fills the build cache, so a fetch problem fails here, clearly.
+go -C internal/store/etcd/etcdtest/server vet ./...
 # Unit tests with the race detector, then everything (including the
 # end-to-end tests that start real coordinator and agent processes).
 go test -count=1 -race -timeout 20m ./internal/...

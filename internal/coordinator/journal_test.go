@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/store/bolt"
+	"github.com/wardcluster/ward/internal/store/etcd"
 )
 
 // gatedStore is a real bolt store whose Txn can be made to fail, and which
@@ -235,5 +239,24 @@ func TestSplitBatch(t *testing.T) {
 				t.Fatalf("parts = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLargestJobFitsEtcdLimits: the submission of a job of api.MaxTaskCount
+// tasks (its record, every task chunk and the job sequence: one Commit, so
+// one transaction) fits the largest transaction the etcd store sends and
+// requires of its server.
+func TestLargestJobFitsEtcdLimits(t *testing.T) {
+	j := &sched.Job{ID: "999999999999", Spec: api.JobSpec{Argv: []string{strings.Repeat("a", api.MaxArgBytes)}, Count: api.MaxTaskCount},
+		Tasks: make([]sched.Task, api.MaxTaskCount)}
+	ops := []store.Op{putJSON(jobKey(j.ID), jobSnapshot(j)), store.Put(keyJobSeq, []byte(j.ID))}
+	for c := 0; c*chunkSize < len(j.Tasks); c++ {
+		ops = append(ops, store.Put(chunkKey(j.ID, c), encodeJobChunk(j, c)))
+	}
+	lim := etcd.DefaultLimits
+	if n, b := len(ops), store.TxnBytes(ops); n > lim.MaxOps || b > lim.MaxBytes {
+		t.Fatalf("a %d-task job is %d ops of %d bytes; the etcd store sends at most %d ops of %d bytes", api.MaxTaskCount, n, b, lim.MaxOps, lim.MaxBytes)
+	} else {
+		t.Logf("a %d-task job is %d ops of %d bytes (limits %d ops, %d bytes)", api.MaxTaskCount, n, b, lim.MaxOps, lim.MaxBytes)
 	}
 }

@@ -212,3 +212,78 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestTxnFoldsRepeatedKeys: etcd refuses a transaction that writes a key
+// twice or writes inside a range it deletes; the store folds such ops to
+// their net effect, as the journal's group commits need.
+func TestTxnFoldsRepeatedKeys(t *testing.T) {
+	s := open(t, options(t, newPrefix()))
+	ctx := t.Context()
+	if _, err := s.Txn(ctx, nil, []store.Op{store.Put("a/1", []byte("x")), store.Put("a/3", []byte("x")), store.Put("a/5", []byte("x")), store.Put("b", []byte("b"))}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		ops  []store.Op
+		want map[string]string // a/ and b after the Txn
+	}{
+		{"PutTwice", []store.Op{store.Put("a/1", []byte("1")), store.Put("a/1", []byte("2"))},
+			map[string]string{"a/1": "2", "a/3": "x", "a/5": "x", "b": "b"}},
+		{"PutThenDelete", []store.Op{store.Put("a/1", []byte("1")), store.Delete("a/1")},
+			map[string]string{"a/3": "x", "a/5": "x", "b": "b"}},
+		{"DeletePrefixThenPutInside", []store.Op{store.Put("a/9", []byte("gone")), store.DeletePrefix("a/"), store.Put("a/3", []byte("new")), store.Put("a/3", []byte("newer"))},
+			map[string]string{"a/3": "newer", "b": "b"}},
+		{"DeletePrefixPutThenDelete", []store.Op{store.DeletePrefix("a/"), store.Put("a/3", []byte("new")), store.Delete("a/3"), store.Put("a/4", []byte("4"))},
+			map[string]string{"a/4": "4", "b": "b"}},
+		{"TwoRanges", []store.Op{store.DeletePrefix("a/"), store.DeletePrefix("a/5"), store.Put("a/5", []byte("5"))},
+			map[string]string{"a/5": "5", "b": "b"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// Reset a/ to the fixture, then apply.
+			if _, err := s.Txn(ctx, nil, []store.Op{store.DeletePrefix("a/"), store.Put("a/1", []byte("x")), store.Put("a/3", []byte("x")), store.Put("a/5", []byte("x"))}); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := s.Rev(ctx)
+			rev, err := s.Txn(ctx, nil, tc.ops)
+			if err != nil {
+				t.Fatalf("Txn: %v", err)
+			}
+			if rev != before+1 {
+				t.Errorf("Txn returned rev %d, want %d (one revision)", rev, before+1)
+			}
+			got := map[string]string{}
+			for _, p := range []string{"a/", "b"} {
+				recs, err := s.List(ctx, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range recs {
+					got[r.Key] = string(r.Value)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("after Txn: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTxnTooLarge(t *testing.T) {
+	o := options(t, newPrefix())
+	o.Limits = store.Limits{MaxOps: 4, MaxBytes: 100}
+	s := open(t, o)
+	ops := make([]store.Op, 5)
+	for i := range ops {
+		ops[i] = store.Put(fmt.Sprint("k", i), nil)
+	}
+	before, _ := s.Rev(t.Context())
+	for _, ops := range [][]store.Op{ops, {store.Put("big", make([]byte, 200))}} {
+		if _, err := s.Txn(t.Context(), nil, ops); !errors.Is(err, store.ErrTxnTooLarge) {
+			t.Fatalf("Txn over the limits: err = %v, want ErrTxnTooLarge", err)
+		}
+	}
+	if rev, _ := s.Rev(t.Context()); rev != before {
+		t.Fatalf("a refused Txn wrote: rev %d -> %d", before, rev)
+	}
+}
