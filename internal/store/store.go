@@ -144,6 +144,22 @@ type Limits struct {
 	MaxBytes int // keys plus values of one Txn, in bytes
 }
 
+// CheckOp rejects an op that no backend can apply: a put or delete of the
+// empty key, or an unknown type. An empty DeletePrefix prefix is fine: it
+// deletes every key.
+func CheckOp(op Op) error {
+	switch op.Type {
+	case OpPut, OpDelete:
+		if op.Key == "" {
+			return errors.New("empty key")
+		}
+	case OpDeletePrefix:
+	default:
+		return fmt.Errorf("unknown op type %d on %q", op.Type, op.Key)
+	}
+	return nil
+}
+
 // TxnBytes is what Limits.MaxBytes counts for ops.
 func TxnBytes(ops []Op) int {
 	n := 0

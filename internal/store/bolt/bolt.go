@@ -408,15 +408,8 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (in
 // validateOps rejects malformed ops before any lock is taken.
 func validateOps(ops []store.Op) error {
 	for i, op := range ops {
-		switch op.Type {
-		case store.OpPut, store.OpDelete:
-			if op.Key == "" {
-				return fmt.Errorf("bolt: op %d: empty key", i)
-			}
-		case store.OpDeletePrefix:
-			// An empty prefix deletes every key, as the contract says.
-		default:
-			return fmt.Errorf("bolt: op %d on %q: unknown op type %d", i, op.Key, op.Type)
+		if err := store.CheckOp(op); err != nil {
+			return fmt.Errorf("bolt: op %d: %w", i, err)
 		}
 		if len(op.Key) > bbolt.MaxKeySize {
 			return fmt.Errorf("bolt: op %d: key of %d bytes exceeds the %d-byte limit", i, len(op.Key), bbolt.MaxKeySize)

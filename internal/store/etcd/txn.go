@@ -58,15 +58,8 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (in
 // validateOps rejects malformed ops before anything is sent.
 func validateOps(ops []store.Op) error {
 	for i, op := range ops {
-		switch op.Type {
-		case store.OpPut, store.OpDelete:
-			if op.Key == "" {
-				return fmt.Errorf("etcd: op %d: empty key", i)
-			}
-		case store.OpDeletePrefix:
-			// An empty prefix deletes every key under the store's prefix.
-		default:
-			return fmt.Errorf("etcd: op %d on %q: unknown op type %d", i, op.Key, op.Type)
+		if err := store.CheckOp(op); err != nil {
+			return fmt.Errorf("etcd: op %d: %w", i, err)
 		}
 	}
 	return nil

@@ -37,16 +37,7 @@ const (
 
 // NewCA creates the etcd CA of cluster: self-signed, P-256, for leaves only.
 func NewCA(cluster string, now time.Time) (*pki.CA, error) {
-	key, err := pki.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	serial, err := pki.NewSerial()
-	if err != nil {
-		return nil, err
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "Ward etcd CA " + cluster, Organization: []string{"Ward cluster " + cluster}},
 		NotBefore:             now.Add(-pki.Backdate),
 		NotAfter:              now.Add(CALifetime),
@@ -55,15 +46,33 @@ func NewCA(cluster string, now time.Time) (*pki.CA, error) {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	cert, key, err := sign(tmpl, nil)
 	if err != nil {
 		return nil, fmt.Errorf("create the etcd CA: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
 	return &pki.CA{Cert: cert, Key: key}, nil
+}
+
+// sign makes a fresh P-256 key and a serial for tmpl and signs it with ca,
+// or with the new key itself when ca is nil.
+func sign(tmpl *x509.Certificate, ca *pki.CA) (*x509.Certificate, crypto.Signer, error) {
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	if tmpl.SerialNumber, err = pki.NewSerial(); err != nil {
+		return nil, nil, err
+	}
+	parent, parentKey := tmpl, crypto.Signer(key)
+	if ca != nil {
+		parent, parentKey = ca.Cert, ca.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	return cert, key, err
 }
 
 // Kind says what a leaf is for.
@@ -86,20 +95,11 @@ func Issue(ca *pki.CA, kind Kind, name string, hosts []string, now time.Time, li
 	if name == "" {
 		return nil, errors.New("issue an etcd certificate: empty name")
 	}
-	key, err := pki.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	serial, err := pki.NewSerial()
-	if err != nil {
-		return nil, err
-	}
 	notAfter := now.Add(lifetime)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: name, Organization: ca.Cert.Subject.Organization},
 		NotBefore:             now.Add(-min(pki.Backdate, lifetime/10)),
 		NotAfter:              notAfter,
@@ -120,13 +120,9 @@ func Issue(ca *pki.CA, kind Kind, name string, hosts []string, now time.Time, li
 			}
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	cert, key, err := sign(tmpl, ca)
 	if err != nil {
 		return nil, fmt.Errorf("issue etcd certificate %s: %w", name, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
 	}
 	return &identity.Credential{Chain: []*x509.Certificate{cert, ca.Cert}, Key: key}, nil
 }
@@ -165,7 +161,7 @@ func LoadOrCreateCA(dir, cluster string, now time.Time) (ca *pki.CA, created boo
 
 // Save writes a chain and its key atomically, both with mode 0600.
 func Save(cred *identity.Credential, certPath, keyPath string) error {
-	keyPEM, err := pki.MarshalKeyPEM(cred.Key.(crypto.Signer))
+	keyPEM, err := pki.MarshalKeyPEM(cred.Key)
 	if err != nil {
 		return err
 	}
