@@ -334,10 +334,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			backoff = 250 * time.Millisecond
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if err != nil {
+		var silent silentError
+		switch {
+		case errors.As(err, &silent):
+			a.log.Warn("coordinator went silent; reconnecting", "addr", addr, "silent_for", silent.silent.String(), "heartbeat", silent.interval.String(),
+				"fix", "if this repeats, something between this host and the coordinator drops the connection, or the coordinator is overloaded: `ward doctor` lists agents that reconnect repeatedly, and the coordinator's log says how their sessions ended",
+				"retry_in", wait.Round(time.Millisecond).String())
+		case err != nil:
 			v := diagnose.Explain(err)
 			a.log.Warn("cannot reach coordinator", "addr", addr, "verdict", string(v.Code), "reason", v.Message, "fix", v.Fix, "err", err.Error(), "retry_in", wait.Round(time.Millisecond).String())
-		} else {
+		default:
 			a.log.Info("session ended; reconnecting", "addr", addr, "retry_in", wait.Round(time.Millisecond).String())
 		}
 		select {

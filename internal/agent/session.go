@@ -105,7 +105,10 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	go func() { werr <- a.writer(conn, interval, done) }()
 
 	for {
-		conn.SetReadDeadline(time.Now().Add(3*time.Duration(a.hbInterval.Load()) + 10*time.Second))
+		// The coordinator answers every heartbeat, so silence past the
+		// liveness timeout means it (or the path to it) is gone.
+		timeout := api.LivenessTimeout(time.Duration(a.hbInterval.Load()))
+		conn.SetReadDeadline(time.Now().Add(timeout))
 		t, body, err := api.ReadFrame(conn, hdr)
 		if err != nil {
 			select {
@@ -114,6 +117,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 					return sessionErr{werr}
 				}
 			default:
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return sessionErr{silentError{addr: addr, silent: timeout, interval: time.Duration(a.hbInterval.Load())}}
 			}
 			return sessionErr{err}
 		}
@@ -128,6 +134,21 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 }
 
 const helloTimeout = 10 * time.Second
+
+// silentError ends a session whose coordinator sent nothing, not even the
+// answer to a heartbeat, for the liveness timeout.
+type silentError struct {
+	addr     string
+	silent   time.Duration
+	interval time.Duration
+}
+
+func (e silentError) Error() string {
+	return fmt.Sprintf("the coordinator at %s sent nothing for %s (3 heartbeat intervals of %s plus a grace), so the session is presumed dead: i/o timeout", e.addr, e.silent, e.interval)
+}
+
+// Timeout marks the error as a timeout for diagnose.Explain.
+func (e silentError) Timeout() bool { return true }
 
 func lessAttempt(x, y api.AttemptRef) bool {
 	if x.Job != y.Job {
@@ -224,6 +245,8 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 			return err
 		}
 		a.installCRLs(m.PEM)
+	case api.FrameHeartbeatAck:
+		// Reading it renewed the liveness deadline; nothing else to do.
 	case api.FrameSettings:
 		var m api.Settings
 		if err := api.DecodeFrame(t, body, &m); err != nil {

@@ -102,10 +102,13 @@ type Node struct {
 	UpgradeErr string            `json:"upgrade_error,omitempty"` // why the last move from plaintext to TLS failed
 	Addr       string            `json:"addr,omitempty"`
 	Connected  bool              `json:"connected"`
-	LastSeen   time.Time         `json:"last_seen,omitempty"`
-	ClockSkew  Duration          `json:"clock_skew"`
-	Drain      bool              `json:"drain"`
-	Joined     time.Time         `json:"joined"`
+	// Reconnects counts the sessions the agent opened in the last 10
+	// minutes after an earlier one (`ward doctor` warns from 3).
+	Reconnects int       `json:"reconnects"`
+	LastSeen   time.Time `json:"last_seen,omitempty"`
+	ClockSkew  Duration  `json:"clock_skew"`
+	Drain      bool      `json:"drain"`
+	Joined     time.Time `json:"joined"`
 }
 
 // DrainRequest asks a node to take no new tasks; Force requeues running ones.

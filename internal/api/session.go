@@ -13,8 +13,8 @@ import (
 type FrameType uint8
 
 // Agent session frames. Agent → coordinator: Hello, Heartbeat, Started,
-// Output, Results, RenewRequest. Coordinator → agent: Welcome, Assign, Ack,
-// Cancel, Drain, Trust, RenewNow, Renewed, Bye.
+// Output, Results, RenewRequest. Coordinator → agent: Welcome,
+// HeartbeatAck, Assign, Ack, Cancel, Drain, Trust, RenewNow, Renewed, Bye.
 const (
 	FrameHello FrameType = iota + 1
 	FrameWelcome
@@ -37,7 +37,24 @@ const (
 	FrameUpgradeResult // agent → coordinator: why an upgrade to TLS failed
 	FrameCRLs          // coordinator → agent: the current CRLs
 	FrameSettings      // coordinator → agent: new session settings
+	FrameHeartbeatAck  // coordinator → agent: answers each Heartbeat, so liveness is checked both ways
 )
+
+// LivenessTimeout is how long either end of an agent session waits for a
+// frame before it declares the other end gone: three heartbeat intervals
+// plus a grace for scheduling and network delays (twice the interval,
+// between 2 s and 10 s). The agent heartbeats every interval and the
+// coordinator answers each heartbeat, so on a healthy link neither end is
+// ever silent for much longer than one interval, busy or idle.
+func LivenessTimeout(interval time.Duration) time.Duration {
+	return 3*interval + min(max(2*interval, 2*time.Second), 10*time.Second)
+}
+
+// HeartbeatAck answers a Heartbeat: the coordinator's clock when it read
+// it. It proves to an idle agent that the coordinator is still there.
+type HeartbeatAck struct {
+	Time Nanos `json:"t"`
+}
 
 // Settings changes a live session's settings: the coordinator stretches
 // the heartbeat interval as the fleet grows.

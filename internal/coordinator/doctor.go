@@ -114,6 +114,9 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 		if rec == nil || rec.Revoked {
 			continue
 		}
+		if f, ok := c.flappingFinding(n.Name, now); ok {
+			out = append(out, f)
+		}
 		s := c.sessions[n.Name]
 		if s == nil {
 			if n.Running() > 0 {

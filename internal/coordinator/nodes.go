@@ -33,6 +33,7 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 			CertSerial: rec.CertSerial, CertExpiry: rec.CertExpiry, CertIssuer: rec.CertIssuer,
 			Drain: rec.Drain, Joined: rec.Joined, Link: "-", TLSVersion: "-",
 		}
+		an.Reconnects = c.histories[n.Name].recent(c.now())
 		s := c.sessions[n.Name]
 		switch {
 		case rec.Revoked:

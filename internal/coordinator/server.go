@@ -65,6 +65,8 @@ type Coordinator struct {
 	nodes      map[string]*nodeRecord
 	sessions   map[string]*session
 	lostTimers map[string]*time.Timer
+	histories  map[string]*sessionHistory // recent sessions per node, for doctor
+	hbSpacing  time.Duration              // heartbeatSpacing; a test widens it to force a stretch
 	jobSeq     uint64
 	outputs    map[outputKey]*outputState
 	subs       map[string]map[*logSub]struct{}
@@ -113,6 +115,8 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		tokens:     map[string]*tokenRecord{},
 		sessions:   map[string]*session{},
 		lostTimers: map[string]*time.Timer{},
+		histories:  map[string]*sessionHistory{},
+		hbSpacing:  heartbeatSpacing,
 		outputs:    map[outputKey]*outputState{},
 		subs:       map[string]map[*logSub]struct{}{},
 		kick:       make(chan struct{}, 1),

@@ -3,8 +3,10 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,9 @@ type session struct {
 	wbuf    []byte
 	writing bool
 	closed  bool
+
+	// replaced is set when a newer session of the same node closed this one.
+	replaced atomic.Bool
 
 	lastSeen  atomic.Int64 // unix nanos
 	skew      atomic.Int64 // agent clock minus coordinator clock, nanos
@@ -93,6 +98,34 @@ func (s *session) flush() {
 	}
 }
 
+// setReadDeadline gives the next read the liveness timeout of the current
+// interval. The interval may be stretched concurrently (heartbeatLoop sets
+// the deadline of a read in progress too): reading it again after setting
+// the deadline makes sure the later interval wins.
+func (s *session) setReadDeadline() {
+	iv := s.interval.Load()
+	s.conn.SetReadDeadline(time.Now().Add(api.LivenessTimeout(time.Duration(iv))))
+	if now := s.interval.Load(); now != iv {
+		s.conn.SetReadDeadline(time.Now().Add(api.LivenessTimeout(time.Duration(now))))
+	}
+}
+
+// endReason says in words why the session's read failed.
+func (s *session) endReason(err error) string {
+	switch {
+	case s.replaced.Load():
+		return "replaced by a new session from the same agent"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Sprintf("no frame from the agent for %s (3 heartbeat intervals of %s plus a grace)",
+			api.LivenessTimeout(time.Duration(s.interval.Load())), time.Duration(s.interval.Load()))
+	case errors.Is(err, io.EOF):
+		return "the agent closed the session"
+	case errors.Is(err, net.ErrClosed):
+		return "closed by the coordinator"
+	}
+	return err.Error()
+}
+
 func (s *session) close() {
 	s.wmu.Lock()
 	s.closed = true
@@ -109,11 +142,16 @@ func (c *Coordinator) sendBye(conn net.Conn, e *api.Error) {
 	conn.Close()
 }
 
+// heartbeatSpacing is the coordinator's heartbeat budget: at most one per
+// this much time, about 2,000 heartbeats (and as many answers) per second.
+const heartbeatSpacing = time.Second / 2000
+
 // heartbeatInterval stretches the base interval for big clusters so the
-// coordinator processes at most about 2,000 heartbeats per second.
+// coordinator processes at most one heartbeat per c.hbSpacing. Callers
+// hold c.mu.
 func (c *Coordinator) heartbeatInterval(nodes int) time.Duration {
 	base := c.cfg.HeartbeatInterval.D()
-	if scaled := time.Duration(nodes) * time.Second / 2000; scaled > base {
+	if scaled := time.Duration(nodes) * c.hbSpacing; scaled > base {
 		return scaled
 	}
 	return base
@@ -145,13 +183,15 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 		c.sendBye(conn, api.AsError(err))
 		return
 	}
-	defer c.endSession(s)
+	var ended string
+	defer func() { c.endSession(s, ended) }()
 	for {
-		conn.SetReadDeadline(time.Now().Add(3*time.Duration(s.interval.Load()) + 5*time.Second))
+		s.setReadDeadline()
 		t, body, err := api.ReadFrame(conn, hdr)
 		if err != nil {
+			ended = s.endReason(err)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				c.log.Info("agent session ended", "node", s.node, "err", err)
+				c.log.Info("agent session ended", "node", s.node, "reason", ended, "err", err)
 			}
 			return
 		}
@@ -178,9 +218,11 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	}
 	if old := c.sessions[s.node]; old != nil {
 		c.log.Info("agent reconnected; closing its previous session", "node", s.node)
+		old.replaced.Store(true)
 		old.close()
 	}
 	c.sessions[s.node] = s
+	c.sessionHistory(s.node).opened(now)
 	c.metrics.Sessions.WithLabelValues(string(s.link)).Inc()
 	if t := c.lostTimers[s.node]; t != nil {
 		t.Stop()
@@ -244,14 +286,20 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 }
 
 // endSession marks the node disconnected and starts its lost timer.
-func (c *Coordinator) endSession(s *session) {
+// reason says how the session ended, for `ward doctor`.
+func (c *Coordinator) endSession(s *session, reason string) {
 	s.close()
 	c.metrics.Sessions.WithLabelValues(string(s.link)).Dec()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sessions[s.node] != s {
-		return // a newer session replaced this one, or a revocation removed it
+		// A newer session replaced this one, or a revocation removed it.
+		if s.replaced.Load() {
+			c.sessionHistory(s.node).ended(c.now(), "replaced by a new session from the same agent before this one was seen to end (the agent had given up on it)")
+		}
+		return
 	}
+	c.sessionHistory(s.node).ended(c.now(), reason)
 	delete(c.sessions, s.node)
 	if n, ok := c.cl.Node(s.node); ok {
 		n.Connected = false
@@ -298,6 +346,10 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 		s.skew.Store(int64(hb.Time.Sub(now)))
 		c.metrics.HeartbeatLag.Observe(max(now.Sub(hb.Time), 0).Seconds())
 		s.usedSlots.Store(int32(hb.UsedSlots))
+		// Answered, so an idle agent hears from the coordinator at the
+		// interval it heartbeats at and can tell a live session from a
+		// dead one.
+		s.send(api.FrameHeartbeatAck, api.HeartbeatAck{Time: api.NanosOf(now)})
 	case api.FrameStarted:
 		var m api.Started
 		if err := api.DecodeFrame(t, body, &m); err != nil {
@@ -436,6 +488,10 @@ func (c *Coordinator) heartbeatLoop(ctx context.Context) {
 		}
 		for _, s := range stale {
 			s.interval.Store(int64(want))
+			// The read in progress waits by the old interval: give it the
+			// new one, or an agent that now heartbeats less often would be
+			// taken for dead.
+			s.conn.SetReadDeadline(time.Now().Add(api.LivenessTimeout(want)))
 			s.sendRaw(b)
 		}
 		c.log.Info("stretched heartbeat intervals for a larger fleet", "sessions", len(stale), "interval", want.String())
