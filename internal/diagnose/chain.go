@@ -66,7 +66,11 @@ func VerifyChain(chain []*x509.Certificate, o ChainOptions) ([][]*x509.Certifica
 	}
 	verified, err := verifyAt(chain, o.Roots, usages, now, validityVerdict(chain, now, target{}) != nil)
 	if err != nil {
-		if v, ok := chainVerdict(err, chain, o.Roots != nil, now, o.target()); ok {
+		anchors := rootsSystem
+		if o.Roots != nil {
+			anchors = rootsCA
+		}
+		if v, ok := chainVerdict(err, chain, anchors, now, o.target()); ok {
 			return nil, &v
 		}
 	}
@@ -108,7 +112,7 @@ func CheckCRL(ctx context.Context, chain []*x509.Certificate, verified [][]*x509
 	if src != nil && src.Path == "" && src.URL == "" {
 		src = nil
 	}
-	return revocation(ctx, chain, verified, src, o.Roots, o.now(), o.target())
+	return revocation(ctx, chain, verified, src, fetchTrust{roots: o.Roots}, o.now(), o.target())
 }
 
 // target names what is verified, in messages: the server at addr (Check),

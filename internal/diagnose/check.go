@@ -87,7 +87,8 @@ type check struct {
 	mu            sync.Mutex
 	chain         []*x509.Certificate
 	verified      [][]*x509.Certificate
-	failed        *Verdict // the verdict that aborted the handshake
+	trust         *x509.CertPool // the roots the chain was verified to (nil: the system's)
+	failed        *Verdict       // the verdict that aborted the handshake
 	certAsked     bool
 	acceptableCAs [][]byte
 	certSent      bool
@@ -130,12 +131,17 @@ func Check(ctx context.Context, opts Options) *Report {
 	c.fillFacts(tc.ConnectionState())
 	if err != nil {
 		r.Verdict = c.handshakeVerdict(err, rec)
+		c.mu.Lock()
+		stopped := c.failed != nil
+		c.mu.Unlock()
+		r.setClientCert(stopped)
 		if r.Code == CodeProtocolVersion {
 			c.probeVersions(ctx)
 		}
 		return r
 	}
 	r.Verdict = c.firstRead(tc, took, deadline)
+	r.setClientCert(false)
 	return r
 }
 
@@ -328,6 +334,8 @@ func (c *check) firstRead(tc *tls.Conn, took time.Duration, deadline time.Time) 
 	}
 	msg := fmt.Sprintf("%s answered with %s, its certificate verified", c.o.Address, c.report.TLSVersion)
 	switch {
+	case !c.o.InsecureSkipVerify && c.o.Roots == nil && len(c.o.Pins) > 0:
+		msg = fmt.Sprintf("%s answered with %s, its certificate verified up to the pinned certificate", c.o.Address, c.report.TLSVersion)
 	case c.o.InsecureSkipVerify && len(c.o.Pins) > 0:
 		msg = fmt.Sprintf("%s answered with %s and its chain matches a pin; the chain and name were NOT verified against roots (insecure)", c.o.Address, c.report.TLSVersion)
 	case c.o.InsecureSkipVerify:

@@ -25,6 +25,9 @@ func TestCheckPublicPortOK(t *testing.T) {
 	if len(r.Chain) != 2 || r.Chain[0].SHA256 != pki.Fingerprint(f.server.Leaf) || r.Chain[0].SPKIPin != pki.SPKIPin(f.server.Leaf).String() {
 		t.Errorf("chain: %+v", r.Chain)
 	}
+	if r.ClientCert != diagnose.ClientCertNotAsked {
+		t.Errorf("client cert %q, want %q", r.ClientCert, diagnose.ClientCertNotAsked)
+	}
 	if r.ClientCertAsked || r.ClientCertSent || r.Insecure || r.RevocationChecked {
 		t.Errorf("flags: asked %v sent %v insecure %v revocation %v", r.ClientCertAsked, r.ClientCertSent, r.Insecure, r.RevocationChecked)
 	}
@@ -54,6 +57,9 @@ func TestCheckClusterPort(t *testing.T) {
 			expect(t, r, tc.want, tc.inMsg...)
 			if !r.ClientCertAsked || r.ClientCertSent != (tc.cert != nil) {
 				t.Errorf("asked %v sent %v", r.ClientCertAsked, r.ClientCertSent)
+			}
+			if want := map[bool]string{true: diagnose.ClientCertSent, false: diagnose.ClientCertNoneSent}[tc.cert != nil]; r.ClientCert != want {
+				t.Errorf("client cert %q, want %q", r.ClientCert, want)
 			}
 			if tc.serverWant != "" {
 				serverVerdict(t, errs, tc.serverWant)
@@ -102,6 +108,13 @@ func TestCheckServerCertificate(t *testing.T) {
 		c.NotBefore, c.NotAfter = now.Add(-3*time.Hour), now.Add(-2*time.Hour)
 	})
 	agentAsServer := f.agent // no serverAuth usage
+	withRoot := f.server
+	withRoot.Certificate = append(append([][]byte{}, f.server.Certificate...), f.ca.Root.Cert.Raw)
+	// A stranger's server certificate sent along with the cluster's issuing
+	// CA: the pinned certificate is presented, but nothing chains to it.
+	strangerServer, _ := f.other.Leaf(t, pki.RoleCoordinator, "c1")
+	strangerChain := strangerServer
+	strangerChain.Certificate = [][]byte{strangerServer.Certificate[0], f.ca.Issuing.Cert.Raw}
 
 	rootPin := pki.SPKIPin(f.ca.Root.Cert)
 	issuingPin := pki.SPKIPin(f.ca.Issuing.Cert)
@@ -149,6 +162,34 @@ func TestCheckServerCertificate(t *testing.T) {
 					t.Errorf("insecure not reported: %v %q", r.Insecure, r.Message)
 				}
 			}},
+		// A pin alone, without --ca, is the trust anchor, as in an agent's
+		// join: the chain must lead to the pinned certificate, and name,
+		// validity and usage are checked as with --ca.
+		{name: "pin alone on the issuing CA", cert: f.server, opts: diagnose.Options{Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeOK,
+			inMsg: []string{"verified up to the pinned certificate", "trust anchor: the pinned certificate"},
+			check: func(t *testing.T, r *diagnose.Report) {
+				if r.Insecure {
+					t.Error("a pinned check reported as insecure")
+				}
+			}},
+		{name: "pin alone on a root the server sends", cert: withRoot, opts: diagnose.Options{Pins: []pki.Pin{rootPin}}, want: diagnose.CodeOK},
+		{name: "pin alone on the leaf thumbprint", cert: f.server, opts: diagnose.Options{Pins: []pki.Pin{leafThumb}}, want: diagnose.CodeOK},
+		{name: "pin alone on a root the server does not send", cert: f.server, opts: diagnose.Options{Pins: []pki.Pin{rootPin}}, want: diagnose.CodePinMismatch,
+			inMsg: []string{"does not send its root"}},
+		{name: "pin alone, wrong pin", cert: withRoot, opts: diagnose.Options{Pins: []pki.Pin{strangerPin}}, want: diagnose.CodePinMismatch,
+			// Every presented certificate's pin is in the message itself.
+			check: func(t *testing.T, r *diagnose.Report) {
+				for _, c := range []*x509.Certificate{withRoot.Leaf, f.ca.Issuing.Cert, f.ca.Root.Cert} {
+					if !strings.Contains(r.Message, pki.SPKIPin(c).String()) || !strings.Contains(r.Message, pki.Fingerprint(c)) {
+						t.Errorf("message lacks the pins of %q: %s", c.Subject, r.Message)
+					}
+				}
+			}},
+		{name: "pin alone still checks the name", cert: otherName, opts: diagnose.Options{Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeNameMismatch},
+		{name: "pin alone still checks validity", cert: expired, opts: diagnose.Options{Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeExpired},
+		{name: "pin alone on a CA the leaf does not chain to", cert: strangerChain, opts: diagnose.Options{Pins: []pki.Pin{pki.SPKIPin(f.ca.Issuing.Cert)}}, want: diagnose.CodeUnknownAuthority,
+			inMsg: []string{"does not lead to the pinned certificate"}},
+		{name: "pin alone still checks usage", cert: agentAsServer, opts: diagnose.Options{Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeCertificateInvalid},
 		{name: "insecure with a bad pin", cert: f.server, opts: diagnose.Options{InsecureSkipVerify: true, Pins: []pki.Pin{strangerPin}}, want: diagnose.CodePinMismatch},
 		{name: "insecure with a pin and an expired leaf", cert: expired, opts: diagnose.Options{InsecureSkipVerify: true, Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeExpired},
 		{name: "insecure without pins", cert: expired, opts: diagnose.Options{InsecureSkipVerify: true, ServerName: "elsewhere.example"}, want: diagnose.CodeOK,
@@ -179,6 +220,16 @@ func TestVerificationStopsBeforeClientCert(t *testing.T) {
 	expect(t, r, diagnose.CodeUnknownAuthority)
 	if r.ClientCertSent {
 		t.Error("the client certificate was sent to an unverified server")
+	}
+	// The check stopped before the client certificate stage: it must not
+	// claim the server did not ask for one.
+	if r.ClientCert != diagnose.ClientCertNotReached {
+		t.Errorf("client cert %q, want %q", r.ClientCert, diagnose.ClientCertNotReached)
+	}
+	var text strings.Builder
+	r.WriteText(&text)
+	if !strings.Contains(text.String(), "client cert:   not reached") || strings.Contains(text.String(), "not asked for") {
+		t.Errorf("text:\n%s", text.String())
 	}
 	serverVerdict(t, errs, diagnose.CodeUnknownAuthority) // the client refused the server
 }

@@ -34,7 +34,12 @@ const fixRevocationUnavailable = "make the CRL reachable from this machine (the 
 // the leaf's http(s) distribution points. It returns nil when the leaf is
 // not revoked or when there is no CRL to consult at all.
 func (c *check) checkRevocation(chain []*x509.Certificate, verified [][]*x509.Certificate) *Verdict {
-	res := revocation(c.ctx, chain, verified, c.o.CRL, c.o.Roots, c.o.Now(), c.target())
+	// The CRL is fetched with the trust the server was checked with: the
+	// --ca roots, the pinned certificate, or (insecure) none.
+	c.mu.Lock()
+	trust := fetchTrust{roots: c.trust, insecure: c.o.InsecureSkipVerify}
+	c.mu.Unlock()
+	res := revocation(c.ctx, chain, verified, c.o.CRL, trust, c.o.Now(), c.target())
 	c.report.Details = append(c.report.Details, res.Details...)
 	if res.Checked {
 		c.report.RevocationChecked = true
@@ -42,9 +47,17 @@ func (c *check) checkRevocation(chain []*x509.Certificate, verified [][]*x509.Ce
 	return res.Verdict
 }
 
+// fetchTrust is whom an https CRL fetch trusts: roots (nil: the system's),
+// or, with insecure, any server. A CRL's own signature is verified either
+// way; this only decides which servers may hand it over.
+type fetchTrust struct {
+	roots    *x509.CertPool
+	insecure bool
+}
+
 // revocation is CheckCRL for a server (Check) or a file: src, or else the
 // leaf's http(s) distribution points, each tried until one CRL verifies.
-func revocation(ctx context.Context, chain []*x509.Certificate, verified [][]*x509.Certificate, src *CRLSource, roots *x509.CertPool, now time.Time, t target) CRLResult {
+func revocation(ctx context.Context, chain []*x509.Certificate, verified [][]*x509.Certificate, src *CRLSource, trust fetchTrust, now time.Time, t target) CRLResult {
 	var res CRLResult
 	detail := func(format string, args ...any) { res.Details = append(res.Details, fmt.Sprintf(format, args...)) }
 	leaf := chain[0]
@@ -81,7 +94,7 @@ func revocation(ctx context.Context, chain []*x509.Certificate, verified [][]*x5
 	var why []string
 	fix := ""
 	for _, src := range sources {
-		crl, err := fetchCRL(ctx, src, roots)
+		crl, err := fetchCRL(ctx, src, trust)
 		if err != nil {
 			why = append(why, fmt.Sprintf("%s: %v", src, err))
 			fix = cmp.Or(fix, fixRevocationUnavailable)
@@ -103,6 +116,9 @@ func revocation(ctx context.Context, chain []*x509.Certificate, verified [][]*x5
 			continue
 		}
 		res.Checked = true
+		if trust.insecure && strings.HasPrefix(src.URL, "https://") {
+			detail("the CRL was fetched from %s without verifying that server (--insecure-skip-verify); its signature was verified against the issuer %q", src, issuer.Subject)
+		}
 		detail("revocation checked against %s (CRL number %v, issued %s, next update %s, %d revoked)", src, crl.Number, stamp(crl.ThisUpdate), stamp(crl.NextUpdate), len(crl.RevokedCertificateEntries))
 		for _, e := range crl.RevokedCertificateEntries {
 			if e.SerialNumber != nil && e.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
@@ -148,11 +164,11 @@ func issuerOf(leaf *x509.Certificate, chain []*x509.Certificate, verified [][]*x
 	return nil
 }
 
-func fetchCRL(ctx context.Context, src CRLSource, roots *x509.CertPool) (*x509.RevocationList, error) {
+func fetchCRL(ctx context.Context, src CRLSource, trust fetchTrust) (*x509.RevocationList, error) {
 	var data []byte
 	var err error
 	if src.URL != "" {
-		data, err = httpGetCRL(ctx, src.URL, roots)
+		data, err = httpGetCRL(ctx, src.URL, trust)
 	} else {
 		data, err = readLimited(src.Path)
 	}
@@ -190,17 +206,18 @@ func readLimited(path string) ([]byte, error) {
 	return data, nil
 }
 
-// httpGetCRL fetches a CRL, trusting roots for https, within three
+// httpGetCRL fetches a CRL, trusting trust for https, within three
 // quarters of the time ctx has left.
-func httpGetCRL(ctx context.Context, url string, roots *x509.CertPool) ([]byte, error) {
+func httpGetCRL(ctx context.Context, url string, trust fetchTrust) ([]byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Until(dl)*3/4)
 		defer cancel()
 	}
 	tr := &http.Transport{
-		Proxy:           http.ProxyFromEnvironment,
-		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		Proxy: http.ProxyFromEnvironment,
+		//nolint:gosec // insecure only with --insecure-skip-verify; the CRL's signature is still verified
+		TLSClientConfig: &tls.Config{RootCAs: trust.roots, InsecureSkipVerify: trust.insecure, MinVersion: tls.VersionTLS12},
 	}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -1,6 +1,7 @@
 package diagnose_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
@@ -131,5 +132,66 @@ func TestRevokedServerGetsNoClientCert(t *testing.T) {
 	expect(t, r, diagnose.CodeRevoked)
 	if r.ClientCertSent {
 		t.Error("client certificate sent to a revoked server")
+	}
+}
+
+// httpsCRLServer serves crl over TLS with cert, as a coordinator's public
+// port serves its CRL.
+func httpsCRLServer(t *testing.T, cert tls.Certificate, crl []byte) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/pkix-crl")
+		_, _ = w.Write(crl)
+	}))
+	srv.TLS = publicConfig(cert)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/v1/crl"
+}
+
+// TestCRLFetchUsesTheCheckTrust: the CRL named by the server's certificate
+// is fetched over https with the trust the server itself was checked with:
+// the --ca roots, the pinned certificate alone, or (insecure) none. Before,
+// the fetch always used the system roots, so a check with only --pin or
+// with --insecure-skip-verify answered revocation_unavailable.
+func TestCRLFetchUsesTheCheckTrust(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	empty, err := pki.CreateCRL(f.ca.Issuing, nil, 1, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := httpsCRLServer(t, f.server, empty)
+	strangerCert, _ := f.other.Leaf(t, pki.RoleCoordinator, "c1")
+	impostor := httpsCRLServer(t, strangerCert, empty)
+	issuingPin := pki.SPKIPin(f.ca.Issuing.Cert)
+
+	tests := []struct {
+		name        string
+		cdp         string
+		opts        diagnose.Options
+		want        diagnose.Code
+		wantChecked bool
+		inMsg       []string
+	}{
+		{name: "with --ca", cdp: good, opts: diagnose.Options{Roots: f.roots()}, want: diagnose.CodeOK, wantChecked: true},
+		{name: "with a pin alone", cdp: good, opts: diagnose.Options{Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeOK, wantChecked: true},
+		{name: "a pin alone does not trust another CRL server", cdp: impostor, opts: diagnose.Options{Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeRevocationUnavailable,
+			inMsg: []string{"unknown_authority"}},
+		{name: "insecure", cdp: good, opts: diagnose.Options{InsecureSkipVerify: true}, want: diagnose.CodeOK, wantChecked: true,
+			inMsg: []string{"without verifying that server (--insecure-skip-verify)"}},
+		{name: "insecure with a pin", cdp: good, opts: diagnose.Options{InsecureSkipVerify: true, Pins: []pki.Pin{issuingPin}}, want: diagnose.CodeOK, wantChecked: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cert := f.issue(t, func(c *x509.Certificate) { c.CRLDistributionPoints = []string{tc.cdp} })
+			addr, _ := tlsServer(t, publicConfig(cert))
+			tc.opts.Address = addr
+			r := check(t, tc.opts)
+			expect(t, r, tc.want, tc.inMsg...)
+			if r.RevocationChecked != tc.wantChecked {
+				t.Errorf("RevocationChecked = %v, want %v", r.RevocationChecked, tc.wantChecked)
+			}
+		})
 	}
 }

@@ -60,20 +60,50 @@ func sanStrings(c *x509.Certificate) []string {
 // the way, so that a failure can be understood without a second tool.
 type Report struct {
 	Verdict
-	Address           string     `json:"address"`
-	ServerName        string     `json:"server_name,omitempty"`
-	TLSVersion        string     `json:"tls_version,omitempty"`
-	Cipher            string     `json:"cipher,omitempty"`
-	KeyExchange       string     `json:"key_exchange,omitempty"` // e.g. X25519MLKEM768
-	Chain             []CertInfo `json:"chain"`                  // as presented, leaf first
-	ClientCertAsked   bool       `json:"client_cert_asked"`
-	ClientCertSent    bool       `json:"client_cert_sent"`
-	RevocationChecked bool       `json:"revocation_checked"`
-	Insecure          bool       `json:"insecure"` // chain and name were not verified
-	Details           []string   `json:"details,omitempty"`
+	Address         string     `json:"address"`
+	ServerName      string     `json:"server_name,omitempty"`
+	TLSVersion      string     `json:"tls_version,omitempty"`
+	Cipher          string     `json:"cipher,omitempty"`
+	KeyExchange     string     `json:"key_exchange,omitempty"` // e.g. X25519MLKEM768
+	Chain           []CertInfo `json:"chain"`                  // as presented, leaf first
+	ClientCertAsked bool       `json:"client_cert_asked"`
+	ClientCertSent  bool       `json:"client_cert_sent"`
+	// ClientCert is the client certificate's fate in one word: sent,
+	// asked_none_sent, not_asked, or not_reached when the check stopped the
+	// handshake (the server failed verification) before the server's
+	// request, if any, was acted on. Empty when there was no handshake.
+	ClientCert        string   `json:"client_cert,omitempty"`
+	RevocationChecked bool     `json:"revocation_checked"`
+	Insecure          bool     `json:"insecure"` // chain and name were not verified
+	Details           []string `json:"details,omitempty"`
 	// Presented is the chain as parsed certificates, in the order of Chain,
 	// for callers that act on it (`ward check --trust`); JSON shows Chain.
 	Presented []*x509.Certificate `json:"-"`
+}
+
+// Values of Report.ClientCert.
+const (
+	ClientCertSent       = "sent"
+	ClientCertNoneSent   = "asked_none_sent"
+	ClientCertNotAsked   = "not_asked"
+	ClientCertNotReached = "not_reached"
+)
+
+// setClientCert fills ClientCert from the booleans; stopped says the
+// check aborted the handshake at server verification.
+func (r *Report) setClientCert(stopped bool) {
+	switch {
+	case r.TLSVersion == "":
+		r.ClientCert = ""
+	case r.ClientCertSent:
+		r.ClientCert = ClientCertSent
+	case r.ClientCertAsked:
+		r.ClientCert = ClientCertNoneSent
+	case stopped:
+		r.ClientCert = ClientCertNotReached
+	default:
+		r.ClientCert = ClientCertNotAsked
+	}
 }
 
 func (r *Report) addDetail(format string, args ...any) {
@@ -99,11 +129,13 @@ func (r *Report) WriteText(w io.Writer) {
 		row("key exchange", r.KeyExchange)
 	}
 	if r.TLSVersion != "" {
-		switch {
-		case r.ClientCertSent:
+		switch r.ClientCert {
+		case ClientCertSent:
 			row("client cert", "sent")
-		case r.ClientCertAsked:
+		case ClientCertNoneSent:
 			row("client cert", "asked for, none sent")
+		case ClientCertNotReached:
+			row("client cert", "not reached (the check stopped at the server's certificate)")
 		default:
 			row("client cert", "not asked for")
 		}

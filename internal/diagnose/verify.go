@@ -72,20 +72,41 @@ func (c *check) verifyChain(chain []*x509.Certificate) ([]Verdict, [][]*x509.Cer
 		return found, nil
 	}
 
+	// The trust anchors: the --ca roots; without them, a presented
+	// certificate that a pin names (as an agent's join trusts the CA pin
+	// in its join string); without either, the system roots.
+	roots, anchors := c.o.Roots, rootsCA
+	if roots == nil && len(c.o.Pins) > 0 {
+		anchor, ok := pki.MatchAny(c.o.Pins, chain)
+		if !ok {
+			// Nothing presented is pinned, so nothing is trusted: that is
+			// the verdict, whatever the system roots would say.
+			return []Verdict{c.pinVerdict(chain, nil)}, nil
+		}
+		roots, anchors = x509.NewCertPool(), rootsPinned
+		roots.AddCert(anchor)
+		c.report.addDetail("trust anchor: the pinned certificate %q (no --ca given, so the pin alone is trusted)", anchor.Subject)
+	} else if roots == nil {
+		anchors = rootsSystem
+	}
+	c.mu.Lock()
+	c.trust = roots
+	c.mu.Unlock()
+
 	validity := validityVerdict(chain, now, c.target())
 	if validity != nil {
 		found = append(found, *validity)
 	}
-	verified, err := verifyAt(chain, c.o.Roots, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, now, validity != nil)
+	verified, err := verifyAt(chain, roots, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, now, validity != nil)
 	if err != nil {
-		if v, ok := chainVerdict(err, chain, c.o.Roots != nil, now, c.target()); ok {
+		if v, ok := chainVerdict(err, chain, anchors, now, c.target()); ok {
 			found = append(found, v)
 		}
 	}
 	if err := leaf.VerifyHostname(c.o.ServerName); err != nil {
 		found = append(found, nameVerdict(leaf, c.o.ServerName, c.target()))
 	}
-	if len(c.o.Pins) > 0 {
+	if len(c.o.Pins) > 0 && anchors != rootsPinned {
 		all := append([]*x509.Certificate(nil), chain...)
 		for _, vc := range verified {
 			all = append(all, vc...)
@@ -95,6 +116,25 @@ func (c *check) verifyChain(chain []*x509.Certificate) ([]Verdict, [][]*x509.Cer
 		}
 	}
 	return found, verified
+}
+
+// rootsKind says where a chain's trust anchors came from, for messages.
+type rootsKind int
+
+const (
+	rootsSystem rootsKind = iota // this system's trusted roots
+	rootsCA                      // --ca
+	rootsPinned                  // the pinned certificate, with no --ca
+)
+
+func (k rootsKind) String() string {
+	switch k {
+	case rootsCA:
+		return "the roots given with --ca"
+	case rootsPinned:
+		return "the pinned certificate"
+	}
+	return "this system's trusted roots"
 }
 
 // pinnedChain is the insecure mode's only check: a presented certificate
@@ -205,14 +245,11 @@ func insideWindows(chain []*x509.Certificate, now time.Time) time.Time {
 
 // chainVerdict explains a chain-verification error. It reports false when
 // the error only repeats a presented certificate's validity problem, which
-// validityVerdict has already reported. rootsGiven says whether the roots
-// came with --ca rather than from the system.
-func chainVerdict(err error, chain []*x509.Certificate, rootsGiven bool, now time.Time, t target) (Verdict, bool) {
+// validityVerdict has already reported. anchors says where the roots came
+// from.
+func chainVerdict(err error, chain []*x509.Certificate, anchors rootsKind, now time.Time, t target) (Verdict, bool) {
 	top := chain[len(chain)-1]
-	roots := "the roots given with --ca"
-	if !rootsGiven {
-		roots = "this system's trusted roots"
-	}
+	roots := anchors.String()
 	reissue := "reissue the server's certificate from the cluster CA"
 	if t.isFile() {
 		reissue = "reissue the certificate from the cluster CA"
@@ -305,8 +342,12 @@ func (c *check) pinVerdict(chain []*x509.Certificate, verified [][]*x509.Certifi
 	if top := chain[len(chain)-1]; len(verified) == 0 && !bytes.Equal(top.RawIssuer, top.RawSubject) {
 		c.report.addDetail("the server does not send its root (%q): a pin on that root matches only when the root comes with --ca", top.Issuer)
 	}
+	var has []string
+	for i, cert := range chain {
+		has = append(has, fmt.Sprintf("[%d] %q %s, cert-sha256:%s", i, cert.Subject.CommonName, pki.SPKIPin(cert), pki.Fingerprint(cert)))
+	}
 	return Verdict{CodePinMismatch,
-		fmt.Sprintf("no certificate in the chain of %s matches the pin(s) given (expected %s; the server's certificate has %s)", c.o.Address, strings.Join(exp, " or "), pki.SPKIPin(chain[0])),
+		fmt.Sprintf("no certificate in the chain of %s matches the pin(s) given (expected %s; the chain it presented has %s)", c.o.Address, strings.Join(exp, " or "), strings.Join(has, "; ")),
 		"compare the pin with `ward ca pin` run on the coordinator; if the cluster CA was rotated, get the new pin or join string; if it does not match, you may be talking to another server"}
 }
 
