@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"slices"
 	"time"
@@ -48,6 +49,11 @@ func (g *globals) client() (*client, error) {
 		var ae *api.Error
 		if errors.As(err, &ae) {
 			return nil, err
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, api.Errorf(api.CodeFailedPrecondition,
+				"start a coordinator (or `ward dev`) and run the `export WARD_CONTEXT=...` line it prints, or pass --context FILE",
+				"there is no CLI context at %s (the path came from %s)", path, source)
 		}
 		return nil, api.Errorf(api.CodeFailedPrecondition,
 			"start a coordinator (or `ward dev`) and run the `export WARD_CONTEXT=...` line it prints, or pass --context FILE",

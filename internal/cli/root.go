@@ -69,7 +69,44 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 		newCACmd(g), newMigrateCmd(g), newDoctorCmd(g), newAuditCmd(g), newVersionCmd(g), newReaperCmd(),
 		newCheckCmd(g), newCertCmd(g), newEtcdCmd(g),
 	)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (ward, ward job, ward
+// node, ...) fail on an unknown subcommand with exit 1 and the closest
+// names, instead of printing its help and exiting 0. Without a subcommand a
+// group still prints its help.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		return unknownSubcommand(c, args[0])
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+}
+
+// unknownSubcommand is the error for `ward GROUP NAME` when GROUP has no
+// subcommand NAME.
+func unknownSubcommand(group *cobra.Command, name string) error {
+	fix := fmt.Sprintf("`%s --help` lists the commands", group.CommandPath())
+	if group.SuggestionsMinimumDistance <= 0 {
+		group.SuggestionsMinimumDistance = 2 // as cobra does for the root
+	}
+	if s := group.SuggestionsFor(name); len(s) > 0 {
+		for i := range s {
+			s[i] = "`" + group.CommandPath() + " " + s[i] + "`"
+		}
+		fix = "did you mean " + strings.Join(s, " or ") + "? " + fix
+	}
+	return api.Errorf(api.CodeInvalidArgument, fix, "unknown command %q for %q", name, group.CommandPath())
 }
 
 // Execute runs the command tree with args and returns the exit code.

@@ -5,6 +5,7 @@
 package identity
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -99,6 +100,9 @@ func WriteSecret(path string, data []byte) error { return WriteFileAtomic(path, 
 // naming the file and the chmod that fixes it.
 func CheckSecretPerms(path string) error {
 	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s does not exist: %w", path, fs.ErrNotExist)
+	}
 	if err != nil {
 		return fmt.Errorf("check permissions of %s: %w", path, err)
 	}
