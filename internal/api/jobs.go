@@ -112,6 +112,13 @@ type CancelRequest struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// CancelResult answers a cancel: the job as it is now. Canceling a job that
+// already ended changes nothing and is not an error: AlreadyEnded says so.
+type CancelResult struct {
+	Job
+	AlreadyEnded bool `json:"already_ended,omitempty"`
+}
+
 // LogChunk is one piece of task output. A log stream is JSON lines of these;
 // the last line of a followed stream has End set and the job's final state.
 type LogChunk struct {

@@ -291,9 +291,13 @@ func newJobCmd(g *globals) *cobra.Command {
 		Short: "Cancel a job: queued tasks end, running ones are killed with their process group",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, printed, err := call[api.Job](cmd, g, "POST", "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", api.CancelRequest{Reason: reason})
+			j, printed, err := call[api.CancelResult](cmd, g, "POST", "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", api.CancelRequest{Reason: reason})
 			if err != nil || printed {
 				return err
+			}
+			if j.AlreadyEnded {
+				fmt.Fprintf(g.stdout, "Job %s already ended (%s at %s): nothing to cancel.\n", j.ID, j.State, ts(j.Finished))
+				return nil
 			}
 			fmt.Fprintf(g.stdout, "Job %s: cancel requested (%s).\n", j.ID, j.CancelReason)
 			return nil

@@ -250,6 +250,11 @@ func (c *Coordinator) Audit(ctx context.Context, p authz.Principal, f api.AuditF
 	if err := c.allow(p, authz.Read); err != nil {
 		return nil, 0, err
 	}
+	if f.Type != "" && !audit.ValidFilter(f.Type) {
+		return nil, 0, api.Errorf(api.CodeInvalidArgument,
+			fmt.Sprintf("use one of the types %s, or a family: %s", strings.Join(audit.Types, ", "), strings.Join(audit.Families(), ", ")),
+			"--type %q is not an audit event type", f.Type)
+	}
 	file, err := os.Open(c.audit.Path())
 	if err != nil {
 		return nil, 0, err
@@ -261,7 +266,7 @@ func (c *Coordinator) Audit(ctx context.Context, p authz.Principal, f api.AuditF
 	}
 	kept := events[:0]
 	for _, e := range events {
-		if f.Type != "" && e.Type != f.Type && !strings.HasPrefix(e.Type, f.Type+".") {
+		if f.Type != "" && !audit.Matches(e.Type, f.Type) {
 			continue
 		}
 		if !f.Until.IsZero() && !e.Time.Before(f.Until) {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -265,8 +266,21 @@ func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, p aut
 	if err := readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
-	return reply[api.Job](w)(c.CancelJob(r.Context(), p, r.PathValue("id"), req.Reason))
+	j, err := c.CancelJob(r.Context(), p, r.PathValue("id"), req.Reason)
+	if errors.Is(err, ErrJobEnded) {
+		// Canceling is idempotent over the API: the job is already where a
+		// cancel would take it, and the answer says so.
+		return writeJSON(w, http.StatusOK, api.CancelResult{Job: j, AlreadyEnded: true})
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, api.CancelResult{Job: j})
 }
+
+// ErrJobEnded is the cause of CancelJob's error for a job that already
+// ended; CancelJob then also returns the job as it ended.
+var ErrJobEnded = errors.New("the job already ended")
 
 // CancelJob ends a job: its waiting tasks never start and its running
 // ones are stopped, with the reason recorded.
@@ -285,8 +299,9 @@ func (c *Coordinator) CancelJob(ctx context.Context, p authz.Principal, id, why 
 		return api.Job{}, err
 	}
 	if j.Terminal() {
+		out := jobAPI(j)
 		c.mu.Unlock()
-		return api.Job{}, api.Errorf(api.CodeFailedPrecondition, "nothing to do", "job %s already ended (%s)", j.ID, j.State)
+		return out, api.Errorf(api.CodeFailedPrecondition, "nothing to cancel", "job %s already ended (%s)", j.ID, j.State).WithCause(ErrJobEnded)
 	}
 	kill := c.cl.Cancel(j, reason, c.now())
 	ch := c.changesLocked()
