@@ -37,7 +37,7 @@ saved in the CLI context is written, with a note.
   der  one DER .cer file per root: FILE, then FILE's name with .2, .3 ...
        before the extension (ca.cer, ca.2.cer); standard output only with one root
   p12  a PKCS#12 trust store that Java's keytool and TrustManagers read
-       (keytool -list -storetype PKCS12 -keystore FILE); needs --password`,
+       (keytool -list -storetype PKCS12 -keystore FILE); needs --password-file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCAExport(cmd.Context(), g, format, password, passwordFile, out)
@@ -45,8 +45,7 @@ saved in the CLI context is written, with a note.
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&format, "format", "pem", "pem, der or p12")
-	fl.StringVar(&password, "password", "", "password of the PKCS#12 trust store (required for p12)")
-	fl.StringVar(&passwordFile, "password-file", "", "read the PKCS#12 password from this file")
+	bindPassword(fl, g.stderr, &password, &passwordFile, "the PKCS#12 trust store (required for p12)")
 	fl.StringVar(&out, "out", "", "write to this file instead of standard output")
 	return cmd
 }
@@ -79,7 +78,7 @@ func runCAExport(ctx context.Context, g *globals, format, password, passwordFile
 		return err
 	}
 	if format == "p12" && password == "" {
-		return api.Errorf(api.CodeInvalidArgument, "pass --password P (or --password-file F); keytool then takes the same with -storepass",
+		return api.Errorf(api.CodeInvalidArgument, "pass --password-file F; keytool then takes the same password with -storepass",
 			"--format p12 needs a password: the PKCS#12 trust store is protected with it")
 	}
 	if g.json() && out == "" {

@@ -262,7 +262,7 @@ func importError(flag, path string, err error) error {
 	fix := certFileFix(err)
 	switch {
 	case errors.Is(err, pki.ErrWrongPassword):
-		fix = "give the PKCS#12 file's password with --password P or --password-file F (an empty password is also a password)"
+		fix = "give the PKCS#12 file's password with --password-file F (an empty password is also a password)"
 	case errors.Is(err, pki.ErrNoKey):
 		fix = "give the file that holds the CA's private key"
 	case errors.Is(err, pki.ErrNoCertificate):
@@ -283,7 +283,7 @@ func newCAImportCmd(g *globals) *cobra.Command {
 		Long: `Install a CA you bring into a coordinator's data directory, before its first start.
 Run it on the coordinator's host while the coordinator is stopped.
 
---cert takes PEM, DER or PKCS#12 (.pfx/.p12, opened with --password or
+--cert takes PEM, DER or PKCS#12 (.pfx/.p12, opened with
 --password-file). The key comes from the same file or from --key. The
 certificate must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign),
 valid now, with a key Ward accepts (ECDSA P-256/P-384/P-521, Ed25519, RSA
@@ -312,8 +312,7 @@ stop working (the coordinator writes a new admin context).
 	fl.StringVar(&f.data, "data", "", "the coordinator's data directory (required; the coordinator must be stopped)")
 	fl.StringVar(&f.cert, "cert", "", "the CA certificate: PEM, DER or PKCS#12 (required)")
 	fl.StringVar(&f.key, "key", "", "the CA's private key, when not in --cert: PEM, DER or PKCS#12")
-	fl.StringVar(&f.password, "password", "", "password of a PKCS#12 file")
-	fl.StringVar(&f.passwordFile, "password-file", "", "read the PKCS#12 password from this file")
+	bindPassword(fl, g.stderr, &f.password, &f.passwordFile, "a PKCS#12 file")
 	fl.StringVar(&f.chain, "chain", "", "the root CA certificate that signed an issuing CA (PEM, DER or PKCS#12)")
 	fl.StringVar(&f.passphraseFile, "passphrase-file", "", "encrypt the CA keys written with the passphrase in this file (mode 0600)")
 	fl.StringVar(&f.cluster, "cluster", config.CoordinatorDefaults().Cluster, "the cluster name the coordinator runs with (its --cluster)")

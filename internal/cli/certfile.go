@@ -31,7 +31,7 @@ func newCertCmd(g *globals) *cobra.Command {
 }
 
 func newCertInspectCmd(g *globals) *cobra.Command {
-	var password string
+	var password, passwordFile string
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
 		Short: "Show what a PEM, DER or PKCS#12 certificate file holds",
@@ -42,7 +42,11 @@ fingerprint and SPKI pin; then whether the file holds a private key and
 whether it matches. The format is detected from the content.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, err := inspectFile(args[0], password, time.Now())
+			pw, err := readPassword(password, passwordFile)
+			if err != nil {
+				return err
+			}
+			out, err := inspectFile(args[0], pw, time.Now())
 			if err != nil {
 				return err
 			}
@@ -53,7 +57,7 @@ whether it matches. The format is detected from the content.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&password, "password", "", "password of a PKCS#12 file (default: empty)")
+	bindPassword(cmd.Flags(), g.stderr, &password, &passwordFile, "a PKCS#12 file")
 	return cmd
 }
 
@@ -327,12 +331,12 @@ only when the verdict is ok.`,
 	fl.StringVar(&f.ca, "ca", "", "trusted roots: a PEM, DER or PKCS#12 file (default: the system roots)")
 	fl.StringVar(&f.name, "name", "", "a DNS name or IP address the certificate must cover")
 	fl.StringVar(&f.crl, "crl", "", "CRL file (DER or PEM) or http(s) URL (default: the certificate's CRL distribution points)")
-	fl.StringVar(&f.password, "password", "", "password of a PKCS#12 FILE or --ca file (default: empty)")
+	bindPassword(fl, g.stderr, &f.password, &f.passwordFile, "a PKCS#12 FILE or --ca file")
 	return cmd
 }
 
 type verifyFlags struct {
-	ca, name, crl, password string
+	ca, name, crl, password, passwordFile string
 }
 
 // Results of one verification step.
@@ -386,6 +390,13 @@ func verifyFile(ctx context.Context, path string, f verifyFlags, clock func() ti
 	now := clock()
 	out := &verifyOutput{File: path, Clock: now, Steps: []verifyStep{}, Chain: []diagnose.CertInfo{}}
 	opts := diagnose.ChainOptions{Now: func() time.Time { return now }, Source: path}
+	pw, err := readPassword(f.password, f.passwordFile)
+	if err != nil {
+		ae := api.AsError(err)
+		out.Verdict = diagnose.Verdict{Code: diagnose.CodeInvalidOptions, Message: ae.Message, Fix: ae.Fix}
+		return out
+	}
+	f.password = pw
 	if f.ca != "" {
 		cf, bad := readCertFlag("--ca", f.ca, f.password)
 		if bad != nil {
@@ -610,7 +621,7 @@ func certFileFix(err error) string {
 	case errors.Is(err, os.ErrPermission):
 		return "run as a user who may read the file"
 	case errors.Is(err, pki.ErrWrongPassword):
-		return "pass the file's password with --password"
+		return "pass the file's password with --password-file FILE"
 	case errors.Is(err, pki.ErrTruncated):
 		return "copy the file again, in binary mode, and check that it is complete"
 	case errors.Is(err, pki.ErrKeyMismatch):

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/identity"
@@ -24,13 +25,14 @@ import (
 
 // checkFlags are `ward check`'s flags: everything the connection uses.
 type checkFlags struct {
-	ca, cert, key, password string
-	pins                    []string
-	serverName, minTLS      string
-	insecure                bool
-	timeout                 time.Duration
-	crl                     string
-	trust, yes              bool
+	ca, cert, key          string
+	password, passwordFile string
+	pins                   []string
+	serverName, minTLS     string
+	insecure               bool
+	timeout                time.Duration
+	crl                    string
+	trust, yes, useContext bool
 }
 
 func newCheckCmd(g *globals) *cobra.Command {
@@ -39,20 +41,50 @@ func newCheckCmd(g *globals) *cobra.Command {
 		Use:   "check ADDRESS",
 		Short: "Try a TLS connection with exactly the flags given and explain the outcome",
 		Long: `Connects to ADDRESS (host:port) using only the flags given, never the saved
-CLI context, and prints what it saw: TLS version, cipher, key exchange and
-the chain with each certificate's names, validity, SHA-256 fingerprint and
-SPKI pin. Then one verdict: a stable code, what happened in plain words and
-the fix. It exits 0 only when the verdict is ok.
+CLI context unless --use-context says so, and prints what it saw: TLS
+version, cipher, key exchange and the chain with each certificate's names,
+validity, SHA-256 fingerprint and SPKI pin. Then one verdict: a stable code,
+what happened in plain words and the fix. It exits 0 only when the verdict
+is ok.
+
+Trust comes from --ca (roots), or from --pin alone: without --ca, a
+presented certificate that a pin names is the trust anchor, as for an
+agent's join. With both, the chain must lead to a --ca root and match a pin.
+The CRL fetched during the check is fetched with the same trust.
+
+--use-context checks as every other command connects: the context's trust
+bundle, pins and client certificate, and its coordinator when no ADDRESS is
+given. Flags given next to it override the context.
 
 With --trust, when the verdict is unknown_authority, it shows the presented
 root's fingerprint and pin and, once confirmed, adds that root to the trust
-bundle of the CLI context (--context, $WARD_CONTEXT, ~/.ward/context).`,
+bundle of the CLI context (--context, $WARD_CONTEXT, ~/.ward/context), so
+the CLI trusts the server. It then prints the two commands that check the
+server with the new trust: with --use-context, and with --pin alone.`,
 		Example: `  ward check coordinator.example:7443 --ca ca.pem --cert me.crt --key me.key
   ward check coordinator.example:8443 --pin sha256:3f2a...
+  ward check --use-context
   ward check coordinator.example:7443 --trust`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runCheck(cmd, g, args[0], f)
+			var ct *contextTrust
+			if f.useContext {
+				var err error
+				if ct, err = loadContextTrust(g); err != nil {
+					return err
+				}
+			}
+			addr := ""
+			switch {
+			case len(args) == 1:
+				addr = args[0]
+			case ct != nil:
+				addr = ct.server
+			default:
+				return api.Errorf(api.CodeInvalidArgument, "give the address to check, e.g. `ward check coordinator.example:7443`, or --use-context to check the CLI context's coordinator",
+					"ward check needs an ADDRESS (host:port)")
+			}
+			return runCheck(cmd, g, addr, f, ct)
 		},
 	}
 	fl := cmd.Flags()
@@ -60,7 +92,7 @@ bundle of the CLI context (--context, $WARD_CONTEXT, ~/.ward/context).`,
 	fl.StringArrayVar(&f.pins, "pin", nil, "expected pin, sha256:<SPKI hash>, cert-sha256:<thumbprint> or sha1:<thumbprint>; repeatable, any match passes")
 	fl.StringVar(&f.cert, "cert", "", "client certificate: PEM or DER (with --key), or PKCS#12 holding the key too")
 	fl.StringVar(&f.key, "key", "", "private key of --cert (PEM or DER)")
-	fl.StringVar(&f.password, "password", "", "password of a PKCS#12 file given to --cert or --ca (default: empty)")
+	bindPassword(fl, g.stderr, &f.password, &f.passwordFile, "a PKCS#12 file given to --cert or --ca")
 	fl.StringVar(&f.serverName, "server-name", "", "the name the server's certificate must cover (default: the host of ADDRESS)")
 	fl.StringVar(&f.minTLS, "min-tls", "1.3", "lowest TLS version offered: 1.3 or 1.2")
 	fl.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the chain and name (pins still apply); the verdict says so")
@@ -68,7 +100,33 @@ bundle of the CLI context (--context, $WARD_CONTEXT, ~/.ward/context).`,
 	fl.StringVar(&f.crl, "crl", "", "CRL file (DER or PEM) or http(s) URL (default: the server certificate's CRL distribution points)")
 	fl.BoolVar(&f.trust, "trust", false, "on verdict unknown_authority, add the presented root CA to the CLI context's trust bundle")
 	fl.BoolVar(&f.yes, "yes", false, "with --trust: do not ask for confirmation")
+	fl.BoolVar(&f.useContext, "use-context", false, "take the trust bundle, pins, client certificate and (without ADDRESS) the address from the CLI context, as every other command does; flags given override them")
 	return cmd
+}
+
+// contextTrust is what --use-context takes from the CLI context.
+type contextTrust struct {
+	path   string
+	server string
+	roots  *x509.CertPool
+	pins   []pki.Pin
+	cert   *tls.Certificate
+}
+
+// loadContextTrust reads the CLI context for --use-context.
+func loadContextTrust(g *globals) (*contextTrust, error) {
+	path, source := config.ResolveContextPath(g.context)
+	ctx, err := config.LoadContext(path)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "fix the context, or drop --use-context and give the trust with --ca or --pin",
+			"--use-context: cannot use the CLI context %s (from %s): %v", path, source, err)
+	}
+	cred, bundle, pins, err := ctx.Credential()
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidArgument, "fix the context, or drop --use-context and give the trust with --ca or --pin",
+			"--use-context: the CLI context %s: %v", path, err)
+	}
+	return &contextTrust{path: path, server: ctx.Server, roots: bundle.Pool(), pins: pins, cert: cred.TLS()}, nil
 }
 
 // checkOutput is `ward check` output: the report, and what --trust did.
@@ -77,8 +135,8 @@ type checkOutput struct {
 	Trust *trustOutcome `json:"trust,omitempty"`
 }
 
-func runCheck(cmd *cobra.Command, g *globals, addr string, f checkFlags) error {
-	opts, bad := f.options(addr, g.stderr)
+func runCheck(cmd *cobra.Command, g *globals, addr string, f checkFlags, ct *contextTrust) error {
+	opts, bad := f.options(addr, g.stderr, ct)
 	var r *diagnose.Report
 	if bad != nil {
 		r = &diagnose.Report{Verdict: *bad, Address: addr, Chain: []diagnose.CertInfo{}}
@@ -124,11 +182,20 @@ func runCheck(cmd *cobra.Command, g *globals, addr string, f checkFlags) error {
 }
 
 // options turns the flags into diagnose.Options, or an invalid_options
-// verdict naming the flag at fault. Warnings go to warn.
-func (f checkFlags) options(addr string, warn io.Writer) (diagnose.Options, *diagnose.Verdict) {
+// verdict naming the flag at fault. With ct (--use-context), what the flags
+// leave open comes from the CLI context. Warnings go to warn.
+func (f checkFlags) options(addr string, warn io.Writer, ct *contextTrust) (diagnose.Options, *diagnose.Verdict) {
 	o := diagnose.Options{Address: addr, ServerName: f.serverName, InsecureSkipVerify: f.insecure, Timeout: f.timeout}
 	invalid := func(fix, format string, args ...any) (diagnose.Options, *diagnose.Verdict) {
 		return o, &diagnose.Verdict{Code: diagnose.CodeInvalidOptions, Message: fmt.Sprintf(format, args...), Fix: fix}
+	}
+	password, err := readPassword(f.password, f.passwordFile)
+	if err != nil {
+		return invalid(api.AsError(err).Fix, "%s", api.AsError(err).Message)
+	}
+	f.password = password
+	if ct != nil {
+		o.Roots, o.Pins, o.ClientCert = ct.roots, ct.pins, ct.cert
 	}
 	switch strings.TrimPrefix(strings.ToLower(f.minTLS), "tls") {
 	case "1.3", "":
@@ -242,6 +309,9 @@ type trustOutcome struct {
 	Notes          []string          `json:"notes,omitempty"`
 	Refused        string            `json:"refused,omitempty"`
 	Recheck        *diagnose.Verdict `json:"recheck,omitempty"`
+	// CheckWith are the commands that check the server with the new
+	// trust: through the context, and with flags alone.
+	CheckWith []string `json:"check_with,omitempty"`
 }
 
 // trustPresented implements --trust: it refuses unless the verdict is
@@ -349,9 +419,16 @@ func trustPresented(cmd *cobra.Command, g *globals, r *diagnose.Report, f checkF
 		}
 		fmt.Fprintf(w, "trusted: %s of %s\n", what, path)
 	}
+	// check never reads the context unless asked: say how to see what the
+	// CLI will now do, and which flags alone reproduce it.
+	t.CheckWith = []string{
+		fmt.Sprintf("ward check %s --use-context", r.Address),
+		fmt.Sprintf("ward check %s --pin %s", r.Address, pin),
+	}
+	fmt.Fprintf(w, "the CLI context now trusts this CA; ward check reads no context unless asked:\n  %s   (as the CLI connects)\n  %s   (the flags alone)\n", t.CheckWith[0], t.CheckWith[1])
 
 	// Check again as the context now will: with this CA as the root.
-	opts, bad := f.options(r.Address, io.Discard)
+	opts, bad := f.options(r.Address, io.Discard, nil)
 	if bad == nil {
 		opts.Roots = x509.NewCertPool()
 		opts.Roots.AddCert(top)

@@ -104,6 +104,39 @@ func TestCheckAgainstCoordinator(t *testing.T) {
 	t.Run("no CA", func(t *testing.T) {
 		out, errOut, code := checkWard(t, "", "check", c.cluster, "--cert", cert, "--key", key)
 		checkVerdict(t, "unknown_authority", out, errOut, code)
+		// The check stopped at the server's certificate: whether the server
+		// wants a client certificate is unknown, not "not asked for".
+		if !strings.Contains(out, "client cert:   not reached") {
+			t.Errorf("output:\n%s", out)
+		}
+	})
+	// A pin alone is enough when the chain leads to the pinned CA, as in an
+	// agent's join, and the CRL is fetched with the same trust.
+	t.Run("pin alone", func(t *testing.T) {
+		out, errOut, code := checkWard(t, "", "check", c.public, "--pin", rootPin)
+		checkVerdict(t, "ok", out, errOut, code)
+		if !strings.Contains(out, "revocation:    checked") || !strings.Contains(out, "verified up to the pinned certificate") {
+			t.Errorf("output:\n%s", out)
+		}
+		out, errOut, code = checkWard(t, "", "check", c.cluster, "--pin", rootPin, "--cert", cert, "--key", key)
+		checkVerdict(t, "ok", out, errOut, code)
+	})
+	t.Run("insecure still checks revocation", func(t *testing.T) {
+		out, errOut, code := checkWard(t, "", "check", c.public, "--insecure-skip-verify")
+		checkVerdict(t, "ok", out, errOut, code)
+		if !strings.Contains(out, "revocation:    checked") || !strings.Contains(out, "without verifying that server") {
+			t.Errorf("output:\n%s", out)
+		}
+	})
+	t.Run("use the context", func(t *testing.T) {
+		out, errOut, code := checkWard(t, "", "check", "--use-context", "--context", c.ctxPath)
+		checkVerdict(t, "ok", out, errOut, code)
+		if !strings.Contains(out, "address:       "+c.cluster) || !strings.Contains(out, "client cert:   sent") {
+			t.Errorf("output:\n%s", out)
+		}
+		// A flag given next to it wins over the context.
+		out, errOut, code = checkWard(t, "", "check", "--use-context", "--context", c.ctxPath, "--pin", "sha256:"+strings.Repeat("ab", 32))
+		checkVerdict(t, "pin_mismatch", out, errOut, code)
 	})
 	t.Run("wrong pin", func(t *testing.T) {
 		wrong := "sha256:" + strings.Repeat("ab", 32)
@@ -174,6 +207,17 @@ func TestCheckAgainstCoordinator(t *testing.T) {
 		if out, errOut, code := checkWard(t, "", "node", "ls", "--context", ctxPath); code != 0 {
 			t.Fatalf("node ls with the trusting context: exit %d\n%s\n%s", code, out, errOut)
 		}
+		// check and the context agree: --trust names the two ways to check
+		// with the new trust, and both pass.
+		for _, want := range []string{"ward check " + c.cluster + " --use-context", "ward check " + c.cluster + " --pin " + rootPin} {
+			if !strings.Contains(out, want) {
+				t.Errorf("--trust does not say %q:\n%s", want, out)
+			}
+		}
+		out, errOut, code = checkWard(t, "", "check", c.cluster, "--use-context", "--context", ctxPath)
+		checkVerdict(t, "ok", out, errOut, code)
+		out, errOut, code = checkWard(t, "", "check", c.cluster, "--pin", rootPin, "--cert", cert, "--key", key)
+		checkVerdict(t, "ok", out, errOut, code)
 	})
 	t.Run("trust refused for another verdict", func(t *testing.T) {
 		ctxPath := checkStrangerContext(t, admin)
@@ -243,9 +287,11 @@ func TestCertInspectPKCS12(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := checkWriteFile(t, t.TempDir(), "n1.p12", p12)
+	dir := t.TempDir()
+	file := checkWriteFile(t, dir, "n1.p12", p12)
+	pwFile := checkWriteFile(t, dir, "p12.pass", []byte("s3cret\n"))
 
-	out, errOut, code := checkWard(t, "", "cert", "inspect", file, "--password", "s3cret")
+	out, errOut, code := checkWard(t, "", "cert", "inspect", file, "--password-file", pwFile)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -256,7 +302,7 @@ func TestCertInspectPKCS12(t *testing.T) {
 		}
 	}
 
-	out, _, code = checkWard(t, "", "cert", "inspect", file, "--password", "s3cret", "-o", "json")
+	out, _, code = checkWard(t, "", "cert", "inspect", file, "--password-file", pwFile, "-o", "json")
 	var got struct {
 		Format       string `json:"format"`
 		Certificates []struct {
@@ -283,6 +329,10 @@ func TestCertInspectPKCS12(t *testing.T) {
 
 	if out, errOut, code := checkWard(t, "", "cert", "inspect", file, "--password", "wrong"); code != 1 || !strings.Contains(errOut, "password") {
 		t.Errorf("wrong password: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// --password still works, but says why --password-file is better.
+	if out, errOut, code := checkWard(t, "", "cert", "inspect", file, "--password", "s3cret"); code != 0 || !strings.Contains(errOut, "--password is deprecated") || !strings.Contains(errOut, "process list") {
+		t.Errorf("--password: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
 
