@@ -85,7 +85,7 @@ type TokenCreated struct {
 // Node is one agent as the coordinator sees it.
 type Node struct {
 	Name      string `json:"name"`
-	State     string `json:"state"` // ready, draining, disconnected, down, revoked
+	State     string `json:"state"` // ready, draining (running tasks finish), drained, disconnected, down, revoked
 	Slots     int    `json:"slots"`
 	UsedSlots int    `json:"used_slots"`
 	// AheadSlots is the slots of tasks assigned ahead: on the agent,
@@ -124,6 +124,9 @@ type DrainResult struct {
 	Drain     bool   `json:"drain"`
 	Requeued  *int   `json:"requeued,omitempty"`
 	Withdrawn *int   `json:"withdrawn,omitempty"`
+	// Running, after a drain without force, is how many tasks still run
+	// there: the node is draining until they finish, then drained.
+	Running *int `json:"running,omitempty"`
 }
 
 // RevokeResult says what a revocation did.

@@ -71,7 +71,15 @@ func nodeAction(cmd *cobra.Command, g *globals, node, action string, body any) e
 	if err != nil || printed {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "Node %s: %sed.", node, action)
+	running, _ := out["running"].(float64)
+	switch {
+	case action == "drain" && running > 0:
+		fmt.Fprintf(g.stdout, "Node %s: draining: it takes no new tasks, and its %d running task(s) finish first (`ward node ls` shows it drained once they have; --force requeues them now).", node, int(running))
+	case action == "drain":
+		fmt.Fprintf(g.stdout, "Node %s: drained: it takes no new tasks.", node)
+	default:
+		fmt.Fprintf(g.stdout, "Node %s: undrained: it takes tasks again.", node)
+	}
 	if n, ok := out["requeued"].(float64); ok && n > 0 {
 		fmt.Fprintf(g.stdout, " %d running task(s) stopped and requeued.", int(n))
 	}

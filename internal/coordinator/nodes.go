@@ -38,8 +38,10 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 		switch {
 		case rec.Revoked:
 			an.State = "revoked"
+		case s != nil && rec.Drain && n.Running() > 0:
+			an.State = "draining" // takes no new tasks; the running ones finish
 		case s != nil && rec.Drain:
-			an.State = "draining"
+			an.State = "drained"
 		case s != nil:
 			an.State = "ready"
 		case c.lostTimers[n.Name] != nil:
@@ -109,6 +111,10 @@ func (c *Coordinator) setDrain(name string, drain, force bool, p authz.Principal
 		return api.DrainResult{}, err
 	}
 	rec.Drain = drain
+	running := 0 // what still runs there after this call, besides what it stops
+	if n, ok := c.cl.Node(name); ok && drain && !force {
+		running = max(n.Running()-len(kill), 0)
+	}
 	ch := c.changesLocked()
 	ch.add(putJSON(nodeKey(name), rec))
 	reason := "node drained with --force by " + who.String()
@@ -145,6 +151,9 @@ func (c *Coordinator) setDrain(name string, drain, force bool, p authz.Principal
 		res.Requeued = &n // running attempts stopped
 	} else {
 		res.Withdrawn = &n // attempts assigned ahead, unless they started
+	}
+	if drain && !force {
+		res.Running = &running
 	}
 	return res, nil
 }

@@ -275,7 +275,7 @@ func (c *cluster) startAgent(name string, slots int, extra ...string) *proc {
 			c.t.Fatalf("agent %s exited: %s", name, p.stderrText())
 		}
 		n, ok := c.node(name)
-		return ok && n.State == "ready" || ok && n.State == "draining"
+		return ok && (n.State == "ready" || n.State == "draining" || n.State == "drained")
 	})
 	return p
 }

@@ -176,8 +176,10 @@ func TestCancelKillsProcessGroupAndDrain(t *testing.T) {
 	waitFor(t, 10*time.Second, "the whole process groups to die", func() bool { return pgrepCount(marker) == 0 })
 
 	// Drain: new work goes elsewhere; running work finishes.
-	c.mustWard("node", "drain", "a")
-	if n, _ := c.node("a"); n.State != "draining" || !n.Drain {
+	if out := c.mustWard("node", "drain", "a"); !strings.Contains(out, "Node a: drained: it takes no new tasks.") {
+		t.Fatalf("drain of an idle node: %s", out)
+	}
+	if n, _ := c.node("a"); n.State != "drained" || !n.Drain {
 		t.Fatalf("node a: %+v", n)
 	}
 	id = strings.TrimSpace(c.mustWard("submit", "--count", "4", "--", "true"))
@@ -188,10 +190,26 @@ func TestCancelKillsProcessGroupAndDrain(t *testing.T) {
 	}
 	c.mustWard("node", "undrain", "a")
 
+	// A drain while tasks run: draining until they finish, then drained.
+	id = strings.TrimSpace(c.mustWard("submit", "--count", "2", "--slots", "2", "--", "sleep", "2"))
+	waitFor(t, 10*time.Second, "both running", func() bool { return c.job(id).Counts[api.TaskRunning] == 2 })
+	out := c.mustWard("node", "drain", "a")
+	if !strings.Contains(out, "Node a: draining:") || !strings.Contains(out, "running task(s) finish first") {
+		t.Fatalf("drain with running tasks: %s", out)
+	}
+	if n, _ := c.node("a"); n.State != "draining" {
+		t.Fatalf("node a while its tasks run: %+v", n)
+	}
+	c.waitJob(id, 30*time.Second)
+	if n, _ := c.node("a"); n.State != "drained" {
+		t.Fatalf("node a after its tasks ended: %+v", n)
+	}
+	c.mustWard("node", "undrain", "a")
+
 	// A forced drain kills and requeues running tasks.
 	id = strings.TrimSpace(c.mustWard("submit", "--count", "2", "--slots", "2", "--", "sleep", "3"))
 	waitFor(t, 10*time.Second, "both running", func() bool { return c.job(id).Counts[api.TaskRunning] == 2 })
-	out := c.mustWard("node", "drain", "a", "--force")
+	out = c.mustWard("node", "drain", "a", "--force")
 	if !strings.Contains(out, "requeued") {
 		t.Fatalf("drain --force: %s", out)
 	}
