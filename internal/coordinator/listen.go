@@ -103,7 +103,7 @@ func (c *Coordinator) handleCluster(tc *tls.Conn) {
 	if cs.NegotiatedProtocol == transport.ALPNAgent {
 		if peer.ID.Role != pki.RoleAgent {
 			c.live.remove(serial, tc)
-			c.sendBye(tc, api.Errorf(api.CodePermissionDenied, "use an agent certificate (from `ward agent --join`) for agent sessions",
+			c.sendBye(tc, api.Errorf(api.CodePermissionDenied, "use an agent certificate (from `ward agent --join-file FILE`) for agent sessions",
 				"%s may not open an agent session: only agent certificates can", peer.ID))
 			return
 		}

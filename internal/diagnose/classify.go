@@ -91,8 +91,8 @@ func alertName(n uint8) string {
 var rejectedReasons = map[uint8][2]string{
 	alertBadCertificate:         {"the server refused it (Go servers send this when their own checks fail: wrong cluster, wrong role, revoked; the server's log names the reason)", "check the server's log line for this connection; `ward cert inspect` shows what the certificate names"},
 	alertUnsupportedCertificate: {"its type or key usage is not acceptable (for example, it lacks the clientAuth extended key usage)", "use a client certificate issued by Ward (agents and users get clientAuth certificates)"},
-	alertCertificateRevoked:     {"it is revoked", "it was revoked on purpose; get a new one (an agent rejoins with a new token; a user runs `ward login`)"},
-	alertCertificateExpired:     {"it has expired by the server's clock", "renew it (an agent renews by itself while connected; one offline past expiry heals within its grace window or rejoins; a user runs `ward login`), and check both clocks"},
+	alertCertificateRevoked:     {"it is revoked", "it was revoked on purpose; get a new one (an agent rejoins with a new token; a CLI user needs a renewed context: the coordinator renews its admin context at start)"},
+	alertCertificateExpired:     {"it has expired by the server's clock", "renew it (an agent renews by itself while connected; one offline past expiry heals within its grace window or rejoins; a CLI user needs a renewed context: the coordinator renews its admin context at start), and check both clocks"},
 	alertCertificateUnknown:     {"the server could not verify it", "use a certificate issued by this cluster's CA; the server's log names the reason"},
 	alertUnknownCA:              {"it is not signed by a CA the server trusts", "use a certificate issued by this cluster's CA (`ward cert inspect FILE` shows its issuer); a node of another cluster must join this one"},
 	alertAccessDenied:           {"the server's access control refused this identity", "use an identity allowed on this port; the server's log names the rule"},
@@ -386,7 +386,7 @@ func ServerSide(err error) Verdict {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "client didn't provide a certificate"), strings.Contains(msg, "presented no certificate"):
-		return Verdict{CodeClientCertRequired, "the client sent no certificate; this port requires one", "the client must present its Ward certificate: an agent gets one when it joins (`ward agent --join`); a user runs `ward login` or passes --cert/--key"}
+		return Verdict{CodeClientCertRequired, "the client sent no certificate; this port requires one", "the client must present its Ward certificate: an agent gets one when it joins (`ward agent --join-file FILE`); the CLI passes its context's certificate (or --cert/--key)"}
 	case strings.Contains(msg, "client offered only unsupported versions"):
 		return Verdict{CodeProtocolVersion, fmt.Sprintf("the client offered only %s, which this port does not allow", offeredVersions(msg)), "upgrade the client; if it can do TLS 1.2 and must stay, allow TLS 1.2 on this listener (--min-tls 1.2)"}
 	case strings.Contains(msg, "no cipher suite supported by both"), strings.Contains(msg, "no ECDHE curve supported by both"),
@@ -434,7 +434,7 @@ func clientChainVerdict(cve *tls.CertificateVerificationError) Verdict {
 			if now.Before(cie.Cert.NotBefore) {
 				return Verdict{CodeClientCertRejected, fmt.Sprintf("%s is not yet valid (%s)", who, when), "compare the clocks of client and server (both should use NTP)"}
 			}
-			return Verdict{CodeClientCertRejected, fmt.Sprintf("%s has expired (%s)", who, when), "the client must renew: an agent renews by itself while connected, and heals within its grace window or rejoins; a user runs `ward login`"}
+			return Verdict{CodeClientCertRejected, fmt.Sprintf("%s has expired (%s)", who, when), "the client must renew: an agent renews by itself while connected, and heals within its grace window or rejoins; a CLI user needs a renewed context: the coordinator renews its admin context at start"}
 		case x509.IncompatibleUsage:
 			return Verdict{CodeClientCertRejected, fmt.Sprintf("%s is not for client authentication (it lacks the clientAuth extended key usage)", who), "use a client certificate issued by Ward"}
 		}

@@ -128,7 +128,7 @@ func revocation(ctx context.Context, chain []*x509.Certificate, verified [][]*x5
 				}
 				fix := "the server must get a new certificate from the cluster CA; if nobody revoked it on purpose (`ward cert revoke`), check the audit log before trusting this server"
 				if t.isFile() {
-					fix = "its holder must get a new certificate (an agent rejoins with a new token, a user runs `ward login`); if nobody revoked it on purpose (`ward cert revoke`), check the audit log"
+					fix = "its holder must get a new certificate (an agent rejoins with a new token, a CLI user needs a renewed context: the coordinator renews its admin context at start); if nobody revoked it on purpose (`ward cert revoke`), check the audit log"
 				}
 				res.Verdict = &Verdict{CodeRevoked,
 					fmt.Sprintf("%s (serial %s, %q) was revoked at %s, reason %s, per the CRL at %s",

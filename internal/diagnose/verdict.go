@@ -118,7 +118,7 @@ func (v Verdict) APIError(cause error) *api.Error {
 // Fixes shared by several classifiers.
 const (
 	fixUnknownAuthority = "get the cluster CA with `ward ca export` and pass --ca, or pin it with --pin %s; `ward check --trust` adds it after you confirm the fingerprint"
-	fixClientRequired   = "pass --cert/--key (the CLI context has them); an agent gets its certificate when it joins with `ward agent --join`"
+	fixClientRequired   = "pass --cert and --key (the CLI context holds them: `ward check --use-context`); an agent gets its certificate when it joins (`ward agent --join-file FILE`)"
 	fixProtocolOld      = "the server allows only %s or older; upgrade it or, for a legacy peer only, pass --min-tls 1.2"
 	fixRefused          = "check the port (Ward's cluster port is 7443, the public port 8443) and that the service runs there (the coordinator logs one line per listener at start); a firewall that rejects also looks like this"
 	fixTimeout          = "check the host and port and any firewall between (one that drops packets looks like this); raise --timeout for a slow link"

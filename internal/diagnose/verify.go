@@ -192,7 +192,7 @@ func verifyAt(chain []*x509.Certificate, roots *x509.CertPool, usages []x509.Ext
 // Fixes for certificates outside their validity, for a server and for a file.
 const (
 	fixExpiredServer     = "renew the certificate on the server (Ward renews leaves by itself at two thirds of their life: check that the coordinator can reach its issuing CA); if the certificate is fine, this machine's clock is wrong: check it (`timedatectl`)"
-	fixExpiredFile       = "renew or reissue the certificate (Ward renews the leaves it issued by itself at two thirds of their life; a user runs `ward login`); if its dates are fine, this machine's clock is wrong: check it (`timedatectl`)"
+	fixExpiredFile       = "renew or reissue the certificate (Ward renews the leaves it issued by itself at two thirds of their life; a CLI user needs a renewed context: the coordinator renews its admin context at start); if its dates are fine, this machine's clock is wrong: check it (`timedatectl`)"
 	fixNotYetValidServer = "one of the two clocks is wrong: compare this machine's clock with the server's (`timedatectl`; both should use NTP); Ward backdates certificates by 5 minutes, so a larger skew shows up here"
 	fixNotYetValidFile   = "this machine's clock is behind, or the issuer's clock was ahead when it signed: compare both with NTP (`timedatectl`); Ward backdates certificates by 5 minutes, so a larger skew shows up here"
 )
