@@ -15,11 +15,13 @@ import (
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
+	"github.com/wardcluster/ward/internal/sched"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
 	var data, clusterAddr, publicAddr string
 	var agents, slots int
+	var labels map[string]string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a development cluster in one process: a coordinator and local agents",
@@ -37,7 +39,10 @@ Ctrl-C stops everything.`,
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			return runDev(ctx, g, abs, clusterAddr, publicAddr, agents, slots)
+			if slots < 1 {
+				return api.Errorf(api.CodeInvalidArgument, "use --slots 1 or more", "--slots %d: an agent needs at least one slot", slots)
+			}
+			return runDev(ctx, g, abs, clusterAddr, publicAddr, agents, slots, labels)
 		},
 	}
 	f := cmd.Flags()
@@ -46,10 +51,11 @@ Ctrl-C stops everything.`,
 	f.StringVar(&publicAddr, "public-addr", "127.0.0.1:8443", "public listener")
 	f.IntVar(&agents, "agents", 2, "local agents to run")
 	f.IntVar(&slots, "slots", runtime.NumCPU(), "slots per agent")
+	f.Var(labelsFlag{&labels}, "label", "label key=value on every local agent, for jobs' --label (repeatable)")
 	return cmd
 }
 
-func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr string, agents, slots int) error {
+func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr string, agents, slots int, labels map[string]string) error {
 	cfg := config.CoordinatorDefaults()
 	cfg.DataDir = filepath.Join(data, "coordinator")
 	cfg.ClusterAddr, cfg.PublicAddr = clusterAddr, publicAddr
@@ -76,7 +82,7 @@ func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr strin
 		name := fmt.Sprintf("dev-agent-%d", i)
 		acfg := config.AgentDefaults()
 		acfg.DataDir = filepath.Join(data, "agents", name)
-		acfg.Name, acfg.Slots = name, slots
+		acfg.Name, acfg.Slots, acfg.Labels = name, slots, labels
 		acfg.KillGrace = config.Duration(3 * time.Second)
 		var join string
 		if !agent.Joined(acfg.DataDir) {
@@ -93,7 +99,11 @@ func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr strin
 		wg.Add(1)
 		go func() { defer wg.Done(); a.Run(actx) }()
 	}
-	fmt.Fprintf(g.stderr, "\nWard dev cluster: coordinator on %s (public %s), %d agents, data in %s.\n", c.ClusterAddr(), c.PublicAddr(), agents, data)
+	described := fmt.Sprintf("%d agents with %d slots each", agents, slots)
+	if len(labels) > 0 {
+		described += " and labels " + sched.FormatLabels(labels)
+	}
+	fmt.Fprintf(g.stderr, "\nWard dev cluster: coordinator on %s (public %s), %s, data in %s.\n", c.ClusterAddr(), c.PublicAddr(), described, data)
 	fmt.Fprintf(g.stderr, "Point the CLI at it (in another shell), then try `ward node ls` and `ward run --count 4 -- echo task-{index}`:\n\n")
 	fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
 	fmt.Fprintf(g.stderr, "\nCtrl-C stops the cluster.\n")
