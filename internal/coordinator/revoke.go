@@ -155,7 +155,7 @@ func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason
 			n.Revoked, n.Connected = true, false
 		}
 		if s := c.sessions[node]; s != nil {
-			s.close()
+			s.closeFor("its node was revoked")
 			delete(c.sessions, node)
 		}
 		if t := c.lostTimers[node]; t != nil {

@@ -45,6 +45,8 @@ type session struct {
 
 	// replaced is set when a newer session of the same node closed this one.
 	replaced atomic.Bool
+	// closedFor is why the coordinator closed the session, if it did.
+	closedFor atomic.Pointer[string]
 
 	lastSeen  atomic.Int64 // unix nanos
 	skew      atomic.Int64 // agent clock minus coordinator clock, nanos
@@ -92,7 +94,7 @@ func (s *session) flush() {
 		s.wmu.Unlock()
 		s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if _, err := s.conn.Write(buf); err != nil {
-			s.close()
+			s.closeFor("writing to the agent failed: " + err.Error())
 			return
 		}
 	}
@@ -112,21 +114,26 @@ func (s *session) setReadDeadline() {
 
 // endReason says in words why the session's read failed.
 func (s *session) endReason(err error) string {
+	if why := s.closedFor.Load(); why != nil {
+		return *why
+	}
 	switch {
-	case s.replaced.Load():
-		return "replaced by a new session from the same agent"
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Sprintf("no frame from the agent for %s (3 heartbeat intervals of %s plus a grace)",
 			api.LivenessTimeout(time.Duration(s.interval.Load())), time.Duration(s.interval.Load()))
 	case errors.Is(err, io.EOF):
 		return "the agent closed the session"
-	case errors.Is(err, net.ErrClosed):
-		return "closed by the coordinator"
 	}
 	return err.Error()
 }
 
-func (s *session) close() {
+// close ends the session from the coordinator's side.
+func (s *session) close() { s.closeFor("closed by the coordinator") }
+
+// closeFor closes the session and keeps the first reason given, which is
+// how the session is said to have ended.
+func (s *session) closeFor(reason string) {
+	s.closedFor.CompareAndSwap(nil, &reason)
 	s.wmu.Lock()
 	s.closed = true
 	s.wbuf = nil
@@ -219,7 +226,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	if old := c.sessions[s.node]; old != nil {
 		c.log.Info("agent reconnected; closing its previous session", "node", s.node)
 		old.replaced.Store(true)
-		old.close()
+		old.closeFor("replaced by a new session from the same agent")
 	}
 	c.sessions[s.node] = s
 	c.sessionHistory(s.node).opened(now)
@@ -437,7 +444,7 @@ func (c *Coordinator) closeSessions(reason string) {
 	c.mu.Unlock()
 	for _, s := range all {
 		s.send(api.FrameBye, api.Bye{Reason: reason})
-		s.close()
+		s.closeFor(reason)
 	}
 }
 
