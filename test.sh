@@ -26,6 +26,13 @@ if ((${#need[@]})); then
 fi
 
 go version
+# go.mod and go.sum must be exactly what `go mod tidy` writes (a module the
+# code imports directly must not be marked indirect, and nothing unused may
+# linger). -diff changes nothing and fails with the difference.
+if ! go mod tidy -diff; then
+  echo "test.sh: go.mod/go.sum are not tidy: run \`go mod tidy\` and commit the result" >&2
+  exit 1
+fi
 go vet ./...
 # The etcd server the store, e2e and bench tests start (internal/store/etcd/
 # etcdtest) is built from this nested module; vetting it here fetches its
