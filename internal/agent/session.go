@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/buildinfo"
 )
 
 // session runs one stream to addr: hello with what runs and what finished
@@ -33,7 +34,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	host, _ := os.Hostname()
 	a.mu.Lock()
 	hello := api.Hello{
-		Version: api.SessionVersion, Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
+		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
 		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
 		Revocation: a.revocation.Load().(string),
 	}

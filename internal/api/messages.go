@@ -109,6 +109,9 @@ type Node struct {
 	ClockSkew  Duration  `json:"clock_skew"`
 	Drain      bool      `json:"drain"`
 	Joined     time.Time `json:"joined"`
+	// Version is the Ward version the agent reported when it last
+	// connected ("" before its first session).
+	Version string `json:"version,omitempty"`
 }
 
 // DrainRequest asks a node to take no new tasks; Force requeues running ones.
@@ -150,6 +153,21 @@ type Status struct {
 	Store        string    `json:"store,omitempty"`    // the store backend and where it is
 	CAExpiry     time.Time `json:"ca_expiry"`
 	CertExpiry   time.Time `json:"cert_expiry"`
+	// Coordinators lists every coordinator of the cluster with its
+	// version and build.
+	Coordinators []CoordinatorInfo `json:"coordinators"`
+	// AgentVersions counts the connected agents by the Ward version they
+	// run ("unknown" for agents too old to say); `ward node ls -o json`
+	// gives each agent's.
+	AgentVersions map[string]int `json:"agent_versions"`
+}
+
+// CoordinatorInfo is one coordinator's identity and build.
+type CoordinatorInfo struct {
+	ID        string `json:"id"`
+	Version   string `json:"version"`
+	Commit    string `json:"commit,omitempty"`
+	GoVersion string `json:"go_version"`
 }
 
 // RevokeRequest gives the reason recorded with a revocation: one of

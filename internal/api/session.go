@@ -130,7 +130,10 @@ type AttemptRef struct {
 // and which finished results it has not had acknowledged, so the
 // coordinator can reconcile in one step.
 type Hello struct {
-	Version            int               `json:"version"`
+	Version int `json:"version"`
+	// WardVersion is the agent's Ward release (buildinfo), shown in node
+	// lists and status, and compared with the coordinator's by doctor.
+	WardVersion        string            `json:"ward_version,omitempty"`
 	Slots              int               `json:"slots"`
 	Labels             map[string]string `json:"labels,omitempty"`
 	Hostname           string            `json:"hostname,omitempty"`

@@ -17,15 +17,12 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
-	"github.com/wardcluster/ward/internal/coordinator"
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/enroll"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
-
-func version() string { return coordinator.Version }
 
 // client calls the coordinator's API with the context's certificate,
 // verifying the server against the context's bundle and pins.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -12,12 +11,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/wardcluster/ward/internal/agent"
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/buildinfo"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
+	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/tpmkey"
 )
 
@@ -68,7 +68,7 @@ func (f labelsFlag) Type() string { return "key=value" }
 func newCoordinatorCmd(g *globals) *cobra.Command {
 	cfg := config.CoordinatorDefaults()
 	var file string
-	var validate bool
+	var validate, printCfg bool
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run a coordinator (head node): CA, scheduler, store and API",
@@ -77,29 +77,35 @@ CA, its own server certificate and an admin CLI context in --data, and prints
 the line that points the CLI at it. Later starts reuse everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			final := cfg
-			if file != "" {
-				fc, err := config.LoadCoordinator(file)
-				if err != nil {
+			final, fileKeys, err := effectiveConfig(cmd.Flags(), file, &cfg, config.LoadCoordinator)
+			if err != nil {
+				return err
+			}
+			verr := final.Validate()
+			if printCfg {
+				if err := printEffective(g, config.Effective(&final, fileKeys, cmd.Flags().Changed)); err != nil {
 					return err
 				}
-				final = mergeFlags(cmd.Flags(), fc, cfg)
 			}
-			if err := final.Validate(); err != nil {
-				return err
+			if verr != nil || printCfg {
+				return verr
 			}
 			if validate {
 				fmt.Fprintln(g.stdout, "configuration is valid")
 				return nil
 			}
+			recent := logging.NewRing(recentLogLines)
+			log, err := roleLogger(g, final.LogLevel, final.LogFormat, recent)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			return runCoordinator(ctx, g, final)
+			return runCoordinator(ctx, g, final, coordinator.Options{Logger: log, RecentLogs: recent})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&file, "config", "", "configuration file (JSON, version 1); flags override it")
-	f.BoolVar(&validate, "validate", false, "check the configuration and exit")
+	roleActionFlags(f, &file, &validate, &printCfg)
 	f.StringVar(&cfg.DataDir, "data", "", "data directory (CA, keys, store, audit log)")
 	f.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name (the trust domain in identities)")
 	f.StringVar(&cfg.ClusterAddr, "cluster-addr", cfg.ClusterAddr, "mTLS listener for agents, the CLI and the API")
@@ -129,80 +135,16 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "this coordinator's client certificate for etcd (PEM; `ward etcd certs` makes one)")
 	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "the key of --etcd-cert (PEM, 0600)")
 	f.BoolVar(&cfg.InsecureEtcdPlaintext, "insecure-etcd-plaintext", false, "INSECURE: talk to etcd in plaintext (no TLS, no authentication)")
+	f.Var(durationFlag{&cfg.PrefetchBelow}, "prefetch-below", "assign tasks ahead on busy nodes running only jobs whose tasks average less than this (0: off)")
+	f.StringVar(&cfg.ConnectionLogLevel, "connection-log-level", cfg.ConnectionLogLevel, "level of the per-connection and per-session log lines: debug keeps large clusters' journals quiet")
+	roleLogFlags(f, &cfg.LogLevel, &cfg.LogFormat)
 	return cmd
 }
 
-// mergeFlags returns the file's config with every flag the user set applied
-// on top.
-func mergeFlags(fs *pflag.FlagSet, file, flags config.Coordinator) config.Coordinator {
-	out := file
-	fs.Visit(func(f *pflag.Flag) {
-		switch f.Name {
-		case "data":
-			out.DataDir = flags.DataDir
-		case "cluster":
-			out.Cluster = flags.Cluster
-		case "cluster-addr":
-			out.ClusterAddr = flags.ClusterAddr
-		case "public-addr":
-			out.PublicAddr = flags.PublicAddr
-		case "advertise":
-			out.Advertise = flags.Advertise
-		case "min-tls":
-			out.MinTLS = flags.MinTLS
-		case "plaintext-addr":
-			out.PlaintextAddr = flags.PlaintextAddr
-		case "ca-passphrase-file":
-			out.CAPassphraseFile = flags.CAPassphraseFile
-		case "tls-cert":
-			out.TLSCert = flags.TLSCert
-		case "tls-key":
-			out.TLSKey = flags.TLSKey
-		case "tls-password-file":
-			out.TLSPasswordFile = flags.TLSPasswordFile
-		case "tls-ca":
-			out.TLSCA = flags.TLSCA
-		case "insecure-plaintext":
-			out.InsecurePlaintext = flags.InsecurePlaintext
-		case "node-lost-timeout":
-			out.NodeLostTimeout = flags.NodeLostTimeout
-		case "heartbeat-interval":
-			out.HeartbeatInterval = flags.HeartbeatInterval
-		case "agent-cert-lifetime":
-			out.AgentCertLifetime = flags.AgentCertLifetime
-		case "user-cert-lifetime":
-			out.UserCertLifetime = flags.UserCertLifetime
-		case "coordinator-cert-lifetime":
-			out.CoordinatorCertLifetime = flags.CoordinatorCertLifetime
-		case "heal-grace":
-			out.HealGrace = flags.HealGrace
-		case "crl-validity":
-			out.CRLValidity = flags.CRLValidity
-		case "aging-step":
-			out.AgingStep = flags.AgingStep
-		case "max-output-bytes":
-			out.MaxOutputBytes = flags.MaxOutputBytes
-		case "join-rate":
-			out.JoinRate = flags.JoinRate
-		case "join-burst":
-			out.JoinBurst = flags.JoinBurst
-		case "store":
-			out.Store = flags.Store
-		case "etcd-ca":
-			out.EtcdCA = flags.EtcdCA
-		case "etcd-cert":
-			out.EtcdCert = flags.EtcdCert
-		case "etcd-key":
-			out.EtcdKey = flags.EtcdKey
-		case "insecure-etcd-plaintext":
-			out.InsecureEtcdPlaintext = flags.InsecureEtcdPlaintext
-		}
-	})
-	return out
-}
-
-func runCoordinator(ctx context.Context, g *globals, cfg config.Coordinator) error {
-	c, err := coordinator.New(cfg, coordinator.Options{Logger: slog.Default()})
+func runCoordinator(ctx context.Context, g *globals, cfg config.Coordinator, opts coordinator.Options) error {
+	bi := buildinfo.Get()
+	opts.Logger.Info("coordinator starting", "version", bi.Version, "commit", bi.Commit, "go", bi.GoVersion, "config_data_dir", cfg.DataDir)
+	c, err := coordinator.New(cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -232,8 +174,8 @@ func onSIGHUP(ctx context.Context, reload func()) {
 
 func newAgentCmd(g *globals) *cobra.Command {
 	cfg := config.AgentDefaults()
-	var file, join, joinFile string
-	var validate, upgradeTLS bool
+	var file, join string
+	var validate, printCfg, upgradeTLS bool
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent (compute node); the first start joins with a token",
@@ -245,27 +187,33 @@ Pass the join string with --join-file FILE (or - for standard input) so the
 secret never shows in the process list.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			final := cfg
-			if file != "" {
-				fc, err := config.LoadAgent(file)
-				if err != nil {
+			final, fileKeys, err := effectiveConfig(cmd.Flags(), file, &cfg, config.LoadAgent)
+			if err != nil {
+				return err
+			}
+			verr := final.Validate()
+			if printCfg {
+				if err := printEffective(g, config.Effective(&final, fileKeys, cmd.Flags().Changed)); err != nil {
 					return err
 				}
-				final = mergeAgentFlags(cmd.Flags(), fc, cfg)
 			}
-			if err := final.Validate(); err != nil {
-				return err
+			if verr != nil || printCfg {
+				return verr
 			}
 			if validate {
 				fmt.Fprintln(g.stdout, "configuration is valid")
 				return nil
 			}
-			js, err := readJoin(join, joinFile, cmd.InOrStdin())
+			log, err := roleLogger(g, final.LogLevel, final.LogFormat, nil)
+			if err != nil {
+				return err
+			}
+			js, err := agentJoinString(final, join, cmd.Flags().Changed("join-file"), cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
 			if join != "" {
-				slog.Warn("the join string was given with --join; it held a secret in the command line, which Ward scrubbed from the process list at start", "fix", "use --join-file FILE or --join-file - (standard input)")
+				log.Warn("the join string was given with --join; it held a secret in the command line, which Ward scrubbed from the process list at start", "fix", "use --join-file FILE or --join-file - (standard input)")
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
@@ -274,7 +222,7 @@ secret never shows in the process list.`,
 				return err
 			}
 			defer reaper.Close()
-			opts := agent.Options{Logger: slog.Default(), JoinString: js, Reaper: reaper, UpgradeTLS: upgradeTLS}
+			opts := agent.Options{Logger: log, JoinString: js, Reaper: reaper, UpgradeTLS: upgradeTLS}
 			if final.Key == "tpm" {
 				opts.Keys = tpmkey.Source{Device: final.TPMDevice, Dir: final.DataDir}
 			}
@@ -283,16 +231,15 @@ secret never shows in the process list.`,
 				return err
 			}
 			go onSIGHUP(ctx, func() { a.Reload() })
-			slog.Info("agent starting", "node", a.Node(), "slots", final.Slots, "data", final.DataDir)
+			log.Info("agent starting", "node", a.Node(), "version", buildinfo.Version(), "slots", final.Slots, "data", final.DataDir)
 			return a.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&file, "config", "", "configuration file (JSON, version 1); flags override it")
-	f.BoolVar(&validate, "validate", false, "check the configuration and exit")
+	roleActionFlags(f, &file, &validate, &printCfg)
 	f.StringVar(&cfg.DataDir, "data", "", "data directory (key, certificate, trust bundle)")
 	f.StringVar(&join, "join", "", "join string from `ward token create` (prefer --join-file)")
-	f.StringVar(&joinFile, "join-file", "", "file holding the join string, or - for standard input")
+	f.StringVar(&cfg.JoinFile, "join-file", "", "file holding the join string, or - for standard input; read only until the node has joined")
 	f.StringVar(&cfg.Name, "name", "", "node name to request at join (default: host name)")
 	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "task slots this node offers (default: CPU count)")
 	f.Var(labelsFlag{&cfg.Labels}, "label", "node label key=value (repeatable)")
@@ -305,40 +252,8 @@ secret never shows in the process list.`,
 	f.StringVar(&cfg.Key, "key", cfg.Key, "where the agent's private key lives: file, or tpm (created inside a TPM 2.0 and never leaving it)")
 	f.StringVar(&cfg.TPMDevice, "tpm-device", cfg.TPMDevice, "TPM character device, or tcp://HOST:PORT for a software TPM (swtpm)")
 	f.StringVar(&cfg.RevocationPolicy, "revocation-policy", cfg.RevocationPolicy, "when the coordinator's CRL cannot be fetched: soft (warn) or hard (refuse)")
+	roleLogFlags(f, &cfg.LogLevel, &cfg.LogFormat)
 	return cmd
-}
-
-func mergeAgentFlags(fs *pflag.FlagSet, file, flags config.Agent) config.Agent {
-	out := file
-	fs.Visit(func(f *pflag.Flag) {
-		switch f.Name {
-		case "data":
-			out.DataDir = flags.DataDir
-		case "name":
-			out.Name = flags.Name
-		case "slots":
-			out.Slots = flags.Slots
-		case "label":
-			out.Labels = flags.Labels
-		case "coordinator":
-			out.Coordinators = flags.Coordinators
-		case "pin":
-			out.Pins = flags.Pins
-		case "kill-grace":
-			out.KillGrace = flags.KillGrace
-		case "insecure-skip-verify":
-			out.InsecureSkipVerify = flags.InsecureSkipVerify
-		case "key":
-			out.Key = flags.Key
-		case "insecure-plaintext-coordinator":
-			out.InsecurePlaintextCoordinator = flags.InsecurePlaintextCoordinator
-		case "tpm-device":
-			out.TPMDevice = flags.TPMDevice
-		case "revocation-policy":
-			out.RevocationPolicy = flags.RevocationPolicy
-		}
-	})
-	return out
 }
 
 // readJoin returns the join string from --join or --join-file.

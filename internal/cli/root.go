@@ -15,16 +15,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/buildinfo"
+	"github.com/wardcluster/ward/internal/logging"
 )
 
 // globals are the flags every command has.
 type globals struct {
-	context  string
-	pins     []string
-	output   string
-	logLevel string
-	stdout   io.Writer
-	stderr   io.Writer
+	context   string
+	pins      []string
+	output    string
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 func (g *globals) json() bool { return g.output == "json" }
@@ -48,21 +51,24 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 			if g.output != "table" && g.output != "json" {
 				return api.Errorf(api.CodeInvalidArgument, "use -o table or -o json", "output format %q is not supported", g.output)
 			}
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-				return api.Errorf(api.CodeInvalidArgument, "use --log-level debug, info, warn or error", "log level %q is not valid", g.logLevel)
+			log, err := logging.New(g.stderr, g.logLevel, g.logFormat, nil)
+			if err != nil {
+				return api.Errorf(api.CodeInvalidArgument, "use --log-level debug, info, warn or error, and --log-format text or json", "%v", err)
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl})))
+			slog.SetDefault(log)
 			return nil
 		},
 	}
+	root.Version = buildinfo.Get().String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.context, "context", "", "CLI context file (default: $WARD_CONTEXT, then ~/.ward/context)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.StringArrayVar(&g.pins, "pin", nil, "require this pin on the coordinator's chain instead of the context's pins (repeatable, to stage a CA rotation); sha256:<hex> of a CA key, or a certificate thumbprint")
-	pf.StringVar(&g.logLevel, "log-level", "info", "log level for the coordinator and agent: debug, info, warn, error")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log line format on standard error: text or json")
 	root.AddCommand(
 		newCoordinatorCmd(g), newAgentCmd(g), newDevCmd(g),
 		newTokenCmd(g), newRunCmd(g, true), newRunCmd(g, false), newJobCmd(g), newLogsCmd(g), newNodeCmd(g),
@@ -149,13 +155,23 @@ func renderError(w io.Writer, err error) {
 func newVersionCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print Ward's version",
-		Args:  cobra.NoArgs,
+		Short: "Print Ward's version, commit, build date and Go version",
+		Long: `Print which Ward this binary is. Release packages set the version, commit and
+build date when they are built; other builds show what the Go toolchain
+recorded (the commit of the work tree, and "modified" when it had
+uncommitted changes). ward --version prints the same on one line.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			in := buildinfo.Get()
 			if g.json() {
-				return printJSON(g.stdout, map[string]string{"version": version()})
+				return printJSON(g.stdout, in)
 			}
-			fmt.Fprintln(g.stdout, "ward", version())
+			commit := orDash(in.Commit)
+			if in.Modified {
+				commit += " (modified)"
+			}
+			fmt.Fprintf(g.stdout, "ward %s\n  commit:    %s\n  built:     %s\n  go:        %s\n  platform:  %s\n",
+				in.Version, commit, orDash(in.Date), in.GoVersion, in.Platform)
 			return nil
 		},
 	}

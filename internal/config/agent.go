@@ -7,45 +7,60 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/pki"
 )
 
-// Agent configures `ward agent`.
+// Agent configures `ward agent`. Tags and doc comments work as on
+// Coordinator.
 type Agent struct {
+	// Version is the config file format version; this Ward reads 1.
 	Version int `json:"version"`
 	// DataDir holds the agent's key, certificate, trust bundle and state.
-	DataDir string `json:"data_dir"`
+	// Required.
+	DataDir string `json:"data_dir" flag:"data"`
+	// JoinFile holds the join string from `ward token create` (its last
+	// line). It is read only while the data directory holds no node
+	// identity: once joined, the agent needs only its data directory, and
+	// the file may be deleted.
+	JoinFile string `json:"join_file" flag:"join-file"`
 	// Name is the node name to request at join (default: the host name).
-	Name string `json:"name"`
-	// Slots is the task capacity (default: the CPU count).
-	Slots int `json:"slots"`
+	Name string `json:"name" flag:"name"`
+	// Slots is the task capacity.
+	Slots int `json:"slots" flag:"slots" docdefault:"the CPU count"`
 	// Labels are matched against jobs' --label constraints.
-	Labels map[string]string `json:"labels"`
+	Labels map[string]string `json:"labels" flag:"label"`
 	// Coordinators overrides the cluster addresses learned at join; the
 	// agent fails over between them.
-	Coordinators []string `json:"coordinators"`
+	Coordinators []string `json:"coordinators" flag:"coordinator"`
 	// Pins, when set, must match a certificate in every coordinator chain.
-	Pins []string `json:"pins"`
+	Pins []string `json:"pins" flag:"pin"`
 	// KillGrace is the wait between SIGTERM and SIGKILL when a task is
 	// canceled or times out.
-	KillGrace Duration `json:"kill_grace"`
+	KillGrace Duration `json:"kill_grace" flag:"kill-grace"`
 	// InsecureSkipVerify encrypts without authenticating the coordinator.
 	// It exists for migrations only, warns on every start and shows the
 	// link as PARTLY.
-	InsecureSkipVerify bool `json:"insecure_skip_verify"`
+	InsecureSkipVerify bool `json:"insecure_skip_verify" flag:"insecure-skip-verify"`
 	// InsecurePlaintextCoordinator runs the session without TLS to this
 	// address (a coordinator's plaintext migration listener). The agent
 	// still proves its identity with its key, but the link is plaintext
 	// (NO). Remembered until --upgrade-tls or a coordinator-driven upgrade.
-	InsecurePlaintextCoordinator string `json:"insecure_plaintext_coordinator"`
+	InsecurePlaintextCoordinator string `json:"insecure_plaintext_coordinator" flag:"insecure-plaintext-coordinator"`
 	// Key is where the private key lives: "file" (default) or "tpm".
-	Key string `json:"key"`
+	Key string `json:"key" flag:"key"`
 	// TPMDevice is the TPM character device, or tcp://HOST:PORT for a
 	// software TPM (swtpm).
-	TPMDevice string `json:"tpm_device"`
+	TPMDevice string `json:"tpm_device" flag:"tpm-device"`
 	// RevocationPolicy is what to do when the coordinator's CRL cannot be
 	// fetched: "soft" (warn) or "hard" (refuse).
-	RevocationPolicy string `json:"revocation_policy"`
+	RevocationPolicy string `json:"revocation_policy" flag:"revocation-policy"`
+	// LogLevel is the least severe level logged: debug, info, warn or
+	// error.
+	LogLevel string `json:"log_level" flag:"log-level"`
+	// LogFormat is how log lines are written to standard error (journald
+	// under systemd): text (key=value) or json (one object per line).
+	LogFormat string `json:"log_format" flag:"log-format"`
 }
 
 // AgentDefaults returns the documented defaults.
@@ -57,6 +72,8 @@ func AgentDefaults() Agent {
 		Key:              "file",
 		TPMDevice:        "/dev/tpmrm0",
 		RevocationPolicy: "soft",
+		LogLevel:         "info",
+		LogFormat:        "text",
 	}
 }
 
@@ -113,7 +130,18 @@ func (a *Agent) Validate() error {
 	if a.RevocationPolicy != "soft" && a.RevocationPolicy != "hard" {
 		p.Addf("revocation_policy", "%q must be \"soft\" or \"hard\"", a.RevocationPolicy)
 	}
+	checkLogging(&p, a.LogLevel, a.LogFormat)
 	return p.Err("agent")
+}
+
+// checkLogging validates log_level and log_format.
+func checkLogging(p *Problems, level, format string) {
+	if _, err := logging.ParseLevel(level); err != nil {
+		p.Addf("log_level (--log-level)", "%v", err)
+	}
+	if err := logging.CheckFormat(format); err != nil {
+		p.Addf("log_format (--log-format)", "%v", err)
+	}
 }
 
 // ValidLabel checks a label key and value.

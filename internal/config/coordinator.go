@@ -7,98 +7,123 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/pki"
 )
 
-// Coordinator configures `ward coordinator`.
+// Coordinator configures `ward coordinator`. Each field's json tag is its
+// key in the config file, its flag tag the command-line flag that
+// overrides it, and its doc comment its entry in docs/config.md.
 type Coordinator struct {
+	// Version is the config file format version; this Ward reads 1.
 	Version int `json:"version"`
 	// DataDir holds the CA, the coordinator's credentials, the store and
-	// the audit log.
-	DataDir string `json:"data_dir"`
+	// the audit log. Required.
+	DataDir string `json:"data_dir" flag:"data"`
 	// Cluster names the trust domain: spiffe://<cluster>/...
-	Cluster string `json:"cluster"`
+	Cluster string `json:"cluster" flag:"cluster"`
 	// ClusterAddr is the mTLS listener for agents, the CLI and the API.
-	ClusterAddr string `json:"cluster_addr"`
+	ClusterAddr string `json:"cluster_addr" flag:"cluster-addr"`
 	// PublicAddr is the server-auth listener for joins, the CA bundle and CRL.
-	PublicAddr string `json:"public_addr"`
+	PublicAddr string `json:"public_addr" flag:"public-addr"`
 	// Advertise lists names and IPs peers use to reach this coordinator.
 	// They go into the server certificate, and the first one into join
 	// strings and CLI contexts.
-	Advertise []string `json:"advertise"`
+	Advertise []string `json:"advertise" flag:"advertise"`
 	// PlaintextAddr opens the plaintext migration listener for agents that
 	// are not on TLS yet (off when empty). A non-loopback address needs
-	// InsecurePlaintext.
-	PlaintextAddr string `json:"plaintext_addr"`
+	// insecure_plaintext.
+	PlaintextAddr string `json:"plaintext_addr" flag:"plaintext-addr"`
 	// InsecurePlaintext allows the plaintext listener on a non-loopback
 	// address: links over it are shown as NO and it is logged at every
 	// start.
-	InsecurePlaintext bool `json:"insecure_plaintext"`
+	InsecurePlaintext bool `json:"insecure_plaintext" flag:"insecure-plaintext"`
 	// CAPassphraseFile holds the passphrase CA keys are encrypted with at
 	// rest (scrypt and AES-256-GCM). Required when they are encrypted; when
 	// set, plain CA keys are encrypted at start.
-	CAPassphraseFile string `json:"ca_passphrase_file"`
-	// TLSCert, TLSKey, TLSPasswordFile and TLSCA use a server certificate
-	// from an enterprise CA instead of one Ward issues: TLSCert is PEM (with
-	// TLSKey) or PKCS#12 (with the key, and TLSPasswordFile), TLSCA the
-	// root clients verify it against when the file does not end with it.
-	TLSCert         string `json:"tls_cert"`
-	TLSKey          string `json:"tls_key"`
-	TLSPasswordFile string `json:"tls_password_file"`
-	TLSCA           string `json:"tls_ca"`
-	// MinTLS is "1.3" (default) or "1.2" (AEAD ECDHE suites only).
-	MinTLS string `json:"min_tls"`
-	// AgentCertLifetime, UserCertLifetime and CoordinatorCertLifetime are
-	// leaf lifetimes.
-	AgentCertLifetime       Duration `json:"agent_cert_lifetime"`
-	UserCertLifetime        Duration `json:"user_cert_lifetime"`
-	CoordinatorCertLifetime Duration `json:"coordinator_cert_lifetime"`
+	CAPassphraseFile string `json:"ca_passphrase_file" flag:"ca-passphrase-file"`
+	// TLSCert is a server certificate from an enterprise CA to serve
+	// instead of one Ward issues: PEM (with tls_key), or PKCS#12 holding
+	// the key (with tls_password_file).
+	TLSCert string `json:"tls_cert" flag:"tls-cert"`
+	// TLSKey is the PEM private key of tls_cert (mode 0600).
+	TLSKey string `json:"tls_key" flag:"tls-key"`
+	// TLSPasswordFile holds the PKCS#12 password of tls_cert (mode 0600).
+	TLSPasswordFile string `json:"tls_password_file" flag:"tls-password-file"`
+	// TLSCA is the root CA clients verify tls_cert against, when the file
+	// does not end with it.
+	TLSCA string `json:"tls_ca" flag:"tls-ca"`
+	// MinTLS is "1.3" (default) or "1.2" (AEAD ECDHE suites only; insecure,
+	// for old clients).
+	MinTLS string `json:"min_tls" flag:"min-tls"`
+	// AgentCertLifetime is the lifetime of agent certificates; agents renew
+	// at about two thirds of it.
+	AgentCertLifetime Duration `json:"agent_cert_lifetime" flag:"agent-cert-lifetime"`
+	// UserCertLifetime is the lifetime of user (CLI) certificates.
+	UserCertLifetime Duration `json:"user_cert_lifetime" flag:"user-cert-lifetime"`
+	// CoordinatorCertLifetime is the lifetime of the coordinator's own
+	// server certificate.
+	CoordinatorCertLifetime Duration `json:"coordinator_cert_lifetime" flag:"coordinator-cert-lifetime"`
 	// HealGrace is how long after expiry an agent may still renew by proving
 	// its old key.
-	HealGrace Duration `json:"heal_grace"`
+	HealGrace Duration `json:"heal_grace" flag:"heal-grace"`
 	// CRLValidity is how long a published CRL is valid; it is refreshed at
 	// half of it, well before its next-update time.
-	CRLValidity Duration `json:"crl_validity"`
+	CRLValidity Duration `json:"crl_validity" flag:"crl-validity"`
 	// HeartbeatInterval is the base interval agents report at; the
 	// coordinator stretches it for large clusters.
-	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	HeartbeatInterval Duration `json:"heartbeat_interval" flag:"heartbeat-interval"`
 	// NodeLostTimeout is how long a disconnected agent's tasks wait for it
 	// to come back before they are declared lost and requeued.
-	NodeLostTimeout Duration `json:"node_lost_timeout"`
-	// AgingStep raises a waiting job's priority by one level per step.
-	AgingStep Duration `json:"aging_step"`
+	NodeLostTimeout Duration `json:"node_lost_timeout" flag:"node-lost-timeout"`
+	// AgingStep raises a waiting job's priority by one level per step (0
+	// turns aging off).
+	AgingStep Duration `json:"aging_step" flag:"aging-step"`
 	// PrefetchBelow lets the scheduler assign tasks ahead to a busy node
 	// whose running tasks all belong to jobs averaging less than this per
 	// task: up to the node's slot count more, which its agent starts the
 	// moment a slot frees instead of one store commit and a round trip
 	// later. It adds at most those short run times to a task's wait. 0
 	// turns it off.
-	PrefetchBelow Duration `json:"prefetch_below"`
+	PrefetchBelow Duration `json:"prefetch_below" flag:"prefetch-below"`
 	// MaxOutputBytes is the stdout+stderr kept per task; beyond it output is
 	// dropped and the truncation shown.
-	MaxOutputBytes int `json:"max_output_bytes"`
-	// JoinRate and JoinBurst limit join attempts per source address
-	// (attempts per second, and the burst allowed).
-	JoinRate  float64 `json:"join_rate"`
-	JoinBurst int     `json:"join_burst"`
+	MaxOutputBytes int `json:"max_output_bytes" flag:"max-output-bytes"`
+	// JoinRate is the join attempts per second allowed per source address.
+	JoinRate float64 `json:"join_rate" flag:"join-rate"`
+	// JoinBurst is the join attempts allowed in a burst per source address.
+	JoinBurst int `json:"join_burst" flag:"join-burst"`
+	// LogLevel is the least severe level logged: debug, info, warn or
+	// error.
+	LogLevel string `json:"log_level" flag:"log-level"`
+	// LogFormat is how log lines are written to standard error (journald
+	// under systemd): text (key=value) or json (one object per line).
+	LogFormat string `json:"log_format" flag:"log-format"`
+	// ConnectionLogLevel is the level of the lines logged for every
+	// accepted or refused connection and agent session. Set it to debug on
+	// large clusters so reconnect waves do not flood the journal;
+	// refusals are still counted in ward_handshakes_total and written to
+	// the audit log.
+	ConnectionLogLevel string `json:"connection_log_level" flag:"connection-log-level"`
 	// StoreNoSync skips fsync on store commits. Only for benchmarks that
 	// say so: a crash can lose acknowledged work.
 	StoreNoSync bool `json:"insecure_store_nosync"`
 	// Store is where jobs, tasks, nodes, tokens and certificate records
-	// live: "bolt" (the default; the file ward.db in DataDir) or
+	// live: "bolt" (the default; the file ward.db in data_dir) or
 	// etcd://HOST:PORT[,HOST:PORT...][/PREFIX/], an etcd cluster shared by
 	// coordinators (keys under PREFIX, default /ward/<cluster>/).
-	Store string `json:"store"`
-	// EtcdCA, EtcdCert and EtcdKey are the mutual TLS link to etcd: the CA
-	// etcd's server certificate chains to, and this coordinator's client
-	// certificate and key (0600). `ward etcd certs` makes them.
-	EtcdCA   string `json:"etcd_ca"`
-	EtcdCert string `json:"etcd_cert"`
-	EtcdKey  string `json:"etcd_key"`
+	Store string `json:"store" flag:"store" docdefault:"bolt (when empty)"`
+	// EtcdCA is the CA (PEM) etcd's server certificate chains to, for the
+	// mutual TLS link to etcd. `ward etcd certs` makes it.
+	EtcdCA string `json:"etcd_ca" flag:"etcd-ca"`
+	// EtcdCert is this coordinator's client certificate for etcd (PEM).
+	EtcdCert string `json:"etcd_cert" flag:"etcd-cert"`
+	// EtcdKey is the key of etcd_cert (PEM, mode 0600).
+	EtcdKey string `json:"etcd_key" flag:"etcd-key"`
 	// InsecureEtcdPlaintext speaks plaintext to etcd: anyone on the path
 	// can read and change the whole store. Logged at every start and
 	// shown in status and doctor.
-	InsecureEtcdPlaintext bool `json:"insecure_etcd_plaintext"`
+	InsecureEtcdPlaintext bool `json:"insecure_etcd_plaintext" flag:"insecure-etcd-plaintext"`
 }
 
 // EtcdStore reports whether Store names an etcd cluster.
@@ -149,6 +174,9 @@ func CoordinatorDefaults() Coordinator {
 		MaxOutputBytes:          1 << 20,
 		JoinRate:                2,
 		JoinBurst:               20,
+		LogLevel:                "info",
+		LogFormat:               "text",
+		ConnectionLogLevel:      "info",
 	}
 }
 
@@ -230,6 +258,10 @@ func (c *Coordinator) Validate() error {
 		p.Addf("join_rate/join_burst", "must be positive")
 	}
 	c.validateStore(&p)
+	checkLogging(&p, c.LogLevel, c.LogFormat)
+	if _, err := logging.ParseLevel(c.ConnectionLogLevel); err != nil {
+		p.Addf("connection_log_level (--connection-log-level)", "%v", err)
+	}
 	return p.Err("coordinator")
 }
 

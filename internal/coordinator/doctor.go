@@ -16,6 +16,7 @@ import (
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/authz"
+	"github.com/wardcluster/ward/internal/buildinfo"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
@@ -138,6 +139,9 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 				}
 				add(sev, "CLOCK_SKEW", fmt.Sprintf("agent %s's clock is %s off the coordinator's", n.Name, skew.Round(time.Second)), "run NTP (chrony or systemd-timesyncd) on both hosts; large skew makes certificates look expired or not yet valid")
 			}
+			if f, ok := agentVersionFinding(n.Name, rec.Version, buildinfo.Version()); ok {
+				out = append(out, f)
+			}
 			if s.revocation == "unavailable" {
 				add(api.SeverityWarning, "REVOCATION_UNAVAILABLE", fmt.Sprintf("agent %s cannot fetch the CRL, so it does not check the coordinator's certificate for revocation", n.Name), "make the public port reachable from the agent; with revocation_policy hard it would refuse to connect")
 			}
@@ -190,6 +194,36 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 	rank := map[string]int{api.SeverityCritical: 0, api.SeverityWarning: 1, api.SeverityInfo: 2}
 	sort.SliceStable(out, func(a, b int) bool { return rank[out[a].Severity] < rank[out[b].Severity] })
 	return out, nil
+}
+
+// agentVersionFinding compares a connected agent's Ward version with the
+// coordinator's: an older agent is a warning (it may lack fixes and
+// protocol features the coordinator expects), a newer one or one that
+// cannot be ordered (development builds) is information.
+func agentVersionFinding(node, agentVersion, coordVersion string) (api.Finding, bool) {
+	if agentVersion == "" {
+		return api.Finding{Severity: api.SeverityWarning, Code: "AGENT_OUTDATED",
+			Finding: fmt.Sprintf("agent %s does not report its version: it runs a Ward older than this coordinator's %s", node, coordVersion),
+			Fix:     "upgrade the agent's package to " + coordVersion + " and restart it (`systemctl restart ward-agent`)"}, true
+	}
+	if agentVersion == coordVersion {
+		return api.Finding{}, false
+	}
+	switch cmp, ok := buildinfo.Compare(agentVersion, coordVersion); {
+	case ok && cmp < 0:
+		return api.Finding{Severity: api.SeverityWarning, Code: "AGENT_OUTDATED",
+			Finding: fmt.Sprintf("agent %s runs Ward %s, older than the coordinator's %s", node, agentVersion, coordVersion),
+			Fix:     "upgrade the agent's package to " + coordVersion + " and restart it (`systemctl restart ward-agent`)"}, true
+	case ok && cmp > 0:
+		return api.Finding{Severity: api.SeverityInfo, Code: "AGENT_NEWER",
+			Finding: fmt.Sprintf("agent %s runs Ward %s, newer than the coordinator's %s", node, agentVersion, coordVersion),
+			Fix:     "upgrade the coordinator too: coordinators are upgraded first, then agents"}, true
+	case ok:
+		return api.Finding{}, false // the same version, spelled differently (a leading v, build metadata)
+	}
+	return api.Finding{Severity: api.SeverityInfo, Code: "AGENT_VERSION_DIFFERS",
+		Finding: fmt.Sprintf("agent %s runs Ward %s and the coordinator %s; development builds cannot be ordered", node, agentVersion, coordVersion),
+		Fix:     "run the same build on both, or release builds (packaging/build.sh) whose versions compare"}, true
 }
 
 func (c *Coordinator) apiDoctor(w http.ResponseWriter, r *http.Request, p authz.Principal) error {

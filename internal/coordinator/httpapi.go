@@ -10,6 +10,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/authz"
+	"github.com/wardcluster/ward/internal/buildinfo"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
@@ -165,19 +166,30 @@ func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status
 	}
 	c.mu.Lock()
 	nodes, connected := len(c.nodes), len(c.sessions)
+	agentVersions := map[string]int{}
+	for name := range c.sessions {
+		v := "unknown"
+		if rec := c.nodes[name]; rec != nil && rec.Version != "" {
+			v = rec.Version
+		}
+		agentVersions[v]++
+	}
 	c.mu.Unlock()
+	bi := buildinfo.Get()
 	st := api.Status{
-		Cluster:      c.cfg.Cluster,
-		Coordinator:  c.ca.id.String(),
-		Version:      Version,
-		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
-		PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
-		Nodes:        nodes,
-		Connected:    connected,
-		Insecure:     c.insecureSettings(),
-		Store:        c.backend.desc,
-		CAExpiry:     c.issuer().CA.Cert.NotAfter,
-		CertExpiry:   c.ca.src.Leaf().NotAfter,
+		Cluster:       c.cfg.Cluster,
+		Coordinator:   c.ca.id.String(),
+		Version:       bi.Version,
+		Coordinators:  []api.CoordinatorInfo{{ID: c.ca.id.String(), Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion}},
+		AgentVersions: agentVersions,
+		ClusterAddrs:  []string{c.advertisedAddr(c.cfg.ClusterAddr)},
+		PublicAddrs:   []string{c.advertisedAddr(c.cfg.PublicAddr)},
+		Nodes:         nodes,
+		Connected:     connected,
+		Insecure:      c.insecureSettings(),
+		Store:         c.backend.desc,
+		CAExpiry:      c.issuer().CA.Cert.NotAfter,
+		CertExpiry:    c.ca.src.Leaf().NotAfter,
 	}
 	return st, nil
 }

@@ -60,7 +60,7 @@ func (c *Coordinator) rejected(listener, peer string, err error) {
 		v = diagnose.Verdict{Code: "revoked", Message: "the client's certificate is revoked", Fix: "the client must get a new certificate: an agent joins again with a new token"}
 	}
 	c.metrics.Handshakes.WithLabelValues(listener, "rejected", string(v.Code)).Inc()
-	c.log.Info("connection rejected", "listener", listener, "peer_addr", peer, "reason", string(v.Code), "detail", err.Error(), "fix", v.Fix)
+	c.connLog("connection rejected", "listener", listener, "peer_addr", peer, "reason", string(v.Code), "detail", err.Error(), "fix", v.Fix)
 	c.audit.Record(audit.Event{Type: "auth.failure", Actor: peer, Result: string(v.Code), Detail: map[string]string{"listener": listener, "detail": err.Error()}})
 }
 
@@ -76,7 +76,7 @@ func (c *Coordinator) accepted(listener string, tc *tls.Conn, cs *tls.Connection
 			"cert_not_before", leaf.NotBefore.UTC().Format(time.RFC3339), "cert_not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
 			"revocation_checked", listener == "cluster")
 	}
-	c.log.Info("connection accepted", args...)
+	c.connLog("connection accepted", args...)
 	c.metrics.Handshakes.WithLabelValues(listener, "accepted", "ok").Inc()
 }
 

@@ -31,7 +31,7 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 		an := api.Node{
 			Name: n.Name, Slots: n.Slots, UsedSlots: n.Used, AheadSlots: n.Ahead, Running: n.Running(), Labels: n.Labels,
 			CertSerial: rec.CertSerial, CertExpiry: rec.CertExpiry, CertIssuer: rec.CertIssuer,
-			Drain: rec.Drain, Joined: rec.Joined, Link: "-", TLSVersion: "-",
+			Drain: rec.Drain, Joined: rec.Joined, Link: "-", TLSVersion: "-", Version: rec.Version,
 		}
 		an.Reconnects = c.histories[n.Name].recent(c.now())
 		s := c.sessions[n.Name]

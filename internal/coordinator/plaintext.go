@@ -152,7 +152,7 @@ func (c *Coordinator) handlePlaintext(conn net.Conn) {
 	serial := pki.SerialHex(peer.Cert)
 	c.live.add(serial, conn)
 	defer c.live.remove(serial, conn)
-	c.log.Info("connection accepted", "listener", "plaintext", "peer_addr", peerAddr, "identity", peer.ID.String(), "tls", "none",
+	c.connLog("connection accepted", "listener", "plaintext", "peer_addr", peerAddr, "identity", peer.ID.String(), "tls", "none",
 		"cert_serial", serial, "link", string(transport.LinkNo), "revocation_checked", true)
 	c.metrics.Handshakes.WithLabelValues("plaintext", "accepted", "ok").Inc()
 	c.runSession(conn, peer)
@@ -160,7 +160,7 @@ func (c *Coordinator) handlePlaintext(conn net.Conn) {
 
 func (c *Coordinator) rejectedPlain(peer, code, detail, fix string) {
 	c.metrics.Handshakes.WithLabelValues("plaintext", "rejected", code).Inc()
-	c.log.Info("connection rejected", "listener", "plaintext", "peer_addr", peer, "reason", code, "detail", detail, "fix", fix)
+	c.connLog("connection rejected", "listener", "plaintext", "peer_addr", peer, "reason", code, "detail", detail, "fix", fix)
 	c.audit.Record(audit.Event{Type: "auth.failure", Actor: peer, Result: code, Detail: map[string]string{"listener": "plaintext", "detail": detail}})
 }
 

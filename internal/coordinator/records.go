@@ -100,6 +100,8 @@ type nodeRecord struct {
 	Drain       bool              `json:"drain,omitempty"`
 	Revoked     bool              `json:"revoked,omitempty"`
 	Hostname    string            `json:"hostname,omitempty"`
+	// Version is the Ward version the agent reported in its last hello.
+	Version string `json:"version,omitempty"`
 }
 
 // tokenRecord is a join token. Only the secret's hash is kept.

@@ -19,6 +19,7 @@ import (
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
@@ -26,22 +27,24 @@ import (
 	"github.com/wardcluster/ward/internal/transport"
 )
 
-// Version is reported in status and logs.
-var Version = "0.1.0-dev"
-
 // Coordinator is one running head node.
 type Coordinator struct {
-	cfg     config.Coordinator
-	log     *slog.Logger
-	audit   *audit.Log
-	st      store.Store
-	backend storeBackend
-	journal *journal
-	ca      *caState
-	revoked *transport.RevocationSet
-	live    liveConns
-	metrics *telemetry.Metrics
-	limiter *rateLimiter
+	cfg config.Coordinator
+	log *slog.Logger
+	// connLevel is the level of per-connection and per-session lines
+	// (connection_log_level).
+	connLevel slog.Level
+	// recentLogs holds the last log lines for support bundles (nil: none).
+	recentLogs *logging.Ring
+	audit      *audit.Log
+	st         store.Store
+	backend    storeBackend
+	journal    *journal
+	ca         *caState
+	revoked    *transport.RevocationSet
+	live       liveConns
+	metrics    *telemetry.Metrics
+	limiter    *rateLimiter
 
 	// tokMu guards tokens, the join tokens: the authority for joins,
 	// persisted through the journal. Lock order: tokMu, then mu.
@@ -88,6 +91,9 @@ type Coordinator struct {
 // Options are the parts of a coordinator that are not configuration.
 type Options struct {
 	Logger *slog.Logger
+	// RecentLogs, when set, is the ring the logger also writes to; support
+	// bundles (GET /v1/debug/info) include its last lines.
+	RecentLogs *logging.Ring
 }
 
 // New opens the data directory, creates or loads the CA, restores the job
@@ -104,9 +110,15 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	connLevel, err := logging.ParseLevel(cfg.ConnectionLogLevel)
+	if err != nil {
+		return nil, err
+	}
 	c := &Coordinator{
 		cfg:        cfg,
 		log:        log,
+		connLevel:  connLevel,
+		recentLogs: opts.RecentLogs,
 		revoked:    transport.NewRevocationSet(),
 		limiter:    newRateLimiter(cfg.JoinRate, cfg.JoinBurst),
 		now:        time.Now,
@@ -193,6 +205,12 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	c.publicTLS = transport.PublicServerConfig(c.ca.src, opt)
 	ok = true
 	return c, nil
+}
+
+// connLog logs a per-connection or per-session line at
+// connection_log_level.
+func (c *Coordinator) connLog(msg string, args ...any) {
+	c.log.Log(context.Background(), c.connLevel, msg, args...)
 }
 
 // ContextPath is the admin CLI context the coordinator wrote.

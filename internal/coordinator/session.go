@@ -173,7 +173,7 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 	conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	t, body, err := api.ReadFrame(conn, hdr)
 	if err != nil || t != api.FrameHello {
-		c.log.Info("agent session refused", "node", s.node, "peer_addr", conn.RemoteAddr().String(), "reason", "no hello", "err", err)
+		c.connLog("agent session refused", "node", s.node, "peer_addr", conn.RemoteAddr().String(), "reason", "no hello", "err", err)
 		conn.Close()
 		return
 	}
@@ -198,7 +198,7 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 		if err != nil {
 			ended = s.endReason(err)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				c.log.Info("agent session ended", "node", s.node, "reason", ended, "err", err)
+				c.connLog("agent session ended", "node", s.node, "reason", ended, "err", err)
 			}
 			return
 		}
@@ -224,7 +224,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 		return api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered (or was revoked)", s.node)
 	}
 	if old := c.sessions[s.node]; old != nil {
-		c.log.Info("agent reconnected; closing its previous session", "node", s.node)
+		c.connLog("agent reconnected; closing its previous session", "node", s.node)
 		old.replaced.Store(true)
 		old.closeFor("replaced by a new session from the same agent")
 	}
@@ -239,6 +239,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 		rec.Slots = h.Slots
 	}
 	rec.Labels = h.Labels
+	rec.Version = h.WardVersion
 	sn := c.cl.UpsertNode(s.node, rec.Slots, effectiveLabels(rec))
 	sn.Connected = true
 	sn.Drain = rec.Drain
@@ -282,7 +283,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 			s.send(api.FrameAck, api.Ack{Refs: acks})
 		}
 	})
-	c.log.Info("agent session open", "node", s.node, "link", string(s.link), "tls", transport.VersionName(s.peer.TLSVersion),
+	c.connLog("agent session open", "node", s.node, "version", h.WardVersion, "link", string(s.link), "tls", transport.VersionName(s.peer.TLSVersion),
 		"running", len(h.Running), "results_carried", len(h.Finished), "lost", len(lost), "kill", len(kill))
 	if s.link != transport.LinkYes {
 		c.log.Warn("INSECURE link", "node", s.node, "link", string(s.link), "reason", "the agent does not verify the coordinator (insecure_skip_verify)", "fix", "remove --insecure-skip-verify on the agent")
@@ -314,7 +315,7 @@ func (c *Coordinator) endSession(s *session, reason string) {
 			c.startLostTimerLocked(s.node)
 		}
 	}
-	c.log.Info("agent disconnected", "node", s.node, "lost_after", c.cfg.NodeLostTimeout.D().String())
+	c.connLog("agent disconnected", "node", s.node, "lost_after", c.cfg.NodeLostTimeout.D().String())
 }
 
 // startLostTimerLocked declares the node's tasks lost if it stays away for

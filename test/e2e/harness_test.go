@@ -59,6 +59,13 @@ type proc struct {
 
 func startProc(t *testing.T, dir, name string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
+	return startProcBin(t, wardBin, dir, name, stdin, args...)
+}
+
+// startProcBin starts another ward binary (such as one built with a
+// release version).
+func startProcBin(t *testing.T, bin, dir, name string, stdin io.Reader, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, stdout: filepath.Join(dir, name+".out"), stderr: filepath.Join(dir, name+".err"), done: make(chan struct{})}
 	outF, err := os.OpenFile(p.stdout, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -68,7 +75,7 @@ func startProc(t *testing.T, dir, name string, stdin io.Reader, args ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(wardBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr, p.cmd.Stdin = outF, errF, stdin
 	p.cmd.Env = append(os.Environ(), "WARD_CONTEXT=")
 	if err := p.cmd.Start(); err != nil {
@@ -157,13 +164,20 @@ type cluster struct {
 	public  string // public listener address
 	agents  map[string]*proc
 	starts  int
+	bin     string // the coordinator's binary ("" for wardBin)
 }
 
 // newCluster starts a coordinator on free loopback ports.
 func newCluster(t *testing.T, extra ...string) *cluster {
 	t.Helper()
+	return newClusterBin(t, "", extra...)
+}
+
+// newClusterBin starts a coordinator from another ward binary.
+func newClusterBin(t *testing.T, bin string, extra ...string) *cluster {
+	t.Helper()
 	dir := t.TempDir()
-	c := &cluster{t: t, dir: dir, data: filepath.Join(dir, "coord"), agents: map[string]*proc{}}
+	c := &cluster{t: t, dir: dir, data: filepath.Join(dir, "coord"), agents: map[string]*proc{}, bin: bin}
 	c.args = append([]string{"coordinator", "--data", c.data, "--advertise", "127.0.0.1"}, extra...)
 	c.startCoordinator("127.0.0.1:0", "127.0.0.1:0")
 	return c
@@ -173,7 +187,11 @@ func (c *cluster) startCoordinator(clusterAddr, publicAddr string) {
 	c.t.Helper()
 	c.starts++
 	args := append(append([]string{}, c.args...), "--cluster-addr", clusterAddr, "--public-addr", publicAddr)
-	c.coord = startProc(c.t, c.dir, fmt.Sprintf("coordinator-%d", c.starts), nil, args...)
+	bin := c.bin
+	if bin == "" {
+		bin = wardBin
+	}
+	c.coord = startProcBin(c.t, bin, c.dir, fmt.Sprintf("coordinator-%d", c.starts), nil, args...)
 	var line string
 	waitFor(c.t, 20*time.Second, "the coordinator's export line", func() bool {
 		b, _ := os.ReadFile(c.coord.stdout)
@@ -263,12 +281,18 @@ func (c *cluster) agentDir(name string) string { return filepath.Join(c.dir, "ag
 // the coordinator lists it as ready.
 func (c *cluster) startAgent(name string, slots int, extra ...string) *proc {
 	c.t.Helper()
+	return c.startAgentBin(wardBin, name, slots, extra...)
+}
+
+// startAgentBin starts a named agent from another ward binary.
+func (c *cluster) startAgentBin(bin, name string, slots int, extra ...string) *proc {
+	c.t.Helper()
 	args := []string{"agent", "--data", c.agentDir(name), "--name", name, "--slots", fmt.Sprint(slots), "--kill-grace", "2s"}
 	if _, err := os.Stat(filepath.Join(c.agentDir(name), "agent.json")); err != nil {
 		args = append(args, "--join-file", c.writeJoinFile(c.token()))
 	}
 	args = append(args, extra...)
-	p := startProc(c.t, c.dir, "agent-"+name, nil, args...)
+	p := startProcBin(c.t, bin, c.dir, "agent-"+name, nil, args...)
 	c.agents[name] = p
 	waitFor(c.t, 20*time.Second, "agent "+name+" to be ready", func() bool {
 		if !p.running() {
