@@ -16,6 +16,11 @@ command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
 command -v tpm2_load >/dev/null 2>&1 || need+=(tpm2-tools)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# The package test (packaging/) installs the .deb with dpkg, checks the
+# systemd units with systemd-analyze (Debian's systemd package; it works
+# without systemd running) and reads the .rpm with rpm.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
 [ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"
