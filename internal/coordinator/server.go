@@ -192,7 +192,11 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if err := c.loadRevoked(context.Background()); err != nil {
 		return nil, fmt.Errorf("load revocations: %w", err)
 	}
-	c.metrics = telemetry.New(c.expiries, c.crlAge)
+	c.metrics = telemetry.New(c.expiries, c.crlAge, func() (int, int) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.cl.Load()
+	})
 	c.journal.observe = func(d time.Duration, writes int) {
 		c.metrics.StoreCommit.Observe(d.Seconds())
 		c.metrics.StoreBatch.Observe(float64(writes))

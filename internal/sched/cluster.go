@@ -73,6 +73,20 @@ func (c *Cluster) Node(name string) (*Node, bool) {
 	return n, ok
 }
 
+// Load counts the tasks waiting for placement and the attempts assigned to
+// or running on nodes, for the queue-depth metrics.
+func (c *Cluster) Load() (queued, active int) {
+	for _, j := range c.active {
+		if !j.Terminal() {
+			queued += j.Pending()
+		}
+	}
+	for _, n := range c.order {
+		active += n.Running()
+	}
+	return queued, active
+}
+
 // Nodes returns every node in name order.
 func (c *Cluster) Nodes() []*Node { return slices.Clone(c.order) }
 

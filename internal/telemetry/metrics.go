@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wardcluster/ward/internal/buildinfo"
 )
 
 // Expiry is one certificate whose remaining lifetime is exported.
@@ -34,9 +36,10 @@ type Metrics struct {
 	StoreBatch   prometheus.Histogram
 }
 
-// New registers every metric. expiries and crlAge are called at scrape
-// time, so the figures are always current.
-func New(expiries func() []Expiry, crlAge func() (time.Duration, bool)) *Metrics {
+// New registers every metric. expiries, crlAge and load are called at
+// scrape time, so the figures are always current; load returns the tasks
+// waiting for placement and the attempts on nodes.
+func New(expiries func() []Expiry, crlAge func() (time.Duration, bool), load func() (queued, active int)) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.Handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ward_handshakes_total", Help: "TLS handshakes by listener, result (accepted or rejected) and reason code.",
@@ -73,8 +76,16 @@ func New(expiries func() []Expiry, crlAge func() (time.Duration, bool)) *Metrics
 	})
 	expiry := prometheus.NewDesc("ward_cert_expiry_seconds", "Seconds until a certificate or CA expires (negative: expired).", []string{"kind", "name", "serial"}, nil)
 	crl := prometheus.NewDesc("ward_crl_age_seconds", "Seconds since the current CRL was signed.", nil, nil)
-	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag, m.StoreCommit, m.StoreBatch,
-		collector{descs: []*prometheus.Desc{expiry, crl}, collect: func(ch chan<- prometheus.Metric) {
+	queued := prometheus.NewDesc("ward_tasks_queued", "Tasks waiting for placement on a node (the queue depth).", nil, nil)
+	active := prometheus.NewDesc("ward_tasks_active", "Task attempts assigned to or running on nodes.", nil, nil)
+	bi := buildinfo.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ward_build_info", Help: "Always 1; the labels say which Ward the coordinator runs.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "go_version": bi.GoVersion},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag, m.StoreCommit, m.StoreBatch, build,
+		collector{descs: []*prometheus.Desc{expiry, crl, queued, active}, collect: func(ch chan<- prometheus.Metric) {
 			now := time.Now()
 			for _, e := range expiries() {
 				ch <- prometheus.MustNewConstMetric(expiry, prometheus.GaugeValue, e.NotAfter.Sub(now).Seconds(), e.Kind, e.Name, e.Serial)
@@ -82,6 +93,9 @@ func New(expiries func() []Expiry, crlAge func() (time.Duration, bool)) *Metrics
 			if age, ok := crlAge(); ok {
 				ch <- prometheus.MustNewConstMetric(crl, prometheus.GaugeValue, age.Seconds())
 			}
+			q, a := load()
+			ch <- prometheus.MustNewConstMetric(queued, prometheus.GaugeValue, float64(q))
+			ch <- prometheus.MustNewConstMetric(active, prometheus.GaugeValue, float64(a))
 		}},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
