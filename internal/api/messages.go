@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // HTTP paths. The cluster port (mTLS) serves /v1/...; the public port
 // (server TLS only) serves the join and trust endpoints.
@@ -160,6 +163,39 @@ type Status struct {
 	// run ("unknown" for agents too old to say); `ward node ls -o json`
 	// gives each agent's.
 	AgentVersions map[string]int `json:"agent_versions"`
+}
+
+// DebugInfo is what a support bundle needs from a coordinator that no
+// other route serves (GET /v1/debug/info?lines=N). It never holds a key,
+// a token secret or a passphrase: the config holds paths to secrets, and
+// the data directory is listed, not read.
+type DebugInfo struct {
+	Coordinator string          `json:"coordinator"`
+	Config      json.RawMessage `json:"config"`
+	// LogLines are the coordinator's most recent log lines (JSON), oldest
+	// first.
+	LogLines []string      `json:"log_lines"`
+	DataDir  []DataDirFile `json:"data_dir"`
+	Runtime  RuntimeInfo   `json:"runtime"`
+}
+
+// DataDirFile is one entry of the coordinator's data directory.
+type DataDirFile struct {
+	Path     string    `json:"path"`
+	Mode     string    `json:"mode"`
+	Size     int64     `json:"size"`
+	Modified time.Time `json:"modified"`
+}
+
+// RuntimeInfo is the coordinator process's state.
+type RuntimeInfo struct {
+	Started      time.Time `json:"started"`
+	Goroutines   int       `json:"goroutines"`
+	HeapBytes    uint64    `json:"heap_bytes"`
+	SysBytes     uint64    `json:"sys_bytes"`
+	NumGC        uint32    `json:"num_gc"`
+	OpenFiles    int       `json:"open_files"`
+	MaxOpenFiles uint64    `json:"max_open_files"`
 }
 
 // CoordinatorInfo is one coordinator's identity and build.

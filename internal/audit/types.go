@@ -11,6 +11,7 @@ import (
 var Types = []string{
 	"auth.failure",
 	"ca.create", "ca.rotate",
+	"debug.info",
 	"cert.heal", "cert.issue", "cert.renew", "cert.revoke",
 	"job.cancel", "job.submit",
 	"join",

@@ -69,6 +69,7 @@ const (
 	MigrateFinish  Action = "migrate.finish"
 	CheckRun       Action = "check.run"
 	UILink         Action = "ui.link"
+	DebugInfo      Action = "debug.info" // a support bundle's view: effective config, recent logs, data directory listing
 )
 
 // Allow reports whether p may perform a in cluster. Every action needs a

@@ -28,6 +28,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 		mux.Handle(pattern, c.authenticated(h))
 	}
 	handle("GET /v1/status", c.apiStatus)
+	handle("GET /v1/debug/info", c.apiDebugInfo)
 	handle("GET /v1/nodes", c.apiNodes)
 	handle("POST /v1/nodes/{name}/drain", c.apiDrain)
 	handle("POST /v1/nodes/{name}/undrain", c.apiUndrain)

@@ -36,6 +36,7 @@ type Coordinator struct {
 	connLevel slog.Level
 	// recentLogs holds the last log lines for support bundles (nil: none).
 	recentLogs *logging.Ring
+	started    time.Time
 	audit      *audit.Log
 	st         store.Store
 	backend    storeBackend
@@ -118,6 +119,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		cfg:        cfg,
 		log:        log,
 		connLevel:  connLevel,
+		started:    time.Now(),
 		recentLogs: opts.RecentLogs,
 		revoked:    transport.NewRevocationSet(),
 		limiter:    newRateLimiter(cfg.JoinRate, cfg.JoinBurst),
