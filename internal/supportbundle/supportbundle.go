@@ -14,6 +14,7 @@ import (
 	"io"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -110,6 +111,35 @@ func Scrub(data []byte) ([]byte, map[string]int) {
 		return append(append([]byte{}, sub[1]...), ".REDACTED"...)
 	})
 	return data, counts
+}
+
+// Read returns the regular files of a bundle written by Write, by their
+// name below its top directory.
+func Read(r io.Reader) (map[string][]byte, error) {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(zr)
+	files := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, err
+		}
+		_, name, _ := strings.Cut(h.Name, "/")
+		files[name] = b
+	}
 }
 
 // Summary describes what was scrubbed, for the operator.

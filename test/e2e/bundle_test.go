@@ -1,17 +1,16 @@
 package e2e
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wardcluster/ward/internal/supportbundle"
 )
 
 // TestDebugBundleHoldsNoSecret collects a support bundle from a running
@@ -115,8 +114,7 @@ func TestDebugBundleHoldsNoSecret(t *testing.T) {
 	}
 }
 
-// readBundle returns the regular files of a tar.gz by their name below the
-// bundle's top directory.
+// readBundle returns the files of a bundle by name.
 func readBundle(t *testing.T, path string) map[string]string {
 	t.Helper()
 	f, err := os.Open(path)
@@ -124,26 +122,13 @@ func readBundle(t *testing.T, path string) map[string]string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	raw, err := supportbundle.Read(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(zr)
 	files := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, _ := io.ReadAll(tr)
-		_, name, _ := strings.Cut(h.Name, "/")
-		files[name] = string(b)
+	for k, v := range raw {
+		files[k] = string(v)
 	}
 	return files
 }
