@@ -163,6 +163,8 @@ type Status struct {
 	// run ("unknown" for agents too old to say); `ward node ls -o json`
 	// gives each agent's.
 	AgentVersions map[string]int `json:"agent_versions"`
+	// StoreHealth is how the store answered a read made for this status.
+	StoreHealth StoreHealth `json:"store_health"`
 }
 
 // DebugInfo is what a support bundle needs from a coordinator that no
@@ -204,6 +206,25 @@ type CoordinatorInfo struct {
 	Version   string `json:"version"`
 	Commit    string `json:"commit,omitempty"`
 	GoVersion string `json:"go_version"`
+}
+
+// StoreHealth is how the coordinator's store answered a read made for the
+// status, and how long it took.
+type StoreHealth struct {
+	OK      bool     `json:"ok"`
+	Latency Duration `json:"read_latency"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// UILinkRequest asks for a one-time sign-in link to the web console.
+type UILinkRequest struct {
+	TTL Duration `json:"ttl,omitempty"` // default 5m, at most 1h
+}
+
+// UILink is a one-time sign-in link: it works once, until Expires.
+type UILink struct {
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
 }
 
 // RevokeRequest gives the reason recorded with a revocation: one of

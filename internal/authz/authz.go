@@ -49,6 +49,12 @@ type Principal struct {
 // String is the identity, the way the audit log names an actor.
 func (p Principal) String() string { return p.ID.String() }
 
+// WithSource is p acting from the network address addr.
+func (p Principal) WithSource(addr string) Principal {
+	p.Source = addr
+	return p
+}
+
 // Action names an operation for authorization. Mutating actions carry the
 // audit event type they record.
 type Action string

@@ -106,6 +106,10 @@ func runDev(ctx context.Context, g *globals, data, clusterAddr, publicAddr strin
 	fmt.Fprintf(g.stderr, "\nWard dev cluster: coordinator on %s (public %s), %s, data in %s.\n", c.ClusterAddr(), c.PublicAddr(), described, data)
 	fmt.Fprintf(g.stderr, "Point the CLI at it (in another shell), then try `ward node ls` and `ward run --count 4 -- echo task-{index}`:\n\n")
 	fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
+	if link, err := c.UILoginLink(ctx, c.LocalAdmin(), 15*time.Minute); err == nil {
+		fmt.Fprintf(g.stderr, "\nWeb console (this link signs in once, within 15 minutes; `ward ui` prints another; the browser must trust %s):\n  %s\n",
+			filepath.Join(data, "coordinator", "pki", "root-ca.crt"), link.URL)
+	}
 	fmt.Fprintf(g.stderr, "\nCtrl-C stops the cluster.\n")
 	select {
 	case <-ctx.Done():

@@ -137,6 +137,10 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.BoolVar(&cfg.InsecureEtcdPlaintext, "insecure-etcd-plaintext", false, "INSECURE: talk to etcd in plaintext (no TLS, no authentication)")
 	f.Var(durationFlag{&cfg.PrefetchBelow}, "prefetch-below", "assign tasks ahead on busy nodes running only jobs whose tasks average less than this (0: off)")
 	f.StringVar(&cfg.ConnectionLogLevel, "connection-log-level", cfg.ConnectionLogLevel, "level of the per-connection and per-session log lines: debug keeps large clusters' journals quiet")
+	f.BoolVar(&cfg.UI, "ui", cfg.UI, "serve the web admin console under /ui/ on the public port (--ui=false turns it off)")
+	f.StringVar(&cfg.UIPasswordFile, "ui-password-file", "", "file (0600) holding the console admin password's argon2id or scrypt hash (`ward ui hash-password`)")
+	f.Var(durationFlag{&cfg.UIIdleTimeout}, "ui-idle-timeout", "end a console session unused for this long")
+	f.Var(durationFlag{&cfg.UISessionLifetime}, "ui-session-lifetime", "end a console session this long after sign-in")
 	roleLogFlags(f, &cfg.LogLevel, &cfg.LogFormat)
 	return cmd
 }

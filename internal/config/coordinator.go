@@ -105,6 +105,17 @@ type Coordinator struct {
 	// refusals are still counted in ward_handshakes_total and written to
 	// the audit log.
 	ConnectionLogLevel string `json:"connection_log_level" flag:"connection-log-level"`
+	// UI serves the web admin console under /ui/ on the public port.
+	UI bool `json:"ui" flag:"ui"`
+	// UIPasswordFile holds the admin's console password as an argon2id or
+	// scrypt hash (`ward ui hash-password`), mode 0600. Empty: sign-in only
+	// with one-time links from `ward ui`.
+	UIPasswordFile string `json:"ui_password_file" flag:"ui-password-file"`
+	// UIIdleTimeout ends a console session unused for this long.
+	UIIdleTimeout Duration `json:"ui_idle_timeout" flag:"ui-idle-timeout"`
+	// UISessionLifetime ends a console session this long after sign-in,
+	// used or not.
+	UISessionLifetime Duration `json:"ui_session_lifetime" flag:"ui-session-lifetime"`
 	// StoreNoSync skips fsync on store commits. Only for benchmarks that
 	// say so: a crash can lose acknowledged work.
 	StoreNoSync bool `json:"insecure_store_nosync"`
@@ -177,6 +188,9 @@ func CoordinatorDefaults() Coordinator {
 		LogLevel:                "info",
 		LogFormat:               "text",
 		ConnectionLogLevel:      "info",
+		UI:                      true,
+		UIIdleTimeout:           Duration(30 * time.Minute),
+		UISessionLifetime:       Duration(12 * time.Hour),
 	}
 }
 
@@ -261,6 +275,15 @@ func (c *Coordinator) Validate() error {
 	checkLogging(&p, c.LogLevel, c.LogFormat)
 	if _, err := logging.ParseLevel(c.ConnectionLogLevel); err != nil {
 		p.Addf("connection_log_level (--connection-log-level)", "%v", err)
+	}
+	if d := c.UIIdleTimeout.D(); d < time.Minute || d > 24*time.Hour {
+		p.Addf("ui_idle_timeout (--ui-idle-timeout)", "%s is out of range: use 1m to 24h", d)
+	}
+	if d := c.UISessionLifetime.D(); d < c.UIIdleTimeout.D() || d > 30*24*time.Hour {
+		p.Addf("ui_session_lifetime (--ui-session-lifetime)", "%s is out of range: use from ui_idle_timeout (%s) to 720h", d, c.UIIdleTimeout.D())
+	}
+	if c.UIPasswordFile != "" && !c.UI {
+		p.Addf("ui_password_file (--ui-password-file)", "is set while the console is off (ui: false); remove one of them")
 	}
 	return p.Err("coordinator")
 }

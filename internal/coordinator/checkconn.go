@@ -54,7 +54,7 @@ func (c *Coordinator) CheckConnection(ctx context.Context, p authz.Principal, re
 	} else {
 		rep = diagnose.Check(ctx, opts)
 	}
-	c.record(p, audit.Event{Type: string(authz.CheckRun), Target: req.Address, Result: "ok", Detail: map[string]string{
+	c.Record(p, audit.Event{Type: string(authz.CheckRun), Target: req.Address, Result: "ok", Detail: map[string]string{
 		"verdict": string(rep.Code), "server_name": rep.ServerName, "cluster_ca": fmt.Sprint(req.ClusterCA), "insecure_skip_verify": fmt.Sprint(req.InsecureSkipVerify)}})
 	return rep, nil
 }

@@ -51,6 +51,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("GET /v1/ca/status", c.apiCAStatus)
 	handle("POST /v1/ca/rotate", c.apiCARotate)
 	handle("POST /v1/check", c.apiCheck)
+	handle("POST /v1/ui/login-link", c.apiUILink)
 	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 		if err := c.allow(p, authz.Read); err != nil {
 			return err
@@ -81,8 +82,9 @@ func (c *Coordinator) publicRoutes() http.Handler {
 	mux.HandleFunc("GET "+api.PathReady, func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	c.mountConsole(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, c, api.Errorf(api.CodeNotFound, "the public port serves only joins, the CA bundle and the CRL; use the cluster port with a client certificate for the API", "no public route %s %s", r.Method, r.URL.Path))
+		writeError(w, c, api.Errorf(api.CodeNotFound, "the public port serves joins, the CA bundle, the CRL and the web console under /ui/; use the cluster port with a client certificate for the API", "no public route %s %s", r.Method, r.URL.Path))
 	})
 	return mux
 }
@@ -191,6 +193,7 @@ func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status
 		Store:         c.backend.desc,
 		CAExpiry:      c.issuer().CA.Cert.NotAfter,
 		CertExpiry:    c.ca.src.Leaf().NotAfter,
+		StoreHealth:   c.storeHealth(ctx),
 	}
 	return st, nil
 }

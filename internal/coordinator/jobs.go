@@ -150,7 +150,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 		return api.Job{}, err
 	}
 	c.metrics.Jobs.WithLabelValues("submitted").Inc()
-	c.record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
+	c.Record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
 	c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
 	return out, nil
 }
@@ -316,7 +316,7 @@ func (c *Coordinator) CancelJob(ctx context.Context, p authz.Principal, id, why 
 		close(done)
 	})
 	<-done
-	c.record(p, audit.Event{Type: "job.cancel", Target: j.ID, Detail: map[string]string{"reason": reason, "running_killed": strconv.Itoa(len(kill))}})
+	c.Record(p, audit.Event{Type: "job.cancel", Target: j.ID, Detail: map[string]string{"reason": reason, "running_killed": strconv.Itoa(len(kill))}})
 	return out, nil
 }
 

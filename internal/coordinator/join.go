@@ -82,7 +82,7 @@ func (c *Coordinator) CreateToken(ctx context.Context, p authz.Principal, req ap
 	if err := c.journal.Wait([]store.Op{putJSON(tokenKey(id), rec)}); err != nil {
 		return api.TokenCreated{}, fmt.Errorf("store token: %w", err)
 	}
-	c.record(p, audit.Event{Type: "token.create", Target: id, Detail: map[string]string{
+	c.Record(p, audit.Event{Type: "token.create", Target: id, Detail: map[string]string{
 		"ttl": req.TTL.D().String(), "uses": fmt.Sprint(req.Uses), "labels": fmt.Sprint(req.Labels)}})
 	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.pinRoot()), TokenID: id, Secret: secret}
 	return api.TokenCreated{Token: rec.api(now), Join: js.String()}, nil
@@ -143,7 +143,7 @@ func (c *Coordinator) RevokeToken(ctx context.Context, p authz.Principal, id str
 	if err := c.journal.Wait([]store.Op{putJSON(tokenKey(id), rec)}); err != nil {
 		return api.Token{}, err
 	}
-	c.record(p, audit.Event{Type: "token.revoke", Target: id})
+	c.Record(p, audit.Event{Type: "token.revoke", Target: id})
 	return out, nil
 }
 

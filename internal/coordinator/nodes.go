@@ -142,7 +142,7 @@ func (c *Coordinator) setDrain(name string, drain, force bool, p authz.Principal
 	if drain {
 		typ = "node.drain"
 	}
-	c.record(p, audit.Event{Type: typ, Target: name, Detail: map[string]string{"force": boolStr(force)}})
+	c.Record(p, audit.Event{Type: typ, Target: name, Detail: map[string]string{"force": boolStr(force)}})
 	if !drain {
 		c.poke()
 	}

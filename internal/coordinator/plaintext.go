@@ -313,7 +313,7 @@ func (c *Coordinator) MigrateUpgrade(ctx context.Context, p authz.Principal, req
 		}
 	}
 	c.mu.Unlock()
-	c.record(p, audit.Event{Type: "migrate.upgrade", Detail: map[string]string{"nodes": fmt.Sprint(req.Nodes), "told": fmt.Sprint(told)}})
+	c.Record(p, audit.Event{Type: "migrate.upgrade", Detail: map[string]string{"nodes": fmt.Sprint(req.Nodes), "told": fmt.Sprint(told)}})
 	c.log.Info("migration: asked plaintext agents to move to TLS", "agents", told, "nodes", req.Nodes)
 	return c.migrationStatus(), nil
 }
@@ -381,7 +381,7 @@ func (c *Coordinator) MigrateFinish(ctx context.Context, p authz.Principal, req 
 	if err := c.writeMigration(ctx, m); err != nil {
 		return api.MigrationStatus{}, err
 	}
-	c.record(p, audit.Event{Type: "migrate.finish", Detail: map[string]string{"forced": fmt.Sprint(req.Force), "cut_off": fmt.Sprint(names)}})
+	c.Record(p, audit.Event{Type: "migrate.finish", Detail: map[string]string{"forced": fmt.Sprint(req.Force), "cut_off": fmt.Sprint(names)}})
 	c.log.Info("migration finished: plaintext is loopback only", "cut_off", names)
 	return c.migrationStatus(), nil
 }

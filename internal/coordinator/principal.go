@@ -27,9 +27,9 @@ func (c *Coordinator) allow(p authz.Principal, a authz.Action) error {
 	return err
 }
 
-// record writes an audit event on behalf of p: the actor, how it
+// Record writes an audit event on behalf of p: the actor, how it
 // authenticated and from where.
-func (c *Coordinator) record(p authz.Principal, ev audit.Event) {
+func (c *Coordinator) Record(p authz.Principal, ev audit.Event) {
 	if ev.Actor == "" {
 		ev.Actor = p.String()
 	}

@@ -170,7 +170,7 @@ func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason
 	}
 	c.metrics.Revocations.Add(float64(len(serials)))
 	for _, s := range serials {
-		c.record(p, audit.Event{Type: "cert.revoke", Target: s, Detail: map[string]string{"reason": reason, "node": node}})
+		c.Record(p, audit.Event{Type: "cert.revoke", Target: s, Detail: map[string]string{"reason": reason, "node": node}})
 	}
 	if err := c.rebuildCRLs(ctx); err != nil {
 		c.log.Error("rebuild CRL after revocation", "err", err)

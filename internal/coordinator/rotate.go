@@ -187,7 +187,7 @@ func (c *Coordinator) RotateCA(ctx context.Context, p authz.Principal, req api.R
 		return api.CAStatus{}, fmt.Errorf("record the rotation phase: %w", err)
 	}
 	c.afterRotationCommit(ctx, from, r)
-	c.record(p, audit.Event{Type: "ca.rotate", Detail: map[string]string{
+	c.Record(p, audit.Event{Type: "ca.rotate", Detail: map[string]string{
 		"from": phaseNames[from], "to": phaseNames[r.Phase], "rollback": strconv.FormatBool(req.Rollback), "generation": strconv.Itoa(r.Current)}})
 	c.log.Info("CA rotation", "from", phaseNames[from], "to", phaseNames[r.Phase], "rollback", req.Rollback, "generation", r.Current)
 	return c.caStatus(ctx)

@@ -25,6 +25,7 @@ import (
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/telemetry"
 	"github.com/wardcluster/ward/internal/transport"
+	"github.com/wardcluster/ward/internal/web"
 )
 
 // Coordinator is one running head node.
@@ -46,6 +47,7 @@ type Coordinator struct {
 	live       liveConns
 	metrics    *telemetry.Metrics
 	limiter    *rateLimiter
+	console    *web.Server // the web admin console; nil when turned off
 
 	// tokMu guards tokens, the join tokens: the authority for joins,
 	// persisted through the journal. Lock order: tokMu, then mu.
@@ -209,6 +211,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	opt := transport.ServerOptions{Cluster: cfg.Cluster, MinVersion: minTLS, Revoked: c.revoked}
 	c.clusterTLS = transport.ClusterServerConfig(c.ca.src, opt)
 	c.publicTLS = transport.PublicServerConfig(c.ca.src, opt)
+	if c.console, err = c.newConsole(); err != nil {
+		return nil, err
+	}
 	ok = true
 	return c, nil
 }

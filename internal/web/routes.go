@@ -1,0 +1,145 @@
+package web
+
+import (
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
+)
+
+// rq is a request from a signed-in user: the session and the principal the
+// cluster's operations act for.
+type rq struct {
+	sess *session
+	p    authz.Principal
+}
+
+// handler is a console page or action; an error it returns is shown as a
+// page with the message and the fix.
+type handler func(w http.ResponseWriter, r *http.Request, q *rq) error
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(staticFS, "static")
+	files := http.StripPrefix(Prefix+"static/", http.FileServerFS(static))
+	mux.Handle("GET "+Prefix+"static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Asset URLs carry a content hash, so they may be cached for good.
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		files.ServeHTTP(w, r)
+	}))
+	mux.HandleFunc("GET "+Prefix+"login", s.loginPage)
+	mux.HandleFunc("POST "+Prefix+"login", s.loginSubmit)
+	page := func(pattern string, h handler) { mux.Handle(pattern, s.signedIn(h)) }
+	page("POST "+Prefix+"logout", s.logout)
+	page("GET "+Prefix+"{$}", s.overview)
+	page("GET "+Prefix+"nodes", s.nodes)
+	page("GET "+Prefix+"jobs", s.jobs)
+	page("GET "+Prefix+"jobs/new", s.submitForm)
+	page("POST "+Prefix+"jobs", s.submit)
+	page("GET "+Prefix+"jobs/{id}", s.job)
+	page("GET "+Prefix+"jobs/{id}/events", s.jobEvents)
+	page("GET "+Prefix+"jobs/{id}/output", s.jobOutput)
+	page("GET "+Prefix+"tokens", s.tokens)
+	page("POST "+Prefix+"tokens", s.tokenCreate)
+	page("GET "+Prefix+"certs", s.certs)
+	page("GET "+Prefix+"ca", s.ca)
+	page("GET "+Prefix+"ca/bundle.pem", s.bundlePEM)
+	page("GET "+Prefix+"ca/roots/{serial}", s.rootDER)
+	page("POST "+Prefix+"ca/bundle.p12", s.bundleP12)
+	page("GET "+Prefix+"ca/crl", s.crl)
+	page("GET "+Prefix+"check", s.checkForm)
+	page("POST "+Prefix+"check", s.check)
+	page("GET "+Prefix+"audit", s.auditLog)
+	page("GET "+Prefix+"migration", s.migration)
+	for _, a := range s.actions() {
+		page("GET "+a.pattern, s.confirmPage(a))
+		page("POST "+a.pattern, s.doAction(a))
+	}
+	page(Prefix, func(w http.ResponseWriter, r *http.Request, q *rq) error {
+		return api.Errorf(api.CodeNotFound, "use the navigation above", "there is no console page at %s", r.URL.Path)
+	})
+	return mux
+}
+
+// signedIn admits requests with a live session (and, for anything but GET,
+// a matching CSRF token from this site); others get the sign-in page,
+// never data.
+func (s *Server) signedIn(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := s.now()
+		var sess *session
+		var id string
+		if c, err := r.Cookie(sessionCookie); err == nil {
+			id = c.Value
+			var ended error
+			sess, ended = s.sessions.get(id, now)
+			if ended != nil {
+				s.cluster.Record(sess.principal.WithSource(r.RemoteAddr), audit.Event{Type: "ui.session_end", Result: "timed_out"})
+				sess = nil
+			}
+		}
+		if sess == nil {
+			if id != "" {
+				setCookie(w, sessionCookie, "", -1)
+			}
+			if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") {
+				http.Redirect(w, r, Prefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			s.renderLogin(w, r, http.StatusUnauthorized, "Your session has ended. Sign in again.", "")
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if !sameOrigin(r) || !tokenEqual(r.PostFormValue("csrf"), sess.csrf) {
+				s.render(w, http.StatusForbidden, "error", &view{Title: "Refused", User: sess.principal.ID.Name, CSRF: sess.csrf,
+					Error: api.Errorf(api.CodePermissionDenied, "go back, reload the page and submit the form again",
+						"this form was not sent from this console's own page (its CSRF token is missing or wrong, or it came from another site), so nothing was done")})
+				return
+			}
+		}
+		q := &rq{sess: sess, p: sess.principal.WithSource(r.RemoteAddr)}
+		if err := h(w, r, q); err != nil {
+			s.renderError(w, r, q, err)
+		}
+	})
+}
+
+// renderError shows a failed page or action: what failed and the fix.
+func (s *Server) renderError(w http.ResponseWriter, r *http.Request, q *rq, err error) {
+	e := api.AsError(err)
+	if e.Code == api.CodeInternal {
+		s.log.Error("web console: internal error", "path", r.URL.Path, "err", err)
+	}
+	s.render(w, api.HTTPStatus(e.Code), "error", s.view(q, "Error", "", nil, e))
+}
+
+// view builds the chrome of a page for q's user.
+func (s *Server) view(q *rq, title, section string, data any, e *api.Error) *view {
+	return &view{Title: title, Section: section, User: q.p.ID.Name, Via: string(q.p.Via), CSRF: q.sess.csrf,
+		Flash: s.sessions.takeFlash(q.sess), Error: e, Now: s.now(), Data: data}
+}
+
+// done ends a successful action: a message for the next page, then a
+// redirect to it (so a reload never repeats the action).
+func (s *Server) done(w http.ResponseWriter, r *http.Request, q *rq, msg, to string) error {
+	s.sessions.setFlash(q.sess, msg)
+	http.Redirect(w, r, to, http.StatusSeeOther)
+	return nil
+}
+
+// safeNext accepts only a path inside the console as a place to return to
+// after sign-in, never another site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, Prefix) || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+		return Prefix
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Host != "" || u.Scheme != "" || strings.HasPrefix(u.Path, Prefix+"login") {
+		return Prefix
+	}
+	return next
+}
