@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 # the agent's TPM-held key is tested against over its TCP socket) and
 # tpm2-tools (an outside TSS loading the same key blobs). The in-process TPM
 # simulator of internal/tpmkey's tests is C built with cgo against OpenSSL:
-# gcc and libssl-dev.
+# gcc and libssl-dev. Chromium is the browser the web console's tests drive
+# (headless, through chromedp).
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)
@@ -22,6 +23,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 [ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"
   sudo=""

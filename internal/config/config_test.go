@@ -69,3 +69,33 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestConsoleSettings(t *testing.T) {
+	c, err := config.LoadCoordinator(write(t, `{"version": 1, "data_dir": "/tmp/x"}`))
+	if err != nil || !c.UI || c.UIIdleTimeout.D() != 30*time.Minute || c.UISessionLifetime.D() != 12*time.Hour {
+		t.Fatalf("defaults: ui %v idle %s lifetime %s, %v", c.UI, c.UIIdleTimeout.D(), c.UISessionLifetime.D(), err)
+	}
+	c, err = config.LoadCoordinator(write(t, `{"version": 1, "data_dir": "/tmp/x", "ui": false}`))
+	if err != nil || c.UI {
+		t.Fatalf(`"ui": false: %v, %v`, c.UI, err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*config.Coordinator)
+		want string
+	}{
+		{"idle too short", func(c *config.Coordinator) { c.UIIdleTimeout = config.Duration(time.Second) }, "ui_idle_timeout"},
+		{"lifetime below idle", func(c *config.Coordinator) { c.UISessionLifetime = config.Duration(10 * time.Minute) }, "ui_session_lifetime"},
+		{"lifetime too long", func(c *config.Coordinator) { c.UISessionLifetime = config.Duration(1000 * time.Hour) }, "ui_session_lifetime"},
+		{"password with the console off", func(c *config.Coordinator) { c.UI = false; c.UIPasswordFile = "/x" }, "ui_password_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.CoordinatorDefaults()
+			c.DataDir = "/tmp/x"
+			tc.set(&c)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want it to name %s", err, tc.want)
+			}
+		})
+	}
+}
