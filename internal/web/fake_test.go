@@ -24,7 +24,8 @@ type fakeCluster struct {
 	actions []string
 	who     []authz.Principal
 	events  []audit.Event
-	denied  bool // every operation is refused, as for a revoked principal
+	denied  bool                // every operation is refused, as for a revoked principal
+	roots   []*x509.Certificate // the trust bundle
 }
 
 // newFakeCluster holds n nodes and j jobs of 4 tasks each.
@@ -137,7 +138,7 @@ func (f *fakeCluster) CAStatus(ctx context.Context, p authz.Principal) (api.CASt
 }
 
 func (f *fakeCluster) TrustBundle(ctx context.Context, p authz.Principal) ([]*x509.Certificate, error) {
-	return nil, f.read(p)
+	return f.roots, f.read(p)
 }
 
 func (f *fakeCluster) CRL(ctx context.Context, p authz.Principal) ([]byte, error) {

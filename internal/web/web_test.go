@@ -1,6 +1,7 @@
 package web
 
 import (
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/pki/pkitest"
 )
 
 // console is a console over a fake cluster, served over TLS, with a
@@ -487,5 +491,35 @@ func TestBrowserFormPost(t *testing.T) {
 	resp, body = c.post(cl, Prefix+"login", url.Values{"csrf": {"wrong"}, "token": {hidden(body, "token")}})
 	if resp.StatusCode != http.StatusForbidden || strings.Contains(body, "data-autosubmit") || hidden(body, "token") == "" {
 		t.Fatalf("a refused link sign-in: %s, autosubmit %v", resp.Status, strings.Contains(body, "data-autosubmit"))
+	}
+}
+
+func TestDownloads(t *testing.T) {
+	fake := newFakeCluster(1, 1)
+	ca := pkitest.NewCluster(t, "c1")
+	fake.roots = []*x509.Certificate{ca.Root.Cert}
+	c := newConsole(t, fake, "")
+	csrf := c.signIn(c.client)
+	resp, body := c.get(c.client, Prefix+"ca/bundle.pem")
+	if certs, err := pki.ParseCertsPEM([]byte(body)); err != nil || len(certs) != 1 || !certs[0].Equal(ca.Root.Cert) || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") {
+		t.Fatalf("PEM bundle: %v %v", resp.Header, err)
+	}
+	_, body = c.get(c.client, Prefix+"ca/roots/"+pki.SerialHex(ca.Root.Cert))
+	if body != string(ca.Root.Cert.Raw) {
+		t.Fatal("the DER root is not the root")
+	}
+	if resp, _ := c.get(c.client, Prefix+"ca/roots/00"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("an unknown root: %s", resp.Status)
+	}
+	resp, body = c.post(c.client, Prefix+"ca/bundle.p12", url.Values{"csrf": {csrf}, "password": {"changeit"}})
+	cf, err := pki.ParseCertFile([]byte(body), "changeit")
+	if resp.StatusCode != http.StatusOK || err != nil || len(cf.Certs) != 1 || !cf.Certs[0].Equal(ca.Root.Cert) {
+		t.Fatalf("PKCS#12 bundle: %s %v", resp.Status, err)
+	}
+	if resp, body := c.post(c.client, Prefix+"ca/bundle.p12", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "needs a password") {
+		t.Fatalf("PKCS#12 without a password: %s", resp.Status)
+	}
+	if resp, _ := c.get(c.client, Prefix+"ca/crl"); resp.Header.Get("Content-Type") != "application/pkix-crl" {
+		t.Fatalf("CRL: %v", resp.Header)
 	}
 }
