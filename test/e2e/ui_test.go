@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -291,24 +290,10 @@ func TestWebConsole(t *testing.T) {
 	b.waitText(`tr[data-node="ui1"]`, "revoked", 10*time.Second, base+"nodes")
 
 	// Check connection against a port that speaks plaintext.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
-			conn.Close()
-		}
-	}()
+	plain := plaintextPort(t, "SSH-2.0-OpenSSH_9.2\r\n")
 	b.open(base + "check")
 	b.run(20*time.Second,
-		chromedp.SetValue(chromedp.CSS("#address"), ln.Addr().String()),
+		chromedp.SetValue(chromedp.CSS("#address"), plain),
 		chromedp.Click(chromedp.CSS("#check-form button[type=submit]")),
 		chromedp.WaitVisible(chromedp.CSS("#verdict")))
 	if v := b.text("#verdict"); v != "not_tls" {
@@ -318,7 +303,7 @@ func TestWebConsole(t *testing.T) {
 		t.Errorf("the check report has no fix:\n%s", r)
 	}
 	kept := get(b, 5*time.Second, chromedp.Value(chromedp.CSS("#address")))
-	if kept != ln.Addr().String() {
+	if kept != plain {
 		t.Errorf("the form lost the address: %q", kept)
 	}
 
