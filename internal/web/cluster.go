@@ -72,7 +72,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, q *rq) error {
 		states[n.State]++
 	}
 	v.Links = []count{{"YES", links["YES"]}, {"PARTLY", links["PARTLY"]}, {"NO", links["NO"]}}
-	for _, name := range []string{"ready", "draining", "disconnected", "down", "revoked"} {
+	for _, name := range nodeStates {
 		v.States = append(v.States, count{name, states[name]})
 	}
 	sev := map[string]int{}
@@ -92,12 +92,16 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, q *rq) error {
 	return nil
 }
 
+// nodeStates are the states a node can be in, as the API names them.
+var nodeStates = []string{"ready", "draining", "drained", "disconnected", "down", "revoked"}
+
 // nodesView is the node list.
 type nodesView struct {
-	Nodes []api.Node
-	State string
-	Query string
-	Pager pager
+	Nodes  []api.Node
+	State  string
+	States []string
+	Query  string
+	Pager  pager
 }
 
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request, q *rq) error {
@@ -105,7 +109,7 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request, q *rq) error {
 	if err != nil {
 		return err
 	}
-	v := nodesView{State: r.URL.Query().Get("state"), Query: strings.TrimSpace(r.URL.Query().Get("q"))}
+	v := nodesView{States: nodeStates, State: r.URL.Query().Get("state"), Query: strings.TrimSpace(r.URL.Query().Get("q"))}
 	kept := all[:0]
 	for _, n := range all {
 		if v.State != "" && n.State != v.State {

@@ -234,7 +234,7 @@ func stateClass(s string) string {
 	switch strings.ToLower(s) {
 	case "yes", "ready", "completed", "ok", "active", "running", "checked", "info":
 		return "ok"
-	case "partly", "draining", "disconnected", "queued", "assigned", "warning", "expired", "used", "unavailable":
+	case "partly", "draining", "drained", "disconnected", "queued", "assigned", "warning", "expired", "used", "unavailable":
 		return "warn"
 	case "no", "down", "revoked", "failed", "timed_out", "lost", "critical", "canceled":
 		return "bad"

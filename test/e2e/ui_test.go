@@ -266,10 +266,10 @@ func TestWebConsole(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("form.confirm")),
 		chromedp.KeyEvent("\r"),
 		chromedp.WaitVisible(chromedp.CSS(".flash")))
-	if f := b.text(".flash"); !strings.Contains(f, "ui1 is draining") {
+	if f := b.text(".flash"); !strings.Contains(f, "ui1 is draining") || !strings.Contains(b.text(`tr[data-node="ui1"]`), "drain") {
 		t.Fatalf("after drain: %q", f)
 	}
-	if n, _ := c.node("ui1"); n.State != "draining" {
+	if n, _ := c.node("ui1"); n.State != "draining" && n.State != "drained" {
 		t.Fatalf("node state %s after the drain", n.State)
 	}
 
