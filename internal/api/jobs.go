@@ -79,13 +79,34 @@ type Task struct {
 	Index    int       `json:"index"`
 	State    string    `json:"state"`
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// OutputTruncated says the task wrote more than the coordinator keeps
+	// (JobDetail.MaxOutputBytes); the rest was not stored.
+	OutputTruncated bool `json:"output_truncated,omitempty"`
 }
 
 // JobDetail is a job with its tasks, for `ward job status`.
 type JobDetail struct {
 	Job
-	Tasks []Task `json:"tasks"`
+	// MaxOutputBytes is the output the coordinator keeps per task
+	// (--max-output-bytes).
+	MaxOutputBytes int    `json:"max_output_bytes"`
+	Tasks          []Task `json:"tasks"`
 }
+
+// TaskFailure is a task that did not complete: its last attempt, if it
+// had one, and why that ended.
+type TaskFailure struct {
+	Task     int    `json:"task"`
+	State    string `json:"state"`
+	Attempt  int    `json:"attempt,omitempty"`
+	Node     string `json:"node,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// MaxFailuresShown bounds the failures a job's end line carries; `ward job
+// status` lists them all.
+const MaxFailuresShown = 5
 
 // JobFilter selects jobs for a listing; empty fields match every job.
 // Newest lists the most recent first. Offset and Limit page through what
@@ -122,14 +143,24 @@ type CancelResult struct {
 // LogChunk is one piece of task output. A log stream is JSON lines of these;
 // the last line of a followed stream has End set and the job's final state.
 type LogChunk struct {
-	Task      int            `json:"task"`
-	Seq       int            `json:"seq,omitempty"` // per task, increasing: followers skip what they have seen
-	Attempt   int            `json:"attempt"`
-	Stream    string         `json:"stream,omitempty"` // stdout or stderr
-	Data      string         `json:"data,omitempty"`
-	Truncated bool           `json:"truncated,omitempty"` // output beyond the limit was dropped here
-	End       bool           `json:"end,omitempty"`
-	JobState  string         `json:"job_state,omitempty"`
-	Failed    int            `json:"failed,omitempty"` // with End: tasks that did not complete
-	Counts    map[string]int `json:"counts,omitempty"` // with End: tasks per state
+	Task      int    `json:"task"`
+	Seq       int    `json:"seq,omitempty"` // per task, increasing: followers skip what they have seen
+	Attempt   int    `json:"attempt"`
+	Stream    string `json:"stream,omitempty"` // stdout or stderr
+	Data      string `json:"data,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"` // the task's stored output ends here: the rest was beyond the limit
+	// Unstored marks output beyond the limit, sent only to a live follower
+	// that asked for all of it (logs?follow=1&all=1); it has no Seq and
+	// is never sent again.
+	Unstored bool `json:"unstored,omitempty"`
+	// Note is Ward's word on this chunk for people (why output stops), not
+	// task output.
+	Note     string         `json:"note,omitempty"`
+	End      bool           `json:"end,omitempty"`
+	JobState string         `json:"job_state,omitempty"`
+	Failed   int            `json:"failed,omitempty"` // with End: tasks that did not complete
+	Counts   map[string]int `json:"counts,omitempty"` // with End: tasks per state
+	// Failures, with End: the first MaxFailuresShown tasks that did not
+	// complete, by index.
+	Failures []TaskFailure `json:"failures,omitempty"`
 }

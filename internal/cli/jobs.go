@@ -1,14 +1,10 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -60,184 +56,6 @@ func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error)
 		s.Env[k] = v
 	}
 	return s, nil
-}
-
-func newRunCmd(g *globals, wait bool) *cobra.Command {
-	var f jobFlags
-	use, short := "submit [flags] -- CMD [ARG...]", "Submit a job and print its ID at once"
-	if wait {
-		use, short = "run [flags] -- CMD [ARG...]", "Run a job, print each task's output prefixed by its index, exit 0 only if every task succeeded"
-	}
-	cmd := &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			spec, err := f.build(cmd, args)
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var job api.Job
-			if err := c.do(cmd.Context(), "POST", "/v1/jobs", spec, &job); err != nil {
-				return err
-			}
-			if !wait {
-				if g.json() {
-					return printJSON(g.stdout, job)
-				}
-				fmt.Fprintln(g.stdout, job.ID)
-				return nil
-			}
-			if !g.json() {
-				fmt.Fprintf(g.stderr, "job %s: %d task(s) submitted\n", job.ID, spec.Count)
-			}
-			end, err := followLogs(cmd.Context(), g, c, job.ID, -1)
-			if err != nil {
-				return err
-			}
-			return finish(g, job.ID, spec.Count, end)
-		},
-	}
-	cmd.Flags().SetInterspersed(false)
-	f.bind(cmd)
-	return cmd
-}
-
-// finish reports how a followed job ended and picks the exit code.
-func finish(g *globals, id string, count int, end api.LogChunk) error {
-	if !g.json() {
-		switch end.JobState {
-		case api.JobCompleted:
-			fmt.Fprintf(g.stderr, "job %s completed: %d/%d tasks succeeded\n", id, count, count)
-		default:
-			fmt.Fprintf(g.stderr, "job %s %s: %d of %d task(s) did not succeed (%s); see `ward job status %s`\n", id, end.JobState, end.Failed, count, formatCounts(end.Counts), id)
-		}
-	}
-	if end.JobState != api.JobCompleted {
-		return exitError{1}
-	}
-	return nil
-}
-
-// followLogs streams a job's output until it ends, reconnecting (and
-// skipping what it already printed) if the coordinator restarts.
-func followLogs(ctx context.Context, g *globals, c *client, id string, task int) (api.LogChunk, error) {
-	p := newLinePrinter(g)
-	defer p.flush()
-	seen := map[int]int{}
-	q := url.Values{"follow": {"1"}}
-	if task >= 0 {
-		q.Set("task", strconv.Itoa(task))
-	}
-	var lastErr error
-	deadline := time.Now().Add(5 * time.Minute)
-	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		resp, err := c.send(ctx, "GET", "/v1/jobs/"+id+"/logs?"+q.Encode(), nil)
-		if err == nil {
-			lastErr = nil
-			dec := json.NewDecoder(resp.Body)
-			for {
-				var ch api.LogChunk
-				if err = dec.Decode(&ch); err != nil {
-					break
-				}
-				if ch.End && ch.JobState != "unknown" {
-					resp.Body.Close()
-					return ch, nil
-				}
-				if ch.End || ch.Seq <= seen[ch.Task] {
-					continue
-				}
-				seen[ch.Task] = ch.Seq
-				p.chunk(ch)
-			}
-			resp.Body.Close()
-			backoff = 200 * time.Millisecond
-		}
-		var ae *api.Error
-		if errors.As(err, &ae) && ae.Code != api.CodeUnavailable {
-			return api.LogChunk{}, err
-		}
-		if ctx.Err() != nil {
-			return api.LogChunk{}, ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return api.LogChunk{}, fmt.Errorf("lost the coordinator while following job %s and could not reconnect: %v", id, err)
-		}
-		if lastErr == nil {
-			fmt.Fprintf(g.stderr, "ward: lost the connection to the coordinator; reconnecting (tasks keep running)\n")
-		}
-		lastErr = err
-		select {
-		case <-ctx.Done():
-			return api.LogChunk{}, ctx.Err()
-		case <-time.After(backoff):
-		}
-	}
-}
-
-// linePrinter prefixes every output line with its task index.
-type linePrinter struct {
-	g   *globals
-	buf map[string]*bytes.Buffer
-}
-
-func newLinePrinter(g *globals) *linePrinter {
-	return &linePrinter{g: g, buf: map[string]*bytes.Buffer{}}
-}
-
-func (p *linePrinter) chunk(ch api.LogChunk) {
-	if p.g.json() {
-		json.NewEncoder(p.g.stdout).Encode(ch)
-		return
-	}
-	key := strconv.Itoa(ch.Task) + "/" + ch.Stream
-	b := p.buf[key]
-	if b == nil {
-		b = &bytes.Buffer{}
-		p.buf[key] = b
-	}
-	b.WriteString(ch.Data)
-	for {
-		line, err := b.ReadString('\n')
-		if err != nil {
-			b.Reset()
-			b.WriteString(line)
-			return
-		}
-		p.emit(ch.Task, ch.Stream, line)
-	}
-}
-
-func (p *linePrinter) emit(task int, stream, line string) {
-	w := p.g.stdout
-	if stream == "stderr" {
-		w = p.g.stderr
-	}
-	if !strings.HasSuffix(line, "\n") {
-		line += "\n"
-	}
-	fmt.Fprintf(w, "[%d] %s", task, line)
-}
-
-// flush prints partial last lines.
-func (p *linePrinter) flush() {
-	keys := make([]string, 0, len(p.buf))
-	for k := range p.buf {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if b := p.buf[k]; b.Len() > 0 {
-			task, stream, _ := strings.Cut(k, "/")
-			n, _ := strconv.Atoi(task)
-			p.emit(n, stream, b.String())
-		}
-	}
 }
 
 func newJobCmd(g *globals) *cobra.Command {
@@ -322,8 +140,12 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 	}
 	t := newTable(w, "TASK", "STATE", "ATTEMPT", "NODE", "EXIT", "ENDED", "REASON")
 	shown := 0
+	var truncated []string
 	for _, task := range d.Tasks {
-		if !all && task.State == api.TaskCompleted && len(task.Attempts) == 1 {
+		if task.OutputTruncated {
+			truncated = append(truncated, strconv.Itoa(task.Index))
+		}
+		if !all && task.State == api.TaskCompleted && len(task.Attempts) == 1 && !task.OutputTruncated {
 			continue
 		}
 		if len(task.Attempts) == 0 {
@@ -344,6 +166,10 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 	}
 	if hidden := len(d.Tasks) - shown; hidden > 0 {
 		fmt.Fprintf(w, "(%d task(s) that succeeded on their first attempt are not listed; --all lists them)\n", hidden)
+	}
+	if len(truncated) > 0 {
+		fmt.Fprintf(w, "Output truncated: task(s) %s wrote more than the %d bytes per task the coordinator keeps (--max-output-bytes); `ward run --output-dir DIR` writes all of it to files.\n",
+			strings.Join(truncated, ", "), d.MaxOutputBytes)
 	}
 }
 
@@ -377,7 +203,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if follow {
-				_, err := followLogs(cmd.Context(), g, c, args[0], task)
+				_, err := followLogs(cmd.Context(), g, c, args[0], task, newLinePrinter(g), false)
 				return err
 			}
 			q := url.Values{}
@@ -397,11 +223,12 @@ func newLogsCmd(g *globals) *cobra.Command {
 					break
 				}
 				if !ch.End {
-					p.chunk(ch)
+					if err := p.chunk(ch); err != nil {
+						return err
+					}
 				}
 			}
-			p.flush()
-			return nil
+			return p.flush()
 		},
 	}
 	cmd.Flags().IntVar(&task, "task", -1, "only this task's output")

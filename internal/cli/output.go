@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// printJSONLine prints v as one line of JSON, for output that is a stream
+// of JSON lines (ward run, ward logs).
+func printJSONLine(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -154,10 +154,11 @@ func (ch *changes) ops() []store.Op {
 
 // jobEnding is a job that reached a final state.
 type jobEnding struct {
-	id     string
-	state  string
-	failed int
-	counts map[string]int
+	id       string
+	state    string
+	failed   int
+	counts   map[string]int
+	failures []api.TaskFailure
 }
 
 // changesLocked snapshots every job the scheduler changed (encoded later,
@@ -169,7 +170,11 @@ func (c *Coordinator) changesLocked() changes {
 		ch.jobs = append(ch.jobs, jobSnapshot(j))
 		if j.Terminal() {
 			c.metrics.Jobs.WithLabelValues(j.State).Inc()
-			ch.ended = append(ch.ended, jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed), counts: j.Counts()})
+			e := jobEnding{id: j.ID, state: j.State, failed: len(j.Tasks) - j.Count(sched.Completed), counts: j.Counts()}
+			if e.failed > 0 {
+				e.failures = firstFailures(j, api.MaxFailuresShown)
+			}
+			ch.ended = append(ch.ended, e)
 			c.forgetOutputsLocked(j)
 		}
 	}

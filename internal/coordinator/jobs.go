@@ -227,13 +227,17 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 	if err := c.allow(p, authz.Read); err != nil {
 		return api.JobDetail{}, 0, err
 	}
+	truncated, err := c.truncatedTasks(ctx, id)
+	if err != nil {
+		return api.JobDetail{}, 0, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	j, err := c.findJobLocked(id)
 	if err != nil {
 		return api.JobDetail{}, 0, err
 	}
-	d := api.JobDetail{Job: jobAPI(j), Tasks: []api.Task{}}
+	d := api.JobDetail{Job: jobAPI(j), MaxOutputBytes: c.cfg.MaxOutputBytes, Tasks: []api.Task{}}
 	if tf.State == "" && tf.Offset == 0 && tf.Limit <= 0 {
 		d.Tasks = make([]api.Task, 0, len(j.Tasks))
 	}
@@ -247,7 +251,7 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 		if total <= tf.Offset || (tf.Limit > 0 && len(d.Tasks) >= tf.Limit) {
 			continue
 		}
-		at := api.Task{Index: i, State: t.State.String()}
+		at := api.Task{Index: i, State: t.State.String(), OutputTruncated: truncated[i]}
 		for _, a := range t.Attempts {
 			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late}
 			if a.HasExit {
@@ -259,6 +263,47 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 		d.Tasks = append(d.Tasks, at)
 	}
 	return d, total, nil
+}
+
+// truncatedTasks are the tasks of job id whose output passed the limit
+// (read from the store: the job may have ended long ago).
+func (c *Coordinator) truncatedTasks(ctx context.Context, id string) (map[int]bool, error) {
+	if !validJobID(id) {
+		return nil, nil // findJobLocked says why
+	}
+	out := map[int]bool{}
+	prefix := truncatedPrefix(id)
+	err := c.st.Scan(ctx, prefix, func(rec store.Record) error {
+		if n, err := strconv.Atoi(strings.TrimPrefix(rec.Key, prefix)); err == nil {
+			out[n] = true
+		}
+		return nil
+	})
+	return out, err
+}
+
+// firstFailures describes up to n tasks of j that did not complete, lowest
+// index first, by their last attempt. Callers hold c.mu.
+func firstFailures(j *sched.Job, n int) []api.TaskFailure {
+	var out []api.TaskFailure
+	for i := range j.Tasks {
+		t := &j.Tasks[i]
+		if t.State == sched.Completed || !t.State.Terminal() {
+			continue
+		}
+		f := api.TaskFailure{Task: i, State: t.State.String()}
+		if a := t.Current(); a != nil {
+			f.Attempt, f.Node, f.Reason = a.N, a.Node, a.Reason
+			if a.HasExit {
+				e := a.Exit
+				f.ExitCode = &e
+			}
+		}
+		if out = append(out, f); len(out) == n {
+			break
+		}
+	}
+	return out
 }
 
 func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, p authz.Principal) error {

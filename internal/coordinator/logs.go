@@ -49,26 +49,34 @@ func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
 			st = &outputState{}
 			c.outputs[k] = st
 		}
-		if st.truncated {
-			continue
-		}
 		data := ch.Data
-		rec := logRecord{Attempt: ch.Attempt, Stream: ch.Stream}
-		if room := c.cfg.MaxOutputBytes - st.bytes; len(data) > room {
-			data = data[:max(room, 0)]
-			rec.Truncated = true
-			st.truncated = true
+		var beyond []byte // past the limit: not stored, only for followers that want all
+		if st.truncated {
+			beyond, data = data, nil
+		} else {
+			rec := logRecord{Attempt: ch.Attempt, Stream: ch.Stream}
+			if room := c.cfg.MaxOutputBytes - st.bytes; len(data) > room {
+				data, beyond = data[:max(room, 0)], data[max(room, 0):]
+				rec.Truncated = true
+				st.truncated = true
+				ops = append(ops, putJSON(truncatedKey(ch.Job, ch.Task), truncatedRecord{Attempt: ch.Attempt, Kept: st.bytes + len(data)}))
+			}
+			rec.Data = data
+			st.bytes += len(data)
+			st.seq++
+			ops = append(ops, putJSON(logKey(ch.Job, ch.Task, st.seq), rec))
+			live = append(live, liveChunk{job: ch.Job, seq: st.seq, chunk: logChunk(ch.Task, st.seq, rec, c.cfg.MaxOutputBytes)})
 		}
-		rec.Data = data
-		st.bytes += len(data)
-		st.seq++
-		ops = append(ops, putJSON(logKey(ch.Job, ch.Task, st.seq), rec))
-		live = append(live, liveChunk{job: ch.Job, seq: st.seq, chunk: logChunk(ch.Task, st.seq, rec, c.cfg.MaxOutputBytes)})
+		if len(beyond) > 0 && c.wantsAllOutputLocked(ch.Job) {
+			live = append(live, liveChunk{job: ch.Job, chunk: api.LogChunk{Task: ch.Task, Attempt: ch.Attempt, Stream: ch.Stream, Data: string(beyond), Unstored: true}})
+		}
 	}
 	c.mu.Unlock()
-	if len(ops) == 0 {
+	if len(live) == 0 {
 		return
 	}
+	// Unstored output goes through the journal too (with no write of its
+	// own), so it reaches followers after the stored output before it.
 	c.journal.Commit(ops, func(err error) {
 		if err == nil {
 			c.publish(live)
@@ -79,9 +87,25 @@ func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
 func logChunk(task, seq int, r logRecord, limit int) api.LogChunk {
 	ch := api.LogChunk{Task: task, Seq: seq, Attempt: r.Attempt, Stream: r.Stream, Data: string(r.Data), Truncated: r.Truncated}
 	if r.Truncated {
-		ch.Data += "\n[ward: output truncated at " + strconv.Itoa(limit) + " bytes; raise max_output_bytes to keep more]\n"
+		ch.Note = truncationNote(limit)
 	}
 	return ch
+}
+
+// truncationNote tells a reader of a task's output why it stops.
+func truncationNote(limit int) string {
+	return fmt.Sprintf("output truncated: the coordinator keeps %d bytes per task (--max-output-bytes); `ward run --output-dir DIR` writes all of it to files", limit)
+}
+
+// wantsAllOutputLocked reports whether a follower of job asked for output
+// beyond the limit. Callers hold c.mu.
+func (c *Coordinator) wantsAllOutputLocked(job string) bool {
+	for s := range c.subs[job] {
+		if s.all {
+			return true
+		}
+	}
+	return false
 }
 
 type liveChunk struct {
@@ -98,7 +122,8 @@ const maxFollowerBacklog = 8192
 // follower's backlog (most followers keep up and hold a few items), and a
 // wake-up for the goroutine streaming it.
 type logSub struct {
-	task   int // -1: all tasks
+	task   int  // -1: all tasks
+	all    bool // also output beyond the limit, unstored
 	wake   chan struct{}
 	mu     sync.Mutex
 	queue  []subItem
@@ -110,8 +135,8 @@ type subItem struct {
 	chunk api.LogChunk
 }
 
-func newLogSub(task int) *logSub {
-	return &logSub{task: task, wake: make(chan struct{}, 1)}
+func newLogSub(task int, all bool) *logSub {
+	return &logSub{task: task, all: all, wake: make(chan struct{}, 1)}
 }
 
 func (s *logSub) offer(it subItem) {
@@ -146,7 +171,7 @@ func (c *Coordinator) publish(live []liveChunk) {
 	defer c.mu.Unlock()
 	for _, l := range live {
 		for s := range c.subs[l.job] {
-			if s.task < 0 || s.task == l.chunk.Task {
+			if (s.task < 0 || s.task == l.chunk.Task) && (s.all || !l.chunk.Unstored) {
 				s.offer(subItem{seq: l.seq, chunk: l.chunk})
 			}
 		}
@@ -162,7 +187,7 @@ func (c *Coordinator) publishEndings(ended []jobEnding) {
 	defer c.mu.Unlock()
 	for _, e := range ended {
 		for s := range c.subs[e.id] {
-			s.offer(subItem{chunk: api.LogChunk{End: true, JobState: e.state, Failed: e.failed, Counts: e.counts}})
+			s.offer(subItem{chunk: api.LogChunk{End: true, JobState: e.state, Failed: e.failed, Counts: e.counts, Failures: e.failures}})
 		}
 	}
 }
@@ -180,6 +205,7 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, p authz
 		task = n
 	}
 	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	all := q.Get("all") == "1" || q.Get("all") == "true"
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
 	started := false
@@ -190,7 +216,7 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, p authz
 			w.WriteHeader(http.StatusOK)
 		}
 	}
-	return c.FollowLogs(r.Context(), p, r.PathValue("id"), task, follow, func(ch api.LogChunk) error {
+	return c.followLogs(r.Context(), p, r.PathValue("id"), task, follow, all, func(ch api.LogChunk) error {
 		begin()
 		return enc.Encode(ch)
 	}, func() {
@@ -208,6 +234,12 @@ func (c *Coordinator) apiJobLogs(w http.ResponseWriter, r *http.Request, p authz
 // after that the stream just ends (the client went away, or the store
 // failed).
 func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id string, task int, follow bool, emit func(api.LogChunk) error, flush func()) error {
+	return c.followLogs(ctx, p, id, task, follow, false, emit, flush)
+}
+
+// followLogs is FollowLogs; with all, a follower also gets the output
+// beyond the limit that arrives while it follows (Unstored chunks).
+func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id string, task int, follow, all bool, emit func(api.LogChunk) error, flush func()) error {
 	if err := c.allow(p, authz.Read); err != nil {
 		return err
 	}
@@ -223,7 +255,7 @@ func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id stri
 	}
 	var sub *logSub
 	if follow && !j.Terminal() {
-		sub = newLogSub(task)
+		sub = newLogSub(task, all)
 		if c.subs[j.ID] == nil {
 			c.subs[j.ID] = map[*logSub]struct{}{}
 		}
@@ -231,6 +263,10 @@ func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id stri
 		defer c.unsubscribe(j.ID, sub)
 	}
 	id, state, failed, counts := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed), j.Counts()
+	var failures []api.TaskFailure
+	if sub == nil && failed > 0 {
+		failures = firstFailures(j, api.MaxFailuresShown)
+	}
 	// Memory runs ahead of the store: a task's output and its result may
 	// still be in the journal's queue when the job already looks finished
 	// here. Wait for everything queued so far, so the scan below sees all
@@ -266,7 +302,7 @@ func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id stri
 		return nil // the client went away or the store failed mid-stream
 	}
 	if sub == nil {
-		emit(api.LogChunk{End: true, JobState: state, Failed: failed, Counts: counts})
+		emit(api.LogChunk{End: true, JobState: state, Failed: failed, Counts: counts, Failures: failures})
 		return nil
 	}
 	flush()
@@ -278,10 +314,10 @@ func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id stri
 		}
 		for _, it := range sub.take() {
 			if it.seq < 0 {
-				emit(api.LogChunk{End: true, JobState: "unknown", Data: "[ward: this follower fell behind and was disconnected; run `ward logs` again]"})
+				emit(api.LogChunk{End: true, JobState: "unknown", Note: "this follower fell behind and was disconnected; run `ward logs` again"})
 				return nil
 			}
-			if !it.chunk.End && it.seq <= seen[it.chunk.Task] {
+			if !it.chunk.End && !it.chunk.Unstored && it.seq <= seen[it.chunk.Task] {
 				continue
 			}
 			if err := emit(it.chunk); err != nil {

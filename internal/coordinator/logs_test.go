@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +130,64 @@ func TestForgetOutputsOfAFinishedJob(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Output past max_output_bytes is not stored, but the truncation is (for
+// job status), and a follower that asked for all of it (ward run
+// --output-dir) still gets the rest, in order; other followers do not.
+func TestOutputBeyondTheLimit(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "ward.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := &Coordinator{
+		cfg:     config.Coordinator{Cluster: "c1", MaxOutputBytes: 10},
+		st:      st,
+		cl:      sched.NewCluster(time.Minute),
+		outputs: map[outputKey]*outputState{},
+		subs:    map[string]map[*logSub]struct{}{},
+	}
+	c.journal = newJournal(st, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { c.journal.run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	c.cl.UpsertNode("n1", 1, nil).Connected = true
+	c.cl.AddJob(&sched.Job{ID: "1", Spec: api.JobSpec{Count: 1}, Slots: 1, State: api.JobQueued})
+	if p := c.cl.Schedule(time.Now()); len(p) != 1 {
+		t.Fatalf("scheduled %d tasks, want 1", len(p))
+	}
+	plain, all := newLogSub(-1, false), newLogSub(-1, true)
+	c.subs["1"] = map[*logSub]struct{}{plain: {}, all: {}}
+	ref := api.AttemptRef{Job: "1", Task: 0, Attempt: 1}
+	c.recordOutput("n1", []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("0123456789abc")}})
+	c.recordOutput("n1", []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("defghijkl")}})
+	durable := make(chan error, 1)
+	c.journal.Commit(nil, func(err error) { durable <- err })
+	if err := <-durable; err != nil {
+		t.Fatal(err)
+	}
+
+	got := func(s *logSub) (data string, chunks []api.LogChunk) {
+		for _, it := range s.take() {
+			chunks = append(chunks, it.chunk)
+			data += it.chunk.Data
+		}
+		return data, chunks
+	}
+	data, chunks := got(plain)
+	if data != "0123456789" || len(chunks) != 1 || !chunks[0].Truncated || !strings.Contains(chunks[0].Note, "--max-output-bytes") {
+		t.Errorf("plain follower: %q %+v", data, chunks)
+	}
+	data, chunks = got(all)
+	if data != "0123456789abcdefghijkl" || len(chunks) != 3 || chunks[0].Unstored || !chunks[1].Unstored || !chunks[2].Unstored {
+		t.Errorf("follower of all output: %q %+v", data, chunks)
+	}
+	truncated, err := c.truncatedTasks(context.Background(), "1")
+	if err != nil || !truncated[0] || len(truncated) != 1 {
+		t.Errorf("truncated tasks %v, %v", truncated, err)
 	}
 }

@@ -20,7 +20,7 @@ func TestLogSubQueue(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newLogSub(-1)
+			s := newLogSub(-1, false)
 			for i := range tt.offers {
 				s.offer(subItem{seq: i + 1, chunk: api.LogChunk{Task: i}})
 			}

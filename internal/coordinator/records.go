@@ -20,14 +20,21 @@ const (
 	prefixNodes  = "nodes/"
 	prefixTokens = "tokens/"
 	prefixCerts  = "certs/"
-	keyJobSeq    = "meta/job-seq"
-	keyCRLNumber = "meta/crl-number"
+	// prefixTruncated marks tasks whose output passed max_output_bytes:
+	// truncated/<job>/<task>, written once per task.
+	prefixTruncated = "truncated/"
+	keyJobSeq       = "meta/job-seq"
+	keyCRLNumber    = "meta/crl-number"
 )
 
 func jobKey(id string) string    { return prefixJobs + padID(id) }
 func logPrefix(id string) string { return prefixLogs + padID(id) + "/" }
 func logKey(id string, task, seq int) string {
 	return fmt.Sprintf("%s%s/%07d/%09d", prefixLogs, padID(id), task, seq)
+}
+func truncatedPrefix(id string) string { return prefixTruncated + padID(id) + "/" }
+func truncatedKey(id string, task int) string {
+	return fmt.Sprintf("%s%07d", truncatedPrefix(id), task)
 }
 func nodeKey(name string) string   { return prefixNodes + name }
 func tokenKey(id string) string    { return prefixTokens + id }
@@ -152,6 +159,13 @@ type certRecord struct {
 }
 
 // logRecord is one stored chunk of task output.
+// truncatedRecord notes that a task's output passed the limit, in which
+// attempt and at how many bytes kept.
+type truncatedRecord struct {
+	Attempt int `json:"a"`
+	Kept    int `json:"kept"`
+}
+
 type logRecord struct {
 	Attempt   int    `json:"a"`
 	Stream    string `json:"s"`

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -424,3 +425,17 @@ func lines(s string) []string {
 var _ = context.Background
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// lastJobID is the ID of the job submitted last.
+func (c *cluster) lastJobID() string {
+	c.t.Helper()
+	var jobs []api.Job
+	c.wardJSON(&jobs, "job", "ls")
+	last := 0
+	for _, j := range jobs {
+		if n, err := strconv.Atoi(j.ID); err == nil && n > last {
+			last = n
+		}
+	}
+	return strconv.Itoa(last)
+}
