@@ -24,6 +24,9 @@ const (
 	CodeFailedPrecondition Code = "FAILED_PRECONDITION"
 	CodeUnavailable        Code = "UNAVAILABLE"
 	CodeInternal           Code = "INTERNAL"
+	// CodeWrongPort: an API request reached the public port; the message
+	// names the cluster port.
+	CodeWrongPort Code = "WRONG_PORT"
 
 	// Join and token refusals.
 	CodeJoinStringMalformed Code = "JOIN_STRING_MALFORMED"
@@ -128,6 +131,8 @@ func HTTPStatus(c Code) int {
 		return http.StatusPreconditionFailed
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case CodeWrongPort:
+		return http.StatusMisdirectedRequest
 	}
 	return http.StatusInternalServerError
 }

@@ -71,14 +71,19 @@ func (g *globals) client() (*client, error) {
 			fmt.Fprintf(g.stderr, "ward: warning: pin %s uses SHA-1, a legacy form; pin the CA key instead (`ward ca pin`)\n", p)
 		}
 	}
+	server := ctx.Server
+	if g.server != "" {
+		// For this command only: the context keeps its address.
+		server = g.server
+	}
 	src := identity.NewSource(cred, bundle)
 	cfg := transport.ClientConfig(src, transport.ClientOptions{
-		Cluster: ctx.Cluster, ServerName: transport.HostOf(ctx.Server), Pins: pins, NextProtos: []string{transport.ALPNHTTP},
+		Cluster: ctx.Cluster, ServerName: transport.HostOf(server), Pins: pins, NextProtos: []string{transport.ALPNHTTP},
 	})
 	c := &client{
 		g: g, ctx: ctx, path: path, cred: cred,
-		base:   "https://" + ctx.Server,
-		server: ctx.Server,
+		base:   "https://" + server,
+		server: server,
 		http: &http.Client{Transport: &http.Transport{
 			TLSClientConfig: cfg, ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second,
 			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},

@@ -23,6 +23,7 @@ import (
 type globals struct {
 	context   string
 	pins      []string
+	server    string
 	output    string
 	logLevel  string
 	logFormat string
@@ -64,17 +65,19 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.context, "context", "", "CLI context file (default: $WARD_CONTEXT, then ~/.ward/context)")
+	pf.StringVar(&g.context, "context", "", "CLI context: a file, or the name of one in ~/.ward/contexts (default: $WARD_CONTEXT, then ~/.ward/context)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.StringArrayVar(&g.pins, "pin", nil, "require this pin on the coordinator's chain instead of the context's pins (repeatable, to stage a CA rotation); sha256:<hex> of a CA key, or a certificate thumbprint")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log line format on standard error: text or json")
+	pf.StringVar(&g.server, "server", "", "talk to the coordinator at this cluster address (HOST:PORT) instead of the context's, for this command only (`ward context set --server` saves it)")
 	root.AddCommand(
 		newCoordinatorCmd(g), newAgentCmd(g), newDevCmd(g),
 		newTokenCmd(g), newRunCmd(g, true), newRunCmd(g, false), newJobCmd(g), newLogsCmd(g), newNodeCmd(g),
 		newCACmd(g), newMigrateCmd(g), newDoctorCmd(g), newAuditCmd(g), newVersionCmd(g), newReaperCmd(), newDocsCmd(g), newDebugCmd(g),
 		newCheckCmd(g), newCertCmd(g), newEtcdCmd(g), newUICmd(g),
 	)
+	root.AddCommand(newStatusCmd(g), newContextCmd(g))
 	refuseUnknownSubcommands(root)
 	return root
 }

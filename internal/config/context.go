@@ -37,16 +37,63 @@ func DefaultContextPath() string {
 	return filepath.Join(home, ".ward", "context")
 }
 
+// ContextDir is where named contexts live: ~/.ward/contexts, one
+// NAME.context file each (`ward context add`, `ward context use`).
+func ContextDir() string {
+	return filepath.Join(filepath.Dir(DefaultContextPath()), "contexts")
+}
+
+// NamedContextPath is the file of the named context name.
+func NamedContextPath(name string) string {
+	return filepath.Join(ContextDir(), name+".context")
+}
+
+// ValidContextName checks a context name: 1 to 64 letters, digits, '.',
+// '_' or '-', not starting with '.'.
+func ValidContextName(name string) error {
+	if name == "" || len(name) > 64 || name[0] == '.' {
+		return fmt.Errorf("context name %q must be 1 to 64 characters and not start with '.'", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("context name %q may hold only letters, digits, '.', '_' and '-'", name)
+		}
+	}
+	return nil
+}
+
 // ResolveContextPath applies the lookup order: the --context flag, then
-// $WARD_CONTEXT, then ~/.ward/context. It says which one it used.
+// $WARD_CONTEXT, then ~/.ward/context (which `ward context use` points at
+// a named context). The flag and the variable take a file or the name of
+// a context in ContextDir. It says which one it used.
 func ResolveContextPath(flag string) (path, source string) {
 	if flag != "" {
-		return flag, "--context"
+		return fileOrName(flag), "--context"
 	}
 	if env := os.Getenv(ContextEnv); env != "" {
-		return env, "$" + ContextEnv
+		return fileOrName(env), "$" + ContextEnv
 	}
 	return DefaultContextPath(), "the default location"
+}
+
+// fileOrName reads a --context value: the named context when v is a valid
+// name that is not a file here but is one in ContextDir, else the file v.
+func fileOrName(v string) string {
+	if ValidContextName(v) != nil {
+		return v
+	}
+	if _, err := os.Stat(v); err == nil {
+		return v
+	}
+	if named := NamedContextPath(v); fileExists(named) {
+		return named
+	}
+	return v
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // LoadContext reads a context file after checking its permissions.
@@ -68,8 +115,13 @@ func LoadContext(path string) (*Context, error) {
 	return &c, nil
 }
 
-// Save writes the context atomically with mode 0600.
+// Save writes the context atomically with mode 0600. When path is a
+// symbolic link (~/.ward/context after `ward context use`), the file it
+// points to is written and the link stays.
 func (c *Context) Save(path string) error {
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}

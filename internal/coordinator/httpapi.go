@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -67,6 +69,22 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	return mux
 }
 
+// wrongPort answers an API request that reached the public port with the
+// cluster port to use.
+func (c *Coordinator) wrongPort(w http.ResponseWriter, r *http.Request) {
+	for _, p := range []string{api.PathJoin, api.PathHeal, api.PathCA, api.PathCRL, api.PathCRLs, api.PathReady} {
+		if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
+			w.Header().Set("Allow", "GET, POST")
+			writeError(w, c, api.Errorf(api.CodeInvalidArgument, "see the README's list of public routes", "%s %s: this route does not take %s", r.Method, r.URL.Path, r.Method))
+			return
+		}
+	}
+	cluster := c.advertisedAddr(c.cfg.ClusterAddr)
+	writeError(w, c, api.Errorf(api.CodeWrongPort,
+		fmt.Sprintf("point the CLI at the cluster port: `ward context set --server %s` (or --server %s for one command)", cluster, cluster),
+		"%s is the coordinator's public port, which serves only joins, the CA bundle and the CRL; the CLI and the API use its cluster port, %s, with a client certificate", r.Host, cluster))
+}
+
 // publicRoutes is the server-auth-only port: joining, trust and readiness.
 func (c *Coordinator) publicRoutes() http.Handler {
 	mux := http.NewServeMux()
@@ -79,6 +97,9 @@ func (c *Coordinator) publicRoutes() http.Handler {
 	mux.HandleFunc("GET "+api.PathCRL, c.serveCRL)
 	mux.HandleFunc("GET "+api.PathCRL+"/{issuer}", c.serveCRL)
 	mux.HandleFunc("GET "+api.PathCRLs, c.serveCRLs)
+	// The API lives on the cluster port: a CLI or script pointed here is
+	// told where to go instead of "not found".
+	mux.HandleFunc("/v1/", c.wrongPort)
 	mux.HandleFunc("GET "+api.PathReady, func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

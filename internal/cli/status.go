@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wardcluster/ward/internal/api"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster summary: addresses, nodes, store, insecure settings, CA and certificate expiry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, printed, err := call[api.Status](cmd, g, "GET", "/v1/status", nil)
+			if err != nil || printed {
+				return err
+			}
+			printStatus(g, st)
+			return nil
+		},
+	}
+}
+
+func printStatus(g *globals, st api.Status) {
+	w := g.stdout
+	row := func(k, format string, args ...any) { fmt.Fprintf(w, "%-14s %s\n", k+":", fmt.Sprintf(format, args...)) }
+	row("cluster", "%s (coordinator %s, version %s)", st.Cluster, st.Coordinator, st.Version)
+	row("cluster port", "%s  (agents, the CLI and the API; client certificate required)", strings.Join(st.ClusterAddrs, ", "))
+	row("public port", "%s  (joins, the CA bundle, the CRL)", strings.Join(st.PublicAddrs, ", "))
+	if st.Store != "" {
+		row("store", "%s", st.Store)
+	}
+	row("nodes", "%d, %d connected (`ward node ls`)", st.Nodes, st.Connected)
+	if len(st.Insecure) == 0 {
+		row("insecure", "none")
+	} else {
+		row("insecure", "%s  (`ward doctor` gives the fixes)", strings.Join(st.Insecure, ", "))
+	}
+	row("issuing CA", "expires %s (%s)", ts(st.CAExpiry), until(st.CAExpiry))
+	row("server cert", "expires %s (%s); renewed on its own", ts(st.CertExpiry), until(st.CertExpiry))
+}
