@@ -54,8 +54,8 @@ type Job struct {
 	ID           string         `json:"id"`
 	Spec         JobSpec        `json:"spec"`
 	State        string         `json:"state"`
-	Submitted    time.Time      `json:"submitted"`
-	Finished     time.Time      `json:"finished,omitempty"`
+	Submitted    time.Time      `json:"submitted,omitzero"`
+	Finished     time.Time      `json:"finished,omitzero"`
 	SubmittedBy  string         `json:"submitted_by"`
 	CancelReason string         `json:"cancel_reason,omitempty"`
 	Counts       map[string]int `json:"counts"` // tasks per state
@@ -66,9 +66,9 @@ type Attempt struct {
 	N        int       `json:"n"`
 	Node     string    `json:"node"`
 	State    string    `json:"state"`
-	Assigned time.Time `json:"assigned"`
-	Started  time.Time `json:"started,omitempty"`
-	Ended    time.Time `json:"ended,omitempty"`
+	Assigned time.Time `json:"assigned,omitzero"`
+	Started  time.Time `json:"started,omitzero"`
+	Ended    time.Time `json:"ended,omitzero"`
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Reason   string    `json:"reason,omitempty"` // why it ended
 	Late     bool      `json:"late,omitempty"`   // result arrived after the attempt was declared lost

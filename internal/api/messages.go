@@ -66,8 +66,8 @@ type TokenCreate struct {
 // Token describes a join token; the secret is never returned after creation.
 type Token struct {
 	ID        string            `json:"id"`
-	Created   time.Time         `json:"created"`
-	Expires   time.Time         `json:"expires"`
+	Created   time.Time         `json:"created,omitzero"`
+	Expires   time.Time         `json:"expires,omitzero"`
 	Uses      int               `json:"uses"`
 	Used      int               `json:"used"`
 	Labels    map[string]string `json:"labels,omitempty"`
@@ -97,7 +97,7 @@ type Node struct {
 	Running    int               `json:"running"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	CertSerial string            `json:"cert_serial"`
-	CertExpiry time.Time         `json:"cert_expiry"`
+	CertExpiry time.Time         `json:"cert_expiry,omitzero"`
 	CertIssuer string            `json:"cert_issuer,omitempty"`
 	TLSVersion string            `json:"tls_version"`
 	Link       string            `json:"link"`                    // YES, PARTLY, NO
@@ -108,10 +108,10 @@ type Node struct {
 	// Reconnects counts the sessions the agent opened in the last 10
 	// minutes after an earlier one (`ward doctor` warns from 3).
 	Reconnects int       `json:"reconnects"`
-	LastSeen   time.Time `json:"last_seen,omitempty"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
 	ClockSkew  Duration  `json:"clock_skew"`
 	Drain      bool      `json:"drain"`
-	Joined     time.Time `json:"joined"`
+	Joined     time.Time `json:"joined,omitzero"`
 	// Version is the Ward version the agent reported when it last
 	// connected ("" before its first session).
 	Version string `json:"version,omitempty"`
@@ -154,8 +154,8 @@ type Status struct {
 	Connected    int       `json:"connected"`
 	Insecure     []string  `json:"insecure,omitempty"` // insecure settings in effect, by name
 	Store        string    `json:"store,omitempty"`    // the store backend and where it is
-	CAExpiry     time.Time `json:"ca_expiry"`
-	CertExpiry   time.Time `json:"cert_expiry"`
+	CAExpiry     time.Time `json:"ca_expiry,omitzero"`
+	CertExpiry   time.Time `json:"cert_expiry,omitzero"`
 	// Coordinators lists every coordinator of the cluster with its
 	// version and build.
 	Coordinators []CoordinatorInfo `json:"coordinators"`
@@ -186,12 +186,12 @@ type DataDirFile struct {
 	Path     string    `json:"path"`
 	Mode     string    `json:"mode"`
 	Size     int64     `json:"size"`
-	Modified time.Time `json:"modified"`
+	Modified time.Time `json:"modified,omitzero"`
 }
 
 // RuntimeInfo is the coordinator process's state.
 type RuntimeInfo struct {
-	Started      time.Time `json:"started"`
+	Started      time.Time `json:"started,omitzero"`
 	Goroutines   int       `json:"goroutines"`
 	HeapBytes    uint64    `json:"heap_bytes"`
 	SysBytes     uint64    `json:"sys_bytes"`
@@ -241,10 +241,10 @@ type Cert struct {
 	Role      string    `json:"role"`
 	Name      string    `json:"name"`
 	Issuer    string    `json:"issuer"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
 	Revoked   bool      `json:"revoked"`
-	RevokedAt time.Time `json:"revoked_at,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	Reason    string    `json:"reason,omitempty"`
 }
 
@@ -278,7 +278,7 @@ type CAInfo struct {
 	Subject  string    `json:"subject"`
 	Serial   string    `json:"serial"`
 	Pin      string    `json:"pin"`
-	NotAfter time.Time `json:"not_after"`
+	NotAfter time.Time `json:"not_after,omitzero"`
 }
 
 // CAStatus is the CA and rotation state at GET /v1/ca/status.
@@ -292,15 +292,15 @@ type CAStatus struct {
 	Agents     map[string]int `json:"agents_by_issuer"`
 	OnOldCA    []string       `json:"agents_on_old_ca,omitempty"`
 	Next       string         `json:"next"`
-	Changed    time.Time      `json:"changed,omitempty"`
+	Changed    time.Time      `json:"changed,omitzero"`
 	CRL        *CRLInfo       `json:"crl,omitempty"` // the issuing CA's current CRL
 }
 
 // CRLInfo describes a published CRL.
 type CRLInfo struct {
 	Number     int64     `json:"number"`
-	ThisUpdate time.Time `json:"this_update"`
-	NextUpdate time.Time `json:"next_update"`
+	ThisUpdate time.Time `json:"this_update,omitzero"`
+	NextUpdate time.Time `json:"next_update,omitzero"`
 	Revoked    int       `json:"revoked"` // entries
 }
 

@@ -79,7 +79,36 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 	)
 	root.AddCommand(newStatusCmd(g), newContextCmd(g))
 	refuseUnknownSubcommands(root)
+	explainUsageErrors(root)
 	return root
+}
+
+// explainUsageErrors makes cobra's own refusals (a wrong number of
+// arguments, an unknown or malformed flag) errors with a code and a fix,
+// like every other failure, so -o json renders them too.
+func explainUsageErrors(root *cobra.Command) {
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return api.Errorf(api.CodeInvalidArgument, fmt.Sprintf("`%s --help` lists the flags", c.CommandPath()), "%v", err)
+	})
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Args == nil {
+			return
+		}
+		check := c.Args
+		c.Args = func(c *cobra.Command, args []string) error {
+			err := check(c, args)
+			var ae *api.Error
+			if err == nil || errors.As(err, &ae) {
+				return err
+			}
+			return api.Errorf(api.CodeInvalidArgument, fmt.Sprintf("usage: %s (`%s --help` says more)", c.UseLine(), c.CommandPath()), "%s: %v", c.CommandPath(), err)
+		}
+	}
+	walk(root)
 }
 
 // refuseUnknownSubcommands makes every command group (ward, ward job, ward
@@ -130,8 +159,42 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	renderError(stderr, err)
+	if wantsJSON(root, args) {
+		renderErrorJSON(stderr, err)
+	} else {
+		renderError(stderr, err)
+	}
 	return 1
+}
+
+// wantsJSON reports whether the command line asked for -o json, also when
+// the flags could not be parsed.
+func wantsJSON(root *cobra.Command, args []string) bool {
+	if f := root.PersistentFlags().Lookup("output"); f != nil && f.Value.String() == "json" {
+		return true
+	}
+	for i, a := range args {
+		switch {
+		case a == "--":
+			return false
+		case a == "-ojson" || a == "--output=json" || a == "-o=json":
+			return true
+		case (a == "-o" || a == "--output") && i+1 < len(args) && args[i+1] == "json":
+			return true
+		}
+	}
+	return false
+}
+
+// renderErrorJSON prints an error as the API does, on one line:
+// {"error":{"code":…,"message":…,"fix":…}}. An error without a code is
+// INTERNAL, with its message as it is.
+func renderErrorJSON(w io.Writer, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = &api.Error{Code: api.CodeInternal, Message: strings.TrimSpace(err.Error())}
+	}
+	printJSONLine(w, api.ErrorBody{Error: ae})
 }
 
 // exitError ends a command with a code after it printed its own outcome.

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,5 +64,31 @@ func TestMissingContext(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "export WARD_CONTEXT") {
 		t.Errorf("no fix:\n%s", errOut)
+	}
+}
+
+// With -o json, every failure is one JSON line on stderr with its code,
+// including cobra's own refusals (unknown flag, wrong argument count).
+func TestErrorsAsJSON(t *testing.T) {
+	for _, args := range [][]string{
+		{"job", "stauts", "-o", "json"},
+		{"-o", "json", "node", "ls", "--bogus"},
+		{"job", "status", "--output=json"},
+		{"node", "ls", "--context", filepath.Join(t.TempDir(), "nope"), "-o", "json"},
+	} {
+		code, out, errOut := run(t, args...)
+		var eb struct {
+			Error *struct{ Code, Message, Fix string } `json:"error"`
+		}
+		if code != 1 || out != "" || json.Unmarshal([]byte(errOut), &eb) != nil || eb.Error == nil || eb.Error.Code == "" || eb.Error.Message == "" || eb.Error.Fix == "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+		if strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("%v: the error is not one line: %q", args, errOut)
+		}
+	}
+	// Without -o json the same failure is text, with its code.
+	if code, _, errOut := run(t, "node", "ls", "--bogus"); code != 1 || !strings.Contains(errOut, "code: INVALID_ARGUMENT") {
+		t.Errorf("text: exit %d %q", code, errOut)
 	}
 }

@@ -244,6 +244,9 @@ func (c *Coordinator) Doctor(ctx context.Context, p authz.Principal, horizon tim
 	if err != nil {
 		return api.DoctorReport{}, err
 	}
+	if f == nil {
+		f = []api.Finding{} // no findings: an empty list, not null
+	}
 	return api.DoctorReport{Horizon: api.Duration(horizon), Findings: f}, nil
 }
 
