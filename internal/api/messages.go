@@ -224,8 +224,12 @@ type UILinkRequest struct {
 // UILink is a one-time sign-in link: it works once, until Expires.
 type UILink struct {
 	URL     string    `json:"url"`
-	Expires time.Time `json:"expires"`
+	Expires time.Time `json:"expires,omitzero"`
 }
+
+// RevocationReasons are the reasons a revocation may give, as --reason
+// takes them.
+var RevocationReasons = []string{"unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded", "cessation-of-operation", "privilege-withdrawn"}
 
 // RevokeRequest gives the reason recorded with a revocation: one of
 // unspecified, key-compromise, ca-compromise, affiliation-changed,

@@ -80,6 +80,7 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 	root.AddCommand(newStatusCmd(g), newContextCmd(g))
 	refuseUnknownSubcommands(root)
 	explainUsageErrors(root)
+	addCompletions(root, g)
 	return root
 }
 

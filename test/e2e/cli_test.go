@@ -116,4 +116,30 @@ func TestFirstHourCLI(t *testing.T) {
 			t.Errorf("ward logs does not say where the output stops:\n%s", logErr)
 		}
 	})
+	t.Run("completion offers nodes, jobs and flag values", func(t *testing.T) {
+		out := c.mustWard("__complete", "node", "drain", "")
+		if !strings.Contains(out, "n1\tready, 2 slots") {
+			t.Errorf("node names:\n%s", out)
+		}
+		running := strings.TrimSpace(c.mustWard("submit", "--name", "long", "--", "sleep", "60"))
+		out = c.mustWard("__complete", "job", "cancel", "")
+		if !strings.Contains(out, running+"\tlong, ") || strings.Contains(out, "1\tcompleted") {
+			t.Errorf("job IDs to cancel (only unfinished ones):\n%s", out)
+		}
+		if out = c.mustWard("__complete", "job", "status", ""); !strings.Contains(out, "1\tcompleted") {
+			t.Errorf("job IDs:\n%s", out)
+		}
+		c.mustWard("job", "cancel", running)
+		if out = c.mustWard("__complete", "run", "--priority", ""); !strings.Contains(out, "above-normal") {
+			t.Errorf("--priority values:\n%s", out)
+		}
+	})
+	t.Run("status", func(t *testing.T) {
+		out := c.mustWard("status")
+		for _, want := range []string{"cluster port:  " + c.cluster, "public port:   " + c.public, "nodes:         1, 1 connected", "insecure:      none"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+	})
 }
