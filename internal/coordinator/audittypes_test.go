@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
 )
 
@@ -54,5 +55,17 @@ func TestAuditTypesAreListed(t *testing.T) {
 	}
 	if seen < 10 {
 		t.Fatalf("found only %d audit event literals; the scan is broken", seen)
+	}
+}
+
+// The reasons the CLI completes are exactly those the coordinator takes.
+func TestRevocationReasonsMatch(t *testing.T) {
+	if len(api.RevocationReasons) != len(crlReasons) {
+		t.Fatalf("api.RevocationReasons has %d names, the coordinator takes %d", len(api.RevocationReasons), len(crlReasons))
+	}
+	for _, r := range api.RevocationReasons {
+		if _, ok := crlReasons[r]; !ok {
+			t.Errorf("reason %q is not one the coordinator takes", r)
+		}
 	}
 }
