@@ -48,9 +48,7 @@ func (g *globals) client() (*client, error) {
 			return nil, err
 		}
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, api.Errorf(api.CodeFailedPrecondition,
-				"start a coordinator (or `ward dev`) and run the `export WARD_CONTEXT=...` line it prints, or pass --context FILE",
-				"there is no CLI context at %s (the path came from %s)", path, source)
+			return nil, noContextError(path, source)
 		}
 		return nil, api.Errorf(api.CodeFailedPrecondition,
 			"start a coordinator (or `ward dev`) and run the `export WARD_CONTEXT=...` line it prints, or pass --context FILE",

@@ -178,10 +178,11 @@ func newContextShowCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, source := config.ResolveContextPath(g.context)
 			if len(args) == 1 {
-				if err := config.ValidContextName(args[0]); err != nil {
-					return api.Errorf(api.CodeInvalidArgument, "`ward context ls` lists the names", "%v", err)
+				var err error
+				if path, err = savedContext(args[0]); err != nil {
+					return err
 				}
-				path, source = config.NamedContextPath(args[0]), "its name"
+				source = "its name"
 			}
 			if _, err := os.Stat(path); err != nil {
 				return noContextError(path, source)
@@ -244,6 +245,19 @@ func noContextError(path, source string) error {
 		"there is no CLI context at %s (the path came from %s)", path, source)
 }
 
+// savedContext is the file of the saved context name, or why there is
+// none.
+func savedContext(name string) (string, error) {
+	if err := config.ValidContextName(name); err != nil {
+		return "", api.Errorf(api.CodeInvalidArgument, "`ward context ls` lists the names", "%v", err)
+	}
+	path := config.NamedContextPath(name)
+	if _, err := os.Stat(path); err != nil {
+		return "", api.Errorf(api.CodeNotFound, "`ward context ls` lists the names; `ward context add NAME FILE` saves one", "there is no context named %q (no %s)", name, path)
+	}
+	return path, nil
+}
+
 func newContextUseCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "use NAME",
@@ -251,12 +265,9 @@ func newContextUseCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := config.ValidContextName(name); err != nil {
-				return api.Errorf(api.CodeInvalidArgument, "`ward context ls` lists the names", "%v", err)
-			}
-			target := config.NamedContextPath(name)
-			if _, err := os.Stat(target); err != nil {
-				return api.Errorf(api.CodeNotFound, "`ward context ls` lists the names; `ward context add NAME FILE` saves one", "there is no context named %q (no %s)", name, target)
+			target, err := savedContext(name)
+			if err != nil {
+				return err
 			}
 			if info := describeContext(target); info.loadErr != nil {
 				return api.Errorf(api.CodeFailedPrecondition, "fix or replace the file (`ward context add NAME FILE --force`)", "context %q does not load: %v", name, info.loadErr)
@@ -354,12 +365,9 @@ func newContextRmCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := config.ValidContextName(name); err != nil {
-				return api.Errorf(api.CodeInvalidArgument, "`ward context ls` lists the names", "%v", err)
-			}
-			path := config.NamedContextPath(name)
-			if _, err := os.Stat(path); err != nil {
-				return api.Errorf(api.CodeNotFound, "`ward context ls` lists the names", "there is no context named %q", name)
+			path, err := savedContext(name)
+			if err != nil {
+				return err
 			}
 			def := config.DefaultContextPath()
 			if samePath(def, path) {
