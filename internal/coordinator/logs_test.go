@@ -28,6 +28,25 @@ func (h *heldStore) Txn(ctx context.Context, conds []store.Cond, ops []store.Op)
 	return h.Store.Txn(ctx, conds, ops)
 }
 
+// outputCoordinator is a coordinator with what task output needs: the
+// scheduler, the output limit, and a journal over st that runs until the
+// test ends.
+func outputCoordinator(t *testing.T, st store.Store, maxOutput int) *Coordinator {
+	c := &Coordinator{
+		cfg:     config.Coordinator{Cluster: "c1", MaxOutputBytes: maxOutput},
+		st:      st,
+		cl:      sched.NewCluster(time.Minute),
+		outputs: map[outputKey]*outputState{},
+		subs:    map[string]map[*logSub]struct{}{},
+	}
+	c.journal = newJournal(st, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { c.journal.run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	return c
+}
+
 // TestJobLogsWaitForQueuedOutput: a job can look finished in memory while
 // its output is still queued in the journal. A follower that arrives then
 // must still get that output, not only the job's end (the race behind a
@@ -37,20 +56,9 @@ func TestJobLogsWaitForQueuedOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	held := &heldStore{Store: st, gate: make(chan struct{})}
-	c := &Coordinator{
-		cfg:     config.Coordinator{Cluster: "c1", MaxOutputBytes: 1 << 20},
-		st:      held,
-		cl:      sched.NewCluster(time.Minute),
-		outputs: map[outputKey]*outputState{},
-		subs:    map[string]map[*logSub]struct{}{},
-	}
-	c.journal = newJournal(held, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { c.journal.run(ctx); close(stopped) }()
-	defer func() { cancel(); <-stopped }()
+	c := outputCoordinator(t, held, 1<<20)
 	released := false
 	release := func() {
 		if !released {
@@ -141,19 +149,8 @@ func TestOutputBeyondTheLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	c := &Coordinator{
-		cfg:     config.Coordinator{Cluster: "c1", MaxOutputBytes: 10},
-		st:      st,
-		cl:      sched.NewCluster(time.Minute),
-		outputs: map[outputKey]*outputState{},
-		subs:    map[string]map[*logSub]struct{}{},
-	}
-	c.journal = newJournal(st, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { c.journal.run(ctx); close(stopped) }()
-	defer func() { cancel(); <-stopped }()
+	t.Cleanup(func() { st.Close() })
+	c := outputCoordinator(t, st, 10)
 
 	c.cl.UpsertNode("n1", 1, nil).Connected = true
 	c.cl.AddJob(&sched.Job{ID: "1", Spec: api.JobSpec{Count: 1}, Slots: 1, State: api.JobQueued})
