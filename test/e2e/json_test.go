@@ -18,7 +18,7 @@ func TestJSONOutputIsConsistent(t *testing.T) {
 	reads := [][]string{
 		{"status"}, {"node", "ls"}, {"job", "ls"}, {"token", "ls"}, {"cert", "ls"}, {"ca", "status"}, {"ca", "pin"},
 		{"doctor", "--horizon", "1h"}, {"audit"}, {"migrate", "status"}, {"context", "show"}, {"context", "ls"},
-		{"check", "--use-context"}, {"cert", "inspect", filepath.Join(c.data, "pki", "coordinator.crt")},
+		{"check", "--use-context"}, {"cert", "inspect", filepath.Join(c.data, "pki", "coordinator.crt")}, {"version"},
 	}
 	checkAll := func(stage string) {
 		for _, args := range reads {
