@@ -50,11 +50,10 @@ func LivenessTimeout(interval time.Duration) time.Duration {
 	return 3*interval + min(max(2*interval, 2*time.Second), 10*time.Second)
 }
 
-// HeartbeatAck answers a Heartbeat: the coordinator's clock when it read
-// it. It proves to an idle agent that the coordinator is still there.
-type HeartbeatAck struct {
-	Time Nanos `json:"t"`
-}
+// HeartbeatAck answers a Heartbeat. It proves to an idle agent that the
+// coordinator is still there; it carries nothing else (an empty JSON
+// object), so the coordinator sends the same few bytes every time.
+type HeartbeatAck struct{}
 
 // Settings changes a live session's settings: the coordinator stretches
 // the heartbeat interval as the fleet grows.

@@ -17,6 +17,17 @@ import (
 	"github.com/wardcluster/ward/internal/transport"
 )
 
+// heartbeatAckFrame is the encoded HeartbeatAck, the same bytes for every
+// heartbeat of every session: answering costs no encoding or allocation
+// beyond the session's write queue.
+var heartbeatAckFrame = func() []byte {
+	b, err := api.AppendFrame(nil, api.FrameHeartbeatAck, api.HeartbeatAck{})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
 // helloTimeout bounds the wait for an agent's first frame.
 const helloTimeout = 10 * time.Second
 
@@ -64,14 +75,20 @@ func (s *session) send(t api.FrameType, msg any) {
 }
 
 // sendRaw queues encoded frames. Frames queued while a write is in flight
-// go out together in the next write.
+// go out together in the next write. b is only read, never kept for
+// appending, so one encoded frame may be queued on many sessions (a
+// heartbeat answer, a settings change) without a copy per session.
 func (s *session) sendRaw(b []byte) {
 	s.wmu.Lock()
 	if s.closed {
 		s.wmu.Unlock()
 		return
 	}
-	s.wbuf = append(s.wbuf, b...)
+	if len(s.wbuf) == 0 {
+		s.wbuf = b[:len(b):len(b)] // a later append must copy, not write into b
+	} else {
+		s.wbuf = append(s.wbuf, b...)
+	}
 	if s.writing {
 		s.wmu.Unlock()
 		return
@@ -357,7 +374,7 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 		// Answered, so an idle agent hears from the coordinator at the
 		// interval it heartbeats at and can tell a live session from a
 		// dead one.
-		s.send(api.FrameHeartbeatAck, api.HeartbeatAck{Time: api.NanosOf(now)})
+		s.sendRaw(heartbeatAckFrame)
 	case api.FrameStarted:
 		var m api.Started
 		if err := api.DecodeFrame(t, body, &m); err != nil {
