@@ -50,6 +50,15 @@ const (
 	// Jobs.
 	CodeJobUnschedulable Code = "JOB_UNSCHEDULABLE"
 	CodeJobTooLarge      Code = "JOB_TOO_LARGE"
+
+	// Limits a peer ran into. Each message names the limit and the
+	// coordinator setting that raises it.
+	CodeRequestTooLarge  Code = "REQUEST_TOO_LARGE"  // a request body over max_request_bytes
+	CodeHeadersTooLarge  Code = "HEADERS_TOO_LARGE"  // request headers over max_header_bytes
+	CodeFrameTooLarge    Code = "FRAME_TOO_LARGE"    // an agent session frame over max_frame_bytes
+	CodeSessionQueueFull Code = "SESSION_QUEUE_FULL" // a session's queued bytes over session_queue_bytes
+	CodeConnLimit        Code = "CONNECTION_LIMIT"   // a listener's connection cap (logged; the connection is closed)
+	CodeHandshakeLimit   Code = "HANDSHAKE_LIMIT"    // a listener's cap on TLS handshakes in flight (logged)
 )
 
 // Error is a failure a user can meet: what failed, and the fix. Message and
@@ -59,7 +68,9 @@ type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"`
-	Cause   error  `json:"-"`
+	// RetryAfter, on RATE_LIMITED, is when a retry may succeed.
+	RetryAfter Duration `json:"retry_after,omitempty"`
+	Cause      error    `json:"-"`
 }
 
 func (e *Error) Error() string {
@@ -116,6 +127,10 @@ func HTTPStatus(c Code) int {
 	case CodeInvalidArgument, CodeJoinStringMalformed, CodeCSRInvalid, CodeCSRCARequested,
 		CodeCSRWeakKey, CodeCSRSANNotAllowed, CodeJobTooLarge:
 		return http.StatusBadRequest
+	case CodeRequestTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeHeadersTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
 	case CodeNotFound:
 		return http.StatusNotFound
 	case CodeAlreadyExists, CodeNodeNameInUse:

@@ -27,16 +27,37 @@ func AppendFrame(dst []byte, t FrameType, msg any) ([]byte, error) {
 	return append(dst, body...), nil
 }
 
-// ReadFrame reads one frame. The body is freshly allocated and owned by the
-// caller. hdr is scratch space of at least 5 bytes, so a reader loop does
-// not allocate a header per frame.
+// ReadFrame reads one frame of at most MaxFrame bytes. The body is freshly
+// allocated and owned by the caller. hdr is scratch space of at least 5
+// bytes, so a reader loop does not allocate a header per frame.
 func ReadFrame(r io.Reader, hdr []byte) (FrameType, []byte, error) {
+	return ReadFrameLimit(r, hdr, MaxFrame)
+}
+
+// FrameTooLargeError is a frame longer than the reader accepts. Nothing of
+// its body was read.
+type FrameTooLargeError struct {
+	Type  FrameType
+	Size  int
+	Limit int
+}
+
+func (e *FrameTooLargeError) Error() string {
+	return fmt.Sprintf("frame %d is %d bytes, over the %d-byte limit", e.Type, e.Size, e.Limit)
+}
+
+// ReadFrameLimit is ReadFrame with a lower bound than MaxFrame: a frame
+// over limit is a *FrameTooLargeError, and its body is not allocated.
+func ReadFrameLimit(r io.Reader, hdr []byte, limit int) (FrameType, []byte, error) {
 	if _, err := io.ReadFull(r, hdr[:5]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:4])
-	if n < 1 || n > MaxFrame {
+	if n < 1 {
 		return 0, nil, fmt.Errorf("frame length %d is outside 1..%d: the peer does not speak the Ward agent protocol", n, MaxFrame)
+	}
+	if int64(n) > int64(min(limit, MaxFrame)) {
+		return 0, nil, &FrameTooLargeError{Type: FrameType(hdr[4]), Size: int(n), Limit: min(limit, MaxFrame)}
 	}
 	body := make([]byte, n-1)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -53,7 +74,7 @@ func DecodeFrame(t FrameType, body []byte, msg any) error {
 		}
 		return nil
 	}
-	if err := json.Unmarshal(body, msg); err != nil {
+	if err := decodeJSON(body, msg, true); err != nil {
 		return fmt.Errorf("decode frame %d: %w", t, err)
 	}
 	return nil
