@@ -142,6 +142,7 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.Var(durationFlag{&cfg.UIIdleTimeout}, "ui-idle-timeout", "end a console session unused for this long")
 	f.Var(durationFlag{&cfg.UISessionLifetime}, "ui-session-lifetime", "end a console session this long after sign-in")
 	roleLogFlags(f, &cfg.LogLevel, &cfg.LogFormat)
+	bindLimitFlags(f, &cfg.Limits)
 	return cmd
 }
 

@@ -99,3 +99,41 @@ func TestConsoleSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestLimits: limits are top-level keys of the file, and every value out
+// of range is reported with its key and flag.
+func TestLimits(t *testing.T) {
+	c, err := config.LoadCoordinator(write(t, `{"version": 1, "data_dir": "/x", "public_max_conns": 4096, "handshake_timeout": "3s"}`))
+	if err != nil || c.PublicMaxConns != 4096 || c.HandshakeTimeout.D() != 3*time.Second || c.MaxFrameBytes != config.MaxFrameLimit {
+		t.Fatalf("limits from a file: %+v, %v", c.Limits, err)
+	}
+	tests := []struct {
+		name string
+		set  func(l *config.Limits)
+		want string
+	}{
+		{"frame over the protocol's bound", func(l *config.Limits) { l.MaxFrameBytes = 32 << 20 }, "max_frame_bytes (--max-frame-bytes): 33554432 is out of range"},
+		{"frame under an output frame", func(l *config.Limits) { l.MaxFrameBytes = 1 << 20 }, "max_frame_bytes (--max-frame-bytes)"},
+		{"no global join rate", func(l *config.Limits) { l.JoinGlobalRate = 0 }, "join_global_rate"},
+		{"per source over total", func(l *config.Limits) { l.PublicMaxConnsPerSource = 2000 }, "public_max_conns_per_source (--public-max-conns-per-source): 2000 is over public_max_conns"},
+		{"handshakes over connections", func(l *config.Limits) { l.PublicMaxHandshakes = 2000 }, "public_max_handshakes (--public-max-handshakes): 2000 is over public_max_conns"},
+		{"zero timeout", func(l *config.Limits) { l.PublicIdleTimeout = 0 }, "public_idle_timeout (--public-idle-timeout): 0s is out of range"},
+		{"tiny session queue", func(l *config.Limits) { l.SessionQueueBytes = 1024 }, "session_queue_bytes"},
+		{"tiny header limit", func(l *config.Limits) { l.MaxHeaderBytes = 100 }, "max_header_bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := config.CoordinatorDefaults()
+			c.DataDir = "/x"
+			tt.set(&c.Limits)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	d := config.CoordinatorDefaults()
+	d.DataDir = "/x"
+	if err := d.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+}

@@ -90,6 +90,9 @@ type Coordinator struct {
 	// dropped and the truncation shown.
 	MaxOutputBytes int `json:"max_output_bytes" flag:"max-output-bytes"`
 	// JoinRate is the join attempts per second allowed per source address.
+	// An attempt with a valid token is never refused for its address's rate
+	// (so a flood from a shared address does not lock out real agents
+	// behind it); join_global_rate counts it.
 	JoinRate float64 `json:"join_rate" flag:"join-rate"`
 	// JoinBurst is the join attempts allowed in a burst per source address.
 	JoinBurst int `json:"join_burst" flag:"join-burst"`
@@ -116,6 +119,9 @@ type Coordinator struct {
 	// UISessionLifetime ends a console session this long after sign-in,
 	// used or not.
 	UISessionLifetime Duration `json:"ui_session_lifetime" flag:"ui-session-lifetime"`
+	// Limits bounds connections, handshakes, requests and frames; its keys
+	// are top-level keys of the file.
+	Limits
 	// StoreNoSync skips fsync on store commits. Only for benchmarks that
 	// say so: a crash can lose acknowledged work.
 	StoreNoSync bool `json:"insecure_store_nosync"`
@@ -191,6 +197,7 @@ func CoordinatorDefaults() Coordinator {
 		UI:                      true,
 		UIIdleTimeout:           Duration(30 * time.Minute),
 		UISessionLifetime:       Duration(12 * time.Hour),
+		Limits:                  LimitsDefaults(),
 	}
 }
 
@@ -285,6 +292,7 @@ func (c *Coordinator) Validate() error {
 	if c.UIPasswordFile != "" && !c.UI {
 		p.Addf("ui_password_file (--ui-password-file)", "is set while the console is off (ui: false); remove one of them")
 	}
+	c.Limits.validate(&p)
 	return p.Err("coordinator")
 }
 

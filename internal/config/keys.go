@@ -15,6 +15,9 @@ type Key struct {
 	Name  string // key in the config file (json tag)
 	Flag  string // flag that overrides it; "" when it has none
 	Field string // Go field name
+	// Owner is the struct type that declares Field: the role's, or one it
+	// embeds (such as Limits), whose fields are keys of the role.
+	Owner string
 	// DocDefault replaces the default in the reference when it depends on
 	// the machine (docdefault tag).
 	DocDefault string
@@ -32,10 +35,15 @@ func Keys(cfg any) []Key {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			// encoding/json puts an embedded struct's keys at the top level.
+			out = append(out, Keys(reflect.New(f.Type).Interface())...)
+			continue
+		}
 		if name == "" || name == "-" || name == "version" {
 			continue
 		}
-		out = append(out, Key{Name: name, Flag: f.Tag.Get("flag"), Field: f.Name, DocDefault: f.Tag.Get("docdefault"), Type: f.Type})
+		out = append(out, Key{Name: name, Flag: f.Tag.Get("flag"), Field: f.Name, Owner: t.Name(), DocDefault: f.Tag.Get("docdefault"), Type: f.Type})
 	}
 	return out
 }

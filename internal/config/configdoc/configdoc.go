@@ -50,9 +50,9 @@ func Render(srcDir string) ([]byte, error) {
 		b.WriteString("| key | flag | type | default | what it does |\n|---|---|---|---|---|\n")
 		def := reflect.ValueOf(r.cfg).Elem()
 		for _, k := range config.Keys(r.cfg) {
-			doc := docs[r.typeName][k.Field]
+			doc := docs[k.Owner][k.Field]
 			if doc == "" {
-				missing = append(missing, fmt.Sprintf("config.%s.%s (key %s)", r.typeName, k.Field, k.Name))
+				missing = append(missing, fmt.Sprintf("config.%s.%s (key %s)", k.Owner, k.Field, k.Name))
 			}
 			flag := "—"
 			if k.Flag != "" {
