@@ -34,6 +34,12 @@ type Metrics struct {
 	HeartbeatLag prometheus.Histogram
 	StoreCommit  prometheus.Histogram
 	StoreBatch   prometheus.Histogram
+	// ListenerLimits counts connections a listener's caps closed (an old
+	// one evicted for a new one) or refused, by the setting reached.
+	ListenerLimits *prometheus.CounterVec
+	// SessionLimits counts agent sessions ended or slowed by a session
+	// limit, by the setting reached.
+	SessionLimits *prometheus.CounterVec
 }
 
 // New registers every metric. expiries, crlAge and load are called at
@@ -74,6 +80,12 @@ func New(expiries func() []Expiry, crlAge func() (time.Duration, bool), load fun
 		Help:    "Writes per group commit.",
 		Buckets: prometheus.ExponentialBuckets(1, 4, 9),
 	})
+	m.ListenerLimits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_listener_limit_total", Help: "Connections closed at a listener cap, by listener, limit (the setting) and action (evicted: an older connection made room; refused: the new one was closed).",
+	}, []string{"listener", "limit", "action"})
+	m.SessionLimits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ward_session_limit_total", Help: "Agent sessions that hit a session limit, by limit (the setting) and action (closed, or paused while output is stored).",
+	}, []string{"limit", "action"})
 	expiry := prometheus.NewDesc("ward_cert_expiry_seconds", "Seconds until a certificate or CA expires (negative: expired).", []string{"kind", "name", "serial"}, nil)
 	crl := prometheus.NewDesc("ward_crl_age_seconds", "Seconds since the current CRL was signed.", nil, nil)
 	queued := prometheus.NewDesc("ward_tasks_queued", "Tasks waiting for placement on a node (the queue depth).", nil, nil)
@@ -84,7 +96,7 @@ func New(expiries func() []Expiry, crlAge func() (time.Duration, bool), load fun
 		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "go_version": bi.GoVersion},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag, m.StoreCommit, m.StoreBatch, build,
+	m.reg.MustRegister(m.Handshakes, m.Sessions, m.Renewals, m.Revocations, m.Jobs, m.Tasks, m.HeartbeatLag, m.StoreCommit, m.StoreBatch, m.ListenerLimits, m.SessionLimits, build,
 		collector{descs: []*prometheus.Desc{expiry, crl, queued, active}, collect: func(ch chan<- prometheus.Metric) {
 			now := time.Now()
 			for _, e := range expiries() {
