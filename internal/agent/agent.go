@@ -31,8 +31,15 @@ import (
 	"github.com/wardcluster/ward/internal/transport"
 )
 
-// maxBufferedOutput bounds output kept while no coordinator is connected.
+// maxBufferedOutput bounds the output the agent keeps until the
+// coordinator has stored it (while no coordinator is connected, or the
+// store is slow). Past it, an attempt's further output is dropped and a
+// marker says how much.
 const maxBufferedOutput = 16 << 20
+
+// maxOutputFrame bounds the output data in one Output frame, well under
+// the coordinator's smallest max_frame_bytes once encoded.
+const maxOutputFrame = 1 << 20
 
 // Agent is one running compute node.
 type Agent struct {
@@ -56,15 +63,19 @@ type Agent struct {
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
 
-	mu       sync.Mutex
-	running  map[api.AttemptRef]*attempt // started, starting, or waiting
-	waiting  []*attempt                  // assigned ahead: start in order as slots free
-	used     int                         // slots of the attempts not waiting
-	unacked  map[api.AttemptRef]api.TaskResult
-	out      outbox
-	notify   chan struct{}
-	drain    bool
-	sessions int // sessions opened, for tests and logs
+	mu      sync.Mutex
+	running map[api.AttemptRef]*attempt // started, starting, or waiting
+	waiting []*attempt                  // assigned ahead: start in order as slots free
+	used    int                         // slots of the attempts not waiting
+	unacked map[api.AttemptRef]api.TaskResult
+	// pending is every output chunk the coordinator has not acknowledged,
+	// by attempt in order; pendingBytes is their size.
+	pending      map[api.AttemptRef][]api.OutputChunk
+	pendingBytes int
+	out          outbox
+	notify       chan struct{}
+	drain        bool
+	sessions     int // sessions opened, for tests and logs
 }
 
 type attempt struct {
@@ -83,7 +94,6 @@ type attempt struct {
 type outbox struct {
 	started    []api.StartedRef
 	output     []api.OutputChunk
-	outBytes   int
 	dropped    int
 	results    []api.TaskResult
 	heartbeat  bool
@@ -128,7 +138,8 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, exec: opts.Executor,
 		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
-		notify: make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
+		pending: map[api.AttemptRef][]api.OutputChunk{},
+		notify:  make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
 	}
 	if a.exec == nil {
 		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Reaper: opts.Reaper}

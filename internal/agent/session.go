@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -33,18 +34,8 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 
 	host, _ := os.Hostname()
 	a.mu.Lock()
-	hello := api.Hello{
-		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
-		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
-		Revocation: a.revocation.Load().(string),
-	}
-	for _, r := range a.unacked {
-		hello.Finished = append(hello.Finished, r)
-	}
-	sort.Slice(hello.Finished, func(i, j int) bool { return lessAttempt(hello.Finished[i].AttemptRef, hello.Finished[j].AttemptRef) })
-	// Everything unacknowledged rides in the hello; the outbox starts over
-	// except for output, which was never sent.
-	a.out.started, a.out.results = nil, nil
+	hello := a.helloLocked(host)
+	held := len(a.out.results) // results that follow their output
 	a.mu.Unlock()
 
 	b, err := api.AppendFrame(nil, api.FrameHello, hello)
@@ -97,7 +88,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}()
 	a.cancel(w.Cancel, api.EndCanceled, false)
 	a.log.Info("session open", "coordinator", addr, "node", a.state.Node, "running", len(hello.Running), "results_resent", len(hello.Finished),
-		"heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
+		"results_after_output", held, "heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
 
 	werr := make(chan error, 1)
 	done := make(chan struct{})
@@ -151,6 +142,44 @@ func (e silentError) Error() string {
 // Timeout marks the error as a timeout for diagnose.Explain.
 func (e silentError) Timeout() bool { return true }
 
+// helloLocked builds a new session's hello and refills the outbox with
+// everything unacknowledged. A result rides in the hello unless output of
+// its attempt is unacknowledged: then the attempt is reported as running,
+// and its output goes first and its result after it, so a result is never
+// stored before the output that preceded it. Callers hold a.mu.
+func (a *Agent) helloLocked(host string) api.Hello {
+	hello := api.Hello{
+		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
+		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
+		Revocation: a.revocationState(),
+	}
+	var held []api.TaskResult
+	for _, r := range a.unacked {
+		if len(a.pending[r.AttemptRef]) > 0 {
+			held = append(held, r)
+			hello.Running = append(hello.Running, r.AttemptRef)
+		} else {
+			hello.Finished = append(hello.Finished, r)
+		}
+	}
+	sortResults(hello.Finished)
+	sortResults(held)
+	a.out.started, a.out.results = nil, held
+	a.out.output = a.pendingOutputLocked()
+	return hello
+}
+
+// revocationState is what the agent reports about checking the
+// coordinator's certificate.
+func (a *Agent) revocationState() string {
+	s, _ := a.revocation.Load().(string)
+	return s
+}
+
+func sortResults(rs []api.TaskResult) {
+	sort.Slice(rs, func(i, j int) bool { return lessAttempt(rs[i].AttemptRef, rs[j].AttemptRef) })
+}
+
 func lessAttempt(x, y api.AttemptRef) bool {
 	if x.Job != y.Job {
 		return x.Job < y.Job
@@ -200,6 +229,20 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 		a.mu.Lock()
 		for _, r := range m.Refs {
 			delete(a.unacked, r)
+			if len(a.pending) > 0 {
+				// The attempt's output preceded its result: it is stored too.
+				a.dropPendingLocked(r, math.MaxInt)
+			}
+		}
+		a.mu.Unlock()
+	case api.FrameOutputAck:
+		var m api.OutputAcks
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		for _, ack := range m.Acks {
+			a.dropPendingLocked(ack.AttemptRef, ack.Seq)
 		}
 		a.mu.Unlock()
 	case api.FrameCancel:
@@ -355,10 +398,13 @@ func (a *Agent) launch(at *attempt, as api.Assignment) {
 	}
 }
 
-// reporter feeds one attempt's events into the outbox.
+// reporter feeds one attempt's events into the outbox. seq and dropped
+// are guarded by a.mu (stdout and stderr report from two goroutines).
 type reporter struct {
-	a   *Agent
-	ref api.AttemptRef
+	a       *Agent
+	ref     api.AttemptRef
+	seq     int // the last output chunk's number
+	dropped int // output bytes dropped over maxBufferedOutput
 }
 
 func (r *reporter) Started(at time.Time) {
@@ -368,23 +414,40 @@ func (r *reporter) Started(at time.Time) {
 	r.a.wake()
 }
 
+// Output keeps a chunk until the coordinator acknowledges it, and queues
+// it for the writer.
 func (r *reporter) Output(stream string, data []byte) {
 	a := r.a
 	a.mu.Lock()
-	if a.out.outBytes+len(data) > maxBufferedOutput {
+	if a.pendingBytes+len(data) > maxBufferedOutput {
 		a.out.dropped += len(data)
+		r.dropped += len(data)
 		a.mu.Unlock()
 		return
 	}
-	a.out.output = append(a.out.output, api.OutputChunk{AttemptRef: r.ref, Stream: stream, Data: data})
-	a.out.outBytes += len(data)
+	r.outputLocked(stream, data)
 	a.mu.Unlock()
 	a.wake()
+}
+
+func (r *reporter) outputLocked(stream string, data []byte) {
+	a := r.a
+	r.seq++
+	ch := api.OutputChunk{AttemptRef: r.ref, Stream: stream, Data: data, Seq: r.seq}
+	a.pending[r.ref] = append(a.pending[r.ref], ch)
+	a.pendingBytes += len(data)
+	a.out.output = append(a.out.output, ch)
 }
 
 func (r *reporter) Exited(res api.TaskResult) {
 	a := r.a
 	a.mu.Lock()
+	if r.dropped > 0 {
+		// Say in the task's own output what is missing, before its result.
+		r.outputLocked("stderr", fmt.Appendf(nil, "\n[ward: %d bytes of this task's output were dropped on the agent: more than %d bytes were waiting for the coordinator to store them]\n",
+			r.dropped, maxBufferedOutput))
+		r.dropped = 0
+	}
 	if at := a.running[r.ref]; at != nil {
 		if at.as == nil {
 			a.used -= at.slots
@@ -473,8 +536,16 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		if len(o.started) > 0 {
 			buf, err = api.AppendFrame(buf, api.FrameStarted, api.Started{Refs: o.started})
 		}
-		if err == nil && len(o.output) > 0 {
-			buf, err = api.AppendFrame(buf, api.FrameOutput, api.Output{Chunks: o.output})
+		for rest := o.output; err == nil && len(rest) > 0; {
+			// Frames of at most maxOutputFrame bytes of output (at least
+			// one chunk each).
+			n, size := 1, len(rest[0].Data)
+			for n < len(rest) && size+len(rest[n].Data) <= maxOutputFrame {
+				size += len(rest[n].Data)
+				n++
+			}
+			buf, err = api.AppendFrame(buf, api.FrameOutput, api.Output{Chunks: rest[:n]})
+			rest = rest[n:]
 		}
 		if err == nil && len(o.results) > 0 {
 			buf, err = api.AppendFrame(buf, api.FrameResults, api.Results{Results: o.results})
@@ -496,12 +567,8 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 		conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if _, err := conn.Write(buf); err != nil {
-			// Unsent output goes back in front of the queue; results are
-			// kept as unacknowledged and ride in the next hello.
-			a.mu.Lock()
-			a.out.output = append(o.output, a.out.output...)
-			a.out.outBytes += o.outBytes
-			a.mu.Unlock()
+			// Output and results are kept until acknowledged and are sent
+			// again after the reconnect.
 			conn.Close()
 			return fmt.Errorf("send to coordinator: %w", err)
 		}
@@ -510,6 +577,38 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 		spareStarted, spareResults = reuse(o.started), reuse(o.results)
 	}
+}
+
+// dropPendingLocked forgets ref's output chunks numbered up to upTo: the
+// coordinator stored them.
+func (a *Agent) dropPendingLocked(ref api.AttemptRef, upTo int) {
+	chunks := a.pending[ref]
+	i := 0
+	for i < len(chunks) && chunks[i].Seq <= upTo {
+		a.pendingBytes -= len(chunks[i].Data)
+		i++
+	}
+	if i == len(chunks) {
+		delete(a.pending, ref)
+		return
+	}
+	clear(chunks[:i]) // let the data go
+	a.pending[ref] = chunks[i:]
+}
+
+// pendingOutputLocked lists every unacknowledged chunk, each attempt's in
+// order, to send again on a new session.
+func (a *Agent) pendingOutputLocked() []api.OutputChunk {
+	refs := make([]api.AttemptRef, 0, len(a.pending))
+	for r := range a.pending {
+		refs = append(refs, r)
+	}
+	sort.Slice(refs, func(i, j int) bool { return lessAttempt(refs[i], refs[j]) })
+	var out []api.OutputChunk
+	for _, r := range refs {
+		out = append(out, a.pending[r]...)
+	}
+	return out
 }
 
 // reuse empties a list whose contents were sent, for the next write; a

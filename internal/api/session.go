@@ -38,6 +38,7 @@ const (
 	FrameCRLs          // coordinator → agent: the current CRLs
 	FrameSettings      // coordinator → agent: new session settings
 	FrameHeartbeatAck  // coordinator → agent: answers each Heartbeat, so liveness is checked both ways
+	FrameOutputAck     // coordinator → agent: output stored durably
 )
 
 // LivenessTimeout is how long either end of an agent session waits for a
@@ -265,6 +266,24 @@ type OutputChunk struct {
 	AttemptRef
 	Stream string `json:"s"` // "stdout" or "stderr"
 	Data   []byte `json:"d"`
+	// Seq numbers an attempt's chunks from 1. The agent keeps each chunk
+	// until an OutputAck (or its result's Ack) covers it and sends it
+	// again after a reconnect; the coordinator stores each Seq once.
+	Seq int `json:"n,omitempty"`
+}
+
+// OutputAck says that an attempt's output up to Seq is stored durably.
+// An Ack of the attempt's result covers all of its output too: an agent
+// sends an attempt's output before its result, and the coordinator stores
+// them in that order.
+type OutputAck struct {
+	AttemptRef
+	Seq int `json:"n"`
+}
+
+// OutputAcks carries OutputAck items (FrameOutputAck).
+type OutputAcks struct {
+	Acks []OutputAck `json:"acks"`
 }
 
 // Output carries output chunks in the order they were produced.

@@ -25,7 +25,7 @@ var checkSlots = make(chan struct{}, 4)
 
 func (c *Coordinator) apiCheck(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.CheckRequest
-	if err := readJSON(w, r, &req); err != nil {
+	if err := c.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[*diagnose.Report](w)(c.CheckConnection(r.Context(), p, req))

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +19,6 @@ import (
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
-
-// maxBody bounds request bodies; a job spec over it is refused whole.
-const maxBody = 2 << 20
 
 // clusterRoutes is the mTLS API. Every route needs a client certificate:
 // the identity comes from the verified certificate, never from a header,
@@ -37,7 +37,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/tokens", c.apiTokenCreate)
 	handle("GET /v1/tokens", c.apiTokenList)
 	handle("POST /v1/tokens/{id}/revoke", c.apiTokenRevoke)
-	handle("POST /v1/jobs", c.apiJobSubmit)
+	handle(patternJobSubmit, c.apiJobSubmit)
 	handle("GET /v1/jobs", c.apiJobList)
 	handle("GET /v1/jobs/{id}", c.apiJobStatus)
 	handle("POST /v1/jobs/{id}/cancel", c.apiJobCancel)
@@ -88,12 +88,12 @@ func (c *Coordinator) wrongPort(w http.ResponseWriter, r *http.Request) {
 // publicRoutes is the server-auth-only port: joining, trust and readiness.
 func (c *Coordinator) publicRoutes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+api.PathJoin, c.apiJoin)
+	mux.HandleFunc(patternJoin, c.apiJoin)
 	mux.HandleFunc("GET "+api.PathCA, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(c.clientBundle().PEM())
 	})
-	mux.HandleFunc("POST "+api.PathHeal, c.apiHeal)
+	mux.HandleFunc(patternHeal, c.apiHeal)
 	mux.HandleFunc("GET "+api.PathCRL, c.serveCRL)
 	mux.HandleFunc("GET "+api.PathCRL+"/{issuer}", c.serveCRL)
 	mux.HandleFunc("GET "+api.PathCRLs, c.serveCRLs)
@@ -131,6 +131,9 @@ func writeError(w http.ResponseWriter, c *Coordinator, err error) {
 	if e.Code == api.CodeInternal {
 		c.log.Error("internal error", "err", err)
 	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.D().Seconds()))))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(api.HTTPStatus(e.Code))
 	json.NewEncoder(w).Encode(api.ErrorBody{Error: e})
@@ -142,18 +145,72 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
-// readJSON decodes a bounded JSON body strictly.
-func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+// readJSON reads a request body within its route's limit and decodes it
+// with the API's one strict decoder (api.DecodeJSON).
+func (c *Coordinator) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	limit, tooLarge := c.bodyLimit(r)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return api.Errorf(api.CodeJobTooLarge, "send less: split the job or shorten its arguments", "the request body is over %d bytes", maxBody)
+			return tooLarge
 		}
-		return api.Errorf(api.CodeInvalidArgument, "send a JSON object as the API reference describes", "the request body is not valid: %v", err)
+		return api.Errorf(api.CodeInvalidArgument, "send the whole request body", "reading the request body failed: %v", err)
 	}
-	return nil
+	return api.DecodeJSON(data, v)
+}
+
+// Routes whose bodies have limits of their own.
+const (
+	patternJobSubmit = "POST /v1/jobs"
+	patternJoin      = "POST " + api.PathJoin
+	patternHeal      = "POST " + api.PathHeal
+)
+
+// bodyLimit is the largest body r's route accepts, and the error for one
+// over it, naming the setting that raises it.
+func (c *Coordinator) bodyLimit(r *http.Request) (int, error) {
+	l := c.cfg.Limits
+	switch r.Pattern {
+	case patternJobSubmit:
+		return l.MaxJobBytes, api.Errorf(api.CodeJobTooLarge, "split the job or pass long inputs in a file; an admin can raise max_job_bytes",
+			"the job submission is over max_job_bytes (%d bytes)", l.MaxJobBytes)
+	case patternJoin, patternHeal:
+		return l.PublicMaxRequestBytes, api.Errorf(api.CodeRequestTooLarge, "send a join or heal request as `ward agent` does (a CSR and a few labels); an admin can raise public_max_request_bytes",
+			"the request body is over public_max_request_bytes (%d bytes)", l.PublicMaxRequestBytes)
+	}
+	return l.MaxRequestBytes, api.Errorf(api.CodeRequestTooLarge, "send less; an admin can raise max_request_bytes",
+		"the request body is over max_request_bytes (%d bytes)", l.MaxRequestBytes)
+}
+
+// limitRequests refuses a request whose line and headers are over
+// max_header_bytes with a JSON error (the server's own MaxHeaderBytes, set
+// higher, is a backstop that answers in plain text), and bounds every body
+// to bodyCap, also on routes that never read one.
+func (c *Coordinator) limitRequests(h http.Handler, bodyCap int) http.Handler {
+	maxHeader := c.cfg.Limits.MaxHeaderBytes
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := headerBytes(r); n > maxHeader {
+			writeError(w, c, api.Errorf(api.CodeHeadersTooLarge, "send shorter headers (cookies, tokens); an admin can raise max_header_bytes",
+				"the request line and headers are %d bytes, over max_header_bytes (%d bytes)", n, maxHeader))
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, int64(bodyCap))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is the size of r's request line and headers as sent.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len("Host: \r\n") + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // "K: V\r\n"
+		}
+	}
+	return n
 }
 
 // reply writes an operation's result as JSON with 200 OK, or passes its
@@ -169,11 +226,11 @@ func reply[T any](w http.ResponseWriter) func(T, error) error {
 
 // readOptionalJSON decodes a body when there is one: the body of many
 // actions is optional.
-func readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+func (c *Coordinator) readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.ContentLength == 0 {
 		return nil
 	}
-	return readJSON(w, r, v)
+	return c.readJSON(w, r, v)
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -101,7 +101,7 @@ func validateSpec(s *api.JobSpec) (sched.Priority, error) {
 
 func (c *Coordinator) apiJobSubmit(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var spec api.JobSpec
-	if err := readJSON(w, r, &spec); err != nil {
+	if err := c.readJSON(w, r, &spec); err != nil {
 		return err
 	}
 	j, err := c.SubmitJob(r.Context(), p, spec)
@@ -308,7 +308,7 @@ func firstFailures(j *sched.Job, n int) []api.TaskFailure {
 
 func (c *Coordinator) apiJobCancel(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.CancelRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	j, err := c.CancelJob(r.Context(), p, r.PathValue("id"), req.Reason)

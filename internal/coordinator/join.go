@@ -5,11 +5,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -29,7 +27,7 @@ const (
 
 func (c *Coordinator) apiTokenCreate(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.TokenCreate
-	if err := readJSON(w, r, &req); err != nil {
+	if err := c.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	out, err := c.CreateToken(r.Context(), p, req)
@@ -184,21 +182,29 @@ func tokenInvalid() error {
 // the token is consumed and the node registered in one atomic transaction.
 func (c *Coordinator) apiJoin(w http.ResponseWriter, r *http.Request) {
 	src, _, _ := net.SplitHostPort(r.RemoteAddr)
-	resp, name, err := c.join(w, r, src)
-	ev := audit.Event{Type: "join", Actor: src, Target: name}
+	var req api.JoinRequest
+	resp, err := c.join(w, r, src, &req)
+	ev := audit.Event{Type: "join", Actor: src, Target: req.Name, Detail: map[string]string{}}
+	// The token's ID (never its secret) tells an admin which token a
+	// failed attempt tried.
+	tokenID := ""
+	if enroll.ValidTokenID(req.TokenID) {
+		tokenID = req.TokenID
+		ev.Detail["token_id"] = tokenID
+	}
 	if err != nil {
 		e := api.AsError(err)
 		ev.Result = string(e.Code)
-		ev.Detail = map[string]string{"message": e.Message}
-		c.log.Info("join refused", "peer_addr", r.RemoteAddr, "node", name, "code", string(e.Code), "reason", e.Message)
+		ev.Detail["message"] = e.Message
+		c.log.Info("join refused", "peer_addr", r.RemoteAddr, "node", req.Name, "token_id", tokenID, "code", string(e.Code), "reason", e.Message)
 		c.audit.Record(ev)
 		writeError(w, c, err)
 		return
 	}
 	// One event records both the join and the issuance (its serial).
-	ev.Detail = map[string]string{"serial": resp.serial, "identity": resp.id, "issued": "agent certificate"}
+	ev.Detail["serial"], ev.Detail["identity"], ev.Detail["issued"] = resp.serial, resp.id, "agent certificate"
 	c.audit.Record(ev)
-	c.log.Info("agent joined", "node", name, "peer_addr", r.RemoteAddr, "cert_serial", resp.serial)
+	c.log.Info("agent joined", "node", req.Name, "peer_addr", r.RemoteAddr, "token_id", tokenID, "cert_serial", resp.serial)
 	writeJSON(w, http.StatusOK, resp.JoinResponse)
 }
 
@@ -207,26 +213,71 @@ type joinResult struct {
 	serial, id string
 }
 
-func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string) (*joinResult, string, error) {
-	if !c.limiter.Allow(src, c.now()) {
-		return nil, "", api.Errorf(api.CodeRateLimited, "wait a minute before retrying; an admin can raise join_rate/join_burst", "too many join attempts from %s", src)
+// join runs one join attempt; req is filled as far as the body was read,
+// for the audit event.
+func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string, req *api.JoinRequest) (*joinResult, error) {
+	// The body first (it is small and bounded): an attempt from an address
+	// over its rate still passes with a valid token.
+	if err := c.readJSON(w, r, req); err != nil {
+		return nil, err
 	}
-	var req api.JoinRequest
-	if err := readJSON(w, r, &req); err != nil {
-		return nil, "", err
+	if err := c.admitAttempt(src, func(now time.Time) bool { return c.tokenValid(req.TokenID, req.Secret, now) }); err != nil {
+		return nil, err
 	}
+	return c.joinChecked(req)
+}
+
+// admitAttempt applies the join rate limits to a join or heal from src:
+// per source address, then for all sources together. An attempt from an
+// address over its rate still passes when validToken (optional) says its
+// token is valid, so a flood from a shared address (a NAT) does not lock
+// out the real agents behind it; every admitted attempt counts toward the
+// global limit.
+func (c *Coordinator) admitAttempt(src string, validToken func(time.Time) bool) error {
+	now := c.now()
+	if ok, wait := c.joinPerSource.Allow(src, now); !ok && (validToken == nil || !validToken(now)) {
+		return rateLimited(wait, fmt.Sprintf("too many join and heal attempts from %s: over join_rate=%g/s, join_burst=%d per source address", src, c.cfg.JoinRate, c.cfg.JoinBurst),
+			"retry after the time given (`ward agent` does so on its own); if these are real agents behind one address, an admin can raise join_rate and join_burst")
+	}
+	if ok, wait := c.joinGlobal.Allow("", now); !ok {
+		return rateLimited(wait, fmt.Sprintf("too many join and heal attempts from all addresses together: over join_global_rate=%g/s, join_global_burst=%d", c.cfg.JoinGlobalRate, c.cfg.JoinGlobalBurst),
+			"retry after the time given (`ward agent` does so on its own); an admin can raise join_global_rate and join_global_burst when many agents join at once")
+	}
+	return nil
+}
+
+// rateLimited is a RATE_LIMITED error that says when to retry.
+func rateLimited(wait time.Duration, msg, fix string) error {
+	e := api.Errorf(api.CodeRateLimited, fix, "%s", msg)
+	e.RetryAfter = api.Duration(max(wait, 100*time.Millisecond).Round(time.Millisecond))
+	return e
+}
+
+// tokenValid reports whether secret opens the live token tokenID.
+func (c *Coordinator) tokenValid(tokenID, secret string, now time.Time) bool {
+	if !enroll.ValidTokenID(tokenID) {
+		return false
+	}
+	c.tokMu.Lock()
+	defer c.tokMu.Unlock()
+	t := c.tokens[tokenID]
+	return t != nil && checkToken(t, secret, now) == nil
+}
+
+// joinChecked enrolls an agent whose attempt passed the rate limits.
+func (c *Coordinator) joinChecked(req *api.JoinRequest) (*joinResult, error) {
 	if !enroll.ValidTokenID(req.TokenID) {
-		return nil, req.Name, tokenInvalid()
+		return nil, tokenInvalid()
 	}
 	if err := pki.ValidName("node", req.Name); err != nil {
-		return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "start the agent with a valid --name", "%v", err)
+		return nil, api.Errorf(api.CodeInvalidArgument, "start the agent with a valid --name", "%v", err)
 	}
 	if req.Slots < 1 || req.Slots > 100000 {
-		return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "use --slots between 1 and 100000", "slots %d is out of range", req.Slots)
+		return nil, api.Errorf(api.CodeInvalidArgument, "use --slots between 1 and 100000", "slots %d is out of range", req.Slots)
 	}
 	for k, v := range req.Labels {
 		if err := config.ValidLabel(k, v); err != nil {
-			return nil, req.Name, api.Errorf(api.CodeInvalidArgument, "fix the agent's --label", "%v", err)
+			return nil, api.Errorf(api.CodeInvalidArgument, "fix the agent's --label", "%v", err)
 		}
 	}
 	// Check the token (without consuming it) before any CA work, so bad
@@ -248,7 +299,7 @@ func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string) (
 	}
 	c.tokMu.Unlock()
 	if err != nil {
-		return nil, req.Name, err
+		return nil, err
 	}
 	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleAgent, Name: req.Name}
 	policy := pki.CSRPolicy{ID: id, AllowedDNS: allowDNS}
@@ -257,19 +308,19 @@ func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string) (
 	}
 	csr, err := pki.CheckCSR(req.CSR, policy)
 	if err != nil {
-		return nil, req.Name, err
+		return nil, err
 	}
 	iss := c.issuer()
 	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.cfg.AgentCertLifetime.D(), DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
-		return nil, req.Name, err
+		return nil, err
 	}
-	ops, err := c.consumeToken(&req, cert, iss, now)
+	ops, err := c.consumeToken(req, cert, iss, now)
 	if err != nil {
-		return nil, req.Name, err
+		return nil, err
 	}
 	if err := c.journal.Wait(ops); err != nil {
-		return nil, req.Name, err
+		return nil, err
 	}
 	crec := issuedRecord(cert, iss.CA.Cert)
 	return &joinResult{
@@ -282,7 +333,7 @@ func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string) (
 			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
 		},
 		serial: crec.Serial, id: id.String(),
-	}, req.Name, nil
+	}, nil
 }
 
 // consumeToken uses the token once more and registers the node, under the
@@ -336,46 +387,4 @@ func effectiveLabels(n *nodeRecord) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// rateLimiter is a token bucket per source address.
-type rateLimiter struct {
-	rate  float64
-	burst float64
-	mu    sync.Mutex
-	m     map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newRateLimiter(rate float64, burst int) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(burst), m: map[string]*bucket{}}
-}
-
-// Allow takes one token from src's bucket.
-func (l *rateLimiter) Allow(src string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.m) > 100000 { // forget full buckets so the map cannot grow without bound
-		for k, b := range l.m {
-			if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
-				delete(l.m, k)
-			}
-		}
-	}
-	b, ok := l.m[src]
-	if !ok {
-		b = &bucket{tokens: l.burst, last: now}
-		l.m[src] = b
-	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }

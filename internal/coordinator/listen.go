@@ -11,46 +11,142 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/connlimit"
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
-// handshakeTimeout bounds a TLS handshake so a silent peer cannot hold a
-// goroutine.
-const handshakeTimeout = 10 * time.Second
+// listener is one TLS listener: its caps on unauthenticated peers and
+// what to do with a connection whose handshake succeeded.
+type listener struct {
+	name string
+	ln   net.Listener
+	cfg  *tls.Config
+	gate *connlimit.Gate
+	// keep: after the handshake the peer is still unauthenticated (the
+	// public port), so the connection stays counted until it closes.
+	keep   bool
+	handle func(*tls.Conn, *connlimit.Conn)
+}
 
 // acceptLoop accepts TCP connections and hands each to its own goroutine
-// for the TLS handshake, so one slow peer never blocks the others.
-func (c *Coordinator) acceptLoop(ctx context.Context, ln net.Listener, cfg *tls.Config, name string, handle func(*tls.Conn)) {
+// for the TLS handshake, so one slow peer never blocks the others. The
+// listener's gate decides first: at a cap an older connection makes room,
+// or the new one is closed at once.
+func (c *Coordinator) acceptLoop(ctx context.Context, l *listener) {
 	var delay time.Duration
 	for {
-		raw, err := ln.Accept()
+		raw, err := l.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// Out of file descriptors and the like: back off, log, go on.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			c.log.Warn("accept failed; retrying", "listener", name, "err", err, "retry_in", delay)
+			c.log.Warn("accept failed; retrying", "listener", l.name, "err", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		go c.handshake(raw, cfg, name, handle)
+		gc := l.gate.Admit(raw)
+		if gc == nil {
+			raw.Close()
+			continue
+		}
+		go c.handshake(raw, gc, l)
 	}
 }
 
-func (c *Coordinator) handshake(raw net.Conn, cfg *tls.Config, name string, handle func(*tls.Conn)) {
-	tc := tls.Server(raw, cfg)
-	tc.SetDeadline(time.Now().Add(handshakeTimeout))
+func (c *Coordinator) handshake(raw net.Conn, gc *connlimit.Conn, l *listener) {
+	tc := tls.Server(raw, l.cfg)
+	tc.SetDeadline(time.Now().Add(c.cfg.Limits.HandshakeTimeout.D()))
 	if err := tc.Handshake(); err != nil {
-		c.rejected(name, raw.RemoteAddr().String(), err)
+		gc.Release()
+		c.rejected(l.name, raw.RemoteAddr().String(), err)
 		tc.Close()
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	handle(tc)
+	gc.HandshakeDone(l.keep)
+	l.handle(tc, gc)
+}
+
+// newGates builds each listener's caps from the configuration.
+func (c *Coordinator) newGates() {
+	lim := c.cfg.Limits
+	c.publicGate = connlimit.New(connlimit.Limits{
+		MaxConns: lim.PublicMaxConns, MaxConnsPerSource: lim.PublicMaxConnsPerSource,
+		MaxHandshakes: lim.PublicMaxHandshakes, MaxHandshakesPerSource: lim.PublicMaxHandshakesPerSource,
+	}, func(e connlimit.Event) { c.limitReached("public", e) })
+	cluster := connlimit.Limits{MaxHandshakes: lim.ClusterMaxHandshakes, MaxHandshakesPerSource: lim.ClusterMaxHandshakesPerSource}
+	c.clusterGate = connlimit.New(cluster, func(e connlimit.Event) { c.limitReached("cluster", e) })
+	c.plainGate = connlimit.New(cluster, func(e connlimit.Event) { c.limitReached("plaintext", e) })
+}
+
+// limitSetting names the setting behind a listener's cap.
+func limitSetting(listener string, cp connlimit.Cap) (setting string, code api.Code) {
+	prefix := "public_"
+	if listener != "public" {
+		prefix = "cluster_"
+	}
+	switch cp {
+	case connlimit.Conns:
+		return prefix + "max_conns", api.CodeConnLimit
+	case connlimit.ConnsPerSource:
+		return prefix + "max_conns_per_source", api.CodeConnLimit
+	case connlimit.Handshakes:
+		return prefix + "max_handshakes", api.CodeHandshakeLimit
+	default:
+		return prefix + "max_handshakes_per_source", api.CodeHandshakeLimit
+	}
+}
+
+// limitReached counts a cap reached and logs it, at most once every 10
+// seconds per listener and cap with the count since the last line: a flood
+// must not flood the log too.
+func (c *Coordinator) limitReached(listener string, e connlimit.Event) {
+	setting, code := limitSetting(listener, e.Cap)
+	action := "refused"
+	if e.Evicted {
+		action = "evicted"
+	}
+	c.metrics.ListenerLimits.WithLabelValues(listener, setting, action).Inc()
+	if n, ok := c.limitLog.note(listener+"/"+setting+"/"+action, time.Now()); ok {
+		what := "new connections were closed at once: every connection in scope is busy with a request"
+		if e.Evicted {
+			what = "the oldest connections were closed to make room for new ones"
+		}
+		c.log.Warn("listener limit reached", "listener", listener, "code", string(code), "setting", setting,
+			"action", action, "count", n, "last_source", e.Source, "detail", what,
+			"fix", "if these are real clients, raise "+setting+"; otherwise a peer is holding connections open (see last_source)")
+	}
+}
+
+// rateLog lets a repeated event through to the log at most once per period,
+// with how many times it happened since.
+type rateLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	n    map[string]int
+}
+
+const rateLogPeriod = 10 * time.Second
+
+// note counts one event of key; ok says to log it now, with n events.
+func (r *rateLog) note(key string, now time.Time) (n int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last, r.n = map[string]time.Time{}, map[string]int{}
+	}
+	r.n[key]++
+	if now.Sub(r.last[key]) < rateLogPeriod {
+		return 0, false
+	}
+	n = r.n[key]
+	r.last[key], r.n[key] = now, 0
+	return n, true
 }
 
 // rejected logs and audits one refused handshake with its verdict code.
@@ -82,7 +178,7 @@ func (c *Coordinator) accepted(listener string, tc *tls.Conn, cs *tls.Connection
 
 // handleCluster routes a verified cluster connection by ALPN: agents to a
 // session, everything else to the HTTP API.
-func (c *Coordinator) handleCluster(tc *tls.Conn) {
+func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 	cs := tc.ConnectionState()
 	peer, err := transport.PeerFromState(&cs, c.cfg.Cluster)
 	if err != nil { // VerifyConnection already checked this; defence in depth
@@ -119,8 +215,9 @@ func (c *Coordinator) handleCluster(tc *tls.Conn) {
 	c.clusterConns.deliver(tc)
 }
 
-// handlePublic passes a public connection to the public HTTP server.
-func (c *Coordinator) handlePublic(tc *tls.Conn) {
+// handlePublic passes a public connection to the public HTTP server; the
+// server's connection states keep its gate entry current.
+func (c *Coordinator) handlePublic(tc *tls.Conn, gc *connlimit.Conn) {
 	cs := tc.ConnectionState()
 	who := "anonymous"
 	if len(cs.PeerCertificates) > 0 {
@@ -129,7 +226,27 @@ func (c *Coordinator) handlePublic(tc *tls.Conn) {
 		}
 	}
 	c.accepted("public", tc, &cs, who)
+	c.publicTracked.Store(tc, gc)
 	c.publicConns.deliver(tc)
+}
+
+// trackPublicConn keeps the public gate's view of each connection current:
+// a connection serving a request is never evicted; an idle one may be.
+func (c *Coordinator) trackPublicConn(conn net.Conn, state http.ConnState) {
+	v, ok := c.publicTracked.Load(conn)
+	if !ok {
+		return
+	}
+	gc := v.(*connlimit.Conn)
+	switch state {
+	case http.StateActive:
+		gc.Busy()
+	case http.StateIdle:
+		gc.Idle()
+	case http.StateClosed, http.StateHijacked:
+		gc.Release()
+		c.publicTracked.Delete(conn)
+	}
 }
 
 // connQueue is a net.Listener fed with connections whose handshake is done,

@@ -21,26 +21,55 @@ type outputKey struct {
 	task int
 }
 
-// outputState counts what a task has stored, against the size limit.
+// outputState counts what a task has stored, against the size limit, and
+// the last agent chunk number stored per attempt.
 type outputState struct {
 	bytes     int
 	seq       int
 	truncated bool
+	agentSeq  []int // by attempt-1: the highest api.OutputChunk.Seq stored
+}
+
+// seen reports whether the agent's chunk n of attempt was already stored,
+// and records it otherwise. Chunks without a number (n 0) are never seen.
+func (st *outputState) seen(attempt, n int) bool {
+	if n <= 0 {
+		return false
+	}
+	for len(st.agentSeq) < attempt {
+		st.agentSeq = append(st.agentSeq, 0)
+	}
+	if n <= st.agentSeq[attempt-1] {
+		return true
+	}
+	st.agentSeq[attempt-1] = n
+	return false
 }
 
 // recordOutput stores output chunks within each task's limit, through the
-// journal, and passes them to followers once durable.
-func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
+// journal, passes them to followers once durable, and then acknowledges
+// them to the agent, which keeps each chunk until then (and sends it again
+// after a reconnect: a chunk stored before is acknowledged, not stored
+// twice). Output for a job that has ended is acknowledged and dropped: an
+// agent sends an attempt's output before its result, so what arrives
+// after the job's end is a copy of stored output, or output of a process
+// killed by a cancel.
+func (c *Coordinator) recordOutput(s *session, chunks []api.OutputChunk) {
 	var ops []store.Op
 	var live []liveChunk
+	var acks []api.OutputAck
+	stored := 0
 	c.mu.Lock()
 	for _, ch := range chunks {
+		if ch.Seq > 0 {
+			acks = ackOutput(acks, ch)
+		}
 		j, ok := c.cl.Job(ch.Job)
-		if !ok || ch.Task < 0 || ch.Task >= len(j.Tasks) {
+		if !ok || j.Terminal() || ch.Task < 0 || ch.Task >= len(j.Tasks) {
 			continue
 		}
 		t := &j.Tasks[ch.Task]
-		if ch.Attempt < 1 || ch.Attempt > len(t.Attempts) || t.Attempts[ch.Attempt-1].Node != node {
+		if ch.Attempt < 1 || ch.Attempt > len(t.Attempts) || t.Attempts[ch.Attempt-1].Node != s.node {
 			continue // output for an attempt this node does not own
 		}
 		k := outputKey{ch.Job, ch.Task}
@@ -49,12 +78,15 @@ func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
 			st = &outputState{}
 			c.outputs[k] = st
 		}
+		if st.seen(ch.Attempt, ch.Seq) {
+			continue // stored before: sent again after a reconnect
+		}
 		data := ch.Data
 		var beyond []byte // past the limit: not stored, only for followers that want all
 		if st.truncated {
 			beyond, data = data, nil
 		} else {
-			rec := logRecord{Attempt: ch.Attempt, Stream: ch.Stream}
+			rec := logRecord{Attempt: ch.Attempt, Stream: ch.Stream, AgentSeq: ch.Seq}
 			if room := c.cfg.MaxOutputBytes - st.bytes; len(data) > room {
 				data, beyond = data[:max(room, 0)], data[max(room, 0):]
 				rec.Truncated = true
@@ -64,6 +96,7 @@ func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
 			rec.Data = data
 			st.bytes += len(data)
 			st.seq++
+			stored += len(data)
 			ops = append(ops, putJSON(logKey(ch.Job, ch.Task, st.seq), rec))
 			live = append(live, liveChunk{job: ch.Job, seq: st.seq, chunk: logChunk(ch.Task, st.seq, rec, c.cfg.MaxOutputBytes)})
 		}
@@ -72,16 +105,35 @@ func (c *Coordinator) recordOutput(node string, chunks []api.OutputChunk) {
 		}
 	}
 	c.mu.Unlock()
-	if len(live) == 0 {
+	if len(live) == 0 && len(acks) == 0 {
 		return
 	}
-	// Unstored output goes through the journal too (with no write of its
-	// own), so it reaches followers after the stored output before it.
+	s.outputQueued(stored)
+	// Unstored output and acknowledgements go through the journal too (with
+	// no write of their own): unstored output reaches followers after the
+	// stored output before it, and a chunk seen again may still be on its
+	// way to the store.
 	c.journal.Commit(ops, func(err error) {
-		if err == nil {
-			c.publish(live)
+		s.outputStored(stored)
+		if err != nil {
+			return
+		}
+		c.publish(live)
+		if len(acks) > 0 {
+			s.send(api.FrameOutputAck, api.OutputAcks{Acks: acks})
 		}
 	})
+}
+
+// ackOutput raises the acknowledgement of ch's attempt to ch.Seq.
+func ackOutput(acks []api.OutputAck, ch api.OutputChunk) []api.OutputAck {
+	for i := range acks {
+		if acks[i].AttemptRef == ch.AttemptRef {
+			acks[i].Seq = max(acks[i].Seq, ch.Seq)
+			return acks
+		}
+	}
+	return append(acks, api.OutputAck{AttemptRef: ch.AttemptRef, Seq: ch.Seq})
 }
 
 func logChunk(task, seq int, r logRecord, limit int) api.LogChunk {
@@ -353,35 +405,39 @@ func parseLogKey(key string) (task, seq int, ok bool) {
 	return t, s, err1 == nil && err2 == nil
 }
 
-// restoreOutputCounters recounts stored output for tasks that may still
-// produce more, so the size limit holds across restarts.
+// restoreOutputCounters recounts the stored output of every job that has
+// not ended, so the size limit holds across restarts and a chunk an agent
+// sends again after the restart is stored once. One scan per job.
 func (c *Coordinator) restoreOutputCounters(ctx context.Context, jobs map[string]*sched.Job) error {
 	for _, j := range jobs {
 		if j.Terminal() {
 			continue
 		}
-		for i := range j.Tasks {
-			if len(j.Tasks[i].Attempts) == 0 || j.Tasks[i].State.Terminal() {
-				continue
-			}
-			st := &outputState{}
-			err := c.st.Scan(ctx, logPrefix(j.ID)+padTask(i)+"/", func(rec store.Record) error {
-				var lr logRecord
-				if err := json.Unmarshal(rec.Value, &lr); err != nil {
-					return err
-				}
-				_, seq, _ := parseLogKey(rec.Key)
-				st.bytes += len(lr.Data)
-				st.seq = max(st.seq, seq)
-				st.truncated = st.truncated || lr.Truncated
+		err := c.st.Scan(ctx, logPrefix(j.ID), func(rec store.Record) error {
+			task, seq, ok := parseLogKey(rec.Key)
+			if !ok {
 				return nil
-			})
-			if err != nil {
-				return err
 			}
-			if st.seq > 0 {
-				c.outputs[outputKey{j.ID, i}] = st
+			var lr logRecord
+			if err := json.Unmarshal(rec.Value, &lr); err != nil {
+				return fmt.Errorf("%s: %w", rec.Key, err)
 			}
+			k := outputKey{j.ID, task}
+			st := c.outputs[k]
+			if st == nil {
+				st = &outputState{}
+				c.outputs[k] = st
+			}
+			st.bytes += len(lr.Data)
+			st.seq = max(st.seq, seq)
+			st.truncated = st.truncated || lr.Truncated
+			if lr.Attempt >= 1 {
+				st.seen(lr.Attempt, lr.AgentSeq)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil

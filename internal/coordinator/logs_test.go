@@ -75,7 +75,7 @@ func TestJobLogsWaitForQueuedOutput(t *testing.T) {
 		t.Fatalf("scheduled %d tasks, want 1", len(p))
 	}
 	ref := api.AttemptRef{Job: "1", Task: 0, Attempt: 1}
-	c.recordOutput("n1", []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("hello\n")}})
+	c.recordOutput(&session{c: c, node: "n1", outDrained: make(chan struct{}, 1)}, []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("hello\n")}})
 	c.mu.Lock()
 	c.cl.Result("n1", api.TaskResult{AttemptRef: ref, Reason: api.EndExited, Started: api.Nanos(now.UnixNano()), Ended: api.Nanos(now.UnixNano())})
 	j, _ := c.cl.Job("1")
@@ -160,8 +160,9 @@ func TestOutputBeyondTheLimit(t *testing.T) {
 	plain, all := newLogSub(-1, false), newLogSub(-1, true)
 	c.subs["1"] = map[*logSub]struct{}{plain: {}, all: {}}
 	ref := api.AttemptRef{Job: "1", Task: 0, Attempt: 1}
-	c.recordOutput("n1", []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("0123456789abc")}})
-	c.recordOutput("n1", []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("defghijkl")}})
+	s := &session{c: c, node: "n1", outDrained: make(chan struct{}, 1)}
+	c.recordOutput(s, []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("0123456789abc")}})
+	c.recordOutput(s, []api.OutputChunk{{AttemptRef: ref, Stream: "stdout", Data: []byte("defghijkl")}})
 	durable := make(chan error, 1)
 	c.journal.Commit(nil, func(err error) { durable <- err })
 	if err := <-durable; err != nil {

@@ -67,7 +67,7 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 
 func (c *Coordinator) apiDrain(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.DrainRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.DrainResult](w)(c.Drain(r.Context(), p, r.PathValue("name"), req.Force))

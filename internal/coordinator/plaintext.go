@@ -20,6 +20,7 @@ import (
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/connlimit"
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
@@ -117,16 +118,24 @@ func (c *Coordinator) servePlaintext(ctx context.Context, ln net.Listener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go c.handlePlaintext(conn)
+		// Until it authenticates, a plaintext peer counts against the
+		// cluster port's handshake caps.
+		gc := c.plainGate.Admit(conn)
+		if gc == nil {
+			conn.Close()
+			continue
+		}
+		go c.handlePlaintext(conn, gc)
 	}
 }
 
 // handlePlaintext refuses TLS and other protocols with a clear answer, and
 // authenticates an agent by a signature over a fresh nonce before running
 // its session over plaintext.
-func (c *Coordinator) handlePlaintext(conn net.Conn) {
+func (c *Coordinator) handlePlaintext(conn net.Conn, gc *connlimit.Conn) {
+	defer gc.Release()
 	peerAddr := conn.RemoteAddr().String()
-	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	conn.SetDeadline(time.Now().Add(c.cfg.Limits.HandshakeTimeout.D()))
 	head := make([]byte, len(api.PlaintextPreface))
 	n, err := io.ReadFull(conn, head)
 	if n > 0 && head[0] == 0x16 { // a TLS ClientHello
@@ -149,6 +158,7 @@ func (c *Coordinator) handlePlaintext(conn net.Conn) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	gc.Release() // authenticated: no longer counted
 	serial := pki.SerialHex(peer.Cert)
 	c.live.add(serial, conn)
 	defer c.live.remove(serial, conn)
@@ -176,7 +186,14 @@ func (c *Coordinator) plaintextAuth(conn net.Conn) (transport.Peer, error) {
 	if _, err := conn.Write(b); err != nil {
 		return transport.Peer{}, err
 	}
-	t, body, err := api.ReadFrame(conn, make([]byte, 5))
+	// The peer is not authenticated yet: its frame is bounded like a
+	// request body on the public port.
+	t, body, err := api.ReadFrameLimit(conn, make([]byte, 5), c.cfg.Limits.PublicMaxRequestBytes)
+	var tooLarge *api.FrameTooLargeError
+	if errors.As(err, &tooLarge) {
+		return transport.Peer{}, api.Errorf(api.CodeFrameTooLarge, "send the agent certificate and signature as `ward agent` does; an admin can raise public_max_request_bytes",
+			"the authentication frame is %d bytes, over public_max_request_bytes (%d bytes)", tooLarge.Size, tooLarge.Limit)
+	}
 	if err != nil || t != api.FrameAuth {
 		return transport.Peer{}, api.Errorf(api.CodeUnauthenticated, "upgrade the agent", "no authentication frame: %v", err)
 	}
@@ -276,7 +293,7 @@ func (c *Coordinator) MigrationStatus(ctx context.Context, p authz.Principal) (a
 
 func (c *Coordinator) apiMigrateUpgrade(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.MigrateRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.MigrationStatus](w)(c.MigrateUpgrade(r.Context(), p, req))
@@ -324,7 +341,7 @@ func (c *Coordinator) wantsUpgradeLocked(m migrationRecord, node string) bool {
 
 func (c *Coordinator) apiMigrateFinish(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.MigrateRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.MigrationStatus](w)(c.MigrateFinish(r.Context(), p, req))

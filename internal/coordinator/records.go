@@ -171,6 +171,9 @@ type logRecord struct {
 	Stream    string `json:"s"`
 	Data      []byte `json:"d,omitempty"`
 	Truncated bool   `json:"tr,omitempty"`
+	// AgentSeq is the chunk's number from the agent (api.OutputChunk.Seq),
+	// so a chunk sent again after a reconnect is stored once.
+	AgentSeq int `json:"n,omitempty"`
 }
 
 func mustJSON(v any) []byte {

@@ -105,7 +105,7 @@ func (c *Coordinator) apiRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req api.RenewRequest
-	if err := readJSON(w, r, &req); err != nil {
+	if err := c.readJSON(w, r, &req); err != nil {
 		writeError(w, c, err)
 		return
 	}
@@ -137,8 +137,8 @@ func (c *Coordinator) apiHeal(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Coordinator) heal(w http.ResponseWriter, r *http.Request, src string) (*api.HealResponse, string, error) {
-	if !c.limiter.Allow(src, c.now()) {
-		return nil, "", api.Errorf(api.CodeRateLimited, "wait before retrying", "too many attempts from %s", src)
+	if err := c.admitAttempt(src, nil); err != nil {
+		return nil, "", err
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return nil, "", api.Errorf(api.CodeUnauthenticated, "present the expired agent certificate as the client certificate, as `ward agent` does", "no client certificate was presented")
@@ -194,7 +194,7 @@ func (c *Coordinator) heal(w http.ResponseWriter, r *http.Request, src string) (
 		return nil, who, api.Errorf(api.CodePermissionDenied, "use the node's latest certificate", "certificate %s is not node %s's current certificate", pki.SerialHex(leaf), id.Name)
 	}
 	var req api.HealRequest
-	if err := readJSON(w, r, &req); err != nil {
+	if err := c.readJSON(w, r, &req); err != nil {
 		return nil, who, err
 	}
 	csr, err := x509.ParseCertificateRequest(req.CSR)

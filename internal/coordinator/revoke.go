@@ -213,7 +213,7 @@ func (c *Coordinator) certsOf(ctx context.Context, identity string, now time.Tim
 
 func (c *Coordinator) apiNodeRevoke(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.RevokeRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.RevokeResult](w)(c.RevokeNode(r.Context(), p, r.PathValue("name"), req.Reason))
@@ -248,7 +248,7 @@ func (c *Coordinator) RevokeNode(ctx context.Context, p authz.Principal, name, r
 
 func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.RevokeRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.RevokeResult](w)(c.RevokeCert(r.Context(), p, r.PathValue("serial"), req.Reason))

@@ -453,7 +453,7 @@ func (c *Coordinator) CAStatus(ctx context.Context, p authz.Principal) (api.CASt
 
 func (c *Coordinator) apiCARotate(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.RotateRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.CAStatus](w)(c.RotateCA(r.Context(), p, req))

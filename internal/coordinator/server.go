@@ -18,9 +18,11 @@ import (
 
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/connlimit"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/ratelimit"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/telemetry"
@@ -46,8 +48,10 @@ type Coordinator struct {
 	revoked    *transport.RevocationSet
 	live       liveConns
 	metrics    *telemetry.Metrics
-	limiter    *rateLimiter
-	console    *web.Server // the web admin console; nil when turned off
+	// joinPerSource and joinGlobal limit join and heal attempts per source
+	// address and from all addresses together.
+	joinPerSource, joinGlobal *ratelimit.Buckets
+	console                   *web.Server // the web admin console; nil when turned off
 
 	// tokMu guards tokens, the join tokens: the authority for joins,
 	// persisted through the journal. Lock order: tokMu, then mu.
@@ -62,8 +66,13 @@ type Coordinator struct {
 	publicHTTP          *http.Server
 	clusterConns        *connQueue
 	publicConns         *connQueue
-	plain               plaintextListener
-	serveCtx            context.Context
+	// The listeners' caps on unauthenticated peers; publicTracked maps a
+	// public connection to its gate entry for the HTTP server's states.
+	publicGate, clusterGate, plainGate *connlimit.Gate
+	publicTracked                      sync.Map // *tls.Conn → *connlimit.Conn
+	limitLog                           rateLog
+	plain                              plaintextListener
+	serveCtx                           context.Context
 
 	// mu guards the job system's state: everything below it.
 	mu         sync.Mutex
@@ -118,25 +127,26 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	c := &Coordinator{
-		cfg:        cfg,
-		log:        log,
-		connLevel:  connLevel,
-		started:    time.Now(),
-		recentLogs: opts.RecentLogs,
-		revoked:    transport.NewRevocationSet(),
-		limiter:    newRateLimiter(cfg.JoinRate, cfg.JoinBurst),
-		now:        time.Now,
-		cl:         sched.NewCluster(cfg.AgingStep.D()),
-		nodes:      map[string]*nodeRecord{},
-		tokens:     map[string]*tokenRecord{},
-		sessions:   map[string]*session{},
-		lostTimers: map[string]*time.Timer{},
-		histories:  map[string]*sessionHistory{},
-		hbSpacing:  heartbeatSpacing,
-		outputs:    map[outputKey]*outputState{},
-		subs:       map[string]map[*logSub]struct{}{},
-		kick:       make(chan struct{}, 1),
-		fatal:      make(chan error, 1),
+		cfg:           cfg,
+		log:           log,
+		connLevel:     connLevel,
+		started:       time.Now(),
+		recentLogs:    opts.RecentLogs,
+		revoked:       transport.NewRevocationSet(),
+		joinPerSource: ratelimit.New(cfg.JoinRate, cfg.JoinBurst),
+		joinGlobal:    ratelimit.New(cfg.JoinGlobalRate, cfg.JoinGlobalBurst),
+		now:           time.Now,
+		cl:            sched.NewCluster(cfg.AgingStep.D()),
+		nodes:         map[string]*nodeRecord{},
+		tokens:        map[string]*tokenRecord{},
+		sessions:      map[string]*session{},
+		lostTimers:    map[string]*time.Timer{},
+		histories:     map[string]*sessionHistory{},
+		hbSpacing:     heartbeatSpacing,
+		outputs:       map[outputKey]*outputState{},
+		subs:          map[string]map[*logSub]struct{}{},
+		kick:          make(chan struct{}, 1),
+		fatal:         make(chan error, 1),
 	}
 	c.cl.PrefetchBelow = cfg.PrefetchBelow.D()
 	if err := ensureDataDir(cfg.DataDir); err != nil {
@@ -201,6 +211,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		defer c.mu.Unlock()
 		return c.cl.Load()
 	})
+	c.newGates()
 	c.journal.observe = func(d time.Duration, writes int) {
 		c.metrics.StoreCommit.Observe(d.Seconds())
 		c.metrics.StoreBatch.Observe(float64(writes))
@@ -255,9 +266,16 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	}
 	c.clusterConns = newConnQueue(c.clusterLn.Addr())
 	c.publicConns = newConnQueue(c.publicLn.Addr())
-	c.clusterHTTP = &http.Server{Handler: c.clusterRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
-		ConnState: c.trackHTTPConn}
-	c.publicHTTP = &http.Server{Handler: c.publicRoutes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
+	lim := c.cfg.Limits
+	// The servers' own MaxHeaderBytes is a backstop above max_header_bytes,
+	// which limitRequests enforces with a JSON error naming the setting.
+	c.clusterHTTP = &http.Server{Handler: c.limitRequests(c.clusterRoutes(), max(lim.MaxRequestBytes, lim.MaxJobBytes)),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), ReadTimeout: lim.ClusterReadTimeout.D(), IdleTimeout: lim.ClusterIdleTimeout.D(),
+		MaxHeaderBytes: 2 * lim.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug), ConnState: c.trackHTTPConn}
+	c.publicHTTP = &http.Server{Handler: c.limitRequests(c.publicRoutes(), lim.PublicMaxRequestBytes),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), ReadTimeout: lim.PublicReadTimeout.D(), WriteTimeout: lim.PublicWriteTimeout.D(),
+		IdleTimeout: lim.PublicIdleTimeout.D(), MaxHeaderBytes: 2 * lim.MaxHeaderBytes,
+		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug), ConnState: c.trackPublicConn}
 	c.logListener("cluster", c.clusterLn, c.clusterTLS, "required and verified at the handshake")
 	c.logListener("public", c.publicLn, c.publicTLS, "not required (server authentication only)")
 	c.logPlaintextListener()
@@ -268,8 +286,14 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	go func() { defer c.wg.Done(); c.heartbeatLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()
-	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.clusterLn, c.clusterTLS, "cluster", c.handleCluster) }()
-	go func() { defer c.wg.Done(); c.acceptLoop(ctx, c.publicLn, c.publicTLS, "public", c.handlePublic) }()
+	go func() {
+		defer c.wg.Done()
+		c.acceptLoop(ctx, &listener{name: "cluster", ln: c.clusterLn, cfg: c.clusterTLS, gate: c.clusterGate, handle: c.handleCluster})
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.acceptLoop(ctx, &listener{name: "public", ln: c.publicLn, cfg: c.publicTLS, gate: c.publicGate, keep: true, handle: c.handlePublic})
+	}()
 	go func() { defer c.wg.Done(); c.clusterHTTP.Serve(c.clusterConns) }()
 	go func() { defer c.wg.Done(); c.publicHTTP.Serve(c.publicConns) }()
 	go func() { defer c.wg.Done(); c.dispatchLoop(ctx) }()

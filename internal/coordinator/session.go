@@ -58,6 +58,10 @@ type session struct {
 	replaced atomic.Bool
 	// closedFor is why the coordinator closed the session, if it did.
 	closedFor atomic.Pointer[string]
+	// outPending is the agent's output read but not yet stored; over
+	// session_queue_bytes the reader waits on outDrained.
+	outPending atomic.Int64
+	outDrained chan struct{}
 
 	lastSeen  atomic.Int64 // unix nanos
 	skew      atomic.Int64 // agent clock minus coordinator clock, nanos
@@ -78,10 +82,22 @@ func (s *session) send(t api.FrameType, msg any) {
 // go out together in the next write. b is only read, never kept for
 // appending, so one encoded frame may be queued on many sessions (a
 // heartbeat answer, a settings change) without a copy per session.
+// An agent that does not read (its queue passes session_queue_bytes) loses
+// its session instead of growing the coordinator's memory.
 func (s *session) sendRaw(b []byte) {
 	s.wmu.Lock()
 	if s.closed {
 		s.wmu.Unlock()
+		return
+	}
+	if limit := s.c.cfg.Limits.SessionQueueBytes; limit > 0 && len(s.wbuf)+len(b) > limit {
+		queued := len(s.wbuf)
+		s.wmu.Unlock()
+		s.c.metrics.SessionLimits.WithLabelValues("session_queue_bytes", "closed").Inc()
+		s.c.log.Warn("agent session closed: it does not read what is sent to it", "node", s.node, "code", string(api.CodeSessionQueueFull),
+			"queued_bytes", queued, "setting", "session_queue_bytes", "limit", limit,
+			"fix", "check the agent's host and network; raise session_queue_bytes only if frames this large are expected")
+		s.closeFor(fmt.Sprintf("%s: the agent did not read %d queued bytes, over session_queue_bytes (%d)", api.CodeSessionQueueFull, queued, limit))
 		return
 	}
 	if len(s.wbuf) == 0 {
@@ -181,14 +197,63 @@ func (c *Coordinator) heartbeatInterval(nodes int) time.Duration {
 	return base
 }
 
+// outputQueued counts output bytes read from the agent and queued for the
+// store.
+func (s *session) outputQueued(n int) { s.outPending.Add(int64(n)) }
+
+// outputStored counts queued output as stored and wakes a waiting reader.
+func (s *session) outputStored(n int) {
+	if s.outPending.Add(-int64(n)) <= int64(s.c.cfg.Limits.SessionQueueBytes) {
+		select {
+		case s.outDrained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitOutputStored holds the reader while the agent's output waiting for
+// the store is over session_queue_bytes: the agent then waits on TCP,
+// instead of the coordinator buffering without bound.
+func (s *session) waitOutputStored() {
+	limit := int64(s.c.cfg.Limits.SessionQueueBytes)
+	if s.outPending.Load() <= limit {
+		return
+	}
+	s.c.metrics.SessionLimits.WithLabelValues("session_queue_bytes", "paused").Inc()
+	for s.outPending.Load() > limit {
+		select {
+		case <-s.outDrained:
+		case <-time.After(time.Second): // the store may have failed: check again
+		}
+	}
+}
+
+// readFrame reads the agent's next frame within max_frame_bytes.
+func (c *Coordinator) readFrame(conn net.Conn, hdr []byte) (api.FrameType, []byte, error) {
+	t, body, err := api.ReadFrameLimit(conn, hdr, c.cfg.Limits.MaxFrameBytes)
+	var tooLarge *api.FrameTooLargeError
+	if errors.As(err, &tooLarge) {
+		c.metrics.SessionLimits.WithLabelValues("max_frame_bytes", "closed").Inc()
+		return t, nil, api.Errorf(api.CodeFrameTooLarge, "upgrade the agent (it splits output into smaller frames); an admin can raise max_frame_bytes",
+			"frame %d is %d bytes, over max_frame_bytes (%d bytes)", tooLarge.Type, tooLarge.Size, tooLarge.Limit)
+	}
+	return t, body, err
+}
+
 // runSession serves one agent from its hello until the stream ends.
 func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
-	s := &session{c: c, conn: conn, node: peer.ID.Name, peer: peer, link: peer.Link, done: make(chan struct{})}
+	s := &session{c: c, conn: conn, node: peer.ID.Name, peer: peer, link: peer.Link, done: make(chan struct{}), outDrained: make(chan struct{}, 1)}
 	s.upgradeErr.Store("")
 	defer close(s.done)
 	hdr := make([]byte, 5)
 	conn.SetReadDeadline(time.Now().Add(helloTimeout))
-	t, body, err := api.ReadFrame(conn, hdr)
+	t, body, err := c.readFrame(conn, hdr)
+	var tooLarge *api.Error
+	if errors.As(err, &tooLarge) {
+		c.log.Warn("agent session refused", "node", s.node, "peer_addr", conn.RemoteAddr().String(), "code", string(tooLarge.Code), "reason", tooLarge.Message)
+		c.sendBye(conn, tooLarge)
+		return
+	}
 	if err != nil || t != api.FrameHello {
 		c.connLog("agent session refused", "node", s.node, "peer_addr", conn.RemoteAddr().String(), "reason", "no hello", "err", err)
 		conn.Close()
@@ -210,11 +275,17 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 	var ended string
 	defer func() { c.endSession(s, ended) }()
 	for {
+		s.waitOutputStored()
 		s.setReadDeadline()
-		t, body, err := api.ReadFrame(conn, hdr)
+		t, body, err := c.readFrame(conn, hdr)
 		if err != nil {
 			ended = s.endReason(err)
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			var limit *api.Error
+			switch {
+			case errors.As(err, &limit):
+				c.log.Warn("agent session closed", "node", s.node, "code", string(limit.Code), "reason", limit.Message, "fix", limit.Fix)
+				c.sendBye(conn, limit)
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				c.connLog("agent session ended", "node", s.node, "reason", ended, "err", err)
 			}
 			return
@@ -390,7 +461,7 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 		if err := api.DecodeFrame(t, body, &m); err != nil {
 			return err
 		}
-		c.recordOutput(s.node, m.Chunks)
+		c.recordOutput(s, m.Chunks)
 	case api.FrameResults:
 		var m api.Results
 		if err := api.DecodeFrame(t, body, &m); err != nil {

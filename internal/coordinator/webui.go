@@ -50,7 +50,7 @@ func (c *Coordinator) mountConsole(mux *http.ServeMux) {
 
 func (c *Coordinator) apiUILink(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	var req api.UILinkRequest
-	if err := readOptionalJSON(w, r, &req); err != nil {
+	if err := c.readOptionalJSON(w, r, &req); err != nil {
 		return err
 	}
 	return reply[api.UILink](w)(c.UILoginLink(r.Context(), p, req.TTL.D()))
