@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	case opts.JoinString == "":
 		return nil, fmt.Errorf("%s holds no node identity yet: start the agent once with --join-file FILE (the join string from `ward token create`)", cfg.DataDir)
 	default:
-		jo := &JoinOptions{JoinString: opts.JoinString, Keys: keys}
+		jo := &JoinOptions{JoinString: opts.JoinString, Keys: keys, Logger: log}
 		if _, err := Join(ctx, cfg, jo); err != nil {
 			return nil, explainJoin(err)
 		}

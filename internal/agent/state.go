@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
@@ -119,6 +122,8 @@ func (FileKeys) Name() string { return "file" }
 type JoinOptions struct {
 	JoinString string
 	Keys       KeySource
+	// Logger hears about retries (nil: slog.Default()).
+	Logger *slog.Logger
 
 	joined *joined // filled by Join, so New need not read it all back
 }
@@ -157,7 +162,7 @@ func Join(ctx context.Context, cfg config.Agent, opts *JoinOptions) (*stateFile,
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	resp, err := enroll.Join(ctx, js, api.JoinRequest{Name: name, CSR: csr, Slots: cfg.Slots, Labels: cfg.Labels, Hostname: host})
+	resp, err := joinWithRetry(ctx, opts.Logger, js, api.JoinRequest{Name: name, CSR: csr, Slots: cfg.Slots, Labels: cfg.Labels, Hostname: host})
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +202,41 @@ func Join(ctx context.Context, cfg config.Agent, opts *JoinOptions) (*stateFile,
 	}
 	opts.joined = &joined{key: key, chain: chain, bundle: bundle, crls: resp.CRLsPEM}
 	return st, nil
+}
+
+// Join retries back off from joinBackoffMin, doubling up to joinBackoffMax.
+const (
+	joinBackoffMin = time.Second
+	joinBackoffMax = time.Minute
+)
+
+// joinWithRetry sends the join, and sends it again while the coordinator
+// answers RATE_LIMITED (too many joins right now) or UNAVAILABLE (the token
+// was contended): after the time the coordinator gives, or an exponential
+// backoff if that is longer, plus jitter so a fleet started together does
+// not come back together. Any other answer is final.
+func joinWithRetry(ctx context.Context, log *slog.Logger, js enroll.JoinString, req api.JoinRequest) (*api.JoinResponse, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	backoff := joinBackoffMin
+	for attempt := 1; ; attempt++ {
+		resp, err := enroll.Join(ctx, js, req)
+		var ae *api.Error
+		if err == nil || !errors.As(err, &ae) || (ae.Code != api.CodeRateLimited && ae.Code != api.CodeUnavailable) {
+			return resp, err
+		}
+		wait := max(ae.RetryAfter.D(), backoff)
+		wait += rand.N(wait/2 + 1)
+		log.Warn("join refused for now; retrying", "code", string(ae.Code), "reason", ae.Message, "attempt", attempt,
+			"retry_in", wait.Round(time.Millisecond).String(), "coordinator", js.Addr)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stopped while waiting to retry the join: %w", ae)
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, joinBackoffMax)
+	}
 }
 
 // defaultNodeName is the host name, lower-cased, up to its first dot.
