@@ -166,6 +166,9 @@ type cluster struct {
 	agents  map[string]*proc
 	starts  int
 	bin     string // the coordinator's binary ("" for wardBin)
+	// launcher, when set, starts the coordinator: launcher[0] with
+	// launcher[1:], then the coordinator's binary and its arguments.
+	launcher []string
 }
 
 // newCluster starts a coordinator on free loopback ports.
@@ -192,7 +195,12 @@ func (c *cluster) startCoordinator(clusterAddr, publicAddr string) {
 	if bin == "" {
 		bin = wardBin
 	}
-	c.coord = startProcBin(c.t, bin, c.dir, fmt.Sprintf("coordinator-%d", c.starts), nil, args...)
+	name := fmt.Sprintf("coordinator-%d", c.starts)
+	if len(c.launcher) > 0 {
+		c.coord = startProcBin(c.t, c.launcher[0], c.dir, name, nil, append(append(c.launcher[1:len(c.launcher):len(c.launcher)], bin), args...)...)
+	} else {
+		c.coord = startProcBin(c.t, bin, c.dir, name, nil, args...)
+	}
 	var line string
 	waitFor(c.t, 20*time.Second, "the coordinator's export line", func() bool {
 		b, _ := os.ReadFile(c.coord.stdout)

@@ -280,15 +280,17 @@ func TestBadJobInput(t *testing.T) {
 		code api.Code
 		msg  string
 	}{
-		{"not JSON", `{"argv": [`, api.CodeInvalidArgument, "not valid"},
-		{"argv not a list", `{"argv": "echo hi"}`, api.CodeInvalidArgument, "not valid"},
+		{"not JSON", `{"argv": [`, api.CodeInvalidArgument, "ends in the middle of its JSON value"},
+		{"argv not a list", `{"argv": "echo hi"}`, api.CodeInvalidArgument, `key "argv" must be []string`},
+		{"trailing data", `{"argv": ["true"]} {"argv": ["rm"]}`, api.CodeInvalidArgument, "goes on after its value"},
+		{"invalid UTF-8", "{\"argv\": [\"echo\", \"caf\xe9\"]}", api.CodeInvalidArgument, "not valid UTF-8"},
 		{"unknown field", `{"argv": ["true"], "cuont": 3}`, api.CodeInvalidArgument, "cuont"},
 		{"no command", `{"argv": []}`, api.CodeInvalidArgument, "no command"},
 		{"negative count", `{"argv": ["true"], "count": -5}`, api.CodeInvalidArgument, "-5"},
 		{"bad priority", `{"argv": ["true"], "priority": "urgent"}`, api.CodeInvalidArgument, "urgent"},
 		{"oversized argument", `{"argv": ["echo", "` + bigArg + `"]}`, api.CodeJobTooLarge, "limit"},
 		{"too many arguments", `{"argv": ` + string(manyArgs) + `}`, api.CodeJobTooLarge, "arguments"},
-		{"oversized body", `{"argv": ["echo", "` + strings.Repeat("y", 3<<20) + `"]}`, api.CodeJobTooLarge, "over"},
+		{"oversized body", `{"argv": ["echo", "` + strings.Repeat("y", 3<<20) + `"]}`, api.CodeJobTooLarge, "over max_job_bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
