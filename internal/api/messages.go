@@ -137,7 +137,10 @@ type DrainResult struct {
 
 // RevokeResult says what a revocation did.
 type RevokeResult struct {
-	Serials  []string `json:"serials"`
+	Serials []string `json:"serials"`
+	// Renewed lists the certificates renewed from Serials (at any depth)
+	// that the revocation revoked too.
+	Renewed  []string `json:"renewed,omitempty"`
 	Node     string   `json:"node,omitempty"`
 	Closed   int      `json:"sessions_closed"`
 	Requeued int      `json:"tasks_requeued"`
@@ -250,6 +253,9 @@ type Cert struct {
 	Revoked   bool      `json:"revoked"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	Reason    string    `json:"reason,omitempty"`
+	// Parent is the serial of the certificate this one renewed; revoking
+	// the parent revokes it too.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Certificate states a CertFilter selects by.

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/pki"
 )
 
 func newCertLsCmd(g *globals) *cobra.Command {
@@ -49,14 +50,29 @@ func newCertRevokeCmd(g *globals) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
 		Use:   "revoke SERIAL",
-		Short: "Revoke a certificate: its live sessions close at once and its handshakes are refused",
-		Args:  cobra.ExactArgs(1),
+		Short: "Revoke a certificate and every certificate renewed from it: their live sessions close at once and their handshakes are refused",
+		Long: `Revoke a certificate. Every certificate renewed from it, however many
+renewals deep, is revoked too, so a stolen certificate cannot be renewed out
+of reach. SERIAL may be given as ` + "`ward cert ls`" + ` shows it or as openssl prints it
+(leading zeros, colons, either case, serial=...). Revoking a certificate
+that is already revoked (for example one superseded by a renewal) still
+revokes what was renewed from it, and --reason key-compromise updates its
+reason.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, printed, err := call[map[string]any](cmd, g, "POST", "/v1/certs/"+args[0]+"/revoke", api.RevokeRequest{Reason: reason})
+			n, err := pki.ParseSerial(args[0])
+			if err != nil {
+				return api.Errorf(api.CodeInvalidArgument, "give the serial as `ward cert ls` or `openssl x509 -serial` prints it", "%v", err)
+			}
+			serial := pki.SerialString(n)
+			out, printed, err := call[map[string]any](cmd, g, "POST", "/v1/certs/"+serial+"/revoke", api.RevokeRequest{Reason: reason})
 			if err != nil || printed {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "Certificate %s revoked; %v session(s) closed.", args[0], out["sessions_closed"])
+			fmt.Fprintf(g.stdout, "Certificate %s revoked; %v session(s) closed.", serial, out["sessions_closed"])
+			if renewed, _ := out["renewed"].([]any); len(renewed) > 0 {
+				fmt.Fprintf(g.stdout, " %d certificate(s) renewed from it revoked too: %v.", len(renewed), renewed)
+			}
 			if n, _ := out["node"].(string); n != "" {
 				fmt.Fprintf(g.stdout, " It was node %s's certificate: the node is revoked and %v task(s) requeued.", n, out["tasks_requeued"])
 			}

@@ -192,13 +192,13 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 	if c.revoked.Contains(peer.Cert.SerialNumber) {
 		// Revoked between the handshake's check and registration: the
 		// revocation's sweep may have missed this connection.
-		c.live.remove(serial, tc)
+		c.live.remove(tc)
 		tc.Close()
 		return
 	}
 	if cs.NegotiatedProtocol == transport.ALPNAgent {
 		if peer.ID.Role != pki.RoleAgent {
-			c.live.remove(serial, tc)
+			c.live.remove(tc)
 			c.sendBye(tc, api.Errorf(api.CodePermissionDenied, "use an agent certificate (from `ward agent --join-file FILE`) for agent sessions",
 				"%s may not open an agent session: only agent certificates can", peer.ID))
 			return
@@ -207,7 +207,7 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 		// grew during the handshake and would stay that size for the
 		// session's life (about 8 KB per idle agent).
 		go func() {
-			defer c.live.remove(serial, tc)
+			defer c.live.remove(tc)
 			c.runSession(tc, peer)
 		}()
 		return
@@ -291,12 +291,7 @@ func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // trackHTTPConn forgets API connections when they close.
 func (c *Coordinator) trackHTTPConn(conn net.Conn, state http.ConnState) {
-	if state != http.StateClosed && state != http.StateHijacked {
-		return
-	}
-	if tc, ok := conn.(*tls.Conn); ok {
-		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
-			c.live.remove(pki.SerialHex(cs.PeerCertificates[0]), conn)
-		}
+	if state == http.StateClosed || state == http.StateHijacked {
+		c.live.remove(conn)
 	}
 }

@@ -295,7 +295,7 @@ func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Cr
 	if err := identity.SaveCredential(cred, certPath, keyPath); err != nil {
 		return nil, err
 	}
-	c.recordIssued(cert, iss.CA.Cert)
+	c.recordIssued(cert, iss.CA.Cert, "")
 	return cred, nil
 }
 
@@ -330,8 +330,8 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 				return "", err
 			}
 			ctx.CertPEM = string(pki.EncodeCertsPEM(cert, iss.CA.Cert))
-			c.recordIssued(cert, iss.CA.Cert)
-			c.audit.Record(audit.Event{Type: "cert.renew", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "expired admin context"}})
+			c.recordIssued(cert, iss.CA.Cert, pki.SerialHex(cred.Leaf()))
+			c.audit.Record(audit.Event{Type: "cert.renew", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "old_serial": pki.SerialHex(cred.Leaf()), "purpose": "expired admin context"}})
 			changed = true
 		}
 		ctx.BundlePEM = string(c.clientBundle().PEM())
@@ -369,7 +369,7 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 	if err := ctx.Save(path); err != nil {
 		return "", err
 	}
-	c.recordIssued(cert, iss.CA.Cert)
+	c.recordIssued(cert, iss.CA.Cert, "")
 	c.audit.Record(audit.Event{Type: "cert.issue", Target: id.String(), Detail: map[string]string{"serial": pki.SerialHex(cert), "purpose": "admin context"}})
 	return path, nil
 }
@@ -420,9 +420,12 @@ func ensureDataDir(dir string) error {
 }
 
 // recordIssued remembers an issued certificate for `ward cert ls` and
-// revocation. It goes through the journal like every other write.
-func (c *Coordinator) recordIssued(cert, issuer *x509.Certificate) {
-	c.pendingCerts = append(c.pendingCerts, issuedRecord(cert, issuer))
+// revocation, with the serial of the certificate it renews (parent, or "").
+// It goes through the journal like every other write.
+func (c *Coordinator) recordIssued(cert, issuer *x509.Certificate, parent string) {
+	rec := issuedRecord(cert, issuer)
+	rec.Parent = parent
+	c.pendingCerts = append(c.pendingCerts, rec)
 }
 
 // flushIssued writes certificate records queued before the journal ran.
@@ -430,6 +433,9 @@ func (c *Coordinator) flushIssued() error {
 	var ops []store.Op
 	for _, r := range c.pendingCerts {
 		ops = append(ops, putJSON(certKey(r.Serial), r))
+		if r.Parent != "" {
+			ops = append(ops, store.Put(lineageKey(r.Parent, r.Serial), nil))
+		}
 	}
 	c.pendingCerts = nil
 	if len(ops) == 0 {

@@ -161,7 +161,7 @@ func (c *Coordinator) handlePlaintext(conn net.Conn, gc *connlimit.Conn) {
 	gc.Release() // authenticated: no longer counted
 	serial := pki.SerialHex(peer.Cert)
 	c.live.add(serial, conn)
-	defer c.live.remove(serial, conn)
+	defer c.live.remove(conn)
 	c.connLog("connection accepted", "listener", "plaintext", "peer_addr", peerAddr, "identity", peer.ID.String(), "tls", "none",
 		"cert_serial", serial, "link", string(transport.LinkNo), "revocation_checked", true)
 	c.metrics.Handshakes.WithLabelValues("plaintext", "accepted", "ok").Inc()

@@ -156,6 +156,9 @@ type certRecord struct {
 	Revoked      bool      `json:"revoked,omitempty"`
 	RevokedAt    time.Time `json:"revoked_at,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
+	// Parent is the serial of the certificate this one renewed (see
+	// lineage.go).
+	Parent string `json:"parent,omitempty"`
 }
 
 // logRecord is one stored chunk of task output.

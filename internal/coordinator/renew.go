@@ -5,10 +5,12 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/transport"
@@ -25,19 +27,35 @@ func (c *Coordinator) lifetimeFor(r pki.Role) time.Duration {
 	return c.cfg.CoordinatorCertLifetime.D()
 }
 
+// reissued is a certificate renew or heal issued.
+type reissued struct {
+	cert  *x509.Certificate
+	chain []byte // PEM: the certificate and its issuing CA
+	// newKey: the successor has another key than the certificate it
+	// renews, which it therefore supersedes.
+	newKey bool
+}
+
 // reissue issues a successor to current for the same identity, from the
-// CSR the holder signed. The CSR may name only what current names.
-func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, csrDER []byte, path string, by string) (*x509.Certificate, []byte, error) {
+// CSR the holder signed. The CSR may name only what current names. The
+// successor records current as its parent, so revoking current revokes it
+// too; a revoked current is not renewed (c.lineage orders the two).
+func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, csrDER []byte, path string, by string) (*reissued, error) {
 	id, err := pki.IDFromCert(current)
 	if err != nil {
-		return nil, nil, api.Errorf(api.CodePermissionDenied, "present a Ward certificate", "%v", err)
+		return nil, api.Errorf(api.CodePermissionDenied, "present a Ward certificate", "%v", err)
 	}
 	if id.Cluster != c.cfg.Cluster || id.Role == pki.RoleCoordinator {
-		return nil, nil, api.Errorf(api.CodePermissionDenied, "coordinators renew themselves", "%s cannot be renewed through this path", id)
+		return nil, api.Errorf(api.CodePermissionDenied, "coordinators renew themselves", "%s cannot be renewed through this path", id)
 	}
 	csr, err := pki.CheckCSR(csrDER, pki.CSRPolicy{ID: id, AllowedDNS: current.DNSNames, AllowedIPs: current.IPAddresses})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	c.lineage.RLock()
+	defer c.lineage.RUnlock()
+	if c.revoked.Contains(current.SerialNumber) {
+		return nil, api.Errorf(api.CodeCertRevoked, "get a new certificate: an agent joins again with a new token", "certificate %s of %s is revoked; it cannot be renewed", pki.SerialHex(current), id)
 	}
 	var nodeRec *nodeRecord
 	if id.Role == pki.RoleAgent {
@@ -48,7 +66,7 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 		}
 		c.mu.Unlock()
 		if nodeRec == nil || nodeRec.Revoked {
-			return nil, nil, api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered or was revoked", id.Name)
+			return nil, api.Errorf(api.CodeCertRevoked, "join again with a new token", "node %s is not registered or was revoked", id.Name)
 		}
 	}
 	now := c.now()
@@ -56,10 +74,11 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.lifetimeFor(id.Role),
 		DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	rec := issuedRecord(cert, iss.CA.Cert)
-	ops := []store.Op{putJSON(certKey(rec.Serial), rec)}
+	rec.Parent = pki.SerialHex(current)
+	ops := []store.Op{putJSON(certKey(rec.Serial), rec), store.Put(lineageKey(rec.Parent, rec.Serial), nil)}
 	if nodeRec != nil {
 		c.mu.Lock()
 		if n := c.nodes[id.Name]; n != nil {
@@ -69,13 +88,40 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 		c.mu.Unlock()
 	}
 	if err := c.journal.Wait(ops); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	newKey := !pki.PublicKeyMatches(current, csr.PublicKey)
 	c.metrics.Renewals.WithLabelValues(string(id.Role), path).Inc()
 	c.audit.Record(audit.Event{Type: "cert." + path, Actor: by, Target: id.String(), Detail: map[string]string{
-		"old_serial": pki.SerialHex(current), "serial": rec.Serial, "not_after": cert.NotAfter.UTC().Format(time.RFC3339), "issuer": rec.Issuer}})
-	c.log.Info("certificate renewed", "identity", id.String(), "path", path, "old_serial", pki.SerialHex(current), "serial", rec.Serial, "expires", cert.NotAfter.UTC().Format(time.RFC3339))
-	return cert, pki.EncodeCertsPEM(cert, iss.CA.Cert), nil
+		"old_serial": rec.Parent, "serial": rec.Serial, "not_after": cert.NotAfter.UTC().Format(time.RFC3339), "issuer": rec.Issuer,
+		"new_key": strconv.FormatBool(newKey)}})
+	c.log.Info("certificate renewed", "identity", id.String(), "path", path, "old_serial", rec.Parent, "serial", rec.Serial,
+		"new_key", newKey, "expires", cert.NotAfter.UTC().Format(time.RFC3339))
+	return &reissued{cert: cert, chain: pki.EncodeCertsPEM(cert, iss.CA.Cert), newKey: newKey}, nil
+}
+
+// renewedOver finishes a renewal made over conn, a live connection that
+// presented old: conn now stands for the new certificate too, so revoking
+// either closes it. A successor with a new key supersedes old: old is
+// revoked (reason superseded, its successor kept), which closes every
+// other connection that presented it; conn stays open, because it proved
+// the old key at its handshake and the new key with the CSR, so it is the
+// new certificate's holder.
+func (c *Coordinator) renewedOver(conn net.Conn, old *x509.Certificate, r *reissued, by authz.Principal) {
+	oldSerial, newSerial := pki.SerialHex(old), pki.SerialHex(r.cert)
+	if !r.newKey {
+		if conn != nil {
+			c.live.add(newSerial, conn)
+		}
+		return
+	}
+	if conn != nil {
+		c.live.move(oldSerial, newSerial, conn)
+	}
+	if _, err := c.revoke(context.Background(), revocation{serials: []string{oldSerial}, reason: "superseded", who: by}); err != nil {
+		c.log.Error("revoke the certificate a renewal with a new key superseded", "serial", oldSerial, "err", err,
+			"fix", "revoke it by hand: ward cert revoke "+oldSerial+" --reason superseded")
+	}
 }
 
 // renewOverSession answers an agent's RenewRequest on its live session;
@@ -86,14 +132,22 @@ func (c *Coordinator) renewOverSession(s *session, body []byte) {
 		s.send(api.FrameRenewed, api.Renewed{Error: api.Errorf(api.CodeInvalidArgument, "upgrade the agent", "%v", err)})
 		return
 	}
-	cert, chain, err := c.reissue(context.Background(), s.peer.Cert, req.CSR, "renew", s.peer.ID.String())
+	r, err := c.reissue(context.Background(), s.peer.Cert, req.CSR, "renew", s.peer.ID.String())
 	if err != nil {
 		s.send(api.FrameRenewed, api.Renewed{Error: api.AsError(err)})
 		return
 	}
-	// Revoking the new serial must still cut this session.
-	c.live.add(pki.SerialHex(cert), s.conn)
-	s.send(api.FrameRenewed, api.Renewed{ChainPEM: chain, BundlePEM: c.clientBundle().PEM()})
+	c.renewedOver(s.conn, s.peer.Cert, r, authz.Principal{ID: s.peer.ID, Via: authz.ViaCert, Source: s.conn.RemoteAddr().String(), CertSerial: pki.SerialHex(s.peer.Cert)})
+	s.send(api.FrameRenewed, api.Renewed{ChainPEM: r.chain, BundlePEM: c.clientBundle().PEM()})
+}
+
+// connKey finds a request's connection in its context (see ConnContext).
+type connKey struct{}
+
+// withConn is the cluster server's ConnContext: renewals need the
+// connection they arrived on.
+func withConn(ctx context.Context, conn net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, conn)
 }
 
 // apiRenew renews the caller's own certificate (users: the CLI does this at
@@ -109,12 +163,14 @@ func (c *Coordinator) apiRenew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, err)
 		return
 	}
-	_, chain, err := c.reissue(r.Context(), peer.Cert, req.CSR, "renew", peer.ID.String())
+	res, err := c.reissue(r.Context(), peer.Cert, req.CSR, "renew", peer.ID.String())
 	if err != nil {
 		writeError(w, c, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: chain, BundlePEM: c.clientBundle().PEM()})
+	conn, _ := r.Context().Value(connKey{}).(net.Conn)
+	c.renewedOver(conn, peer.Cert, res, authz.Principal{ID: peer.ID, Via: authz.ViaCert, Source: r.RemoteAddr, CertSerial: pki.SerialHex(peer.Cert)})
+	writeJSON(w, http.StatusOK, api.Renewed{ChainPEM: res.chain, BundlePEM: c.clientBundle().PEM()})
 }
 
 // apiHeal renews an agent certificate that expired while the agent was
@@ -201,11 +257,11 @@ func (c *Coordinator) heal(w http.ResponseWriter, r *http.Request, src string) (
 	if err != nil || !pki.PublicKeyMatches(leaf, csr.PublicKey) {
 		return nil, who, api.Errorf(api.CodeCSRInvalid, "sign the request with the node's existing key", "the request must carry the same key as the certificate being healed")
 	}
-	_, chain, err := c.reissue(r.Context(), leaf, req.CSR, "heal", src)
+	res, err := c.reissue(r.Context(), leaf, req.CSR, "heal", src)
 	if err != nil {
 		return nil, who, err
 	}
-	return &api.HealResponse{ChainPEM: chain, BundlePEM: c.clientBundle().PEM()}, who, nil
+	return &api.HealResponse{ChainPEM: res.chain, BundlePEM: c.clientBundle().PEM()}, who, nil
 }
 
 // allRoots lists the trusted roots and the retired ones.

@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"net/http"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -22,46 +20,6 @@ import (
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
 )
-
-// liveConns tracks every open cluster connection by the serial of the
-// certificate it presented, so a revocation cuts them at once.
-type liveConns struct {
-	mu sync.Mutex
-	m  map[string]map[net.Conn]struct{}
-}
-
-func (l *liveConns) add(serial string, c net.Conn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.m == nil {
-		l.m = map[string]map[net.Conn]struct{}{}
-	}
-	if l.m[serial] == nil {
-		l.m[serial] = map[net.Conn]struct{}{}
-	}
-	l.m[serial][c] = struct{}{}
-}
-
-func (l *liveConns) remove(serial string, c net.Conn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.m[serial], c)
-	if len(l.m[serial]) == 0 {
-		delete(l.m, serial)
-	}
-}
-
-// closeSerial closes every connection that presented serial.
-func (l *liveConns) closeSerial(serial string) int {
-	l.mu.Lock()
-	conns := l.m[serial]
-	delete(l.m, serial)
-	l.mu.Unlock()
-	for c := range conns {
-		c.Close()
-	}
-	return len(conns)
-}
 
 // CRL reason codes (RFC 5280) by the names `--reason` accepts.
 var crlReasons = map[string]int{
@@ -109,26 +67,88 @@ func (c *Coordinator) loadRevoked(ctx context.Context) error {
 	return nil
 }
 
-// revoke marks serials revoked in the store and in memory, closes every
-// live connection that presented them, and (when node is set) takes the
-// node out of the cluster, requeueing its tasks.
-func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason string, p authz.Principal) (api.RevokeResult, error) {
+// revocation is what to revoke, and why.
+type revocation struct {
+	serials []string
+	// node is taken out of the cluster too; when empty, the node whose
+	// current certificate is among those revoked is.
+	node   string
+	reason string
+	who    authz.Principal
+	// cascade revokes every certificate renewed from serials as well. A
+	// certificate superseded by a renewal does not cascade: its successor
+	// is its child.
+	cascade bool
+}
+
+// revoke marks certificates revoked in the store and in memory, closes
+// every live connection that stands for them, and takes their node out of
+// the cluster, requeueing its tasks. An already revoked certificate is
+// skipped, unless the reason becomes key-compromise (RFC 5280 allows
+// that), but its descendants are still revoked: `ward cert revoke OLD
+// --reason key-compromise` on a superseded certificate reaches whatever
+// was renewed from it. It holds c.lineage, so no renewal of a certificate
+// being revoked can slip past it.
+func (c *Coordinator) revoke(ctx context.Context, rv revocation) (api.RevokeResult, error) {
+	c.lineage.Lock()
+	defer c.lineage.Unlock()
 	now := c.now()
-	res := api.RevokeResult{Serials: serials, Node: node}
+	res := api.RevokeResult{Serials: []string{}}
+	kids := []string{}
+	if rv.cascade {
+		var err error
+		if kids, err = c.descendants(ctx, rv.serials); err != nil {
+			return res, fmt.Errorf("find the certificates renewed from %s: %w", strings.Join(rv.serials, ","), err)
+		}
+	}
+	node := rv.node
 	var ops []store.Op
 	var conds []store.Cond
-	for _, s := range serials {
+	var changed, newly []string
+	all := append(append([]string{}, rv.serials...), kids...)
+	for i, s := range all {
+		descendant := i >= len(rv.serials)
 		rec, err := c.st.Get(ctx, certKey(s))
+		if descendant && errors.Is(err, store.ErrNotFound) {
+			continue
+		}
 		if err != nil {
 			return res, fmt.Errorf("read certificate %s: %w", s, err)
 		}
 		var cr certRecord
 		if err := json.Unmarshal(rec.Value, &cr); err != nil {
-			return res, err
+			return res, fmt.Errorf("%s: %w", rec.Key, err)
 		}
-		cr.Revoked, cr.RevokedAt, cr.Reason = true, now.UTC(), reason
+		switch {
+		case cr.Revoked && rv.reason == "key-compromise" && cr.Reason != "key-compromise":
+			cr.Reason = rv.reason
+		case cr.Revoked:
+			continue
+		case descendant && !now.Before(cr.NotAfter):
+			continue // expired: nothing to refuse (its own descendants are in kids)
+		default:
+			cr.Revoked, cr.RevokedAt, cr.Reason = true, now.UTC(), rv.reason
+			newly = append(newly, s)
+		}
+		changed = append(changed, s)
+		if descendant {
+			res.Renewed = append(res.Renewed, s)
+		} else {
+			res.Serials = append(res.Serials, s)
+		}
 		ops = append(ops, putJSON(rec.Key, cr))
 		conds = append(conds, store.Unchanged(rec.Key, rec.ModRev))
+		if node == "" && cr.Role == string(pki.RoleAgent) {
+			c.mu.Lock()
+			if n := c.nodes[cr.Name]; n != nil && n.CertSerial == s && !n.Revoked {
+				node = cr.Name // the node's current certificate: the node is out
+			}
+			c.mu.Unlock()
+		}
+	}
+	res.Node = node
+	if len(ops) == 0 {
+		return res, nil
 	}
 	c.mu.Lock()
 	if node != "" {
@@ -140,13 +160,13 @@ func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason
 	c.mu.Unlock()
 	if _, err := c.st.Txn(ctx, conds, ops); err != nil {
 		if store.IsConflict(err) {
-			return res, api.Errorf(api.CodeUnavailable, "run the command again", "the certificate changed while it was being revoked")
+			return res, api.Errorf(api.CodeUnavailable, "run the command again", "a certificate changed while it was being revoked")
 		}
 		return res, err
 	}
 	// From here the revocation is durable: apply it everywhere at once.
-	c.revoked.Add(now, serials...)
-	for _, s := range serials {
+	c.revoked.Add(now, newly...)
+	for _, s := range changed {
 		res.Closed += c.live.closeSerial(s)
 	}
 	if node != "" {
@@ -162,26 +182,31 @@ func (c *Coordinator) revoke(ctx context.Context, serials []string, node, reason
 			t.Stop()
 			delete(c.lostTimers, node)
 		}
-		res.Requeued = len(c.cl.NodeLost(node, "node revoked by "+p.String(), now))
+		res.Requeued = len(c.cl.NodeLost(node, "node revoked by "+rv.who.String(), now))
 		ch := c.changesLocked()
 		c.mu.Unlock()
 		c.commit(ch, nil)
 		c.poke()
 	}
-	c.metrics.Revocations.Add(float64(len(serials)))
-	for _, s := range serials {
-		c.Record(p, audit.Event{Type: "cert.revoke", Target: s, Detail: map[string]string{"reason": reason, "node": node}})
+	c.metrics.Revocations.Add(float64(len(newly)))
+	for _, s := range changed {
+		detail := map[string]string{"reason": rv.reason, "node": node}
+		if slices.Contains(res.Renewed, s) {
+			detail["renewed_from"] = strings.Join(rv.serials, ",")
+		}
+		c.Record(rv.who, audit.Event{Type: "cert.revoke", Target: s, Detail: detail})
 	}
 	if err := c.rebuildCRLs(ctx); err != nil {
 		c.log.Error("rebuild CRL after revocation", "err", err)
 	}
-	if c.revokedSelf(serials) {
+	if c.revokedSelf(changed) {
 		c.log.Warn("this coordinator's own certificate was revoked; issuing a new one")
 		if err := c.renewOwnCertificate(now); err != nil {
 			c.log.Error("reissue the coordinator certificate", "err", err)
 		}
 	}
-	c.log.Info("revoked", "serials", strings.Join(serials, ","), "node", node, "reason", reason, "sessions_closed", res.Closed, "tasks_requeued", res.Requeued)
+	c.log.Info("revoked", "serials", strings.Join(res.Serials, ","), "renewed_from_them", strings.Join(res.Renewed, ","), "node", node,
+		"reason", rv.reason, "sessions_closed", res.Closed, "tasks_requeued", res.Requeued)
 	return res, nil
 }
 
@@ -243,7 +268,7 @@ func (c *Coordinator) RevokeNode(ctx context.Context, p authz.Principal, name, r
 	if err != nil {
 		return api.RevokeResult{}, err
 	}
-	return c.revoke(ctx, serials, name, reason, p)
+	return c.revoke(ctx, revocation{serials: serials, node: name, reason: reason, who: p, cascade: true})
 }
 
 func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
@@ -254,9 +279,9 @@ func (c *Coordinator) apiCertRevoke(w http.ResponseWriter, r *http.Request, p au
 	return reply[api.RevokeResult](w)(c.RevokeCert(r.Context(), p, r.PathValue("serial"), req.Reason))
 }
 
-// RevokeCert revokes one certificate by serial (hex, with or without
-// colons or 0x). When it is a node's current certificate, the node is
-// revoked with it.
+// RevokeCert revokes one certificate by serial (as `ward cert ls` shows it
+// or as openssl prints it), and every certificate renewed from it. When one
+// of them is a node's current certificate, the node is revoked with it.
 func (c *Coordinator) RevokeCert(ctx context.Context, p authz.Principal, serial, reason string) (api.RevokeResult, error) {
 	if err := c.allow(p, authz.CertRevoke); err != nil {
 		return api.RevokeResult{}, err
@@ -265,30 +290,24 @@ func (c *Coordinator) RevokeCert(ctx context.Context, p authz.Principal, serial,
 	if err != nil {
 		return api.RevokeResult{}, err
 	}
-	serial = strings.ToLower(strings.TrimPrefix(strings.ReplaceAll(serial, ":", ""), "0x"))
-	rec, err := c.st.Get(ctx, certKey(serial))
-	if errors.Is(err, store.ErrNotFound) {
-		return api.RevokeResult{}, api.Errorf(api.CodeNotFound, "list certificates with `ward cert ls`", "no certificate with serial %s was issued by this cluster", serial)
-	}
+	n, err := pki.ParseSerial(serial)
 	if err != nil {
+		return api.RevokeResult{}, api.Errorf(api.CodeInvalidArgument, "give the serial as `ward cert ls` or `openssl x509 -serial` prints it", "%v", err)
+	}
+	serial = pki.SerialString(n)
+	if _, err := c.st.Get(ctx, certKey(serial)); errors.Is(err, store.ErrNotFound) {
+		return api.RevokeResult{}, api.Errorf(api.CodeNotFound, "list certificates with `ward cert ls`", "no certificate with serial %s was issued by this cluster", serial)
+	} else if err != nil {
 		return api.RevokeResult{}, err
 	}
-	var cr certRecord
-	if err := json.Unmarshal(rec.Value, &cr); err != nil {
-		return api.RevokeResult{}, err
+	res, err := c.revoke(ctx, revocation{serials: []string{serial}, reason: reason, who: p, cascade: true})
+	if err != nil {
+		return res, err
 	}
-	if cr.Revoked {
-		return api.RevokeResult{}, api.Errorf(api.CodeFailedPrecondition, "nothing to do", "certificate %s is already revoked", serial)
+	if len(res.Serials)+len(res.Renewed) == 0 {
+		return res, api.Errorf(api.CodeFailedPrecondition, "nothing to do", "certificate %s is already revoked, and so is every certificate renewed from it", serial)
 	}
-	node := ""
-	c.mu.Lock()
-	if cr.Role == string(pki.RoleAgent) {
-		if n := c.nodes[cr.Name]; n != nil && n.CertSerial == serial {
-			node = cr.Name // the node's current certificate: the node is out
-		}
-	}
-	c.mu.Unlock()
-	return c.revoke(ctx, []string{serial}, node, reason, p)
+	return res, nil
 }
 
 func (c *Coordinator) apiCertList(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
@@ -330,7 +349,7 @@ func (c *Coordinator) Certs(ctx context.Context, p authz.Principal, f api.CertFi
 			}
 		}
 		all = append(all, api.Cert{Serial: cr.Serial, Identity: cr.Identity, Role: cr.Role, Name: cr.Name, Issuer: cr.Issuer,
-			NotBefore: cr.NotBefore, NotAfter: cr.NotAfter, Revoked: cr.Revoked, RevokedAt: cr.RevokedAt, Reason: cr.Reason})
+			NotBefore: cr.NotBefore, NotAfter: cr.NotAfter, Revoked: cr.Revoked, RevokedAt: cr.RevokedAt, Reason: cr.Reason, Parent: cr.Parent})
 		return nil
 	})
 	if err != nil {

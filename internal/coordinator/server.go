@@ -86,6 +86,11 @@ type Coordinator struct {
 	outputs    map[outputKey]*outputState
 	subs       map[string]map[*logSub]struct{}
 
+	// lineage is held shared by a renewal from its check of the old
+	// certificate through the commit of the new one, and exclusively by a
+	// revocation, so no renewal slips past the revocation of its parent.
+	lineage sync.RWMutex
+
 	crlMu sync.Mutex // serializes CRL rebuilds
 	crls  atomic.Pointer[map[string]*crlState]
 
@@ -271,7 +276,8 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	// which limitRequests enforces with a JSON error naming the setting.
 	c.clusterHTTP = &http.Server{Handler: c.limitRequests(c.clusterRoutes(), max(lim.MaxRequestBytes, lim.MaxJobBytes)),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), ReadTimeout: lim.ClusterReadTimeout.D(), IdleTimeout: lim.ClusterIdleTimeout.D(),
-		MaxHeaderBytes: 2 * lim.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug), ConnState: c.trackHTTPConn}
+		MaxHeaderBytes: 2 * lim.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug), ConnState: c.trackHTTPConn,
+		ConnContext: withConn}
 	c.publicHTTP = &http.Server{Handler: c.limitRequests(c.publicRoutes(), lim.PublicMaxRequestBytes),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), ReadTimeout: lim.PublicReadTimeout.D(), WriteTimeout: lim.PublicWriteTimeout.D(),
 		IdleTimeout: lim.PublicIdleTimeout.D(), MaxHeaderBytes: 2 * lim.MaxHeaderBytes,

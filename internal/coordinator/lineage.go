@@ -1,0 +1,129 @@
+package coordinator
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/wardcluster/ward/internal/store"
+)
+
+// Certificate lineage: every certificate renewed from another records its
+// parent (certRecord.Parent) and an index key under its parent, so that
+// revoking a certificate revokes everything renewed from it, however many
+// renewals deep. Without it a certificate stolen for a moment could be
+// renewed, with the thief's own key, into one its revocation did not
+// reach. Certificates renewed before lineage was recorded have no parent.
+const prefixLineage = "certkids/"
+
+func lineageKey(parent, child string) string { return prefixLineage + parent + "/" + child }
+
+// descendants lists every certificate renewed from serials at any depth,
+// parents before children; serials themselves are not in it.
+func (c *Coordinator) descendants(ctx context.Context, serials []string) ([]string, error) {
+	seen := make(map[string]bool, len(serials))
+	for _, s := range serials {
+		seen[s] = true
+	}
+	var out []string
+	queue := append([]string(nil), serials...)
+	for len(queue) > 0 {
+		parent := queue[0]
+		queue = queue[1:]
+		prefix := prefixLineage + parent + "/"
+		err := c.st.Scan(ctx, prefix, func(r store.Record) error {
+			child := strings.TrimPrefix(r.Key, prefix)
+			if !seen[child] {
+				seen[child] = true
+				out = append(out, child)
+				queue = append(queue, child)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// liveConns tracks every open cluster connection by the serials of the
+// certificates it stands for, so a revocation cuts them at once: the one
+// it presented, and the ones renewed over it.
+type liveConns struct {
+	mu       sync.Mutex
+	bySerial map[string]map[net.Conn]struct{}
+	byConn   map[net.Conn][]string
+}
+
+// add ties conn to serial (besides any serial it has already).
+func (l *liveConns) add(serial string, conn net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bySerial == nil {
+		l.bySerial, l.byConn = map[string]map[net.Conn]struct{}{}, map[net.Conn][]string{}
+	}
+	if l.bySerial[serial] == nil {
+		l.bySerial[serial] = map[net.Conn]struct{}{}
+	}
+	if _, ok := l.bySerial[serial][conn]; !ok {
+		l.bySerial[serial][conn] = struct{}{}
+		l.byConn[conn] = append(l.byConn[conn], serial)
+	}
+}
+
+// move ties conn to serial to instead of serial from.
+func (l *liveConns) move(from, to string, conn net.Conn) {
+	l.mu.Lock()
+	l.untieLocked(from, conn)
+	l.mu.Unlock()
+	l.add(to, conn)
+}
+
+func (l *liveConns) untieLocked(serial string, conn net.Conn) {
+	delete(l.bySerial[serial], conn)
+	if len(l.bySerial[serial]) == 0 {
+		delete(l.bySerial, serial)
+	}
+	serials := l.byConn[conn]
+	for i, s := range serials {
+		if s == serial {
+			serials = append(serials[:i], serials[i+1:]...)
+			break
+		}
+	}
+	if len(serials) == 0 {
+		delete(l.byConn, conn)
+	} else {
+		l.byConn[conn] = serials
+	}
+}
+
+// remove forgets conn (it closed).
+func (l *liveConns) remove(conn net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range append([]string(nil), l.byConn[conn]...) {
+		l.untieLocked(s, conn)
+	}
+}
+
+// closeSerial closes every connection that stands for serial.
+func (l *liveConns) closeSerial(serial string) int {
+	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.bySerial[serial]))
+	for conn := range l.bySerial[serial] {
+		conns = append(conns, conn)
+	}
+	for _, conn := range conns {
+		for _, s := range append([]string(nil), l.byConn[conn]...) {
+			l.untieLocked(s, conn)
+		}
+	}
+	l.mu.Unlock()
+	for _, conn := range conns {
+		conn.Close()
+	}
+	return len(conns)
+}
