@@ -19,6 +19,7 @@ var Types = []string{
 	"node.drain", "node.undrain",
 	"reload",
 	"session.open",
+	"store.backup", "store.restore",
 	"token.create", "token.revoke",
 }
 

@@ -76,6 +76,7 @@ const (
 	CheckRun       Action = "check.run"
 	UILink         Action = "ui.link"
 	DebugInfo      Action = "debug.info" // a support bundle's view: effective config, recent logs, data directory listing
+	StoreBackup    Action = "store.backup" // a copy of the whole store: every record, token hashes included
 )
 
 // Allow reports whether p may perform a in cluster. Every action needs a

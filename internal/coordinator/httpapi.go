@@ -53,6 +53,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("GET /v1/ca/status", c.apiCAStatus)
 	handle("POST /v1/ca/rotate", c.apiCARotate)
 	handle("POST /v1/check", c.apiCheck)
+	handle("GET /v1/store/backup", c.apiStoreBackup)
 	handle("POST /v1/ui/login-link", c.apiUILink)
 	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 		if err := c.allow(p, authz.Read); err != nil {

@@ -193,6 +193,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if c.st, err = c.openStore(); err != nil {
 		return nil, err
 	}
+	if err := c.checkStoreState(context.Background()); err != nil {
+		return nil, err
+	}
 	c.journal = newJournal(c.st, c.fail)
 	now := c.now()
 	if c.ca, err = c.loadOrCreatePKI(now); err != nil {
@@ -203,13 +206,13 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	if err := c.restore(context.Background()); err != nil {
-		return nil, fmt.Errorf("restore state from the %s: %w", c.backend.desc, err)
+		return nil, c.stateError("restore jobs, tasks and nodes", err)
 	}
 	if err := c.loadTokens(context.Background()); err != nil {
-		return nil, fmt.Errorf("load join tokens: %w", err)
+		return nil, c.stateError("load join tokens", err)
 	}
 	if err := c.loadRevoked(context.Background()); err != nil {
-		return nil, fmt.Errorf("load revocations: %w", err)
+		return nil, c.stateError("load revocations", err)
 	}
 	c.metrics = telemetry.New(c.expiries, c.crlAge, func() (int, int) {
 		c.mu.Lock()

@@ -27,9 +27,16 @@ type storeBackend struct {
 // the endpoint, the setting and the fix; there is no fallback to bolt.
 func (c *Coordinator) openStore() (store.Store, error) {
 	if !c.cfg.EtcdStore() {
-		path := c.path("ward.db")
+		path := c.path(storeFile)
 		c.backend.desc = "bolt store " + path
-		return bolt.Open(path, bolt.Options{NoSync: c.cfg.StoreNoSync})
+		if err := c.checkStoreFile(); err != nil {
+			return nil, err
+		}
+		st, err := bolt.Open(path, bolt.Options{NoSync: c.cfg.StoreNoSync})
+		if err != nil {
+			return nil, c.storeOpenError(err) // a nil store.Store, not a nil *bolt.Store in one
+		}
+		return st, nil
 	}
 	endpoints, prefix, err := config.ParseEtcdStore(c.cfg.Store)
 	if err != nil {

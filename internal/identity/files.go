@@ -7,6 +7,7 @@ package identity
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -52,7 +53,23 @@ func syncDir(dir string) error {
 	return nil
 }
 
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+// WriteStreamAtomic is WriteFileAtomic for content too large to hold in
+// memory: fill writes it (a store backup, say).
+func WriteStreamAtomic(path string, perm fs.FileMode, fill func(w io.Writer) error) error {
+	if err := writeAtomic(path, perm, fill); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return writeAtomic(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+func writeAtomic(path string, perm fs.FileMode, fill func(w io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -75,7 +92,7 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
-	if _, err := tmp.Write(data); err != nil {
+	if err := fill(tmp); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {

@@ -13,8 +13,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +66,9 @@ type Options struct {
 	// single Txn changing more keys than this under a watched prefix always
 	// ends that watch.
 	WatchBuffer int
+	// ReadOnly opens an existing file for reading, beside other readers
+	// (and never beside a writer); Txn then fails.
+	ReadOnly bool
 }
 
 // Store is a store.Store backed by one bbolt file. It is safe for
@@ -112,9 +117,21 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := checkPerm(path); err != nil {
 		return nil, err
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout: opts.OpenTimeout,
-		NoSync:  opts.NoSync,
+	var inUse *InUseError
+	if err := Verify(path); errors.As(err, &inUse) {
+		return nil, fmt.Errorf("bolt: data directory %s is in use by another Ward process: store file %s is locked", filepath.Dir(path), path)
+	} else if err != nil {
+		return nil, err
+	}
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("bolt: store file %s: %w", path, err)
+		}
+	}
+	db, err := openGuarded(path, &bbolt.Options{
+		Timeout:  opts.OpenTimeout,
+		NoSync:   opts.NoSync,
+		ReadOnly: opts.ReadOnly,
 		// The map freelist allocates and frees pages in O(1); the default
 		// array freelist scans and sorts, which gets slow once big batched
 		// commits have fragmented a large file.
@@ -124,12 +141,29 @@ func Open(path string, opts Options) (*Store, error) {
 		// freelist rebuild by scanning the file at Open.
 		NoFreelistSync: true,
 	})
+	var corrupt *CorruptError
+	if errors.As(err, &corrupt) {
+		return nil, err
+	}
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("bolt: data directory %s is in use by another Ward process: store file %s stayed locked for %v",
 			filepath.Dir(path), path, opts.OpenTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bolt: open store file %s: %w", path, err)
+	}
+	if opts.ReadOnly {
+		err = db.View(func(tx *bbolt.Tx) error {
+			if tx.Bucket(recordsBucket) == nil || tx.Bucket(metaBucket) == nil {
+				return fmt.Errorf("it has no Ward records: it is a bbolt file, but not a Ward store")
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, &CorruptError{Path: path, Problem: err.Error()}
+		}
+		return newStore(db, path, opts), nil
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{recordsBucket, metaBucket} {
@@ -143,7 +177,16 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("bolt: initialize store file %s: %w", path, err)
 	}
-	s := &Store{
+	s := newStore(db, path, opts)
+	if err := s.dropStaleLocks(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("bolt: clear stale locks in %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func newStore(db *bbolt.DB, path string, opts Options) *Store {
+	return &Store{
 		db:          db,
 		path:        path,
 		watchBuffer: opts.WatchBuffer,
@@ -152,11 +195,41 @@ func Open(path string, opts Options) (*Store, error) {
 		locks:       make(map[string]chan struct{}),
 		leases:      make(map[*lease]struct{}),
 	}
-	if err := s.dropStaleLocks(); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("bolt: clear stale locks in %s: %w", path, err)
+}
+
+// Backup writes a consistent copy of the whole store file to w, from one
+// read transaction, while writes go on. The copy is a store file itself
+// (restore it by putting it in place of ward.db). size, when not nil, hears
+// the copy's size before it is written. Backup returns the bytes written.
+func (s *Store) Backup(ctx context.Context, w io.Writer, size func(int64)) (int64, error) {
+	if err := s.enter(ctx); err != nil {
+		return 0, err
 	}
-	return s, nil
+	defer s.closeMu.RUnlock()
+	var n int64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if size != nil {
+			size(tx.Size())
+		}
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// openGuarded opens the file with bbolt, turning a panic, or a fault
+// reading its memory map, into a *CorruptError. Verify has checked the
+// structure already; this catches what it cannot see (bbolt's own checks
+// of key order and of its free pages, which it runs at open).
+func openGuarded(path string, o *bbolt.Options) (db *bbolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &CorruptError{Path: path, Problem: fmt.Sprintf("bbolt could not read it: %v", r)}
+		}
+	}()
+	return bbolt.Open(path, 0o600, o)
 }
 
 // checkPerm refuses an existing store file that group or others can access:
