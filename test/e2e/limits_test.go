@@ -229,3 +229,23 @@ func openFiles(t *testing.T, pid int) int {
 	}
 	return len(ents)
 }
+
+// TestSessionFrameLimit: an agent frame over max_frame_bytes ends the
+// session with a Bye that names the setting; nothing of its body is read.
+func TestSessionFrameLimit(t *testing.T) {
+	c := newCluster(t, "--max-frame-bytes", "2097152")
+	f := newScriptedAgent(t, c, "f")
+	f.connect(api.Hello{})
+	// Only the header of a 3 MiB frame.
+	if _, err := f.conn.Write([]byte{0, 0x30, 0, 0, byte(api.FrameOutput)}); err != nil {
+		t.Fatal(err)
+	}
+	var bye api.Bye
+	f.expect(api.FrameBye, &bye)
+	if bye.Error == nil || bye.Error.Code != api.CodeFrameTooLarge || !strings.Contains(bye.Error.Message, "over max_frame_bytes (2097152 bytes)") {
+		t.Fatalf("bye %+v, want FRAME_TOO_LARGE naming max_frame_bytes", bye)
+	}
+	if !sessionClosed(f) {
+		t.Fatal("the session stayed open after the oversized frame")
+	}
+}
