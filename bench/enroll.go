@@ -4,30 +4,39 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/wardcluster/ward/internal/config"
 )
 
-// Join rate limit used wherever many simulated agents join from a few
-// loopback addresses. The default (2/s, burst 20 per source address) would
-// throttle the benchmark, not the coordinator; every scenario that raises
-// it says so in its output.
+// Join rate limits used wherever many simulated agents join from a few
+// loopback addresses, per address and for all together. The defaults (2/s,
+// burst 20 per source address; 100/s, burst 500 in total) would throttle
+// the benchmark, not the coordinator; every scenario that raises them says
+// so in its output.
 const (
 	benchJoinRate  = 1e6
 	benchJoinBurst = 1 << 30
 )
 
 func raiseJoinLimit(c *config.Coordinator) {
-	c.JoinRate = benchJoinRate
-	c.JoinBurst = benchJoinBurst
+	c.JoinRate, c.JoinGlobalRate = benchJoinRate, benchJoinRate
+	c.JoinBurst, c.JoinGlobalBurst = benchJoinBurst, benchJoinBurst
+}
+
+// joinLimitFlags are raiseJoinLimit's settings as coordinator flags.
+func joinLimitFlags() []string {
+	rate, burst := strconv.FormatFloat(benchJoinRate, 'f', -1, 64), strconv.Itoa(benchJoinBurst)
+	return []string{"--join-rate", rate, "--join-burst", burst, "--join-global-rate", rate, "--join-global-burst", burst}
 }
 
 func joinLimitNote(r *Result) {
 	d := config.CoordinatorDefaults()
 	r.param("join_rate", benchJoinRate)
 	r.param("join_burst", benchJoinBurst)
-	r.note("JOIN RATE LIMIT RAISED: join_rate=%g/s join_burst=%d per source address (defaults %g/s, burst %d), because the simulated agents join from a few loopback addresses", float64(benchJoinRate), benchJoinBurst, d.JoinRate, d.JoinBurst)
+	r.note("JOIN RATE LIMITS RAISED: join_rate and join_global_rate=%g/s, join_burst and join_global_burst=%d (defaults %g/s and %g/s, bursts %d and %d), because the simulated agents join from a few loopback addresses and faster than a fleet normally joins",
+		float64(benchJoinRate), benchJoinBurst, d.JoinRate, d.JoinGlobalRate, d.JoinBurst, d.JoinGlobalBurst)
 }
 
 // runEnroll joins N real agents (agent.New with a join string: own key,

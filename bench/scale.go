@@ -429,9 +429,8 @@ func startCoordinatorProcess(ctx context.Context, bin, dir string, extra ...stri
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "coordinator", "--data", filepath.Join(dir, "coordinator"),
-		"--cluster-addr", "127.0.0.1:0", "--public-addr", "127.0.0.1:0", "--advertise", "127.0.0.1",
-		"--join-rate", strconv.FormatFloat(benchJoinRate, 'f', -1, 64), "--join-burst", strconv.Itoa(benchJoinBurst))
+	cmd := exec.Command(bin, append([]string{"coordinator", "--data", filepath.Join(dir, "coordinator"),
+		"--cluster-addr", "127.0.0.1:0", "--public-addr", "127.0.0.1:0", "--advertise", "127.0.0.1"}, joinLimitFlags()...)...)
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = outF, errF
 	cmd.Env = append(os.Environ(), config.ContextEnv+"=")
