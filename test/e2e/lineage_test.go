@@ -47,6 +47,33 @@ func (a *scriptedAgent) renewOverSession(key crypto.Signer) *x509.Certificate {
 	return chain[0]
 }
 
+// renewOverHTTP renews id's certificate with key over POST /v1/certs/renew
+// on hc (which presents the certificate being renewed) and returns the new
+// certificate.
+func renewOverHTTP(t *testing.T, ctx context.Context, c *cluster, hc *http.Client, id pki.ID, key crypto.Signer) *x509.Certificate {
+	t.Helper()
+	csr, err := enroll.CreateCSR(key, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(api.RenewRequest{CSR: csr})
+	req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+c.cluster+"/v1/certs/renew", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("renew over HTTP: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("renew over HTTP: %s", resp.Status)
+	}
+	var rn api.Renewed
+	if err := json.NewDecoder(resp.Body).Decode(&rn); err != nil {
+		t.Fatal(err)
+	}
+	return parseChainPEM(t, rn.ChainPEM)[0]
+}
+
 // handshakeOK reports whether the cluster port accepts cert (with key) at
 // a new handshake; a refusal reaches the client on its first read.
 func handshakeOK(t *testing.T, c *cluster, bundle pki.Bundle, cert *x509.Certificate, issuing *x509.Certificate, key crypto.Signer) bool {
@@ -112,17 +139,7 @@ func TestRevocationFollowsRenewal(t *testing.T) {
 	thiefHTTP := &http.Client{Transport: &http.Transport{TLSClientConfig: transport.ClientConfig(victim.src,
 		transport.ClientOptions{ServerName: "127.0.0.1", NextProtos: []string{transport.ALPNHTTP}})}, Timeout: 10 * time.Second}
 	thiefKey, _ := pki.GenerateKey()
-	csr, _ := enroll.CreateCSR(thiefKey, pki.ID{Cluster: victim.cluster, Role: pki.RoleAgent, Name: "victim"})
-	body, _ := json.Marshal(api.RenewRequest{CSR: csr})
-	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "POST", "https://"+c.cluster+"/v1/certs/renew", bytes.NewReader(body))
-	resp, err := thiefHTTP.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("renew with a new key: %v %v", resp, err)
-	}
-	var rn api.Renewed
-	json.NewDecoder(resp.Body).Decode(&rn)
-	resp.Body.Close()
-	renewed := parseChainPEM(t, rn.ChainPEM)[0]
+	renewed := renewOverHTTP(t, httptrace.WithClientTrace(context.Background(), trace), c, thiefHTTP, pki.ID{Cluster: victim.cluster, Role: pki.RoleAgent, Name: "victim"}, thiefKey)
 
 	old := certBySerial(t, c, pki.SerialHex(stolen))
 	if !old.Revoked || old.Reason != "superseded" {
@@ -138,7 +155,7 @@ func TestRevocationFollowsRenewal(t *testing.T) {
 		t.Fatal("the victim's session with the superseded certificate stayed open")
 	}
 	// The connection that renewed is not cut: the next request reuses it.
-	req, _ = http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "https://"+c.cluster+"/v1/status", nil)
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "https://"+c.cluster+"/v1/status", nil)
 	if resp, err := thiefHTTP.Do(req); err != nil {
 		t.Fatalf("the renewing connection was cut: %v", err)
 	} else {
@@ -208,16 +225,7 @@ func TestRevocationReachesEveryRenewal(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: transport.ClientConfig(
 		identity.NewSource(&identity.Credential{Chain: []*x509.Certificate{third, chain[1]}, Key: key}, bundle),
 		transport.ClientOptions{ServerName: "127.0.0.1", NextProtos: []string{transport.ALPNHTTP}})}, Timeout: 10 * time.Second}
-	csr, _ := enroll.CreateCSR(key, pki.ID{Cluster: f.cluster, Role: pki.RoleAgent, Name: "f"})
-	body, _ := json.Marshal(api.RenewRequest{CSR: csr})
-	resp, err := hc.Post("https://"+c.cluster+"/v1/certs/renew", "application/json", bytes.NewReader(body))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("renew over HTTP: %v %v", resp, err)
-	}
-	var rn api.Renewed
-	json.NewDecoder(resp.Body).Decode(&rn)
-	resp.Body.Close()
-	fourth := parseChainPEM(t, rn.ChainPEM)[0]
+	fourth := renewOverHTTP(t, context.Background(), c, hc, pki.ID{Cluster: f.cluster, Role: pki.RoleAgent, Name: "f"}, key)
 	if rec := certBySerial(t, c, pki.SerialHex(fourth)); rec.Parent != pki.SerialHex(third) {
 		t.Fatalf("the HTTP renewal's parent is %q, want %s", rec.Parent, pki.SerialHex(third))
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/wardcluster/ward/internal/api"
-	"github.com/wardcluster/ward/internal/config"
 )
 
 // browser is a headless Chromium driven over the DevTools protocol.
@@ -68,14 +67,7 @@ func newBrowser(t *testing.T, c *cluster) *browser {
 // read over a connection verified against the cluster CA.
 func publicSPKI(t *testing.T, c *cluster) string {
 	t.Helper()
-	ctx, err := config.LoadContext(c.ctxPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, bundle, _, err := ctx.Credential()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle := clusterBundle(t, c)
 	conn, err := tls.Dial("tcp", c.public, &tls.Config{RootCAs: bundle.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})
 	if err != nil {
 		t.Fatal(err)
