@@ -53,14 +53,17 @@ type Limits struct {
 
 	// PublicMaxConns caps open connections on the public port, where no
 	// peer is authenticated. At a cap, a new connection takes the place of
-	// the longest-idle one in the same scope (total or per source), so idle
-	// connections cannot starve new ones.
+	// one in the same scope (total or per source) that holds its slot
+	// without using it (an idle keep-alive connection, a handshake whose
+	// peer never sent a byte or stalled), so idle connections cannot
+	// starve new ones; only when all are working is the new one refused.
 	PublicMaxConns int `json:"public_max_conns" flag:"public-max-conns"`
 	// PublicMaxConnsPerSource caps open connections on the public port from
 	// one source address (an IPv6 /64 counts as one).
 	PublicMaxConnsPerSource int `json:"public_max_conns_per_source" flag:"public-max-conns-per-source"`
 	// PublicMaxHandshakes caps TLS handshakes in flight on the public port;
-	// at the cap the oldest handshake is dropped for a new one.
+	// at the cap a handshake whose peer never sent a byte, or stalled for
+	// over a second, makes room for the new one.
 	PublicMaxHandshakes int `json:"public_max_handshakes" flag:"public-max-handshakes"`
 	// PublicMaxHandshakesPerSource caps TLS handshakes in flight on the
 	// public port from one source address.
@@ -108,8 +111,8 @@ func LimitsDefaults() Limits {
 		PublicMaxConnsPerSource:       128,
 		PublicMaxHandshakes:           256,
 		PublicMaxHandshakesPerSource:  64,
-		ClusterMaxHandshakes:          1024,
-		ClusterMaxHandshakesPerSource: 256,
+		ClusterMaxHandshakes:          2048,
+		ClusterMaxHandshakesPerSource: 1024,
 		MaxFrameBytes:                 MaxFrameLimit,
 		SessionQueueBytes:             64 << 20,
 	}

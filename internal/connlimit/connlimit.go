@@ -4,16 +4,18 @@
 // holds file descriptors (shared by every listener of the process) until
 // they run out, and agents and admins are locked out.
 //
-// At a cap, a new connection does not wait and is not refused while there
-// is something older to drop: it takes the place of the oldest handshake
-// (for a handshake cap) or the longest-idle connection (for a connection
-// cap) in the same scope, per source or in total. A peer that opens
-// thousands of idle connections therefore only ever displaces its own
-// oldest ones, and a real client, which finishes its handshake in
-// milliseconds, gets through: to starve it an attacker would have to open
-// a whole cap's worth of connections within one handshake's time. Only
-// when every connection in scope is busy with a request is the new one
-// refused.
+// At a cap a new connection does not wait: it takes the place of a
+// connection in the same scope (per source or in total) that holds its slot
+// without using it: one that has not sent a byte and waits on its peer
+// (an idle TCP connection), one stalled mid-handshake for longer than
+// StallGrace, or an idle keep-alive connection; the one waiting longest
+// goes first. A connection the server is working on, or whose peer is
+// answering within StallGrace, is never dropped: under a reconnect storm the
+// coordinator finishes the handshakes it started and refuses new
+// connections (their clients retry with backoff) instead of throwing away
+// work. So thousands of idle connections only ever displace each other and
+// a real client gets through; only when every connection in scope is
+// working is the new one refused.
 package connlimit
 
 import (
@@ -21,6 +23,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Limits are a listener's caps; 0 turns a cap off.
@@ -85,6 +89,7 @@ const (
 type Conn struct {
 	g     *Gate
 	raw   net.Conn
+	w     *watched
 	src   string
 	state state
 	// Elements in the gate's lists and the source's (nil when not in one).
@@ -145,9 +150,10 @@ func (g *Gate) Admit(raw net.Conn) *Conn {
 	}
 	// makeRoom drops the oldest droppable connection of l until it holds
 	// fewer than max; it fails when nothing in l can be dropped.
+	now := time.Now().UnixNano()
 	makeRoom := func(l *list.List, max int, c Cap, handshakes bool) bool {
 		for max > 0 && l.Len() >= max {
-			victim := oldestDroppable(l, handshakes)
+			victim := longestWaiting(l, handshakes, now)
 			if victim == nil {
 				events = append(events, Event{Cap: c, Source: src})
 				return false
@@ -169,7 +175,7 @@ func (g *Gate) Admit(raw net.Conn) *Conn {
 		return nil
 	}
 	g.sources[src] = s // dropping this source's last connection may have removed it
-	c := &Conn{g: g, raw: raw, src: src}
+	c := &Conn{g: g, raw: raw, w: &watched{Conn: raw}, src: src}
 	c.hsAll, c.hsSrc = g.hs.PushBack(c), s.hs.PushBack(c)
 	if g.countsConns() {
 		c.connAll, c.connSrc = g.conns.PushBack(c), s.conns.PushBack(c)
@@ -180,17 +186,35 @@ func (g *Gate) Admit(raw net.Conn) *Conn {
 // countsConns reports whether connections are capped after their handshake.
 func (g *Gate) countsConns() bool { return g.lim.MaxConns > 0 || g.lim.MaxConnsPerSource > 0 }
 
-// oldestDroppable is the first element of l that may be closed: in a
-// handshake list any; in a connection list one that is not busy.
-func oldestDroppable(l *list.List, handshakes bool) *Conn {
+// longestWaiting is the connection of l that has waited longest on its
+// peer: in a handshake list, one whose handshake is blocked reading from
+// the peer; in a connection list, also an idle keep-alive connection (the
+// least recently active first). Nil when the server is working on every
+// one of them.
+func longestWaiting(l *list.List, handshakes bool, now int64) *Conn {
+	var best *Conn
+	var bestSince int64
 	for e := l.Front(); e != nil; e = e.Next() {
 		c := e.Value.(*Conn)
-		if handshakes || c.state != busy {
-			return c
+		switch {
+		case c.state == idle && !handshakes:
+			return c // the list is least recently active first
+		case c.state == handshaking:
+			since := c.w.waitingSince()
+			stalled := since != 0 && (!c.w.heard.Load() || now-since > int64(StallGrace))
+			if stalled && (best == nil || since < bestSince) {
+				best, bestSince = c, since
+			}
 		}
 	}
-	return nil
+	return best
 }
+
+// StallGrace is how long a handshake whose peer has sent something may
+// wait on the peer before it can be dropped to make room: longer than a
+// client needs to answer (a round trip and its own share of the
+// handshake), so a storm of real clients is not cut short.
+const StallGrace = time.Second
 
 // dropLocked forgets c in every list. Callers hold g.mu.
 func (g *Gate) dropLocked(c *Conn) {
@@ -218,10 +242,15 @@ func (g *Gate) removeHandshakeLocked(c *Conn, s *source) {
 	}
 }
 
+// Conn is the connection to run the handshake on: reads through it tell
+// the gate when the handshake waits on its peer.
+func (c *Conn) Conn() net.Conn { return c.w }
+
 // HandshakeDone ends c's handshake. With keep (a listener whose peers stay
 // unauthenticated, such as the public port) c stays counted as an idle
 // connection; otherwise it is released.
 func (c *Conn) HandshakeDone(keep bool) {
+	c.w.done.Store(true)
 	if !keep || !c.g.countsConns() {
 		c.Release()
 		return
@@ -266,6 +295,7 @@ func (g *Gate) touchLocked(c *Conn) {
 
 // Release forgets c (it closed). Releasing twice is harmless.
 func (c *Conn) Release() {
+	c.w.done.Store(true)
 	c.g.mu.Lock()
 	c.g.dropLocked(c)
 	c.g.mu.Unlock()
@@ -287,3 +317,29 @@ func (g *Gate) Stats() Stats {
 	defer g.mu.Unlock()
 	return Stats{Handshakes: g.hs.Len(), Conns: g.conns.Len(), Sources: len(g.sources)}
 }
+
+// watched is a connection whose reads are timed: while a read blocks, the
+// connection waits on its peer. Once its handshake is done it only passes
+// reads through.
+type watched struct {
+	net.Conn
+	done    atomic.Bool
+	heard   atomic.Bool  // the peer has sent a byte
+	waiting atomic.Int64 // unix nanos a read began; 0 outside reads
+}
+
+func (w *watched) Read(p []byte) (int, error) {
+	if w.done.Load() {
+		return w.Conn.Read(p)
+	}
+	w.waiting.Store(time.Now().UnixNano())
+	n, err := w.Conn.Read(p)
+	w.waiting.Store(0)
+	if n > 0 && !w.heard.Load() {
+		w.heard.Store(true)
+	}
+	return n, err
+}
+
+// waitingSince is when the read under way began (0: none).
+func (w *watched) waitingSince() int64 { return w.waiting.Load() }

@@ -59,7 +59,9 @@ func (c *Coordinator) acceptLoop(ctx context.Context, l *listener) {
 }
 
 func (c *Coordinator) handshake(raw net.Conn, gc *connlimit.Conn, l *listener) {
-	tc := tls.Server(raw, l.cfg)
+	// Through gc's connection, so the gate sees when the handshake waits on
+	// its peer.
+	tc := tls.Server(gc.Conn(), l.cfg)
 	tc.SetDeadline(time.Now().Add(c.cfg.Limits.HandshakeTimeout.D()))
 	if err := tc.Handshake(); err != nil {
 		gc.Release()
@@ -113,13 +115,14 @@ func (c *Coordinator) limitReached(listener string, e connlimit.Event) {
 	}
 	c.metrics.ListenerLimits.WithLabelValues(listener, setting, action).Inc()
 	if n, ok := c.limitLog.note(listener+"/"+setting+"/"+action, time.Now()); ok {
-		what := "new connections were closed at once: every connection in scope is busy with a request"
+		what, fix := "new connections were closed at once: the coordinator is working on every connection in scope (a reconnect storm, or a peer keeping it busy); their clients retry",
+			"if these are real clients arriving together, raise "+setting+" or let them retry; if the host is short of CPU, that is the limit"
 		if e.Evicted {
-			what = "the oldest connections were closed to make room for new ones"
+			what, fix = "connections that held a slot without using it (silent, stalled or idle) were closed to make room for new ones",
+				"if these are real clients, raise "+setting+"; otherwise a peer is holding connections open (see last_source)"
 		}
 		c.log.Warn("listener limit reached", "listener", listener, "code", string(code), "setting", setting,
-			"action", action, "count", n, "last_source", e.Source, "detail", what,
-			"fix", "if these are real clients, raise "+setting+"; otherwise a peer is holding connections open (see last_source)")
+			"action", action, "count", n, "last_source", e.Source, "detail", what, "fix", fix)
 	}
 }
 

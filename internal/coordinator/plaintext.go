@@ -125,7 +125,7 @@ func (c *Coordinator) servePlaintext(ctx context.Context, ln net.Listener) {
 			conn.Close()
 			continue
 		}
-		go c.handlePlaintext(conn, gc)
+		go c.handlePlaintext(gc.Conn(), gc)
 	}
 }
 
