@@ -216,7 +216,7 @@ func (s *session) outputStored(n int) {
 // instead of the coordinator buffering without bound.
 func (s *session) waitOutputStored() {
 	limit := int64(s.c.cfg.Limits.SessionQueueBytes)
-	if s.outPending.Load() <= limit {
+	if limit <= 0 || s.outPending.Load() <= limit {
 		return
 	}
 	s.c.metrics.SessionLimits.WithLabelValues("session_queue_bytes", "paused").Inc()
