@@ -164,3 +164,26 @@ type LogChunk struct {
 	// complete, by index.
 	Failures []TaskFailure `json:"failures,omitempty"`
 }
+
+// MaxProgressFailedTasks bounds the failed task indexes one progress answer
+// lists; a client that needs more reads `GET /v1/jobs/{id}?state=failed`.
+const MaxProgressFailedTasks = 10_000
+
+// JobProgress is a job's counts without its tasks, cheap enough to poll for
+// a live progress line (`GET /v1/jobs/{id}/progress`).
+type JobProgress struct {
+	ID     string         `json:"id"`
+	State  string         `json:"state"`
+	Tasks  int            `json:"tasks"`
+	Counts map[string]int `json:"counts"` // tasks per state
+	// Failed is how many tasks ended without completing.
+	Failed int `json:"failed"`
+	// FailedTasks lists the indexes of the tasks that ended without
+	// completing (at most MaxProgressFailedTasks, lowest first). It is
+	// only filled when the caller's known_failed differs from Failed, so a
+	// poller pays for the list only when it changed.
+	FailedTasks []int `json:"failed_tasks,omitempty"`
+	// Failures, once the job ended: the first MaxFailuresShown tasks that
+	// did not complete, as on a followed log stream's end.
+	Failures []TaskFailure `json:"failures,omitempty"`
+}

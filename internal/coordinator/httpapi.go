@@ -42,6 +42,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("GET /v1/jobs/{id}", c.apiJobStatus)
 	handle("POST /v1/jobs/{id}/cancel", c.apiJobCancel)
 	handle("GET /v1/jobs/{id}/logs", c.apiJobLogs)
+	handle("GET /v1/jobs/{id}/progress", c.apiJobProgress)
 	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
 	handle("GET /v1/certs", c.apiCertList)
 	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
