@@ -24,6 +24,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 [ -e /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# script(1) gives `ward run` a real terminal in the progress-line test.
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"
   sudo=""

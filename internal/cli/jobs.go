@@ -88,12 +88,27 @@ func newJobCmd(g *globals) *cobra.Command {
 	}
 	ls.Flags().StringVar(&state, "state", "", "only jobs in this state")
 	ls.Flags().StringVar(&queue, "queue", "", "only jobs in this queue")
-	var all bool
+	var all, watch bool
+	var pf progressFlags
 	status := &cobra.Command{
 		Use:   "status ID",
 		Short: "Show a job's state, its tasks and every attempt",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show a job's state, its tasks and every attempt.
+
+With --watch, follow the job to its end first, as ward run does: on a
+terminal one live progress line (done, failed, running, queued, rate, ETA)
+and the output of tasks that fail (-o all: every task's output); elsewhere
+every task's output as it comes. Then the status is printed, and the exit
+code is 0 only if every task completed. With -o json, --watch prints the
+job's progress as JSON lines, one per change, the last once it ended.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if watch {
+				return watchJob(cmd.Context(), g, pf, args[0], all)
+			}
+			if g.taskOutput != "" {
+				return api.Errorf(api.CodeInvalidArgument, "use -o all or -o failed with --watch, or -o table or -o json", "-o %s chooses which tasks' output a follower prints; ward job status prints none without --watch", g.taskOutput)
+			}
 			d, printed, err := call[api.JobDetail](cmd, g, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil)
 			if err != nil || printed {
 				return err
@@ -103,6 +118,8 @@ func newJobCmd(g *globals) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&all, "all", false, "list every task, not only those that did not simply succeed once")
+	status.Flags().BoolVar(&watch, "watch", false, "follow the job to its end with a progress line, then print its status")
+	pf.bind(status)
 	var reason string
 	cancel := &cobra.Command{
 		Use:   "cancel ID",

@@ -21,14 +21,18 @@ import (
 
 // globals are the flags every command has.
 type globals struct {
-	context   string
-	pins      []string
-	server    string
-	output    string
-	logLevel  string
-	logFormat string
-	stdout    io.Writer
-	stderr    io.Writer
+	context string
+	pins    []string
+	server  string
+	output  string
+	// taskOutput is "all" or "failed" when -o gave one of them to a
+	// command that follows tasks (ward run, ward job status --watch); the
+	// format is then table.
+	taskOutput string
+	logLevel   string
+	logFormat  string
+	stdout     io.Writer
+	stderr     io.Writer
 }
 
 func (g *globals) json() bool { return g.output == "json" }
@@ -49,8 +53,11 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if (g.output == taskOutputAll || g.output == taskOutputFailed) && cmd.Annotations[annotationTaskOutput] != "" {
+				g.taskOutput, g.output = g.output, "table"
+			}
 			if g.output != "table" && g.output != "json" {
-				return api.Errorf(api.CodeInvalidArgument, "use -o table or -o json", "output format %q is not supported", g.output)
+				return api.Errorf(api.CodeInvalidArgument, "use -o table or -o json (ward run and ward job status --watch also take -o all or -o failed: which tasks' output to print)", "output format %q is not supported", g.output)
 			}
 			log, err := logging.New(g.stderr, g.logLevel, g.logFormat, nil)
 			if err != nil {

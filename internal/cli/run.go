@@ -22,6 +22,7 @@ const exitInterrupted = 130
 
 func newRunCmd(g *globals, wait bool) *cobra.Command {
 	var f jobFlags
+	var pf progressFlags
 	var outDir string
 	use, short := "submit [flags] -- CMD [ARG...]", "Submit a job and print its ID at once"
 	if wait {
@@ -36,9 +37,9 @@ func newRunCmd(g *globals, wait bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var sink chunkSink = newLinePrinter(g)
-			if outDir != "" {
-				if sink, err = newOutputDir(outDir); err != nil {
+			var fo followOptions
+			if wait {
+				if fo, err = newFollowOptions(g, pf, outDir); err != nil {
 					return err
 				}
 			}
@@ -60,7 +61,7 @@ func newRunCmd(g *globals, wait bool) *cobra.Command {
 			if !g.json() {
 				fmt.Fprintf(g.stderr, "job %s: %d task(s) submitted\n", job.ID, spec.Count)
 			}
-			return followRun(cmd.Context(), g, c, job.ID, spec.Count, sink, outDir)
+			return followRun(cmd.Context(), g, c, job.ID, spec.Count, fo)
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
@@ -75,8 +76,16 @@ DIR instead (task-INDEX.stdout, task-INDEX.stderr; a retried task's later
 attempts get task-INDEX.attempt-N.*), all of it: the coordinator's per-task
 cap (--max-output-bytes) does not apply to a follower that writes files.
 
+On a terminal (stderr), ward run draws one live progress line instead:
+done, failed, running and queued tasks, the rate and the time left; and it
+prints only the output of tasks that failed, once they fail. -o all prints
+every task's output as it comes, with the line kept below it; --progress
+off|on overrides the terminal check. On a non-terminal, and with -o json,
+every task's output is printed as it comes, with no line.
+
 Ctrl-C stops following, not the job: it keeps running, and ward says how to
 follow or cancel it. A second Ctrl-C within 2 s cancels the job.`
+		pf.bind(cmd)
 		cmd.Flags().StringVar(&outDir, "output-dir", "", "write each task's stdout and stderr to files in this directory, without the coordinator's cap, instead of printing them")
 	}
 	return cmd
@@ -84,7 +93,8 @@ follow or cancel it. A second Ctrl-C within 2 s cancels the job.`
 
 // followRun follows a submitted job to its end and reports it. Ctrl-C
 // leaves the job running; a second one within secondInterrupt cancels it.
-func followRun(ctx context.Context, g *globals, c *client, id string, count int, sink chunkSink, outDir string) error {
+func followRun(ctx context.Context, g *globals, c *client, id string, count int, fo followOptions) error {
+	g = withProgressWriters(g, fo.line)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt)
 	defer signal.Stop(sigs)
@@ -99,16 +109,19 @@ func followRun(ctx context.Context, g *globals, c *client, id string, count int,
 		case <-fctx.Done():
 		}
 	}()
-	end, err := followLogs(fctx, g, c, id, -1, sink, outDir != "")
+	end, err := fo.follow(fctx, g, c, id)
 	select {
 	case <-interrupted:
+		if fo.line != nil {
+			fo.line.done()
+		}
 		return leaveOrCancel(ctx, g, c, id, sigs)
 	default:
 	}
 	if err != nil {
 		return err
 	}
-	return finish(g, id, count, end, outDir)
+	return finish(g, id, count, end, fo.outDir)
 }
 
 // leaveOrCancel runs after Ctrl-C: it says the job keeps running and how to
