@@ -473,9 +473,9 @@ func parseBundle(pemText string) ([]*x509.Certificate, error) {
 	return pki.ParseCertsPEM([]byte(pemText))
 }
 
-// isTerminal reports whether r is a character device, such as a terminal
-// a user types into.
-func isTerminal(r io.Reader) bool {
+// isTerminal reports whether r (a reader or a writer) is a character
+// device, such as a terminal a user types into or watches.
+func isTerminal(r any) bool {
 	f, ok := r.(*os.File)
 	if !ok {
 		return false

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -207,6 +208,33 @@ func derefInt(p *int) int {
 	return *p
 }
 
+// printStoredLogs prints the output a job (or one task, task >= 0) has
+// stored so far.
+func printStoredLogs(ctx context.Context, c *client, id string, task int, p *linePrinter) error {
+	q := url.Values{}
+	if task >= 0 {
+		q.Set("task", strconv.Itoa(task))
+	}
+	resp, err := c.send(ctx, "GET", "/v1/jobs/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ch api.LogChunk
+		if err := dec.Decode(&ch); err != nil {
+			break
+		}
+		if !ch.End {
+			if err := p.chunk(ch); err != nil {
+				return err
+			}
+		}
+	}
+	return p.flush()
+}
+
 func newLogsCmd(g *globals) *cobra.Command {
 	var task int
 	var follow bool
@@ -223,29 +251,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 				_, err := followLogs(cmd.Context(), g, c, args[0], task, newLinePrinter(g), false)
 				return err
 			}
-			q := url.Values{}
-			if task >= 0 {
-				q.Set("task", strconv.Itoa(task))
-			}
-			resp, err := c.send(cmd.Context(), "GET", "/v1/jobs/"+url.PathEscape(args[0])+"/logs?"+q.Encode(), nil)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			p := newLinePrinter(g)
-			dec := json.NewDecoder(resp.Body)
-			for {
-				var ch api.LogChunk
-				if err := dec.Decode(&ch); err != nil {
-					break
-				}
-				if !ch.End {
-					if err := p.chunk(ch); err != nil {
-						return err
-					}
-				}
-			}
-			return p.flush()
+			return printStoredLogs(cmd.Context(), c, args[0], task, newLinePrinter(g))
 		},
 	}
 	cmd.Flags().IntVar(&task, "task", -1, "only this task's output")

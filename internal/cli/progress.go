@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -58,7 +56,7 @@ const annotationTaskOutput = "ward-task-output"
 func (f *progressFlags) resolve(g *globals) (line bool, all bool, err error) {
 	switch f.progress {
 	case "auto":
-		line = !g.json() && isTerminalWriter(g.stderr)
+		line = !g.json() && isTerminal(g.stderr)
 	case "on":
 		line = !g.json()
 	case "off":
@@ -92,7 +90,7 @@ type progressLine struct {
 }
 
 func newProgressLine(stderr io.Writer) *progressLine {
-	return &progressLine{err: stderr, live: isTerminalWriter(stderr)}
+	return &progressLine{err: stderr, live: isTerminal(stderr)}
 }
 
 // set shows text as the current progress.
@@ -238,17 +236,6 @@ func formatETA(d time.Duration) string {
 	}
 }
 
-// isTerminalWriter reports whether w is a character device, such as the
-// terminal a person watches.
-func isTerminalWriter(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
 // progressWatcher polls a job's progress until it ends: it keeps the line
 // up to date and, when asked, prints each failed task's output once.
 type progressWatcher struct {
@@ -319,25 +306,7 @@ func (w *progressWatcher) printFailed(ctx context.Context, tasks []int) error {
 			continue
 		}
 		w.printed[t] = true
-		resp, err := w.c.send(ctx, "GET", "/v1/jobs/"+url.PathEscape(w.id)+"/logs?task="+strconv.Itoa(t), nil)
-		if err != nil {
-			return err
-		}
-		dec := json.NewDecoder(resp.Body)
-		for {
-			var ch api.LogChunk
-			if err := dec.Decode(&ch); err != nil {
-				break
-			}
-			if !ch.End {
-				if err := w.printer.chunk(ch); err != nil {
-					resp.Body.Close()
-					return err
-				}
-			}
-		}
-		resp.Body.Close()
-		if err := w.printer.flush(); err != nil {
+		if err := printStoredLogs(ctx, w.c, w.id, t, w.printer); err != nil {
 			return err
 		}
 	}
