@@ -50,6 +50,9 @@ const (
 	// Jobs.
 	CodeJobUnschedulable Code = "JOB_UNSCHEDULABLE"
 	CodeJobTooLarge      Code = "JOB_TOO_LARGE"
+	// CodeMaintenance: the cluster is in maintenance mode and takes no new
+	// work from users who are not admins; the message carries the admin's.
+	CodeMaintenance Code = "MAINTENANCE"
 
 	// Limits a peer ran into. Each message names the limit and the
 	// coordinator setting that raises it.
@@ -144,7 +147,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusTooManyRequests
 	case CodeFailedPrecondition, CodeJobUnschedulable:
 		return http.StatusPreconditionFailed
-	case CodeUnavailable:
+	case CodeUnavailable, CodeMaintenance:
 		return http.StatusServiceUnavailable
 	case CodeWrongPort:
 		return http.StatusMisdirectedRequest

@@ -168,6 +168,8 @@ type Status struct {
 	AgentVersions map[string]int `json:"agent_versions"`
 	// StoreHealth is how the store answered a read made for this status.
 	StoreHealth StoreHealth `json:"store_health"`
+	// Maintenance says whether the cluster is in maintenance mode.
+	Maintenance Maintenance `json:"maintenance"`
 }
 
 // DebugInfo is what a support bundle needs from a coordinator that no

@@ -13,6 +13,7 @@ var Types = []string{
 	"ca.create", "ca.rotate",
 	"debug.info",
 	"cert.heal", "cert.issue", "cert.renew", "cert.revoke",
+	"cluster.maintenance",
 	"job.cancel", "job.submit",
 	"join",
 	"migrate.finish", "migrate.upgrade", "migrate.upgrade_failed",

@@ -77,6 +77,8 @@ const (
 	UILink         Action = "ui.link"
 	DebugInfo      Action = "debug.info" // a support bundle's view: effective config, recent logs, data directory listing
 	StoreBackup    Action = "store.backup" // a copy of the whole store: every record, token hashes included
+	// ClusterMaintenance turns maintenance mode on or off: admins only.
+	ClusterMaintenance Action = "cluster.maintenance"
 )
 
 // Allow reports whether p may perform a in cluster. Every action needs a

@@ -84,7 +84,7 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 		newCACmd(g), newMigrateCmd(g), newDoctorCmd(g), newAuditCmd(g), newVersionCmd(g), newReaperCmd(), newDocsCmd(g), newDebugCmd(g),
 		newCheckCmd(g), newCertCmd(g), newEtcdCmd(g), newUICmd(g), newStoreCmd(g),
 	)
-	root.AddCommand(newStatusCmd(g), newContextCmd(g))
+	root.AddCommand(newStatusCmd(g), newContextCmd(g), newClusterCmd(g))
 	refuseUnknownSubcommands(root)
 	explainUsageErrors(root)
 	addCompletions(root, g)

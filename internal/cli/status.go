@@ -35,6 +35,7 @@ func printStatus(g *globals, st api.Status) {
 		row("store", "%s", st.Store)
 	}
 	row("nodes", "%d, %d connected (`ward node ls`)", st.Nodes, st.Connected)
+	row("maintenance", "%s", describeMaintenance(st.Maintenance))
 	if len(st.Insecure) == 0 {
 		row("insecure", "none")
 	} else {

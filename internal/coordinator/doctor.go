@@ -86,6 +86,15 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 		return nil, err
 	}
 
+	if m := c.maintenance(); m.On {
+		msg := ""
+		if m.Message != "" {
+			msg = ": " + m.Message
+		}
+		add(api.SeverityWarning, "MAINTENANCE", fmt.Sprintf("the cluster is in maintenance mode since %s (turned on by %s)%s; submissions from users who are not admins are refused", m.Since.UTC().Format(time.RFC3339), m.By, msg),
+			"`ward cluster maintenance off` once the work is done")
+	}
+
 	// Insecure settings in effect.
 	if c.cfg.MinTLS == "1.2" {
 		add(api.SeverityWarning, "TLS12_ALLOWED", "the coordinator accepts TLS 1.2 (min_tls=1.2)", "upgrade old clients, then remove min_tls (TLS 1.3 is the default)")

@@ -30,6 +30,8 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 		mux.Handle(pattern, c.authenticated(h))
 	}
 	handle("GET /v1/status", c.apiStatus)
+	handle("GET /v1/cluster/maintenance", c.apiMaintenanceGet)
+	handle("POST /v1/cluster/maintenance", c.apiMaintenanceSet)
 	handle("GET /v1/debug/info", c.apiDebugInfo)
 	handle("GET /v1/nodes", c.apiNodes)
 	handle("POST /v1/nodes/{name}/drain", c.apiDrain)
@@ -274,6 +276,7 @@ func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status
 		CAExpiry:      c.issuer().CA.Cert.NotAfter,
 		CertExpiry:    c.ca.src.Leaf().NotAfter,
 		StoreHealth:   c.storeHealth(ctx),
+		Maintenance:   c.maintenance(),
 	}
 	return st, nil
 }

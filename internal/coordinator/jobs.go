@@ -117,6 +117,9 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	if err := c.allow(p, authz.JobSubmit); err != nil {
 		return api.Job{}, err
 	}
+	if err := c.refuseInMaintenance(p, "submitting a job"); err != nil {
+		return api.Job{}, err
+	}
 	who := p.ID
 	prio, err := validateSpec(&spec)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/connlimit"
@@ -83,6 +84,9 @@ type Coordinator struct {
 	histories  map[string]*sessionHistory // recent sessions per node, for doctor
 	hbSpacing  time.Duration              // heartbeatSpacing; a test widens it to force a stretch
 	jobSeq     uint64
+	// maint is the maintenance mode, read without c.mu on every
+	// submission; changes are made under c.mu.
+	maint atomic.Pointer[api.Maintenance]
 	outputs    map[outputKey]*outputState
 	subs       map[string]map[*logSub]struct{}
 
@@ -204,6 +208,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	c.ca.src.SetCredential(c.servedChain(c.ca.own.Load()))
 	if c.contextPath, err = c.writeAdminContext(now); err != nil {
 		return nil, err
+	}
+	if err := c.loadMaintenance(context.Background()); err != nil {
+		return nil, c.stateError("load maintenance mode", err)
 	}
 	if err := c.restore(context.Background()); err != nil {
 		return nil, c.stateError("restore jobs, tasks and nodes", err)
