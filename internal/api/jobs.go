@@ -26,6 +26,15 @@ type JobSpec struct {
 	Retries      *int              `json:"retries,omitempty"`  // infrastructure retries; default 3
 	Queue        string            `json:"queue,omitempty"`    // default "default"
 	WaitForNodes bool              `json:"wait_for_nodes,omitempty"`
+	// Memory is the memory each task reserves on its agent, in bytes
+	// (0: none); the scheduler never places more than an agent offers.
+	Memory int64 `json:"memory,omitempty"`
+	// Exclusive gives each task a whole node: nothing else runs there
+	// beside it.
+	Exclusive bool `json:"exclusive,omitempty"`
+	// MaxRunning caps how many of the job's tasks are active at once (0:
+	// no cap).
+	MaxRunning int `json:"max_running,omitempty"`
 }
 
 // Job states.

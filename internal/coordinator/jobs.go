@@ -127,7 +127,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	}
 	c.mu.Lock()
 	if !spec.WaitForNodes {
-		if why := c.cl.Unschedulable(spec.Slots, spec.Labels); why != "" {
+		if why := c.cl.Unschedulable(spec.Slots, spec.Memory, spec.Labels); why != "" {
 			c.mu.Unlock()
 			return api.Job{}, api.Errorf(api.CodeJobUnschedulable, "see the reason; --wait-for-nodes keeps the job queued until a node fits", "no agent can ever run this job: %s", why)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,11 @@ type Cluster struct {
 	nodes  map[string]*Node
 	order  []*Node // nodes in a stable order for placement
 	rr     int     // rotating start for spreading work over nodes
+	// served is when each user and each user's queue (user NUL queue)
+	// last had a task placed, in servedTick units: fair share serves the
+	// least recently served first.
+	served     map[string]uint64
+	servedTick uint64
 
 	dirtyJobs  []*Job
 	dirtyTasks []TaskKey
@@ -144,11 +150,13 @@ func (c *Cluster) UpsertNode(name string, slots int, labels map[string]string) *
 }
 
 // Unschedulable explains why no known node could ever run tasks needing
-// slots with these label constraints, or returns "" when one could.
-func (c *Cluster) Unschedulable(slots int, labels map[string]string) string {
+// slots and memory bytes with these label constraints, or returns "" when
+// one could.
+func (c *Cluster) Unschedulable(slots int, memory int64, labels map[string]string) string {
 	// One pass with no allocation answers the common case (a node fits);
 	// the lists for the explanation are built only when none does.
 	usableN, labelledN, largest := 0, 0, 0
+	var largestMem int64 // among the matching nodes with enough slots
 	for _, n := range c.order {
 		if n.Revoked {
 			continue
@@ -157,8 +165,11 @@ func (c *Cluster) Unschedulable(slots int, labels map[string]string) string {
 		if n.Matches(labels) {
 			labelledN++
 			largest = max(largest, n.Slots)
-			if largest >= slots {
-				return ""
+			if n.Slots >= slots {
+				largestMem = max(largestMem, n.Memory)
+				if memory <= n.Memory {
+					return ""
+				}
 			}
 		}
 	}
@@ -177,7 +188,27 @@ func (c *Cluster) Unschedulable(slots int, labels map[string]string) string {
 	if largest < slots {
 		return fmt.Sprintf("each task needs %d slots, but the largest matching node has %d; lower --slots, start an agent with more --slots, or pass --wait-for-nodes", slots, largest)
 	}
-	return ""
+	if largestMem == 0 {
+		return fmt.Sprintf("each task reserves %s of memory, but no matching node with %d slots reports its memory (agents older than this coordinator do not); upgrade the agents, drop --memory, or pass --wait-for-nodes", FormatBytes(memory), slots)
+	}
+	return fmt.Sprintf("each task reserves %s of memory, but the largest matching node with %d slots offers %s; lower --memory, start an agent with more --memory, or pass --wait-for-nodes", FormatBytes(memory), slots, FormatBytes(largestMem))
+}
+
+// FormatBytes renders a size in the largest binary unit that keeps it
+// at or above 1 (1.5 GiB, 512 MiB, 100 B).
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 5 {
+		v /= unit
+		u++
+	}
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	s = strings.TrimSuffix(s, ".0")
+	return s + " " + []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}[u]
 }
 
 // FormatLabels renders labels as k=v,k=v in key order.
@@ -240,9 +271,11 @@ func (c *Cluster) Restore(j *Job) {
 			// Restored as holding slots, even if it waits on the agent
 			// behind others: it may count twice until those end, which
 			// can only delay placement, never oversubscribe.
-			n.running[Ref{Job: j.ID, Task: i, Attempt: a.N}] = hold{slots: j.Slots, slow: true}
-			n.Used += j.Slots
-			n.slow++
+			h := hold{slots: j.Slots, mem: j.Spec.Memory, slow: true, excl: j.Spec.Exclusive}
+			if h.excl {
+				h.slots = max(h.slots, n.Slots)
+			}
+			n.take(Ref{Job: j.ID, Task: i, Attempt: a.N}, h)
 		}
 	}
 	c.jobs[j.ID] = j
@@ -260,162 +293,6 @@ func (c *Cluster) EffectivePriority(j *Job, now time.Time) Priority {
 		}
 	}
 	return p
-}
-
-// Placement is a task attempt assigned to a node by Schedule.
-type Placement struct {
-	Node *Node
-	Job  *Job
-	Task int
-	Ref  Ref
-}
-
-// Schedule places waiting tasks on schedulable nodes with free slots:
-// jobs by effective priority, then submission order; a job that cannot use
-// the free slots lets a later job use them. It never oversubscribes a node.
-// With PrefetchBelow set, it then assigns tasks ahead on full nodes that run
-// only short work (see PrefetchBelow).
-func (c *Cluster) Schedule(now time.Time) []Placement {
-	if len(c.active) == 0 {
-		return nil
-	}
-	free := 0
-	var nodes, ahead []*Node // free slots; room for tasks assigned ahead
-	for _, n := range c.order {
-		if !n.Schedulable() {
-			continue
-		}
-		if n.Free() > 0 {
-			nodes = append(nodes, n)
-			free += n.Free()
-		}
-		if c.PrefetchBelow > 0 && n.Ahead < n.Slots {
-			ahead = append(ahead, n)
-		}
-	}
-	if free == 0 && len(ahead) == 0 {
-		return nil
-	}
-	jobs := c.active
-	sort.SliceStable(jobs, func(a, b int) bool {
-		pa, pb := c.EffectivePriority(jobs[a], now), c.EffectivePriority(jobs[b], now)
-		if pa != pb {
-			return pa > pb
-		}
-		if !jobs[a].Submitted.Equal(jobs[b].Submitted) {
-			return jobs[a].Submitted.Before(jobs[b].Submitted)
-		}
-		return jobs[a].ID < jobs[b].ID
-	})
-	var out []Placement
-	for _, j := range jobs {
-		if free == 0 {
-			break
-		}
-		if j.Pending() == 0 || j.CancelReason != "" {
-			continue
-		}
-		if out == nil {
-			// Sized by the first job that places: one allocation for the
-			// usual case of one job filling the free slots.
-			out = make([]Placement, 0, min(free, j.Pending()))
-		}
-		start := c.rr
-		c.rr++
-		for k := 0; k < len(nodes) && j.Pending() > 0; k++ {
-			n := nodes[(start+k)%len(nodes)]
-			if n.Free() < j.Slots || !n.Matches(j.Spec.Labels) {
-				continue
-			}
-			for n.Free() >= j.Slots && j.Pending() > 0 {
-				i := j.pop()
-				out = append(out, c.assign(j, i, n, now, false))
-				free -= j.Slots
-			}
-		}
-	}
-	// Ahead, in the same job order: only what the free slots left over,
-	// on busy nodes running only short work.
-	for _, j := range jobs {
-		if len(ahead) == 0 {
-			break
-		}
-		if j.Pending() == 0 || j.CancelReason != "" {
-			continue
-		}
-		keep := ahead[:0]
-		for _, n := range ahead {
-			if n.Used == 0 || n.slow > 0 {
-				continue // idle (nothing fits it) or running work not known short
-			}
-			if n.Matches(j.Spec.Labels) && j.Slots <= n.Slots {
-				for n.Ahead+j.Slots <= n.Slots && n.slow == 0 && j.Pending() > 0 {
-					i := j.pop()
-					out = append(out, c.assign(j, i, n, now, !n.room(j.Slots)))
-				}
-			}
-			if n.Ahead < n.Slots {
-				keep = append(keep, n)
-			}
-		}
-		ahead = keep
-	}
-	c.compactActive()
-	return out
-}
-
-func (j *Job) pop() int {
-	if len(j.requeue) > 0 {
-		i := j.requeue[0]
-		j.requeue = j.requeue[1:]
-		return i
-	}
-	i := j.next
-	j.next++
-	return i
-}
-
-func (c *Cluster) compactActive() {
-	keep := c.active[:0]
-	for _, j := range c.active {
-		if j.Pending() > 0 && !j.Terminal() {
-			keep = append(keep, j)
-		} else {
-			j.active = false
-		}
-	}
-	clear(c.active[len(keep):])
-	c.active = keep
-}
-
-// assign makes a new attempt of task i on n: holding slots, or ahead (the
-// agent starts it once earlier attempts free their slots).
-func (c *Cluster) assign(j *Job, i int, n *Node, now time.Time, ahead bool) Placement {
-	t := &j.Tasks[i]
-	a := Attempt{N: len(t.Attempts) + 1, Node: n.Name, State: Assigned, Assigned: now}
-	if len(t.Attempts) == 0 {
-		t.Attempts = j.firstAttempt(a)
-	} else {
-		t.Attempts = append(t.Attempts, a)
-	}
-	c.setState(j, i, Assigned)
-	ref := Ref{Job: j.ID, Task: i, Attempt: a.N}
-	h := hold{slots: j.Slots, ahead: ahead, slow: !j.short(c.PrefetchBelow)}
-	n.running[ref] = h
-	if h.slow {
-		n.slow++
-	}
-	if ahead {
-		n.queue = append(n.queue, ref)
-		n.Ahead += j.Slots
-	} else {
-		n.Used += j.Slots
-	}
-	if j.State == api.JobQueued {
-		j.State = api.JobRunning
-		c.markJob(j)
-	}
-	return Placement{Node: n, Job: j, Task: i, Ref: ref}
 }
 
 // lookup finds an attempt, reporting whether it is the task's current one.
@@ -573,6 +450,10 @@ func (c *Cluster) release(node string, r Ref) {
 	if h.slow {
 		n.slow--
 	}
+	if h.excl {
+		n.exclusive--
+	}
+	n.MemUsed -= h.mem
 	if h.ahead {
 		n.Ahead -= h.slots
 		n.queue = slices.DeleteFunc(n.queue, func(q Ref) bool { return q == r })

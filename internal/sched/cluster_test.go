@@ -100,13 +100,13 @@ func TestLabelsAndDrain(t *testing.T) {
 	j := newJob("1", 2, 1, Normal, t0)
 	j.Spec.Labels = map[string]string{"kind": "gpu"}
 	c.AddJob(j)
-	if msg := c.Unschedulable(1, map[string]string{"kind": "tpu"}); msg == "" {
+	if msg := c.Unschedulable(1, 0, map[string]string{"kind": "tpu"}); msg == "" {
 		t.Fatal("tpu constraint should be unschedulable")
 	}
-	if msg := c.Unschedulable(8, nil); msg == "" {
+	if msg := c.Unschedulable(8, 0, nil); msg == "" {
 		t.Fatal("8 slots should be unschedulable")
 	}
-	if msg := c.Unschedulable(1, j.Spec.Labels); msg != "" {
+	if msg := c.Unschedulable(1, 0, j.Spec.Labels); msg != "" {
 		t.Fatalf("gpu constraint: %s", msg)
 	}
 	if _, err := c.SetDrain("gpu", true, false); err != nil {
@@ -316,7 +316,7 @@ func TestNodesStayInNameOrder(t *testing.T) {
 
 func TestUnschedulableExplains(t *testing.T) {
 	c := NewCluster(time.Minute)
-	if why := c.Unschedulable(1, nil); !strings.Contains(why, "no nodes yet") {
+	if why := c.Unschedulable(1, 0, nil); !strings.Contains(why, "no nodes yet") {
 		t.Fatalf("empty cluster: %q", why)
 	}
 	c.UpsertNode("a", 2, map[string]string{"gpu": "no"})
@@ -334,7 +334,7 @@ func TestUnschedulableExplains(t *testing.T) {
 		{4, map[string]string{"gpu": "no"}, "largest matching node has 2"},
 		{1, map[string]string{"gpu": "maybe"}, "no node has the labels gpu=maybe (nodes: a{gpu=no}, b{gpu=yes})"},
 	} {
-		why := c.Unschedulable(tc.slots, tc.labels)
+		why := c.Unschedulable(tc.slots, 0, tc.labels)
 		if (tc.want == "") != (why == "") || !strings.Contains(why, tc.want) {
 			t.Errorf("Unschedulable(%d, %v) = %q, want %q", tc.slots, tc.labels, why, tc.want)
 		}

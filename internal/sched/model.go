@@ -206,6 +206,20 @@ func (j *Job) Counts() map[string]int {
 // Count returns how many tasks are in state s.
 func (j *Job) Count(s State) int { return j.counts[s] }
 
+// User is whose share of the cluster the job's tasks count against for
+// fair share: the identity that submitted it.
+func (j *Job) User() string { return j.SubmittedBy }
+
+// waiting reports whether the job has tasks to place and is not being
+// canceled.
+func (j *Job) waiting() bool { return j.Pending() > 0 && j.CancelReason == "" }
+
+// canStart reports whether one more of the job's tasks may be placed: one
+// waits, and --max-running allows another active task.
+func (j *Job) canStart() bool {
+	return j.Pending() > 0 && (j.Spec.MaxRunning <= 0 || j.counts[Assigned]+j.counts[Running] < j.Spec.MaxRunning)
+}
+
 // Pending returns how many tasks wait for placement.
 func (j *Job) Pending() int { return len(j.Tasks) - j.next + len(j.requeue) }
 
@@ -239,7 +253,12 @@ type Node struct {
 	// Ahead is the slots of attempts assigned ahead: sent to the agent,
 	// which starts them in order as its slots free (see
 	// Cluster.PrefetchBelow).
-	Ahead     int
+	Ahead int
+	// Memory is the memory the agent offers tasks, in bytes (0: unknown,
+	// so no task that reserves memory is placed there); MemUsed is what
+	// its active attempts reserve.
+	Memory    int64
+	MemUsed   int64
 	Labels    map[string]string
 	Connected bool
 	Drain     bool
@@ -247,13 +266,47 @@ type Node struct {
 	running   map[Ref]hold // active attempts here, holding slots or ahead
 	queue     []Ref        // the attempts assigned ahead, in order
 	slow      int          // attempts here whose job was not known short
+	exclusive int          // attempts here of --exclusive jobs
 }
 
 // hold is one active attempt's claim on its node.
 type hold struct {
 	slots int
-	ahead bool // waits on the agent for a slot
-	slow  bool // its job was not known to be short when it was assigned
+	mem   int64 // memory reserved (never for attempts assigned ahead)
+	ahead bool  // waits on the agent for a slot
+	slow  bool  // its job was not known to be short when it was assigned
+	excl  bool  // its job is --exclusive: nothing else runs beside it
+}
+
+// take records an attempt's claim on the node.
+func (n *Node) take(r Ref, h hold) {
+	n.running[r] = h
+	if h.slow {
+		n.slow++
+	}
+	if h.excl {
+		n.exclusive++
+	}
+	n.MemUsed += h.mem
+	if h.ahead {
+		n.queue = append(n.queue, r)
+		n.Ahead += h.slots
+	} else {
+		n.Used += h.slots
+	}
+}
+
+// fits reports whether one more task of j may start on the node now,
+// by capacity (labels are checked apart): free slots and memory for it, no
+// exclusive attempt there, and for an exclusive job nothing there at all.
+func (n *Node) fits(j *Job) bool {
+	switch {
+	case n.exclusive > 0:
+		return false
+	case j.Spec.Exclusive:
+		return len(n.running) == 0 && j.Slots <= n.Slots && j.Spec.Memory <= n.Memory
+	}
+	return n.Free() >= j.Slots && (j.Spec.Memory == 0 || j.Spec.Memory <= n.Memory-n.MemUsed)
 }
 
 // Free returns the node's unused slots.
