@@ -7,6 +7,8 @@ const (
 	MaxTaskCount = 1_000_000
 	MaxArgBytes  = 256 << 10 // argv plus env, in bytes
 	MaxArgs      = 4096
+	// MaxTaskMemory bounds the memory a task may reserve: 1 PiB.
+	MaxTaskMemory = 1 << 50
 )
 
 // Priority names, lowest first.

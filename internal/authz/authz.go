@@ -75,7 +75,7 @@ const (
 	MigrateFinish  Action = "migrate.finish"
 	CheckRun       Action = "check.run"
 	UILink         Action = "ui.link"
-	DebugInfo      Action = "debug.info" // a support bundle's view: effective config, recent logs, data directory listing
+	DebugInfo      Action = "debug.info"   // a support bundle's view: effective config, recent logs, data directory listing
 	StoreBackup    Action = "store.backup" // a copy of the whole store: every record, token hashes included
 	// ClusterMaintenance turns maintenance mode on or off: admins only.
 	ClusterMaintenance Action = "cluster.maintenance"

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/sched"
 )
 
 // jobFlags are the job options shared by run and submit.
@@ -36,6 +37,8 @@ func (f *jobFlags) bind(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.env, "env", nil, "environment variable NAME=value for the tasks (repeatable)")
 	fl.StringVar(&f.spec.Dir, "dir", "", "working directory on the agent (absolute)")
 	fl.StringVar(&f.spec.Name, "name", "", "job name")
+	fl.BoolVar(&f.spec.Exclusive, "exclusive", false, "give each task a whole node: nothing else runs beside it")
+	fl.IntVar(&f.spec.MaxRunning, "max-running", 0, "run at most this many of the job's tasks at once (0: no cap)")
 }
 
 func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error) {
@@ -149,6 +152,9 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 	fmt.Fprintf(w, "  command:   %s\n", strings.Join(d.Spec.Argv, " "))
 	fmt.Fprintf(w, "  tasks:     %d (%s)\n", d.Spec.Count, formatCounts(d.Counts))
 	fmt.Fprintf(w, "  priority:  %s   queue: %s   slots/task: %d   retries: %d\n", d.Spec.Priority, d.Spec.Queue, d.Spec.Slots, derefInt(d.Spec.Retries))
+	if limits := jobLimits(d.Spec); limits != "" {
+		fmt.Fprintf(w, "  limits:    %s\n", limits)
+	}
 	fmt.Fprintf(w, "  submitted: %s by %s\n", ts(d.Submitted), d.SubmittedBy)
 	if !d.Finished.IsZero() {
 		fmt.Fprintf(w, "  finished:  %s\n", ts(d.Finished))
@@ -189,6 +195,21 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 		fmt.Fprintf(w, "Output truncated: task(s) %s wrote more than the %d bytes per task the coordinator keeps (--max-output-bytes); `ward run --output-dir DIR` writes all of it to files.\n",
 			strings.Join(truncated, ", "), d.MaxOutputBytes)
 	}
+}
+
+// jobLimits describes the placement options a job was given beyond slots.
+func jobLimits(s api.JobSpec) string {
+	var parts []string
+	if s.Exclusive {
+		parts = append(parts, "exclusive (a whole node per task)")
+	}
+	if s.MaxRunning > 0 {
+		parts = append(parts, fmt.Sprintf("at most %d running", s.MaxRunning))
+	}
+	if s.Memory > 0 {
+		parts = append(parts, sched.FormatBytes(s.Memory)+" memory per task")
+	}
+	return strings.Join(parts, ", ")
 }
 
 func formatCounts(m map[string]int) string {

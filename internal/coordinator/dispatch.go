@@ -92,7 +92,13 @@ func (c *Coordinator) placeLocked() placement {
 			if !seen[pl.Node.Name][pl.Job.ID] {
 				seen[pl.Node.Name][pl.Job.ID] = true
 				spec := &pl.Job.Spec
-				m.Jobs = append(m.Jobs, api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: pl.Job.Slots, Timeout: spec.Timeout})
+				slots := pl.Job.Slots
+				if spec.Exclusive {
+					// The task holds the whole node: the agent starts
+					// nothing beside it.
+					slots = max(slots, pl.Node.Slots)
+				}
+				m.Jobs = append(m.Jobs, api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: slots, Timeout: spec.Timeout})
 			}
 		}
 		m.Tasks = append(m.Tasks, pl.Ref.APIRef())

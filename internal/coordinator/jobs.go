@@ -90,6 +90,12 @@ func validateSpec(s *api.JobSpec) (sched.Priority, error) {
 	if err := pki.ValidName("queue", s.Queue); err != nil {
 		return 0, bad("use a queue name of lower-case letters, digits, '-', '_' and '.'", "%v", err)
 	}
+	if s.MaxRunning < 0 || s.MaxRunning > api.MaxTaskCount {
+		return 0, bad("use --max-running between 1 and the task count, or 0 for no cap", "max running %d is out of range", s.MaxRunning)
+	}
+	if s.Memory < 0 || s.Memory > api.MaxTaskMemory {
+		return 0, bad("use --memory such as 512MiB or 4GiB", "memory per task %d bytes is out of range (0 to %d)", s.Memory, int64(api.MaxTaskMemory))
+	}
 	if s.Dir != "" && !filepath.IsAbs(s.Dir) {
 		return 0, bad("give an absolute --dir", "working directory %q is not absolute", s.Dir)
 	}

@@ -86,9 +86,9 @@ type Coordinator struct {
 	jobSeq     uint64
 	// maint is the maintenance mode, read without c.mu on every
 	// submission; changes are made under c.mu.
-	maint atomic.Pointer[api.Maintenance]
-	outputs    map[outputKey]*outputState
-	subs       map[string]map[*logSub]struct{}
+	maint   atomic.Pointer[api.Maintenance]
+	outputs map[outputKey]*outputState
+	subs    map[string]map[*logSub]struct{}
 
 	// lineage is held shared by a renewal from its check of the old
 	// certificate through the commit of the new one, and exclusively by a

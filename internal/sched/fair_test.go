@@ -73,13 +73,13 @@ func checkCapacity(t *testing.T, n *Node) {
 // Within one user and queue, jobs stay first come, first served.
 func TestFairShareBoundsTheWaitOfASmallJob(t *testing.T) {
 	tests := []struct {
-		name                   string
-		bigUser, bigQueue      string
-		smallUser, smallQ      string
-		bigCount               int
-		smallPrio              Priority
-		wantLastPlacedAtMost   int // placements after the small job arrives until its last task is placed
-		wantFirstPlacedAtLeast int
+		name                 string
+		bigUser, bigQueue    string
+		smallUser, smallQ    string
+		bigCount             int
+		smallPrio            Priority
+		wantLastPlacedAtMost int // placements after the small job arrives until its last task is placed
+		wantFirstPlaced      int
 	}{
 		{"another user", "alice", "default", "bob", "default", 100_000, Normal, 20, 1},
 		{"another queue of the same user", "alice", "default", "alice", "urgent", 100_000, Normal, 20, 1},
@@ -115,8 +115,8 @@ func TestFairShareBoundsTheWaitOfASmallJob(t *testing.T) {
 					t.Fatalf("the small job never finished")
 				}
 			}
-			if last > tt.wantLastPlacedAtMost || first < tt.wantFirstPlacedAtLeast {
-				t.Fatalf("the small job's tasks were placed from placement %d to %d after it arrived; want from at least %d to at most %d", first, last, tt.wantFirstPlacedAtLeast, tt.wantLastPlacedAtMost)
+			if last > tt.wantLastPlacedAtMost || first != tt.wantFirstPlaced {
+				t.Fatalf("the small job's tasks were placed from placement %d to %d after it arrived; want from %d to at most %d", first, last, tt.wantFirstPlaced, tt.wantLastPlacedAtMost)
 			}
 		})
 	}

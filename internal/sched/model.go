@@ -157,6 +157,8 @@ type Job struct {
 	// per task, so a placement of many tasks allocates once per block
 	// instead of once per task.
 	firsts []Attempt
+	// shareKey caches queueKey.
+	shareKey string
 }
 
 // attemptBlock is how many first attempts a job allocates at once.
@@ -209,6 +211,15 @@ func (j *Job) Count(s State) int { return j.counts[s] }
 // User is whose share of the cluster the job's tasks count against for
 // fair share: the identity that submitted it.
 func (j *Job) User() string { return j.SubmittedBy }
+
+// queueKey names the job's user and queue together, for fair share among
+// one user's queues; made once per job.
+func (j *Job) queueKey() string {
+	if j.shareKey == "" {
+		j.shareKey = j.User() + "\x00" + j.Spec.Queue
+	}
+	return j.shareKey
+}
 
 // waiting reports whether the job has tasks to place and is not being
 // canceled.

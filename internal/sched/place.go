@@ -67,7 +67,12 @@ func (c *Cluster) Schedule(now time.Time) []Placement {
 			hi++
 		}
 		if oneShare {
+			before := len(out)
 			out = c.placeInOrder(jobs[lo:hi], nodes, &free, out, now)
+			if len(out) > before {
+				// Served too, so a user who arrives next goes first.
+				c.markServed(jobs[lo])
+			}
 		} else {
 			out = c.placeFair(jobs[lo:hi], nodes, &free, out, now)
 		}
@@ -158,7 +163,7 @@ func (c *Cluster) placeFair(band []*Job, nodes []*Node, free *int, out []Placeme
 			byUser[uk] = u
 			users = append(users, u)
 		}
-		qk := uk + "\x00" + j.Spec.Queue
+		qk := j.queueKey()
 		q := byQueue[qk]
 		if q == nil {
 			q = &fairQueue{key: qk}
@@ -167,9 +172,6 @@ func (c *Cluster) placeFair(band []*Job, nodes []*Node, free *int, out []Placeme
 		}
 		q.jobs = append(q.jobs, &fairJob{j: j, pos: c.rr})
 		c.rr++
-	}
-	if c.served == nil {
-		c.served = map[string]uint64{}
 	}
 	for *free > 0 && len(users) > 0 {
 		ui := c.leastServed(len(users), func(i int) string { return users[i].key })
@@ -194,9 +196,7 @@ func (c *Cluster) placeFair(band []*Job, nodes []*Node, free *int, out []Placeme
 		f := n.Free()
 		out = append(out, c.assign(j, j.pop(), n, now, false))
 		*free -= f - n.Free()
-		c.servedTick++
-		c.served[u.key] = c.servedTick
-		c.served[q.key] = c.servedTick
+		c.markServed(j)
 	}
 	if len(c.served) > 4*(len(byUser)+len(byQueue))+64 {
 		// Forget shares that no longer wait, so the memory stays bounded.
@@ -211,6 +211,22 @@ func (c *Cluster) placeFair(band []*Job, nodes []*Node, free *int, out []Placeme
 	}
 	return out
 }
+
+// markServed records that a task of j's share was just placed.
+func (c *Cluster) markServed(j *Job) {
+	if c.served == nil {
+		c.served = map[string]uint64{}
+	}
+	if len(c.served) > maxServed {
+		clear(c.served) // a bound on memory; turns restart from here
+	}
+	c.servedTick++
+	c.served[j.User()] = c.servedTick
+	c.served[j.queueKey()] = c.servedTick
+}
+
+// maxServed bounds the users and queues whose last turn is remembered.
+const maxServed = 1 << 14
 
 // leastServed returns the index, among n keys, of the one served least
 // recently; ties go to the first, in band order.
