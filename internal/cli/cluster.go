@@ -28,33 +28,24 @@ jobs go on. Admins may still submit (to test the cluster). It shows in
 		},
 	}
 	var message string
-	on := &cobra.Command{
-		Use:   "on",
-		Short: "Refuse new jobs from users who are not admins, with a message; queued and running jobs go on",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, printed, err := call[api.Maintenance](cmd, g, "POST", "/v1/cluster/maintenance", api.MaintenanceRequest{On: true, Message: message})
-			if err != nil || printed {
-				return err
-			}
-			fmt.Fprintln(g.stdout, describeMaintenance(m))
-			return nil
-		},
+	set := func(use, short string, on bool) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				m, printed, err := call[api.Maintenance](cmd, g, "POST", "/v1/cluster/maintenance", api.MaintenanceRequest{On: on, Message: message})
+				if err != nil || printed {
+					return err
+				}
+				fmt.Fprintln(g.stdout, describeMaintenance(m))
+				return nil
+			},
+		}
 	}
+	on := set("on", "Refuse new jobs from users who are not admins, with a message; queued and running jobs go on", true)
 	on.Flags().StringVar(&message, "message", "", "what users are told when their submission is refused (one line)")
-	off := &cobra.Command{
-		Use:   "off",
-		Short: "End maintenance mode: everyone may submit again",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, printed, err := call[api.Maintenance](cmd, g, "POST", "/v1/cluster/maintenance", api.MaintenanceRequest{On: false})
-			if err != nil || printed {
-				return err
-			}
-			fmt.Fprintln(g.stdout, describeMaintenance(m))
-			return nil
-		},
-	}
+	off := set("off", "End maintenance mode: everyone may submit again", false)
 	maint.AddCommand(on, off)
 	cmd.AddCommand(maint)
 	return cmd
