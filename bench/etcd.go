@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"os"
@@ -49,6 +50,12 @@ func startEtcdTwin(ctx context.Context, r *Result) (*etcdTwin, error) {
 		tw.stop()
 		return nil, err
 	}
+	// The cluster CA lives in etcd, its keys encrypted with this passphrase.
+	passFile := filepath.Join(dir, "ca-passphrase")
+	if err := os.WriteFile(passFile, []byte(rand.Text()+"\n"), 0o600); err != nil {
+		tw.stop()
+		return nil, err
+	}
 	tw.metrics = &adminAPI{client: &http.Client{Transport: &http.Transport{TLSClientConfig: tl.Config()}}, base: "https://" + srv.Endpoint}
 	if opts.coordProcess {
 		bin, err := wardBinary(ctx)
@@ -62,7 +69,7 @@ func startEtcdTwin(ctx context.Context, r *Result) (*etcdTwin, error) {
 			return nil, err
 		}
 		p := &inproc{dir: cdir}
-		if p.proc, err = startCoordinatorProcess(ctx, bin, cdir, "--store", "etcd://"+srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey); err != nil {
+		if p.proc, err = startCoordinatorProcess(ctx, bin, cdir, "--store", "etcd://"+srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey, "--ca-passphrase-file", passFile); err != nil {
 			tw.stop()
 			return nil, err
 		}
@@ -72,6 +79,7 @@ func startEtcdTwin(ctx context.Context, r *Result) (*etcdTwin, error) {
 			raiseJoinLimit(cfg)
 			cfg.Store = "etcd://" + srv.Endpoint
 			cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey = srv.CA, srv.ClientCert, srv.ClientKey
+			cfg.CAPassphraseFile = passFile
 		})
 	}
 	if err != nil {

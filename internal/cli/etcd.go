@@ -129,7 +129,7 @@ prints the etcd and coordinator flags that use them.`,
 				if len(hosts) > 0 {
 					host = hosts[0]
 				}
-				fmt.Fprintf(w, "\nStart a coordinator with:\n  ward coordinator --store etcd://%s:2379 \\\n    --etcd-ca %s --etcd-cert %s --etcd-key %s ...\n",
+				fmt.Fprintf(w, "\nStart a coordinator with (the same CA passphrase file on every coordinator: the cluster CA lives in etcd, its keys encrypted with it):\n  ward coordinator --store etcd://%s:2379 \\\n    --etcd-ca %s --etcd-cert %s --etcd-key %s \\\n    --ca-passphrase-file CA_PASSPHRASE_FILE ...\n",
 					host, res.CA, filepath.Join(out, c+".pem"), filepath.Join(out, c+"-key.pem"))
 				break
 			}

@@ -112,7 +112,8 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.StringVar(&cfg.PublicAddr, "public-addr", cfg.PublicAddr, "server-TLS listener for joins, the CA bundle and the CRL")
 	f.StringSliceVar(&cfg.Advertise, "advertise", nil, "names and IPs peers use to reach this coordinator (first one goes into join strings)")
 	f.StringVar(&cfg.MinTLS, "min-tls", cfg.MinTLS, "minimum TLS version: 1.3, or 1.2 for old clients (insecure)")
-	f.StringVar(&cfg.CAPassphraseFile, "ca-passphrase-file", "", "file (0600) holding the passphrase the CA keys are encrypted with at rest")
+	f.StringVar(&cfg.CAPassphraseFile, "ca-passphrase-file", "", "file (0600) holding the passphrase the CA keys are encrypted with at rest (required with an etcd store: the same file on every coordinator)")
+	f.StringVar(&cfg.CoordinatorID, "coordinator-id", "", "this coordinator's id in spiffe://<cluster>/coordinator/<id> (default: from its certificate, else the host name); distinct per coordinator on one etcd")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serve this server certificate from an enterprise CA (PEM, or PKCS#12 with the key) instead of one Ward issues")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of --tls-cert (0600)")
 	f.StringVar(&cfg.TLSPasswordFile, "tls-password-file", "", "file holding the PKCS#12 password of --tls-cert (0600)")
@@ -153,7 +154,9 @@ func runCoordinator(ctx context.Context, g *globals, cfg config.Coordinator, opt
 	if err != nil {
 		return err
 	}
-	if c.CreatedCA() {
+	if c.CreatedCA() && cfg.EtcdStore() {
+		fmt.Fprintf(g.stderr, "Created a new cluster CA in the etcd store (keys encrypted with %s).\n", cfg.CAPassphraseFile)
+	} else if c.CreatedCA() {
 		fmt.Fprintf(g.stderr, "Created a new cluster CA in %s.\n", cfg.DataDir)
 	}
 	fmt.Fprintf(g.stderr, "Coordinator up: cluster %s, public %s.\nPoint the CLI at it with:\n", c.ClusterAddr(), c.PublicAddr())

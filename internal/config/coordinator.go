@@ -39,9 +39,16 @@ type Coordinator struct {
 	// start.
 	InsecurePlaintext bool `json:"insecure_plaintext" flag:"insecure-plaintext"`
 	// CAPassphraseFile holds the passphrase CA keys are encrypted with at
-	// rest (scrypt and AES-256-GCM). Required when they are encrypted; when
-	// set, plain CA keys are encrypted at start.
+	// rest (scrypt and AES-256-GCM), mode 0600. Required when they are
+	// encrypted, and with an etcd store, where the cluster CA lives in etcd:
+	// give every coordinator the same file. When set, plain CA keys in the
+	// data directory are encrypted at start.
 	CAPassphraseFile string `json:"ca_passphrase_file" flag:"ca-passphrase-file"`
+	// CoordinatorID names this coordinator in its certificate,
+	// spiffe://<cluster>/coordinator/<id>. Empty: the id of the certificate
+	// it already holds, else one derived from the host name. Coordinators
+	// sharing an etcd store need distinct ids (two on one host: set it).
+	CoordinatorID string `json:"coordinator_id" flag:"coordinator-id" docdefault:"from the host name (when empty)"`
 	// TLSCert is a server certificate from an enterprise CA to serve
 	// instead of one Ward issues: PEM (with tls_key), or PKCS#12 holding
 	// the key (with tls_password_file).
@@ -222,6 +229,11 @@ func (c *Coordinator) Validate() error {
 	if err := pki.ValidName("cluster", c.Cluster); err != nil {
 		p.Addf("cluster", "%v", err)
 	}
+	if c.CoordinatorID != "" {
+		if err := pki.ValidName("coordinator", c.CoordinatorID); err != nil {
+			p.Addf("coordinator_id (--coordinator-id)", "%v", err)
+		}
+	}
 	for key, addr := range map[string]string{"cluster_addr (--cluster-addr)": c.ClusterAddr, "public_addr (--public-addr)": c.PublicAddr} {
 		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 			p.Addf(key, "%q must be HOST:PORT or :PORT", addr)
@@ -322,6 +334,9 @@ func (c *Coordinator) validateStore(p *Problems) {
 	}
 	if c.StoreNoSync {
 		p.Addf("insecure_store_nosync", "applies to the bolt store only; etcd makes its own commits durable")
+	}
+	if c.CAPassphraseFile == "" {
+		p.Addf("ca_passphrase_file (--ca-passphrase-file)", "is required with an etcd store: the cluster CA's keys are kept in etcd, encrypted with this passphrase; give every coordinator the same file (make one with `openssl rand -base64 32 > FILE && chmod 600 FILE`)")
 	}
 	switch {
 	case c.InsecureEtcdPlaintext && tlsSet:

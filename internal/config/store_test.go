@@ -8,7 +8,10 @@ import (
 )
 
 func TestValidateStore(t *testing.T) {
-	tls := func(c *config.Coordinator) { c.EtcdCA, c.EtcdCert, c.EtcdKey = "ca.pem", "c.pem", "c-key.pem" }
+	tls := func(c *config.Coordinator) {
+		c.EtcdCA, c.EtcdCert, c.EtcdKey = "ca.pem", "c.pem", "c-key.pem"
+		c.CAPassphraseFile = "ca.pass"
+	}
 	tests := []struct {
 		name string
 		set  func(c *config.Coordinator)
@@ -17,7 +20,15 @@ func TestValidateStore(t *testing.T) {
 		{"BoltDefault", func(c *config.Coordinator) {}, ""},
 		{"BoltByName", func(c *config.Coordinator) { c.Store = "bolt" }, ""},
 		{"EtcdTLS", func(c *config.Coordinator) { c.Store = "etcd://h1:2379,h2:2379"; tls(c) }, ""},
-		{"EtcdPlaintextOptIn", func(c *config.Coordinator) { c.Store = "etcd://h1:2379"; c.InsecureEtcdPlaintext = true }, ""},
+		{"EtcdPlaintextOptIn", func(c *config.Coordinator) {
+			c.Store = "etcd://h1:2379"
+			c.InsecureEtcdPlaintext = true
+			c.CAPassphraseFile = "ca.pass"
+		}, ""},
+		{"EtcdWithoutCAPassphrase", func(c *config.Coordinator) { c.Store = "etcd://h1:2379"; tls(c); c.CAPassphraseFile = "" },
+			"ca_passphrase_file (--ca-passphrase-file): is required with an etcd store"},
+		{"CoordinatorID", func(c *config.Coordinator) { c.CoordinatorID = "head-1" }, ""},
+		{"BadCoordinatorID", func(c *config.Coordinator) { c.CoordinatorID = "Head 1" }, "coordinator_id (--coordinator-id)"},
 		{"EtcdWithoutTLS", func(c *config.Coordinator) { c.Store = "etcd://h1:2379" }, "etcd_ca (--etcd-ca): is required"},
 		{"EtcdMissingKey", func(c *config.Coordinator) { c.Store = "etcd://h1:2379"; tls(c); c.EtcdKey = "" }, "etcd_key (--etcd-key): is required"},
 		{"PlaintextAndTLS", func(c *config.Coordinator) { c.Store = "etcd://h1:2379"; tls(c); c.InsecureEtcdPlaintext = true }, "choose TLS or plaintext"},

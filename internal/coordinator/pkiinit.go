@@ -93,47 +93,44 @@ func coordinatorName() string {
 
 // loadOrCreatePKI creates the root and issuing CA on first start and loads
 // them on every later start, refusing key files with loose permissions.
+// With a shared (etcd) store the CA lives in the store, created by the first
+// coordinator and found by the others.
 func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 	if err := os.MkdirAll(c.path("pki"), 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", c.path("pki"), err)
 	}
-	st := &caState{id: pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleCoordinator, Name: coordinatorName()}}
-	if !exists(c.path(fileRootCert)) {
-		if exists(c.path(fileIssuingCert)) {
-			return nil, fmt.Errorf("%s exists but %s does not: the data directory is damaged; restore it from backup", c.path(fileIssuingCert), c.path(fileRootCert))
-		}
-		root, err := pki.NewRootCA(c.cfg.Cluster, now, pki.RootLifetime)
+	st := &caState{id: pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleCoordinator, Name: c.coordinatorID()}}
+	if c.cfg.EtcdStore() {
+		created, err := c.ensureSharedCA(now, st.id)
 		if err != nil {
 			return nil, err
 		}
-		iss, err := pki.NewIssuingCA(root, c.cfg.Cluster, 1, now, pki.IssuingLifetime)
+		st.created = created
+	} else {
+		created, err := c.ensureLocalCA(now)
 		if err != nil {
 			return nil, err
 		}
-		if err := c.saveCA(c.path(fileRootCert), c.path(fileRootKey), root); err != nil {
-			return nil, err
-		}
-		if err := c.saveCA(c.path(fileIssuingCert), c.path(fileIssuingKey), iss); err != nil {
-			return nil, err
-		}
-		st.created = true
-		c.audit.Record(audit.Event{Type: "ca.create", Target: root.Cert.Subject.CommonName, Detail: map[string]string{
-			"root_serial": pki.SerialHex(root.Cert), "issuing_serial": pki.SerialHex(iss.Cert), "pin": pki.SPKIPin(root.Cert).String(),
-		}})
+		st.created = created
 	}
 	rot, _, err := c.readRotation(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	root, iss, err := c.loadGeneration(rot.Current, true)
+	root, iss, err := c.keeper.load(rot.Current, true)
 	if err != nil {
 		return nil, err
 	}
 	if !root.Cert.IsCA || !iss.Cert.IsCA {
-		return nil, errors.New("the CA files in the data directory are not CA certificates")
+		return nil, fmt.Errorf("the CA in the %s is not made of CA certificates", c.keeper.where())
 	}
 	if err := iss.Cert.CheckSignatureFrom(root.Cert); err != nil {
-		return nil, fmt.Errorf("issuing CA %s is not signed by root CA %s: %w", c.genPath(rot.Current, "issuing-ca.crt"), c.genPath(rot.Current, "root-ca.crt"), err)
+		return nil, fmt.Errorf("issuing CA %q of generation %d in the %s is not signed by root CA %q: %w", iss.Cert.Subject.CommonName, rot.Current, c.keeper.where(), root.Cert.Subject.CommonName, err)
+	}
+	if c.cfg.EtcdStore() {
+		if err := c.claimID(st.id); err != nil {
+			return nil, err
+		}
 	}
 	st.root = root
 	st.cur.Store(&pki.Issuer{CA: iss, Chain: []*x509.Certificate{iss.Cert, root.Cert}})
@@ -152,6 +149,47 @@ func (c *Coordinator) loadOrCreatePKI(now time.Time) (*caState, error) {
 	st.own.Store(cred)
 	st.src = identity.NewSource(cred, st.bundleLocked())
 	return st, nil
+}
+
+// ensureLocalCA creates the CA in the data directory on first start (bolt
+// store).
+func (c *Coordinator) ensureLocalCA(now time.Time) (created bool, err error) {
+	c.keeper = fileKeeper{c}
+	if exists(c.path(fileRootCert)) {
+		return false, nil
+	}
+	if exists(c.path(fileIssuingCert)) {
+		return false, fmt.Errorf("%s exists but %s does not: the data directory is damaged; restore it from backup", c.path(fileIssuingCert), c.path(fileRootCert))
+	}
+	root, iss, err := newCA(c.cfg.Cluster, now)
+	if err != nil {
+		return false, err
+	}
+	if err := c.saveCA(c.path(fileRootCert), c.path(fileRootKey), root); err != nil {
+		return false, err
+	}
+	if err := c.saveCA(c.path(fileIssuingCert), c.path(fileIssuingKey), iss); err != nil {
+		return false, err
+	}
+	c.auditCACreate(root, iss)
+	return true, nil
+}
+
+// newCA makes a root CA and its first issuing CA.
+func newCA(cluster string, now time.Time) (root, iss *pki.CA, err error) {
+	if root, err = pki.NewRootCA(cluster, now, pki.RootLifetime); err != nil {
+		return nil, nil, err
+	}
+	if iss, err = pki.NewIssuingCA(root, cluster, 1, now, pki.IssuingLifetime); err != nil {
+		return nil, nil, err
+	}
+	return root, iss, nil
+}
+
+func (c *Coordinator) auditCACreate(root, iss *pki.CA) {
+	c.audit.Record(audit.Event{Type: "ca.create", Target: root.Cert.Subject.CommonName, Detail: map[string]string{
+		"root_serial": pki.SerialHex(root.Cert), "issuing_serial": pki.SerialHex(iss.Cert), "pin": pki.SPKIPin(root.Cert).String(),
+	}})
 }
 
 func (c *Coordinator) saveCA(certPath, keyPath string, ca *pki.CA) error {
@@ -276,10 +314,11 @@ func (c *Coordinator) serverCredential(st *caState, now time.Time) (*identity.Cr
 		}
 		leaf := cred.Leaf()
 		fresh := !identity.ShouldRenew(now, leaf, 0).Renew
-		if fresh && covers(leaf, dns, ips) && leaf.CheckSignatureFrom(st.cur.Load().CA.Cert) == nil {
+		id, _ := pki.IDFromCert(leaf)
+		if fresh && id == st.id && covers(leaf, dns, ips) && leaf.CheckSignatureFrom(st.cur.Load().CA.Cert) == nil {
 			return cred, nil
 		}
-		c.log.Info("reissuing coordinator certificate", "reason", "names changed, renewal due or new issuing CA", "old_serial", pki.SerialHex(leaf))
+		c.log.Info("reissuing coordinator certificate", "reason", "names or id changed, renewal due or new issuing CA", "old_serial", pki.SerialHex(leaf), "id", st.id.String())
 	}
 	key, err := pki.GenerateKey()
 	if err != nil {

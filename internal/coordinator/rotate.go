@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
 	"github.com/wardcluster/ward/internal/authz"
-	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
 )
@@ -87,30 +85,12 @@ func (c *Coordinator) writeRotation(ctx context.Context, r rotationRecord, rev i
 	return err
 }
 
-// loadGeneration reads a generation's root and issuing CA. Keys are
-// required for the current and next generations, absent for retired ones.
-func (c *Coordinator) loadGeneration(gen int, withKeys bool) (root, iss *pki.CA, err error) {
-	root, err = c.loadCA(c.genPath(gen, "root-ca.crt"), c.genPath(gen, "root-ca.key"), true)
-	if err != nil {
-		return nil, nil, fmt.Errorf("CA generation %d: %w", gen, err)
-	}
-	if withKeys {
-		iss, err = c.loadCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), false)
-	} else {
-		iss, err = c.loadCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), true)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("CA generation %d: %w", gen, err)
-	}
-	return root, iss, nil
-}
-
 // applyRotation sets up the CA state for the rotation record at start: the
 // current generation (already loaded as root/issuing), the next one during
 // a rotation, the cross certificate, and retired generations for heal.
 func (c *Coordinator) applyRotation(st *caState, r rotationRecord) error {
 	if r.Current > 1 {
-		root, iss, err := c.loadGeneration(r.Current, true)
+		root, iss, err := c.keeper.load(r.Current, true)
 		if err != nil {
 			return err
 		}
@@ -118,24 +98,19 @@ func (c *Coordinator) applyRotation(st *caState, r rotationRecord) error {
 		st.cur.Store(&pki.Issuer{CA: iss, Chain: []*x509.Certificate{iss.Cert, root.Cert}})
 	}
 	for gen := 1; gen < r.Current; gen++ {
-		root, iss, err := c.loadGeneration(gen, false)
+		root, iss, err := c.keeper.load(gen, false)
 		if err != nil {
 			return err
 		}
 		st.retiredRoots = append(st.retiredRoots, root.Cert)
 		st.retiredIssuers = append(st.retiredIssuers, iss.Cert)
 		// Retired CAs never issue again: make sure their keys are gone.
-		os.Remove(c.genPath(gen, "root-ca.key"))
-		os.Remove(c.genPath(gen, "issuing-ca.key"))
+		c.keeper.retire(gen)
 	}
-	if cross, err := os.ReadFile(c.genPath(max(r.Next, r.Current), "cross.crt")); err == nil {
-		if certs, err := pki.ParseCertsPEM(cross); err == nil {
-			st.cross = certs[0]
-		}
-	}
+	st.cross = c.keeper.cross(max(r.Next, r.Current))
 	st.phase.Store(int32(r.Phase))
 	if r.Phase >= phaseTrust {
-		root, iss, err := c.loadGeneration(r.Next, true)
+		root, iss, err := c.keeper.load(r.Next, true)
 		if err != nil {
 			return err
 		}
@@ -217,16 +192,7 @@ func (c *Coordinator) rotateForward(ctx context.Context, r *rotationRecord, req 
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(c.path(genDir(gen)), 0o700); err != nil {
-			return err
-		}
-		if err := c.saveCA(c.genPath(gen, "root-ca.crt"), c.genPath(gen, "root-ca.key"), root); err != nil {
-			return err
-		}
-		if err := c.saveCA(c.genPath(gen, "issuing-ca.crt"), c.genPath(gen, "issuing-ca.key"), iss); err != nil {
-			return err
-		}
-		if err := identity.WriteFileAtomic(c.genPath(gen, "cross.crt"), pki.EncodeCertsPEM(cross), 0o644); err != nil {
+		if err := c.keeper.save(gen, root, iss, cross); err != nil {
 			return err
 		}
 		c.ca.mu.Lock()
@@ -274,15 +240,13 @@ func (c *Coordinator) rotateBack(ctx context.Context, r *rotationRecord) error {
 		c.ca.mu.Lock()
 		c.ca.nextRoot, c.ca.nextIssuing, c.ca.cross = nil, nil, nil
 		c.ca.mu.Unlock()
-		os.RemoveAll(c.path(genDir(r.Next)))
+		c.keeper.drop(r.Next)
 		r.Phase, r.Next = phaseIdle, 0
 		// A cross certificate from an earlier finished rotation serves on.
-		if b, err := os.ReadFile(c.genPath(r.Current, "cross.crt")); err == nil {
-			if certs, err := pki.ParseCertsPEM(b); err == nil {
-				c.ca.mu.Lock()
-				c.ca.cross = certs[0]
-				c.ca.mu.Unlock()
-			}
+		if cross := c.keeper.cross(r.Current); cross != nil {
+			c.ca.mu.Lock()
+			c.ca.cross = cross
+			c.ca.mu.Unlock()
 		}
 	case phaseIssue:
 		c.ca.mu.Lock()
@@ -309,8 +273,7 @@ func (c *Coordinator) afterRotationCommit(ctx context.Context, from int, r rotat
 	if r.Phase == phaseIdle && from == phaseRenew {
 		// Retired: delete the old keys, which must never issue again.
 		for gen := 1; gen < r.Current; gen++ {
-			os.Remove(c.genPath(gen, "root-ca.key"))
-			os.Remove(c.genPath(gen, "issuing-ca.key"))
+			c.keeper.retire(gen)
 		}
 	}
 	// Our own certificate follows the issuing CA; the served chain follows

@@ -98,7 +98,8 @@ type Coordinator struct {
 	crlMu sync.Mutex // serializes CRL rebuilds
 	crls  atomic.Pointer[map[string]*crlState]
 
-	caPass []byte // decrypts (and encrypts) CA keys at rest; nil: plain
+	caPass []byte   // decrypts (and encrypts) CA keys at rest; nil: plain
+	keeper caKeeper // where the CA generations live
 
 	kick         chan struct{}
 	pendingCerts []certRecord

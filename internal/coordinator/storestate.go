@@ -92,6 +92,10 @@ func (c *Coordinator) storeOpenError(err error) error {
 // it holds. A store from before keyCluster existed (it holds certificates)
 // is marked now, and so is a new one.
 func (c *Coordinator) checkStoreState(ctx context.Context) error {
+	return c.checkStoreStateOnce(ctx, false)
+}
+
+func (c *Coordinator) checkStoreStateOnce(ctx context.Context, retried bool) error {
 	path := c.backend.desc
 	rec, err := c.st.Get(ctx, keyCluster)
 	switch {
@@ -125,6 +129,10 @@ func (c *Coordinator) checkStoreState(ctx context.Context) error {
 		}
 	}
 	_, err = c.st.Txn(ctx, []store.Cond{store.Absent(keyCluster)}, []store.Op{putJSON(keyCluster, clusterRecord{Cluster: c.cfg.Cluster, Created: c.now().UTC()})})
+	if store.IsConflict(err) && !retried {
+		// Another coordinator on the same store marked it first: check its mark.
+		return c.checkStoreStateOnce(ctx, true)
+	}
 	return err
 }
 
@@ -133,6 +141,9 @@ var errStopScan = errors.New("stop")
 // checkCAPresent refuses a store with cluster state when the CA that state
 // belongs to is gone: a new CA would be created beside the old state.
 func (c *Coordinator) checkCAPresent(storePath string) error {
+	if c.cfg.EtcdStore() {
+		return nil // the CA is in the store: ensureSharedCA checks it
+	}
 	if exists(c.path(fileRootCert)) {
 		return nil
 	}

@@ -16,9 +16,22 @@ import (
 	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
 )
 
-// etcdArgs are the coordinator flags for a store on srv over mutual TLS.
+// etcdArgs are the coordinator flags for a store on srv over mutual TLS,
+// with the CA passphrase every coordinator on srv shares.
 func etcdArgs(srv *etcdtest.Server) []string {
-	return []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey}
+	return []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey,
+		"--ca-passphrase-file", caPassFile(srv)}
+}
+
+// caPassFile is the CA passphrase file of the coordinators on srv (0600).
+func caPassFile(srv *etcdtest.Server) string {
+	path := filepath.Join(srv.Dir, "ca-passphrase")
+	if _, err := os.Stat(path); err != nil {
+		if err := os.WriteFile(path, []byte("shared cluster CA passphrase\n"), 0o600); err != nil {
+			panic(err)
+		}
+	}
+	return path
 }
 
 // etcdRecords lists what the coordinator wrote under prefix in etcd,
@@ -146,24 +159,33 @@ func TestEtcdStoreRefusals(t *testing.T) {
 	}
 	stopped := etcdtest.StartT(t, etcdtest.Options{})
 	stopped.Stop()
+	pass := caPassFile(srv)
+	loosePass := filepath.Join(t.TempDir(), "loose-passphrase")
+	if err := os.WriteFile(loosePass, []byte("shared cluster CA passphrase\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string
 		args []string
 		want []string
 	}{
-		{"WrongCA", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", filepath.Join(other, "ca.pem"), "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey},
+		{"WrongCA", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", filepath.Join(other, "ca.pem"), "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey, "--ca-passphrase-file", pass},
 			[]string{srv.Endpoint, "unknown_authority", "--etcd-ca", "never falls back"}},
-		{"ClientCertOfAnotherCA", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", filepath.Join(other, "client.pem"), "--etcd-key", filepath.Join(other, "client-key.pem")},
+		{"ClientCertOfAnotherCA", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", filepath.Join(other, "client.pem"), "--etcd-key", filepath.Join(other, "client-key.pem"), "--ca-passphrase-file", pass},
 			[]string{srv.Endpoint, "client_cert_rejected", "--etcd-cert", "--trusted-ca-file"}},
-		{"NoClientCert", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA},
+		{"NoClientCert", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--ca-passphrase-file", pass},
 			[]string{"etcd_cert (--etcd-cert): is required", "etcd_key (--etcd-key): is required", "ward etcd certs"}},
 		{"PlaintextNotOptedIn", []string{"--store", "etcd://" + srv.Endpoint},
 			[]string{"etcd_ca (--etcd-ca): is required", "--insecure-etcd-plaintext"}},
-		{"PlaintextToTLSEtcd", []string{"--store", "etcd://" + srv.Endpoint, "--insecure-etcd-plaintext"},
+		{"PlaintextToTLSEtcd", []string{"--store", "etcd://" + srv.Endpoint, "--insecure-etcd-plaintext", "--ca-passphrase-file", pass},
 			[]string{srv.Endpoint, "speaks TLS", "drop --insecure-etcd-plaintext"}},
 		{"Unreachable", append(etcdArgs(stopped), "--node-lost-timeout", "1s"),
 			[]string{stopped.Endpoint, "refused", "--store", "never falls back"}},
+		{"NoCAPassphrase", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey},
+			[]string{"ca_passphrase_file (--ca-passphrase-file): is required with an etcd store", "the same file", "openssl rand"}},
+		{"CAPassphraseFileReadableByOthers", []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey, "--ca-passphrase-file", loosePass},
+			[]string{loosePass, "0644", "chmod 600 " + loosePass}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,7 +213,7 @@ func TestEtcdStoreRefusals(t *testing.T) {
 // doctor.
 func TestEtcdStorePlaintextOptIn(t *testing.T) {
 	srv := etcdtest.StartT(t, etcdtest.Options{Plaintext: true})
-	c := newCluster(t, "--store", "etcd://"+srv.Endpoint, "--insecure-etcd-plaintext")
+	c := newCluster(t, "--store", "etcd://"+srv.Endpoint, "--insecure-etcd-plaintext", "--ca-passphrase-file", caPassFile(srv))
 	for start := 1; start <= 2; start++ {
 		if start == 2 {
 			c.coord.interrupt()
@@ -217,7 +239,7 @@ func TestEtcdStorePlaintextOptIn(t *testing.T) {
 func TestEtcdCertsVerb(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "etcd-certs")
 	out := mustCAWard(t, "etcd", "certs", "--out", dir, "--host", "127.0.0.1", "--host", "localhost", "--cluster", "prod")
-	if !strings.Contains(out, "--client-cert-auth") || !strings.Contains(out, "--max-txn-ops 16384") || !strings.Contains(out, "--etcd-cert "+filepath.Join(dir, "ward-coordinator.pem")) {
+	if !strings.Contains(out, "--client-cert-auth") || !strings.Contains(out, "--ca-passphrase-file") || !strings.Contains(out, "--max-txn-ops 16384") || !strings.Contains(out, "--etcd-cert "+filepath.Join(dir, "ward-coordinator.pem")) {
 		t.Fatalf("ward etcd certs printed:\n%s", out)
 	}
 	for _, f := range []string{"ca.pem", "ca-key.pem", "etcd.pem", "etcd-key.pem", "ward-coordinator.pem", "ward-coordinator-key.pem"} {
@@ -247,7 +269,7 @@ func TestEtcdCertsVerb(t *testing.T) {
 
 	srv := etcdtest.StartT(t, etcdtest.Options{ServerCert: filepath.Join(dir, "etcd.pem"), ServerKey: filepath.Join(dir, "etcd-key.pem"), ClientCA: ca})
 	c := newCluster(t, "--store", "etcd://localhost:"+srv.Endpoint[strings.LastIndex(srv.Endpoint, ":")+1:],
-		"--etcd-ca", ca, "--etcd-cert", filepath.Join(dir, "coordinator-b.pem"), "--etcd-key", filepath.Join(dir, "coordinator-b-key.pem"))
+		"--etcd-ca", ca, "--etcd-cert", filepath.Join(dir, "coordinator-b.pem"), "--etcd-key", filepath.Join(dir, "coordinator-b-key.pem"), "--ca-passphrase-file", caPassFile(srv))
 	c.startAgent("a", 1)
 	id := strings.TrimSpace(c.mustWard("submit", "--count", "3", "--", "true"))
 	if d := c.waitJob(id, 30*time.Second); d.State != "completed" {

@@ -189,6 +189,14 @@ func newClusterBin(t *testing.T, bin string, extra ...string) *cluster {
 
 func (c *cluster) startCoordinator(clusterAddr, publicAddr string) {
 	c.t.Helper()
+	c.launch(clusterAddr, publicAddr)
+	c.awaitUp()
+}
+
+// launch starts the coordinator process without waiting for it (awaitUp
+// waits), so a test can start several at once.
+func (c *cluster) launch(clusterAddr, publicAddr string) {
+	c.t.Helper()
 	c.starts++
 	args := append(append([]string{}, c.args...), "--cluster-addr", clusterAddr, "--public-addr", publicAddr)
 	bin := c.bin
@@ -201,6 +209,12 @@ func (c *cluster) startCoordinator(clusterAddr, publicAddr string) {
 	} else {
 		c.coord = startProcBin(c.t, bin, c.dir, name, nil, args...)
 	}
+}
+
+// awaitUp waits until the launched coordinator prints its context and
+// answers the CLI.
+func (c *cluster) awaitUp() {
+	c.t.Helper()
 	var line string
 	waitFor(c.t, 20*time.Second, "the coordinator's export line", func() bool {
 		b, _ := os.ReadFile(c.coord.stdout)
