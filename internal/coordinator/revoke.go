@@ -139,25 +139,34 @@ func (c *Coordinator) revoke(ctx context.Context, rv revocation) (api.RevokeResu
 		ops = append(ops, putJSON(rec.Key, cr))
 		conds = append(conds, store.Unchanged(rec.Key, rec.ModRev))
 		if node == "" && cr.Role == string(pki.RoleAgent) {
-			c.mu.Lock()
-			if n := c.nodes[cr.Name]; n != nil && n.CertSerial == s && !n.Revoked {
+			if n, _, err := c.nodeRecordOf(ctx, cr.Name); err != nil {
+				return res, err
+			} else if n != nil && n.CertSerial == s && !n.Revoked {
 				node = cr.Name // the node's current certificate: the node is out
 			}
-			c.mu.Unlock()
 		}
 	}
 	res.Node = node
 	if len(ops) == 0 {
 		return res, nil
 	}
-	c.mu.Lock()
 	if node != "" {
-		if rec := c.nodes[node]; rec != nil {
+		// The node's record: this coordinator's, or the store's when the
+		// node joined through another coordinator sharing the store.
+		rec, rev, err := c.nodeRecordOf(ctx, node)
+		if err != nil {
+			return res, err
+		}
+		if rec != nil {
+			c.mu.Lock()
 			rec.Revoked = true
 			ops = append(ops, putJSON(nodeKey(node), rec))
+			c.mu.Unlock()
+			if rev != 0 {
+				conds = append(conds, store.Unchanged(nodeKey(node), rev))
+			}
 		}
 	}
-	c.mu.Unlock()
 	if _, err := c.st.Txn(ctx, conds, ops); err != nil {
 		if store.IsConflict(err) {
 			return res, api.Errorf(api.CodeUnavailable, "run the command again", "a certificate changed while it was being revoked")
@@ -170,23 +179,7 @@ func (c *Coordinator) revoke(ctx context.Context, rv revocation) (api.RevokeResu
 		res.Closed += c.live.closeSerial(s)
 	}
 	if node != "" {
-		c.mu.Lock()
-		if n, ok := c.cl.Node(node); ok {
-			n.Revoked, n.Connected = true, false
-		}
-		if s := c.sessions[node]; s != nil {
-			s.closeFor("its node was revoked")
-			delete(c.sessions, node)
-		}
-		if t := c.lostTimers[node]; t != nil {
-			t.Stop()
-			delete(c.lostTimers, node)
-		}
-		res.Requeued = len(c.cl.NodeLost(node, "node revoked by "+rv.who.String(), now))
-		ch := c.changesLocked()
-		c.mu.Unlock()
-		c.commit(ch, nil)
-		c.poke()
+		res.Requeued = c.takeNodeOut(node, "node revoked by "+rv.who.String(), now)
 	}
 	c.metrics.Revocations.Add(float64(len(newly)))
 	for _, s := range changed {
@@ -208,6 +201,54 @@ func (c *Coordinator) revoke(ctx context.Context, rv revocation) (api.RevokeResu
 	c.log.Info("revoked", "serials", strings.Join(res.Serials, ","), "renewed_from_them", strings.Join(res.Renewed, ","), "node", node,
 		"reason", rv.reason, "sessions_closed", res.Closed, "tasks_requeued", res.Requeued)
 	return res, nil
+}
+
+// takeNodeOut ends a revoked node's session here and requeues its tasks;
+// it returns how many were requeued.
+func (c *Coordinator) takeNodeOut(node, why string, now time.Time) int {
+	c.mu.Lock()
+	if n, ok := c.cl.Node(node); ok {
+		n.Revoked, n.Connected = true, false
+	}
+	if s := c.sessions[node]; s != nil {
+		s.closeFor("its node was revoked")
+		delete(c.sessions, node)
+	}
+	if t := c.lostTimers[node]; t != nil {
+		t.Stop()
+		delete(c.lostTimers, node)
+	}
+	requeued := len(c.cl.NodeLost(node, why, now))
+	ch := c.changesLocked()
+	c.mu.Unlock()
+	c.commit(ch, nil)
+	c.poke()
+	return requeued
+}
+
+// nodeRecordOf is the node's record: this coordinator's own (rev 0), or
+// the store's with its revision when this coordinator has not seen the
+// node (it joined through another coordinator on the same store); nil when
+// there is no such node.
+func (c *Coordinator) nodeRecordOf(ctx context.Context, name string) (*nodeRecord, int64, error) {
+	c.mu.Lock()
+	n := c.nodes[name]
+	c.mu.Unlock()
+	if n != nil {
+		return n, 0, nil
+	}
+	rec, err := c.st.Get(ctx, nodeKey(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read node %s: %w", name, err)
+	}
+	var nr nodeRecord
+	if err := json.Unmarshal(rec.Value, &nr); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", rec.Key, err)
+	}
+	return &nr, rec.ModRev, nil
 }
 
 func (c *Coordinator) revokedSelf(serials []string) bool {
@@ -254,9 +295,10 @@ func (c *Coordinator) RevokeNode(ctx context.Context, p authz.Principal, name, r
 	if err != nil {
 		return api.RevokeResult{}, err
 	}
-	c.mu.Lock()
-	rec := c.nodes[name]
-	c.mu.Unlock()
+	rec, _, err := c.nodeRecordOf(ctx, name)
+	if err != nil {
+		return api.RevokeResult{}, err
+	}
 	if rec == nil {
 		return api.RevokeResult{}, api.Errorf(api.CodeNotFound, "list nodes with `ward node ls`", "no node named %q", name)
 	}
@@ -411,13 +453,14 @@ func (c *Coordinator) rebuildCRLs(ctx context.Context) error {
 		return err
 	}
 	now := c.now()
-	num := int64(0)
-	if rec, err := c.st.Get(ctx, keyCRLNumber); err == nil {
-		num, _ = strconv.ParseInt(string(rec.Value), 10, 64)
+	issuers := c.issuingCAs()
+	first, err := c.takeCRLNumbers(ctx, int64(len(issuers)))
+	if err != nil {
+		return err
 	}
 	next := map[string]*crlState{}
-	for _, iss := range c.issuingCAs() {
-		num++
+	for i, iss := range issuers {
+		num := first + int64(i)
 		key := pki.SerialHex(iss.Cert)
 		der, err := pki.CreateCRL(iss, byIssuer[key], num, now, c.cfg.CRLValidity.D())
 		if err != nil {
@@ -425,26 +468,61 @@ func (c *Coordinator) rebuildCRLs(ctx context.Context) error {
 		}
 		next[key] = &crlState{der: der, number: num, thisUpdate: now, nextUpdate: now.Add(c.cfg.CRLValidity.D()), entries: len(byIssuer[key])}
 	}
-	if err := c.journal.Wait([]store.Op{store.Put(keyCRLNumber, []byte(strconv.FormatInt(num, 10)))}); err != nil {
-		return err
-	}
 	c.crls.Store(&next)
 	c.pushCRLs()
 	return nil
 }
 
+// takeCRLNumbers reserves n consecutive CRL numbers by compare-and-set on
+// the counter in the store and returns the first, so coordinators sharing
+// a store never sign two different CRLs with one number.
+func (c *Coordinator) takeCRLNumbers(ctx context.Context, n int64) (int64, error) {
+	for {
+		num, cond := int64(0), store.Absent(keyCRLNumber)
+		rec, err := c.st.Get(ctx, keyCRLNumber)
+		switch {
+		case err == nil:
+			if num, err = strconv.ParseInt(string(rec.Value), 10, 64); err != nil {
+				return 0, fmt.Errorf("%s: %w", keyCRLNumber, err)
+			}
+			cond = store.Unchanged(keyCRLNumber, rec.ModRev)
+		case !errors.Is(err, store.ErrNotFound):
+			return 0, err
+		}
+		_, err = c.st.Txn(ctx, []store.Cond{cond}, []store.Op{store.Put(keyCRLNumber, []byte(strconv.FormatInt(num+n, 10)))})
+		if err == nil {
+			return num + 1, nil
+		}
+		if !store.IsConflict(err) {
+			return 0, err
+		}
+	}
+}
+
+// kickCRL asks crlLoop to sign fresh CRLs soon (a revocation made on
+// another coordinator arrived).
+func (c *Coordinator) kickCRL() {
+	select {
+	case c.crlKick <- struct{}{}:
+	default:
+	}
+}
+
 // crlLoop refreshes the CRLs at half their validity, well before their
-// next-update time.
+// next-update time, and when kicked.
 func (c *Coordinator) crlLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
+		kicked := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.crlKick:
+			kicked = true
 		}
-		if cur := c.currentCRL(); cur == nil || c.now().After(cur.thisUpdate.Add(c.cfg.CRLValidity.D()/2)) {
+		if cur := c.currentCRL(); kicked || cur == nil || c.now().After(cur.thisUpdate.Add(c.cfg.CRLValidity.D()/2)) {
 			if err := c.rebuildCRLs(ctx); err != nil {
 				c.log.Error("refresh CRL", "err", err)
 			}

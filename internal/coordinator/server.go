@@ -95,8 +95,9 @@ type Coordinator struct {
 	// revocation, so no renewal slips past the revocation of its parent.
 	lineage sync.RWMutex
 
-	crlMu sync.Mutex // serializes CRL rebuilds
-	crls  atomic.Pointer[map[string]*crlState]
+	crlMu   sync.Mutex    // serializes CRL rebuilds
+	crlKick chan struct{} // asks crlLoop for a rebuild now
+	crls    atomic.Pointer[map[string]*crlState]
 
 	caPass []byte   // decrypts (and encrypts) CA keys at rest; nil: plain
 	keeper caKeeper // where the CA generations live
@@ -156,6 +157,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		outputs:       map[outputKey]*outputState{},
 		subs:          map[string]map[*logSub]struct{}{},
 		kick:          make(chan struct{}, 1),
+		crlKick:       make(chan struct{}, 1),
 		fatal:         make(chan error, 1),
 	}
 	c.cl.PrefetchBelow = cfg.PrefetchBelow.D()
@@ -300,6 +302,11 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 		go c.servePlaintext(ctx, c.plain.ln)
 	}
 	c.wg.Add(8)
+	if c.cfg.EtcdStore() {
+		// Other coordinators share the store: follow their revocations.
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.followRevocations(ctx) }()
+	}
 	go func() { defer c.wg.Done(); c.heartbeatLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()

@@ -1,0 +1,136 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"math/big"
+	"time"
+
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
+)
+
+// Revocations made on any coordinator sharing the store reach this one
+// through a watch on the certificate records: the serial joins the
+// in-memory revocation set (new handshakes are refused), every live
+// connection standing for it closes (agent sessions, API calls, log
+// follows), a revoked node's session ends and its tasks are requeued, and
+// the CRLs are signed again. The watch delivers within milliseconds of the
+// commit; the rebuild of the CRLs runs apart so it never delays a cut.
+
+// revocationWatchRetry bounds the wait before watching again after the
+// watch could not start.
+const revocationWatchRetry = 2 * time.Second
+
+// followRevocations runs until ctx ends. When a watch ends (compaction,
+// etcd leader loss, falling behind) it re-reads every certificate record
+// and watches again, so nothing revoked meanwhile is missed.
+func (c *Coordinator) followRevocations(ctx context.Context) {
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		w, err := c.st.Watch(ctx, prefixCerts)
+		if err != nil {
+			c.log.Warn("cannot watch certificate records for revocations made on other coordinators; retrying", "err", err, "retry_in", wait.String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, revocationWatchRetry)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		// Revocations committed before the watch began (while the last one
+		// was down) are found by reading every record once.
+		if err := c.catchUpRevocations(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("re-read revocations from the store", "err", err)
+		}
+		events := w.Events()
+		for ev := range events {
+			if ev.Type == store.EventPut && c.applyStoredRevocation(ev.Record) {
+				c.kickCRL()
+			}
+		}
+		if err := w.Err(); err != nil && ctx.Err() == nil {
+			c.log.Warn("the watch of certificate records ended; re-reading revocations and watching again", "err", err)
+		}
+	}
+}
+
+// catchUpRevocations applies every revoked certificate record not yet in
+// the revocation set.
+func (c *Coordinator) catchUpRevocations(ctx context.Context) error {
+	applied := false
+	err := c.st.Scan(ctx, prefixCerts, func(r store.Record) error {
+		if c.applyStoredRevocation(r) {
+			applied = true
+		}
+		return nil
+	})
+	if applied {
+		c.kickCRL()
+	}
+	return err
+}
+
+// applyStoredRevocation applies one certificate record if it is revoked
+// and this coordinator has not applied it yet (a revocation made here was
+// applied before its record came back by the watch). It reports whether it
+// did anything.
+func (c *Coordinator) applyStoredRevocation(r store.Record) bool {
+	var cr certRecord
+	if err := json.Unmarshal(r.Value, &cr); err != nil {
+		c.log.Warn("a certificate record in the store does not decode", "key", r.Key, "err", err)
+		return false
+	}
+	if !cr.Revoked {
+		return false
+	}
+	serial, ok := new(big.Int).SetString(cr.Serial, 16)
+	if !ok {
+		return false
+	}
+	// A revocation made here holds lineage until it is applied: wait for it,
+	// so its own record coming back is seen as applied.
+	c.lineage.RLock()
+	defer c.lineage.RUnlock()
+	now := c.now()
+	newSerial := !c.revoked.Contains(serial)
+	if newSerial {
+		at := cr.RevokedAt
+		if at.IsZero() {
+			at = now
+		}
+		c.revoked.Add(at, cr.Serial)
+	}
+	closed := c.live.closeSerial(cr.Serial)
+	node, requeued := "", 0
+	if cr.Role == string(pki.RoleAgent) {
+		c.mu.Lock()
+		n := c.nodes[cr.Name]
+		if n != nil && n.CertSerial == cr.Serial && !n.Revoked {
+			n.Revoked = true // the revoking coordinator wrote the node's record
+			node = cr.Name
+		}
+		c.mu.Unlock()
+		if node != "" {
+			requeued = c.takeNodeOut(node, "node revoked on another coordinator", now)
+		}
+	}
+	if !newSerial && closed == 0 && node == "" {
+		return false
+	}
+	if newSerial {
+		c.metrics.Revocations.Add(1)
+	}
+	c.log.Info("revocation from the store applied", "serial", cr.Serial, "identity", cr.Identity, "reason", cr.Reason,
+		"sessions_closed", closed, "node", node, "tasks_requeued", requeued,
+		"revoked_at", cr.RevokedAt.UTC().Format(time.RFC3339Nano))
+	if c.revokedSelf([]string{cr.Serial}) {
+		c.log.Warn("this coordinator's own certificate was revoked on another coordinator; issuing a new one")
+		if err := c.renewOwnCertificate(now); err != nil {
+			c.log.Error("reissue the coordinator certificate", "err", err)
+		}
+	}
+	return newSerial
+}

@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"crypto/x509"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
+)
+
+// TestRevocationAcrossCoordinators: two coordinators on one etcd. An agent
+// joined through A is revoked on B: its session on A is cut within a
+// second, A refuses it from then on, A's CRL lists it and A requeues its
+// tasks. Then a user certificate revoked on B cuts that user's live log
+// follow on A within a second.
+func TestRevocationAcrossCoordinators(t *testing.T) {
+	srv := etcdtest.StartT(t, etcdtest.Options{})
+	a, b := peerCluster(t, srv, "coord-a", "--node-lost-timeout", "60s"), peerCluster(t, srv, "coord-b", "--node-lost-timeout", "60s")
+	startPeers(a, b)
+	n1 := a.startAgent("n1", 2)
+	a.startAgent("n2", 2)
+	id := strings.TrimSpace(a.mustWard("submit", "--count", "4", "--", "sleep", "60"))
+	waitFor(t, 10*time.Second, "4 running tasks on A", func() bool { return a.job(id).Counts[api.TaskRunning] == 4 })
+	nd, _ := a.node("n1")
+
+	// Revoke n1 on B, which never saw it connect: the record is in etcd.
+	before := len(n1.stderrText())
+	start := time.Now()
+	out := b.mustWard("node", "revoke", "n1", "--reason", "key-compromise")
+	took := sessionEnds(t, n1, before, start, 5*time.Second)
+	t.Logf("revoked on B, session on A cut after %s (B answered: %s)", took, strings.TrimSpace(out))
+	if took > time.Second {
+		t.Fatalf("the session on A was cut %s after the revocation on B, want within 1s", took)
+	}
+	if !strings.Contains(a.coord.stderrText(), `msg="revocation from the store applied" serial=`+nd.CertSerial) {
+		t.Fatalf("A logged no revocation from the store for %s", nd.CertSerial)
+	}
+	// A requeues n1's tasks on n2, refuses n1 from now on, and lists it in
+	// its CRL.
+	waitFor(t, 10*time.Second, "n1 revoked on A", func() bool { n, _ := a.node("n1"); return n.State == "revoked" })
+	waitFor(t, 20*time.Second, "A's CRL to list n1's certificate", func() bool { return crlLists(t, a, nd.CertSerial) })
+	waitFor(t, 20*time.Second, "B's CRL to list n1's certificate", func() bool { return crlLists(t, b, nd.CertSerial) })
+	waitFor(t, 20*time.Second, "n1 refused by A at the handshake", func() bool {
+		return strings.Contains(a.coord.stderrText(), "connection rejected") && strings.Contains(a.coord.stderrText(), "revoked")
+	})
+	waitFor(t, 20*time.Second, "n1's tasks to run again", func() bool {
+		return a.job(id).Counts[api.TaskRunning] == 2 && a.job(id).Counts[api.TaskQueued] == 2
+	})
+	a.mustWard("job", "cancel", id)
+
+	// A user following logs on A, whose certificate is revoked on B.
+	follow := strings.TrimSpace(a.mustWard("submit", "--", "sh", "-c", "echo started; sleep 60"))
+	f := startProc(t, a.dir, "follow", nil, "--context", a.ctxPath, "logs", "-f", follow)
+	waitFor(t, 20*time.Second, "the log follow to print", func() bool {
+		b, _ := os.ReadFile(f.stdout)
+		return strings.Contains(string(b), "started")
+	})
+	serial := contextSerial(t, a.ctxPath)
+	start = time.Now()
+	b.mustWard("cert", "revoke", serial)
+	waitFor(t, 5*time.Second, "the log follow on A to lose its connection", func() bool {
+		return strings.Contains(f.stderrText(), "lost the connection to the coordinator")
+	})
+	took = time.Since(start)
+	t.Logf("user certificate revoked on B, its log follow on A cut after %s", took)
+	if took > time.Second {
+		t.Fatalf("the log follow on A was cut %s after the revocation on B, want within 1s", took)
+	}
+	if _, errOut, code := a.ward("node", "ls"); code == 0 {
+		t.Fatal("A still accepts the revoked admin certificate")
+	} else if !strings.Contains(errOut, "revoked") {
+		t.Logf("refusal: %s", errOut)
+	}
+}
+
+// crlLists reports whether the CRL c serves on its public port lists serial.
+func crlLists(t *testing.T, c *cluster, serial string) bool {
+	t.Helper()
+	resp, err := c.publicClient().Get("https://" + c.public + "/v1/crl")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	der, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return false
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("%s serves a CRL that does not parse: %v", c.public, err)
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if pki.SerialString(e.SerialNumber) == serial || e.SerialNumber.Text(16) == serial {
+			return true
+		}
+	}
+	return false
+}
