@@ -55,6 +55,9 @@ type caState struct {
 	src     *identity.Source // the coordinator's own certificate and trust
 	id      pki.ID
 	created bool // this start created the CA
+	// applied is the rotation state this coordinator runs (guarded by
+	// rotMu); with a shared store, another coordinator may move it on.
+	applied rotationRecord
 }
 
 func (c *Coordinator) path(parts ...string) string {

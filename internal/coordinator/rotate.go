@@ -149,6 +149,13 @@ func (c *Coordinator) RotateCA(ctx context.Context, p authz.Principal, req api.R
 	if err != nil {
 		return api.CAStatus{}, err
 	}
+	if !sameRotation(r, c.ca.applied) {
+		// Another coordinator on the store moved the rotation and its
+		// change has not arrived here yet: catch up first.
+		if err := c.adoptRotationLocked(ctx, r); err != nil {
+			return api.CAStatus{}, fmt.Errorf("follow the CA rotation moved on another coordinator: %w", err)
+		}
+	}
 	from := r.Phase
 	if req.Rollback {
 		err = c.rotateBack(ctx, &r)
@@ -161,6 +168,7 @@ func (c *Coordinator) RotateCA(ctx context.Context, p authz.Principal, req api.R
 	if err := c.writeRotation(ctx, r, rev); err != nil {
 		return api.CAStatus{}, fmt.Errorf("record the rotation phase: %w", err)
 	}
+	c.ca.applied = r
 	c.afterRotationCommit(ctx, from, r)
 	c.Record(p, audit.Event{Type: "ca.rotate", Detail: map[string]string{
 		"from": phaseNames[from], "to": phaseNames[r.Phase], "rollback": strconv.FormatBool(req.Rollback), "generation": strconv.Itoa(r.Current)}})

@@ -303,9 +303,11 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	}
 	c.wg.Add(8)
 	if c.cfg.EtcdStore() {
-		// Other coordinators share the store: follow their revocations.
-		c.wg.Add(1)
+		// Other coordinators share the store: follow their revocations and
+		// CA rotation phases.
+		c.wg.Add(2)
 		go func() { defer c.wg.Done(); c.followRevocations(ctx) }()
+		go func() { defer c.wg.Done(); c.followRotation(ctx) }()
 	}
 	go func() { defer c.wg.Done(); c.heartbeatLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
@@ -253,5 +254,74 @@ func TestSharedCAImported(t *testing.T) {
 		if !strings.Contains(msg, w) {
 			t.Errorf("refusal does not mention %q:\n%s", w, msg)
 		}
+	}
+}
+
+// TestCARotationAcrossCoordinators: `ward ca rotate` on B moves every phase
+// on A too: A pushes the new root to its agent, re-certifies itself, asks
+// its agent to renew, and drops the old root; the agent's session and
+// tasks survive; the retired generation's keys leave etcd; a coordinator
+// started afterwards issues from the new CA.
+func TestCARotationAcrossCoordinators(t *testing.T) {
+	srv := etcdtest.StartT(t, etcdtest.Options{})
+	a, b := peerCluster(t, srv, "coord-a", "--node-lost-timeout", "60s"), peerCluster(t, srv, "coord-b", "--node-lost-timeout", "60s")
+	startPeers(a, b)
+	a.startAgent("n1", 2)
+	id := strings.TrimSpace(a.mustWard("submit", "--count", "40", "--", "sh", "-c", "sleep 0.2; echo {index}"))
+
+	if out := b.mustWard("ca", "rotate"); !strings.Contains(out, "phase 1 of 3: trust") {
+		t.Fatalf("rotate 1 on B: %s", out)
+	}
+	waitFor(t, 20*time.Second, "A to push the new root to its agent", func() bool { return len(agentRoots(t, a.agentDir("n1"))) == 2 })
+	b.mustWard("ca", "rotate")
+	waitFor(t, 20*time.Second, "A to issue from the new issuing CA", func() bool {
+		st := a.caStatus()
+		return st.Phase == 2 && strings.HasSuffix(st.Issuing.Subject, " 2")
+	})
+	if out := b.mustWard("ca", "rotate", "--spread", "1s"); !strings.Contains(out, "phase 3 of 3: renew") {
+		t.Fatalf("rotate 3 on B: %s", out)
+	}
+	waitFor(t, 30*time.Second, "A's agent to renew from the new CA", func() bool {
+		n, _ := a.node("n1")
+		return strings.HasSuffix(n.CertIssuer, " 2")
+	})
+	b.mustWard("ca", "rotate")
+	waitFor(t, 20*time.Second, "A to retire the old CA", func() bool {
+		st := a.caStatus()
+		return st.Phase == 0 && st.Generation == 2 && len(st.Roots) == 1
+	})
+	waitFor(t, 20*time.Second, "A's agent to drop the old root", func() bool {
+		r := agentRoots(t, a.agentDir("n1"))
+		return len(r) == 1 && strings.HasSuffix(r[0], " 2")
+	})
+	if !strings.Contains(a.coord.stderrText(), `msg="coordinator certificate renewed"`) {
+		t.Error("A did not re-certify itself from the new issuing CA")
+	}
+	if !strings.Contains(a.coord.stderrText(), `msg="CA rotation followed from the store"`) {
+		t.Fatal("A logged no rotation followed from the store")
+	}
+	if d := a.waitJob(id, 120*time.Second); d.State != api.JobCompleted || d.Counts[api.TaskCompleted] != 40 {
+		t.Fatalf("job during the rotation: %s %v", d.State, d.Counts)
+	}
+	if n := strings.Count(a.coord.stderrText(), `msg="agent session open" node=n1 `); n != 1 {
+		t.Errorf("the agent's session opened %d times during the rotation, want once", n)
+	}
+	for _, r := range etcdRecords(t, srv, "ca/generations/") {
+		retired := r.Key == "ca/generations/1"
+		if has := strings.Contains(string(r.Value), pki.EncryptedKeyPEMType); has == retired {
+			t.Errorf("%s: holds keys %v, want %v", r.Key, has, !retired)
+		}
+	}
+
+	// A coordinator that starts now issues from generation 2.
+	c := peerCluster(t, srv, "coord-c")
+	startPeers(c)
+	ctx, err := config.LoadContext(c.ctxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := c.caStatus()
+	if st.Generation != 2 || !strings.HasSuffix(st.Issuing.Subject, " 2") || len(ctx.Pins) != 1 || ctx.Pins[0] != st.Roots[0].Pin {
+		t.Fatalf("a coordinator started after the rotation: %+v, pins %v", st, ctx.Pins)
 	}
 }
