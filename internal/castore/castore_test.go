@@ -58,6 +58,18 @@ func keeper(t *testing.T, st store.Store, p []byte) *castore.Keeper {
 	return k
 }
 
+// storedGen is a store holding generation 1, with keys, and its keeper.
+func storedGen(t *testing.T) (store.Store, *castore.Keeper, *castore.Generation) {
+	t.Helper()
+	st := openStore(t)
+	k := keeper(t, st, pass)
+	g := newGen(t, 1)
+	if err := k.Create(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	return st, k, g
+}
+
 func TestNewRefusesEmptyPassphrase(t *testing.T) {
 	if _, err := castore.New(openStore(t), nil, "x"); err == nil {
 		t.Fatal("a keeper without a passphrase was made")
@@ -66,12 +78,7 @@ func TestNewRefusesEmptyPassphrase(t *testing.T) {
 
 func TestRoundTripKeepsKeysEncrypted(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
-	k := keeper(t, st, pass)
-	g := newGen(t, 1)
-	if err := k.Create(ctx, g); err != nil {
-		t.Fatal(err)
-	}
+	st, k, g := storedGen(t)
 	rec, err := st.Get(ctx, castore.GenKey(1))
 	if err != nil {
 		t.Fatal(err)
@@ -108,12 +115,7 @@ func TestRoundTripKeepsKeysEncrypted(t *testing.T) {
 
 func TestLoadRefusals(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
-	k := keeper(t, st, pass)
-	g := newGen(t, 1)
-	if err := k.Create(ctx, g); err != nil {
-		t.Fatal(err)
-	}
+	st, _, _ := storedGen(t)
 	// A record whose issuing key is another CA's (encrypted with the right
 	// passphrase): altered, refused.
 	other := newGen(t, 2)

@@ -18,41 +18,54 @@ import (
 // the CRLs are signed again. The watch delivers within milliseconds of the
 // commit; the rebuild of the CRLs runs apart so it never delays a cut.
 
-// revocationWatchRetry bounds the wait before watching again after the
-// watch could not start.
-const revocationWatchRetry = 2 * time.Second
+// followRetryMax bounds the wait before watching again after a watch could
+// not start.
+const followRetryMax = 2 * time.Second
 
 // followRevocations runs until ctx ends. When a watch ends (compaction,
 // etcd leader loss, falling behind) it re-reads every certificate record
 // and watches again, so nothing revoked meanwhile is missed.
 func (c *Coordinator) followRevocations(ctx context.Context) {
+	c.followPrefix(ctx, prefixCerts, "certificate records",
+		func(ctx context.Context) {
+			// Revocations committed before the watch began (while the last
+			// one was down) are found by reading every record once.
+			if err := c.catchUpRevocations(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("re-read revocations from the store", "err", err)
+			}
+		},
+		func(ev store.Event) {
+			if ev.Type == store.EventPut && c.applyStoredRevocation(ev.Record) {
+				c.kickCRL()
+			}
+		})
+}
+
+// followPrefix watches prefix until ctx ends: catchUp runs each time a
+// watch starts (to apply what changed while none ran), then apply runs for
+// every event. A watch that cannot start is retried with backoff; one that
+// ends is started again.
+func (c *Coordinator) followPrefix(ctx context.Context, prefix, what string, catchUp func(context.Context), apply func(store.Event)) {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		w, err := c.st.Watch(ctx, prefixCerts)
+		w, err := c.st.Watch(ctx, prefix)
 		if err != nil {
-			c.log.Warn("cannot watch certificate records for revocations made on other coordinators; retrying", "err", err, "retry_in", wait.String())
+			c.log.Warn("cannot watch the store for changes made on other coordinators; retrying", "what", what, "err", err, "retry_in", wait.String())
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(wait):
 			}
-			wait = min(2*wait, revocationWatchRetry)
+			wait = min(2*wait, followRetryMax)
 			continue
 		}
 		wait = 100 * time.Millisecond
-		// Revocations committed before the watch began (while the last one
-		// was down) are found by reading every record once.
-		if err := c.catchUpRevocations(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("re-read revocations from the store", "err", err)
-		}
-		events := w.Events()
-		for ev := range events {
-			if ev.Type == store.EventPut && c.applyStoredRevocation(ev.Record) {
-				c.kickCRL()
-			}
+		catchUp(ctx)
+		for ev := range w.Events() {
+			apply(ev)
 		}
 		if err := w.Err(); err != nil && ctx.Err() == nil {
-			c.log.Warn("the watch of certificate records ended; re-reading revocations and watching again", "err", err)
+			c.log.Warn("a watch of the store ended; re-reading and watching again", "what", what, "err", err)
 		}
 	}
 }

@@ -3,9 +3,9 @@ package coordinator
 import (
 	"context"
 	"crypto/x509"
-	"time"
 
 	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
 )
 
 // A CA rotation moved one phase on any coordinator sharing the store
@@ -23,28 +23,7 @@ func sameRotation(a, b rotationRecord) bool {
 // followRotation runs until ctx ends, watching the rotation record and
 // re-reading it whenever the watch starts again.
 func (c *Coordinator) followRotation(ctx context.Context) {
-	wait := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		w, err := c.st.Watch(ctx, keyRotation)
-		if err != nil {
-			c.log.Warn("cannot watch the CA rotation record for phases moved on other coordinators; retrying", "err", err, "retry_in", wait.String())
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, revocationWatchRetry)
-			continue
-		}
-		wait = 100 * time.Millisecond
-		c.syncRotation(ctx)
-		for range w.Events() {
-			c.syncRotation(ctx)
-		}
-		if err := w.Err(); err != nil && ctx.Err() == nil {
-			c.log.Warn("the watch of the CA rotation record ended; re-reading it and watching again", "err", err)
-		}
-	}
+	c.followPrefix(ctx, keyRotation, "the CA rotation record", c.syncRotation, func(store.Event) { c.syncRotation(ctx) })
 }
 
 // syncRotation adopts the stored rotation state if it is not the one this
