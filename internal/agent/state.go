@@ -212,7 +212,8 @@ const (
 
 // joinWithRetry sends the join, and sends it again while the coordinator
 // answers RATE_LIMITED (too many joins right now) or UNAVAILABLE (the token
-// was contended): after the time the coordinator gives, or an exponential
+// was contended) or STORE_UNAVAILABLE (its store cannot write for now):
+// after the time the coordinator gives, or an exponential
 // backoff if that is longer, plus jitter so a fleet started together does
 // not come back together. Any other answer is final.
 func joinWithRetry(ctx context.Context, log *slog.Logger, js enroll.JoinString, req api.JoinRequest) (*api.JoinResponse, error) {
@@ -223,7 +224,7 @@ func joinWithRetry(ctx context.Context, log *slog.Logger, js enroll.JoinString, 
 	for attempt := 1; ; attempt++ {
 		resp, err := enroll.Join(ctx, js, req)
 		var ae *api.Error
-		if err == nil || !errors.As(err, &ae) || (ae.Code != api.CodeRateLimited && ae.Code != api.CodeUnavailable) {
+		if err == nil || !errors.As(err, &ae) || (ae.Code != api.CodeRateLimited && ae.Code != api.CodeUnavailable && ae.Code != api.CodeStoreUnavailable) {
 			return resp, err
 		}
 		wait := max(ae.RetryAfter.D(), backoff)

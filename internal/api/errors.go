@@ -62,6 +62,11 @@ const (
 	CodeSessionQueueFull Code = "SESSION_QUEUE_FULL" // a session's queued bytes over session_queue_bytes
 	CodeConnLimit        Code = "CONNECTION_LIMIT"   // a listener's connection cap (logged; the connection is closed)
 	CodeHandshakeLimit   Code = "HANDSHAKE_LIMIT"    // a listener's cap on TLS handshakes in flight (logged)
+
+	// CodeStoreUnavailable: the coordinator's store cannot write for now
+	// (a full disk, an etcd outage). New work is refused; what was already
+	// accepted is kept and written once the store writes again.
+	CodeStoreUnavailable Code = "STORE_UNAVAILABLE"
 )
 
 // Error is a failure a user can meet: what failed, and the fix. Message and
@@ -71,7 +76,8 @@ type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"`
-	// RetryAfter, on RATE_LIMITED, is when a retry may succeed.
+	// RetryAfter, on RATE_LIMITED and STORE_UNAVAILABLE, is when a retry
+	// may succeed.
 	RetryAfter Duration `json:"retry_after,omitempty"`
 	Cause      error    `json:"-"`
 }
@@ -147,7 +153,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusTooManyRequests
 	case CodeFailedPrecondition, CodeJobUnschedulable:
 		return http.StatusPreconditionFailed
-	case CodeUnavailable, CodeMaintenance:
+	case CodeUnavailable, CodeMaintenance, CodeStoreUnavailable:
 		return http.StatusServiceUnavailable
 	case CodeWrongPort:
 		return http.StatusMisdirectedRequest

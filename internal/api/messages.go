@@ -219,6 +219,16 @@ type StoreHealth struct {
 	OK      bool     `json:"ok"`
 	Latency Duration `json:"read_latency"`
 	Error   string   `json:"error,omitempty"`
+	// Writable is false while the store's writes fail (a full disk, an
+	// etcd outage): new work is refused with STORE_UNAVAILABLE and the
+	// coordinator resumes on its own once a write succeeds.
+	Writable bool `json:"writable"`
+	// UnwritableSince, WriteError and Fix describe the outage.
+	UnwritableSince *time.Time `json:"unwritable_since,omitempty"`
+	WriteError      string     `json:"write_error,omitempty"`
+	Fix             string     `json:"fix,omitempty"`
+	// Outages counts the times writes started failing since the start.
+	Outages uint64 `json:"outages"`
 }
 
 // UILinkRequest asks for a one-time sign-in link to the web console.

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,10 @@ func printStatus(g *globals, st api.Status) {
 	row("public port", "%s  (joins, the CA bundle, the CRL)", strings.Join(st.PublicAddrs, ", "))
 	if st.Store != "" {
 		row("store", "%s", st.Store)
+	}
+	if h := st.StoreHealth; !h.Writable && h.UnwritableSince != nil {
+		row("store writes", "FAILING since %s (%s ago): %s; new work is refused (STORE_UNAVAILABLE) and resumes on its own. Fix: %s",
+			ts(*h.UnwritableSince), time.Since(*h.UnwritableSince).Round(time.Second), h.WriteError, h.Fix)
 	}
 	row("nodes", "%d, %d connected (`ward node ls`)", st.Nodes, st.Connected)
 	row("maintenance", "%s", describeMaintenance(st.Maintenance))

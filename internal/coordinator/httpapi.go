@@ -131,7 +131,7 @@ func (c *Coordinator) authenticated(h func(http.ResponseWriter, *http.Request, a
 // writeError sends an *api.Error as JSON. Internal causes go to the log,
 // not to the client.
 func writeError(w http.ResponseWriter, c *Coordinator, err error) {
-	e := api.AsError(err)
+	e := api.AsError(c.storeError(err))
 	if e.Code == api.CodeInternal {
 		c.log.Error("internal error", "err", err)
 	}

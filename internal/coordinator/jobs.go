@@ -127,6 +127,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 		return api.Job{}, err
 	}
 	who := p.ID
+	down := c.health.Down() // before the job is accepted: an outage from here on is answered below
 	prio, err := validateSpec(&spec)
 	if err != nil {
 		return api.Job{}, err
@@ -154,14 +155,26 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	c.mu.Unlock()
 	frames := pl.frames(c)
 	done := make(chan error, 1)
-	c.commit(ch, func() { frames.send() }, func(err error) { done <- err })
-	if err := <-done; err != nil {
-		return api.Job{}, err
+	c.commit(ch, func() { frames.send() }, func(err error) {
+		if err == nil { // recorded once durable, even after an outage
+			c.metrics.Jobs.WithLabelValues("submitted").Inc()
+			c.Record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
+			c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
+		}
+		done <- err
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			return api.Job{}, err
+		}
+		return out, nil
+	case <-down:
+		// The store stopped writing after the job was accepted: it is kept
+		// and runs once the store writes again. Not a refusal.
+		c.log.Warn("job accepted as the store stopped writing; kept, and written once the store writes again", "job", j.ID)
+		return api.Job{}, c.health.Pending("job " + j.ID)
 	}
-	c.metrics.Jobs.WithLabelValues("submitted").Inc()
-	c.Record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
-	c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
-	return out, nil
 }
 
 func jobAPI(j *sched.Job) api.Job {

@@ -184,6 +184,7 @@ func (c *Coordinator) apiJoin(w http.ResponseWriter, r *http.Request) {
 	src, _, _ := net.SplitHostPort(r.RemoteAddr)
 	var req api.JoinRequest
 	resp, err := c.join(w, r, src, &req)
+	err = c.storeError(err)
 	ev := audit.Event{Type: "join", Actor: src, Target: req.Name, Detail: map[string]string{}}
 	// The token's ID (never its secret) tells an admin which token a
 	// failed attempt tried.
@@ -220,6 +221,9 @@ func (c *Coordinator) join(w http.ResponseWriter, r *http.Request, src string, r
 	// over its rate still passes with a valid token.
 	if err := c.readJSON(w, r, req); err != nil {
 		return nil, err
+	}
+	if err := c.health.Err(); err != nil {
+		return nil, err // a join writes; the agent retries STORE_UNAVAILABLE
 	}
 	if err := c.admitAttempt(src, func(now time.Time) bool { return c.tokenValid(req.TokenID, req.Secret, now) }); err != nil {
 		return nil, err

@@ -2,11 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/storehealth"
 )
 
 // journal is the group commit in front of the store. Callers append writes
@@ -18,9 +20,21 @@ import (
 // after that write is durable; and the next commit does not wait for the
 // previous batch's messages to be sent. Commits are sequential, so when a
 // batch's callbacks run every earlier batch is durable too.
+//
+// A commit the store refuses for now (storehealth.Transient: a full disk,
+// an etcd outage) is not fatal: the journal marks the store down in health,
+// and tries the same batch again, with backoff, until it succeeds. Later
+// batches queue behind it and every callback waits, so nothing accepted is
+// lost and nothing depending on an unwritten batch is sent. Any other
+// failure leaves memory ahead of the store for good: fatal.
 type journal struct {
-	st    store.Store
-	fatal func(error) // a failed commit leaves memory ahead of disk: stop
+	st     store.Store
+	health *storehealth.Monitor
+	fatal  func(error) // a failed commit leaves memory ahead of disk: stop
+	// onDown and onUp (optional) hear when writes start failing and when
+	// they succeed again, after how long.
+	onDown func(error)
+	onUp   func(time.Duration)
 	// observe (optional) sees each commit's duration and write count.
 	observe func(d time.Duration, writes int)
 
@@ -54,8 +68,14 @@ type committed struct {
 // journalAhead is how many committed batches may wait for their callbacks.
 const journalAhead = 64
 
-func newJournal(st store.Store, fatal func(error)) *journal {
-	return &journal{st: st, fatal: fatal, kick: make(chan struct{}, 1), done: make(chan committed, journalAhead)}
+// Backoff between attempts at a batch the store refused for now.
+const (
+	journalRetryFirst = 100 * time.Millisecond
+	journalRetryMax   = 2 * time.Second
+)
+
+func newJournal(st store.Store, health *storehealth.Monitor, fatal func(error)) *journal {
+	return &journal{st: st, health: health, fatal: fatal, kick: make(chan struct{}, 1), done: make(chan committed, journalAhead)}
 }
 
 // Commit queues ops for the next batch; cb (optional) runs after the batch
@@ -100,18 +120,18 @@ func (j *journal) run(ctx context.Context) {
 	for {
 		select {
 		case <-j.kick:
-			j.flush()
+			j.flush(ctx)
 		case <-ctx.Done():
 			j.mu.Lock()
 			j.stopped = true
 			j.mu.Unlock()
-			j.flush()
+			j.flush(ctx)
 			return
 		}
 	}
 }
 
-func (j *journal) flush() {
+func (j *journal) flush(ctx context.Context) {
 	j.mu.Lock()
 	ops, ends, cbs := j.ops, j.ends, j.cbs
 	j.ops, j.ends, j.cbs = nil, nil, nil
@@ -124,16 +144,7 @@ func (j *journal) flush() {
 		err = fmt.Errorf("not written, because an earlier store commit failed: %w", j.failed)
 	} else if len(ops) > 0 {
 		for _, part := range splitBatch(ops, ends, j.st.Limits()) {
-			start := time.Now()
-			_, err = j.st.Txn(context.Background(), nil, part)
-			d := time.Since(start)
-			j.busy += d
-			if j.observe != nil {
-				j.observe(d, len(part))
-			}
-			j.commits++
-			j.opsTotal += uint64(len(part))
-			if err != nil {
+			if err = j.write(ctx, part); err != nil {
 				break
 			}
 		}
@@ -142,6 +153,44 @@ func (j *journal) flush() {
 		j.failed = err
 	}
 	j.done <- committed{cbs: cbs, err: err}
+}
+
+// write commits one transaction. One the store refuses for now is tried
+// again until it succeeds or ctx ends (the coordinator stops): batches are
+// ordered and memory is already ahead of this one, so waiting for it is
+// the only safe move. Its ops carry no conditions, so writing them again
+// after an attempt whose outcome is unknown (an etcd timeout) is harmless.
+func (j *journal) write(ctx context.Context, part []store.Op) error {
+	wait := journalRetryFirst
+	for {
+		start := time.Now()
+		_, err := j.st.Txn(context.Background(), nil, part)
+		d := time.Since(start)
+		j.busy += d
+		if j.observe != nil {
+			j.observe(d, len(part))
+		}
+		j.commits++
+		j.opsTotal += uint64(len(part))
+		if err == nil {
+			if ended, down := j.health.Succeeded(); ended && j.onUp != nil {
+				j.onUp(down)
+			}
+			return nil
+		}
+		if !storehealth.Transient(err) {
+			return err
+		}
+		if j.health.Failed(err) && j.onDown != nil {
+			j.onDown(err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, journalRetryMax)
+	}
 }
 
 // splitBatch cuts a batch into transactions within the store's limits, only
@@ -170,9 +219,21 @@ func splitBatch(ops []store.Op, ends []int, lim store.Limits) [][]store.Op {
 	return append(parts, ops[start:])
 }
 
-// Wait commits ops and blocks until they are durable.
+// errPending is Wait's answer when the store stopped writing while it
+// waited: the ops are queued and will be written once the store writes
+// again, so the request must be reported as kept, not as refused.
+var errPending = errors.New("the store stopped writing; the write is queued and happens once it writes again")
+
+// Wait commits ops and blocks until they are durable, or until the store
+// stops writing (errPending): a caller never hangs on an outage.
 func (j *journal) Wait(ops []store.Op) error {
 	done := make(chan error, 1)
+	down := j.health.Down()
 	j.Commit(ops, func(err error) { done <- err })
-	return <-done
+	select {
+	case err := <-done:
+		return err
+	case <-down:
+		return errPending
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/store/bolt"
 	"github.com/wardcluster/ward/internal/store/etcd"
+	"github.com/wardcluster/ward/internal/storehealth"
 )
 
 // gatedStore is a real bolt store whose Txn can be made to fail, and which
@@ -53,7 +54,7 @@ func startJournal(t *testing.T) (*journal, *gatedStore, func() int) {
 	g := &gatedStore{Store: st}
 	var fatalMu sync.Mutex
 	var fatals []error
-	j := newJournal(g, func(err error) { fatalMu.Lock(); fatals = append(fatals, err); fatalMu.Unlock() })
+	j := newJournal(g, storehealth.New("test store", ""), func(err error) { fatalMu.Lock(); fatals = append(fatals, err); fatalMu.Unlock() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { j.run(ctx); close(done) }()
@@ -183,7 +184,7 @@ func TestJournalStopRunsQueuedCallbacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	j := newJournal(st, nil)
+	j := newJournal(st, storehealth.New("test store", ""), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { j.run(ctx); close(done) }()

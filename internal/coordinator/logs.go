@@ -325,9 +325,18 @@ func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id stri
 	// output accepted before this request and the state it reports is
 	// durable. Output queued later reaches a follower through sub.
 	durable := make(chan error, 1)
+	down := c.health.Down()
 	c.journal.Commit(nil, func(err error) { durable <- err })
 	c.mu.Unlock()
-	if err := <-durable; err != nil {
+	select {
+	case err = <-durable:
+	case <-down:
+		if err := c.health.Err(); err != nil {
+			return err // output waits in memory for the store; nothing is lost
+		}
+		err = <-durable // writable again since: a moment's wait
+	}
+	if err != nil {
 		return api.Errorf(api.CodeUnavailable, "retry once the coordinator has restarted; its log names the store error", "the coordinator could not make the job's output durable: %v", err)
 	}
 

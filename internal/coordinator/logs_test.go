@@ -15,6 +15,7 @@ import (
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/store/bolt"
+	"github.com/wardcluster/ward/internal/storehealth"
 )
 
 // heldStore is a real bolt store whose commits wait until gate is closed.
@@ -39,7 +40,7 @@ func outputCoordinator(t *testing.T, st store.Store, maxOutput int) *Coordinator
 		outputs: map[outputKey]*outputState{},
 		subs:    map[string]map[*logSub]struct{}{},
 	}
-	c.journal = newJournal(st, nil)
+	c.journal = newJournal(st, storehealth.New("test store", ""), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { c.journal.run(ctx); close(stopped) }()

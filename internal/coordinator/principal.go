@@ -23,8 +23,9 @@ func (c *Coordinator) allow(p authz.Principal, a authz.Action) error {
 	}
 	if err != nil {
 		c.log.Warn("permission denied", "identity", p.ID.String(), "via", string(p.Via), "source", p.Source, "action", string(a))
+		return err
 	}
-	return err
+	return c.storeGate(a)
 }
 
 // Record writes an audit event on behalf of p: the actor, how it

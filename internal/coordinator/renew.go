@@ -41,6 +41,9 @@ type reissued struct {
 // successor records current as its parent, so revoking current revokes it
 // too; a revoked current is not renewed (c.lineage orders the two).
 func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, csrDER []byte, path string, by string) (*reissued, error) {
+	if err := c.health.Err(); err != nil {
+		return nil, err // renewal writes; it is retried later, well before expiry
+	}
 	id, err := pki.IDFromCert(current)
 	if err != nil {
 		return nil, api.Errorf(api.CodePermissionDenied, "present a Ward certificate", "%v", err)
@@ -134,7 +137,7 @@ func (c *Coordinator) renewOverSession(s *session, body []byte) {
 	}
 	r, err := c.reissue(context.Background(), s.peer.Cert, req.CSR, "renew", s.peer.ID.String())
 	if err != nil {
-		s.send(api.FrameRenewed, api.Renewed{Error: api.AsError(err)})
+		s.send(api.FrameRenewed, api.Renewed{Error: api.AsError(c.storeError(err))})
 		return
 	}
 	c.renewedOver(s.conn, s.peer.Cert, r, authz.Principal{ID: s.peer.ID, Via: authz.ViaCert, Source: s.conn.RemoteAddr().String(), CertSerial: pki.SerialHex(s.peer.Cert)})
@@ -182,6 +185,7 @@ func (c *Coordinator) apiRenew(w http.ResponseWriter, r *http.Request) {
 func (c *Coordinator) apiHeal(w http.ResponseWriter, r *http.Request) {
 	src, _, _ := net.SplitHostPort(r.RemoteAddr)
 	resp, who, err := c.heal(w, r, src)
+	err = c.storeError(err)
 	if err != nil {
 		e := api.AsError(err)
 		c.log.Info("heal refused", "peer_addr", r.RemoteAddr, "identity", who, "code", string(e.Code), "reason", e.Message)

@@ -26,6 +26,7 @@ import (
 	"github.com/wardcluster/ward/internal/ratelimit"
 	"github.com/wardcluster/ward/internal/sched"
 	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/storehealth"
 	"github.com/wardcluster/ward/internal/telemetry"
 	"github.com/wardcluster/ward/internal/transport"
 	"github.com/wardcluster/ward/internal/web"
@@ -45,10 +46,13 @@ type Coordinator struct {
 	st         store.Store
 	backend    storeBackend
 	journal    *journal
-	ca         *caState
-	revoked    *transport.RevocationSet
-	live       liveConns
-	metrics    *telemetry.Metrics
+	// health is whether the store writes; while it does not, new work is
+	// refused with STORE_UNAVAILABLE (storeavail.go).
+	health  *storehealth.Monitor
+	ca      *caState
+	revoked *transport.RevocationSet
+	live    liveConns
+	metrics *telemetry.Metrics
 	// joinPerSource and joinGlobal limit join and heal attempts per source
 	// address and from all addresses together.
 	joinPerSource, joinGlobal *ratelimit.Buckets
@@ -203,7 +207,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if err := c.checkStoreState(context.Background()); err != nil {
 		return nil, err
 	}
-	c.journal = newJournal(c.st, c.fail)
+	c.health = c.newStoreHealth()
+	c.journal = newJournal(c.st, c.health, c.fail)
+	c.journal.onDown, c.journal.onUp = c.storeDown, c.storeUp
 	now := c.now()
 	if c.ca, err = c.loadOrCreatePKI(now); err != nil {
 		return nil, err
@@ -228,6 +234,10 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.cl.Load()
+	})
+	c.metrics.WatchStoreWrites(func() telemetry.StoreWrites {
+		st := c.health.State()
+		return telemetry.StoreWrites{Writable: st.Writable, Outages: st.Outages, Failures: st.Failures}
 	})
 	c.newGates()
 	c.journal.observe = func(d time.Duration, writes int) {
@@ -347,6 +357,10 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	c.wg.Wait()
 	jcancel()
 	<-jdone
+	if st := c.health.State(); !st.Writable {
+		c.log.Error("stopped while the store could not write: what was accepted since is not stored; agents send their unacknowledged results again after the next start, other requests accepted meanwhile are lost",
+			"store", c.backend.desc, "unwritable_since", st.Since.UTC().Format(time.RFC3339), "err", st.Error)
+	}
 	if j := c.journal; j.commits > 0 {
 		c.log.Info("journal", "commits", j.commits, "writes", j.opsTotal, "writes_per_commit", float64(j.opsTotal)/float64(j.commits),
 			"mean_commit", (j.busy / time.Duration(j.commits)).String())

@@ -105,8 +105,9 @@ func (c *Coordinator) storeHealth(ctx context.Context) api.StoreHealth {
 	h.Latency = api.Duration(time.Since(start))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.Error = err.Error()
-		return h
+	} else {
+		h.OK = true
 	}
-	h.OK = true
+	c.storeHealthWrites(&h)
 	return h
 }

@@ -22,6 +22,11 @@ var ErrClosed = errors.New("store: closed")
 // a Txn that fails this way is unknown: it may have been committed.
 var ErrUnavailable = errors.New("store unavailable")
 
+// ErrNoSpace is wrapped by errors that mean the backend is out of space (an
+// etcd past its quota). Nothing was written; writes succeed again once an
+// operator makes room.
+var ErrNoSpace = errors.New("store: out of space")
+
 // ErrTxnTooLarge is wrapped by the error of a Txn bigger than the backend's
 // Limits; nothing was written.
 var ErrTxnTooLarge = errors.New("store: transaction too large")

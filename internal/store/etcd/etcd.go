@@ -227,7 +227,7 @@ func (s *Store) fail(ctx context.Context, what string, err error) error {
 		return fmt.Errorf("%w: etcd: %s: %v (start etcd with --max-txn-ops=%d --max-request-bytes=%d or more)",
 			store.ErrTxnTooLarge, what, err, s.opts.Limits.MaxOps, s.opts.Limits.MaxBytes+2<<20)
 	case errors.Is(err, rpctypes.ErrNoSpace):
-		return fmt.Errorf("etcd: %s: %w (etcd reached its --quota-backend-bytes: compact and defragment it, `etcdctl defrag`, then `etcdctl alarm disarm`)", what, err)
+		return fmt.Errorf("%w: etcd: %s: %w (etcd reached its --quota-backend-bytes: compact and defragment it, `etcdctl defrag`, then `etcdctl alarm disarm`)", store.ErrNoSpace, what, err)
 	}
 	return fmt.Errorf("etcd: %s: %w", what, err)
 }
