@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -161,6 +163,12 @@ func pgrepCount(pattern string) int {
 	return len(bytes.Fields(out))
 }
 
+// uniqueSleep is a sleep command line (about n seconds) that only this
+// test process starts: other test runs on the same machine (other
+// worktrees, other packages) must not count toward pgrepCount. The
+// fraction is this process's ID, unique among live processes.
+func uniqueSleep(n int) string { return fmt.Sprintf("sleep %d.%d", n, os.Getpid()) }
+
 // TestCancelKillsProcessGroupAndDrain: cancel reaches every process a task
 // started, and drain (with and without --force) moves work away.
 func TestCancelKillsProcessGroupAndDrain(t *testing.T) {
@@ -168,8 +176,8 @@ func TestCancelKillsProcessGroupAndDrain(t *testing.T) {
 	c.startAgent("a", 2)
 	c.startAgent("b", 2)
 
-	marker := "sleep 313"
-	id := strings.TrimSpace(c.mustWard("submit", "--count", "2", "--", "sh", "-c", "sleep 313 & sleep 313 & wait"))
+	marker := uniqueSleep(313)
+	id := strings.TrimSpace(c.mustWard("submit", "--count", "2", "--", "sh", "-c", marker+" & "+marker+" & wait"))
 	waitFor(t, 10*time.Second, "4 sleep processes", func() bool { return pgrepCount(marker) == 4 })
 	c.mustWard("job", "cancel", id, "--reason", "wrong input")
 	d := c.waitJob(id, 20*time.Second)
@@ -241,8 +249,8 @@ func TestCancelKillsProcessGroupAndDrain(t *testing.T) {
 func TestAgentCrashLeavesNoOrphans(t *testing.T) {
 	c := newCluster(t, "--node-lost-timeout", "30s")
 	c.startAgent("a", 2)
-	marker := "sleep 317"
-	c.mustWard("submit", "--count", "2", "--", "sh", "-c", "sleep 317 & sleep 317 & wait")
+	marker := uniqueSleep(317)
+	c.mustWard("submit", "--count", "2", "--", "sh", "-c", marker+" & "+marker+" & wait")
 	waitFor(t, 10*time.Second, "4 background sleeps", func() bool { return pgrepCount(marker) == 4 })
 	c.agents["a"].kill9()
 	waitFor(t, 10*time.Second, "the orphans to be reaped", func() bool { return pgrepCount(marker) == 0 })
@@ -256,13 +264,14 @@ func TestPrefetchOnRealAgent(t *testing.T) {
 	c := newCluster(t)
 	c.startAgent("a", 1)
 
-	id := strings.TrimSpace(c.mustWard("submit", "--count", "10", "--", "sh", "-c", "if [ {index} -ge 3 ]; then exec sleep 3131; fi"))
+	sleep := uniqueSleep(3131)
+	id := strings.TrimSpace(c.mustWard("submit", "--count", "10", "--", "sh", "-c", "if [ {index} -ge 3 ]; then exec "+sleep+"; fi"))
 	waitFor(t, 20*time.Second, "task 4 assigned ahead behind task 3", func() bool {
 		n, _ := c.node("a")
 		if n.UsedSlots > n.Slots || n.AheadSlots > n.Slots {
 			t.Fatalf("node a over its slots: %+v", n)
 		}
-		return n.AheadSlots == 1 && n.UsedSlots == 1 && pgrepCount("sleep 3131") == 1
+		return n.AheadSlots == 1 && n.UsedSlots == 1 && pgrepCount(sleep) == 1
 	})
 	d := c.job(id)
 	if got := d.Tasks[4].State; got != api.TaskAssigned {
@@ -279,7 +288,7 @@ func TestPrefetchOnRealAgent(t *testing.T) {
 	if a := d.Tasks[4].Attempts[0]; !a.Started.IsZero() || !strings.Contains(a.Reason, "withdrawn before it started") {
 		t.Fatalf("task 4's withdrawn attempt: %+v", a)
 	}
-	if d.Tasks[3].State != api.TaskRunning || pgrepCount("sleep 3131") != 1 {
+	if d.Tasks[3].State != api.TaskRunning || pgrepCount(sleep) != 1 {
 		t.Fatalf("task 3 is %s after a drain without --force", d.Tasks[3].State)
 	}
 	c.mustWard("node", "undrain", "a")
@@ -302,7 +311,7 @@ func TestPrefetchOnRealAgent(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "node a idle", func() bool {
 		n, _ := c.node("a")
-		return n.UsedSlots == 0 && n.AheadSlots == 0 && n.Running == 0 && pgrepCount("sleep 3131") == 0
+		return n.UsedSlots == 0 && n.AheadSlots == 0 && n.Running == 0 && pgrepCount(sleep) == 0
 	})
 
 	// The agent goes on running work normally.

@@ -19,7 +19,13 @@ import (
 )
 
 // sweep is a 500-task job whose tasks sleep 10–50 ms and print their index.
-var sweep = []string{"submit", "--count", "500", "--", "sh", "-c", "sleep 0.0$(( {index} % 5 + 1 )); echo idx-{index}"}
+// Each task's shell carries sweepMarker as its $0, so a test can find the
+// task processes it started (pgrep -f sweepMarker) and no one else's.
+var sweep = []string{"submit", "--count", "500", "--", "sh", "-c", "sleep 0.0$(( {index} % 5 + 1 )); echo idx-{index}", sweepMarker}
+
+// sweepMarker names this test process's sweep tasks: other test runs on
+// the same machine run sweeps too.
+var sweepMarker = fmt.Sprintf("ward-e2e-sweep-%d", os.Getpid())
 
 func completedOnce(t *testing.T, d api.JobDetail) {
 	t.Helper()
@@ -143,7 +149,7 @@ func TestAgentCrashRequeues(t *testing.T) {
 		t.Errorf("ward job status does not show the lost attempts:\n%s", human)
 	}
 	// The dead agent's task processes died with it.
-	if out, _ := exec.Command("pgrep", "-f", "idx-").Output(); len(bytes.TrimSpace(out)) > 0 {
+	if out, _ := exec.Command("pgrep", "-f", sweepMarker).Output(); len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("task processes outlived their agent: %s", out)
 	}
 }
