@@ -219,13 +219,15 @@ func splitBatch(ops []store.Op, ends []int, lim store.Limits) [][]store.Op {
 	return append(parts, ops[start:])
 }
 
-// errPending is Wait's answer when the store stopped writing while it
-// waited: the ops are queued and will be written once the store writes
-// again, so the request must be reported as kept, not as refused.
+// errPending is the cause of Wait's STORE_UNAVAILABLE answer when the store
+// stopped writing while it waited: the ops are queued and will be written
+// once the store writes again, so the request is reported as kept, not as
+// refused.
 var errPending = errors.New("the store stopped writing; the write is queued and happens once it writes again")
 
 // Wait commits ops and blocks until they are durable, or until the store
-// stops writing (errPending): a caller never hangs on an outage.
+// stops writing (a STORE_UNAVAILABLE error whose cause is errPending): a
+// caller never hangs on an outage.
 func (j *journal) Wait(ops []store.Op) error {
 	done := make(chan error, 1)
 	down := j.health.Down()
@@ -234,6 +236,6 @@ func (j *journal) Wait(ops []store.Op) error {
 	case err := <-done:
 		return err
 	case <-down:
-		return errPending
+		return j.health.Pending("this request").WithCause(errPending)
 	}
 }

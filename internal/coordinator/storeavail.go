@@ -47,22 +47,15 @@ func (c *Coordinator) storeGate(a authz.Action) error {
 	return c.health.Err()
 }
 
-// storeError turns a store failure that is not an *api.Error into the
-// client's STORE_UNAVAILABLE: a write the journal kept for later, or one
-// outside the journal that the store refused for now. Anything else is
-// returned as it is.
+// storeError turns a write outside the journal that the store refused for
+// now into the client's STORE_UNAVAILABLE. Anything else (an *api.Error
+// above all) is returned as it is.
 func (c *Coordinator) storeError(err error) error {
 	var ae *api.Error
-	if err == nil || errors.As(err, &ae) {
+	if err == nil || errors.As(err, &ae) || !storehealth.Transient(err) {
 		return err
 	}
-	switch {
-	case errors.Is(err, errPending):
-		return c.health.Pending("the request")
-	case storehealth.Transient(err):
-		return c.health.Refuse(err)
-	}
-	return err
+	return c.health.Refuse(err)
 }
 
 // storeHealthWrites adds the write health to a status's store health.

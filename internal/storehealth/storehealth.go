@@ -138,7 +138,7 @@ func (m *Monitor) Err() error {
 // into memory just before the store stopped writing: what (e.g. "job 12")
 // is kept and written once the store recovers, so the client must not send
 // it again.
-func (m *Monitor) Pending(what string) error {
+func (m *Monitor) Pending(what string) *api.Error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.refusalLocked(what + " was accepted before the store stopped writing and is kept in memory; it is written, and takes effect, once the store writes again: check for it before sending it again")
