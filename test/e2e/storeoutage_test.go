@@ -76,6 +76,79 @@ func newClusterOn(t *testing.T, data string, extra ...string) *cluster {
 	return c
 }
 
+// submitUntilRefused submits jobs (args after "submit") until one is
+// refused with STORE_UNAVAILABLE, at most tries times. It returns the jobs
+// accepted on the way (stored, or kept for later: "job N was accepted
+// before the store stopped writing"), how many of them were kept, and the
+// refusal ("" if none came). Any other answer fails the test.
+func submitUntilRefused(t *testing.T, c *cluster, tries int, args ...string) (accepted []string, kept int, refusal string) {
+	t.Helper()
+	for i := 0; i < tries && refusal == ""; i++ {
+		out, errOut, code := c.ward(append([]string{"submit"}, args...)...)
+		switch {
+		case code == 0:
+			accepted = append(accepted, strings.TrimSpace(out))
+		case strings.Contains(errOut, "was accepted before the store stopped writing"):
+			m := regexp.MustCompile(`job (\d+) was accepted`).FindStringSubmatch(errOut)
+			if m == nil {
+				t.Fatalf("a kept submission does not name its job: %s", errOut)
+			}
+			accepted = append(accepted, m[1])
+			kept++
+		case strings.Contains(errOut, string(api.CodeStoreUnavailable)):
+			refusal = errOut
+		default:
+			t.Fatalf("submit while the store cannot write: exit %d: %s%s", code, out, errOut)
+		}
+	}
+	return accepted, kept, refusal
+}
+
+// waitStoreWritable waits until status says the store writes again.
+func waitStoreWritable(t *testing.T, c *cluster, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, "the store to write again", func() bool {
+		var st api.Status
+		out, _, code := c.ward("status", "-o", "json")
+		return code == 0 && jsonUnmarshal(out, &st) == nil && st.StoreHealth.Writable
+	})
+}
+
+// stillServing checks that the coordinator keeps running until the time
+// given, then that agent a's session is still there.
+func stillServing(t *testing.T, c *cluster, until time.Time) {
+	t.Helper()
+	for time.Now().Before(until) {
+		if !c.coord.running() {
+			t.Fatalf("the coordinator stopped during the outage: %s", c.coord.stderrText())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n, ok := c.node("a"); !ok || n.State != "ready" {
+		t.Errorf("agent a during the outage: %+v", n)
+	}
+}
+
+// nothingLost waits for jobs to end, restarts the coordinator from its
+// store, and checks that each job completed every task once, with its
+// output.
+func nothingLost(t *testing.T, c *cluster, jobs []string) {
+	t.Helper()
+	for _, id := range jobs {
+		c.waitJob(id, 60*time.Second)
+	}
+	c.coord.interrupt()
+	c.coord.wait(20 * time.Second)
+	c.restartCoordinator()
+	for _, id := range jobs {
+		d := c.waitJob(id, 60*time.Second)
+		completedOnce(t, d)
+		if n := logsAtMostOnce(t, c, id); n != len(d.Tasks) {
+			t.Errorf("job %s: %d of %d task outputs kept across the outage", id, n, len(d.Tasks))
+		}
+	}
+}
+
 // TestStoreFullRefusesAndResumes: the coordinator's data directory is a
 // small tmpfs. Filled to the last byte, the store cannot write: new work is
 // refused with STORE_UNAVAILABLE naming the store and the fix, status,
@@ -122,27 +195,7 @@ func TestStoreFullRefusesAndResumes(t *testing.T) {
 	// either accepted (it fit), kept for later (accepted as the store
 	// stopped writing), or refused.
 	bigEnv := "BIG=" + strings.Repeat("x", 120<<10) // under the 128 KiB a single exec argument may have
-	var kept []string                               // accepted (stored, or kept for later)
-	pending := 0                                    // of which kept for later
-	var refusal string
-	for i := 0; i < 40 && refusal == ""; i++ {
-		out, errOut, code := c.ward("submit", "--count", "50", "--env", bigEnv, "--", "sh", "-c", "echo big-{index}")
-		switch {
-		case code == 0:
-			kept = append(kept, strings.TrimSpace(out))
-		case strings.Contains(errOut, "was accepted before the store stopped writing"):
-			m := regexp.MustCompile(`job (\d+) was accepted`).FindStringSubmatch(errOut)
-			if m == nil {
-				t.Fatalf("a kept submission does not name its job: %s", errOut)
-			}
-			kept = append(kept, m[1])
-			pending++
-		case strings.Contains(errOut, string(api.CodeStoreUnavailable)):
-			refusal = errOut
-		default:
-			t.Fatalf("submit on a full disk: exit %d: %s%s", code, out, errOut)
-		}
-	}
+	kept, pending, refusal := submitUntilRefused(t, c, 40, "--count", "50", "--env", bigEnv, "--", "sh", "-c", "echo big-{index}")
 	if refusal == "" {
 		t.Fatal("40 large submissions on a full disk and none was refused with STORE_UNAVAILABLE")
 	}
@@ -180,15 +233,7 @@ func TestStoreFullRefusesAndResumes(t *testing.T) {
 	waitFor(t, 30*time.Second, "the first four tasks to end during the outage", func() bool {
 		return c.job(running).Counts[api.TaskCompleted] >= 4
 	})
-	for time.Since(outageStart) < 12*time.Second {
-		if !c.coord.running() {
-			t.Fatalf("the coordinator stopped during the outage: %s", c.coord.stderrText())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if n, ok := c.node("a"); !ok || n.State != "ready" {
-		t.Errorf("agent a during the outage: %+v", n)
-	}
+	stillServing(t, c, outageStart.Add(12*time.Second))
 	if !strings.Contains(c.coord.stderrText(), "store cannot write") {
 		t.Error("the coordinator log does not say the store cannot write")
 	}
@@ -197,11 +242,7 @@ func TestStoreFullRefusesAndResumes(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the store to write again", func() bool {
-		var st api.Status
-		out, _, code := c.ward("status", "-o", "json")
-		return code == 0 && jsonUnmarshal(out, &st) == nil && st.StoreHealth.Writable
-	})
+	waitStoreWritable(t, c, 30*time.Second)
 	if !strings.Contains(c.coord.stderrText(), "store writes again") {
 		t.Error("the coordinator log does not say the store writes again")
 	}
@@ -215,20 +256,7 @@ func TestStoreFullRefusesAndResumes(t *testing.T) {
 
 	// Nothing was lost: after a restart from disk, every job accepted is
 	// complete, each task once, with its output.
-	jobs := append([]string{running, after}, kept...)
-	for _, id := range jobs {
-		c.waitJob(id, 60*time.Second)
-	}
-	c.coord.interrupt()
-	c.coord.wait(20 * time.Second)
-	c.restartCoordinator()
-	for _, id := range jobs {
-		d := c.waitJob(id, 60*time.Second)
-		completedOnce(t, d)
-		if n := logsAtMostOnce(t, c, id); n != len(d.Tasks) {
-			t.Errorf("job %s: %d of %d task outputs kept across the outage", id, n, len(d.Tasks))
-		}
-	}
+	nothingLost(t, c, append([]string{running, after}, kept...))
 	t.Logf("%d submissions accepted before the refusal (%d of them kept while the store could not write); the refusal:\n%s", len(kept), pending, refusal)
 }
 
@@ -250,29 +278,10 @@ func TestEtcdOutageRefusesAndResumes(t *testing.T) {
 	// The first write after the stop waits for etcd's request timeout
 	// (10 s); its caller is told the job is kept. Later ones are refused
 	// at once.
-	var kept []string
-	var refusal string
-	for i := 0; i < 5 && refusal == ""; i++ {
-		start := time.Now()
-		out, errOut, code := c.ward("submit", "--count", "3", "--", "sh", "-c", "echo outage-{index}")
-		took := time.Since(start)
-		switch {
-		case code == 0:
-			kept = append(kept, strings.TrimSpace(out))
-		case strings.Contains(errOut, "was accepted before the store stopped writing"):
-			m := regexp.MustCompile(`job (\d+) was accepted`).FindStringSubmatch(errOut)
-			if m == nil {
-				t.Fatalf("a kept submission does not name its job: %s", errOut)
-			}
-			kept = append(kept, m[1])
-		case strings.Contains(errOut, string(api.CodeStoreUnavailable)):
-			refusal = errOut
-			if took > 5*time.Second {
-				t.Errorf("a refusal took %s: it must come at once once the store is known down", took)
-			}
-		default:
-			t.Fatalf("submit while etcd is down: exit %d: %s%s", code, out, errOut)
-		}
+	start := time.Now()
+	kept, _, refusal := submitUntilRefused(t, c, 5, "--count", "3", "--", "sh", "-c", "echo outage-{index}")
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the submissions until the refusal took %s", took)
 	}
 	if refusal == "" {
 		t.Fatal("no submission was refused with STORE_UNAVAILABLE while etcd was down")
@@ -282,43 +291,24 @@ func TestEtcdOutageRefusesAndResumes(t *testing.T) {
 			t.Errorf("the refusal does not mention %q:\n%s", want, refusal)
 		}
 	}
+	// Once the store is known down, a refusal comes at once, not after a
+	// timeout.
+	tokStart := time.Now()
 	if _, errOut, code := c.ward("token", "create"); code == 0 || !strings.Contains(errOut, string(api.CodeStoreUnavailable)) {
 		t.Errorf("token create while etcd is down: exit %d: %s", code, errOut)
+	}
+	if took := time.Since(tokStart); took > 5*time.Second {
+		t.Errorf("the refusal of token create took %s", took)
 	}
 	if out := c.mustWard("status"); !strings.Contains(out, "FAILING") {
 		t.Errorf("ward status does not show the failing store:\n%s", out)
 	}
-	for time.Since(stopped) < 20*time.Second {
-		if !c.coord.running() {
-			t.Fatalf("the coordinator stopped during the etcd outage: %s", c.coord.stderrText())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if n, ok := c.node("a"); !ok || n.State != "ready" {
-		t.Errorf("agent a during the outage: %+v", n)
-	}
+	stillServing(t, c, stopped.Add(20*time.Second))
 
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the store to write again", func() bool {
-		var st api.Status
-		out, _, code := c.ward("status", "-o", "json")
-		return code == 0 && jsonUnmarshal(out, &st) == nil && st.StoreHealth.Writable
-	})
+	waitStoreWritable(t, c, 60*time.Second)
 	after := strings.TrimSpace(c.mustWard("submit", "--count", "3", "--", "sh", "-c", "echo after-{index}"))
-	jobs := append([]string{running, after}, kept...)
-	for _, id := range jobs {
-		c.waitJob(id, 60*time.Second)
-	}
-	c.coord.interrupt()
-	c.coord.wait(20 * time.Second)
-	c.restartCoordinator()
-	for _, id := range jobs {
-		d := c.waitJob(id, 60*time.Second)
-		completedOnce(t, d)
-		if n := logsAtMostOnce(t, c, id); n != len(d.Tasks) {
-			t.Errorf("job %s: %d of %d task outputs kept across the outage", id, n, len(d.Tasks))
-		}
-	}
+	nothingLost(t, c, append([]string{running, after}, kept...))
 }
