@@ -40,7 +40,8 @@ func outputCoordinator(t *testing.T, st store.Store, maxOutput int) *Coordinator
 		outputs: map[outputKey]*outputState{},
 		subs:    map[string]map[*logSub]struct{}{},
 	}
-	c.journal = newJournal(st, storehealth.New("test store", ""), nil)
+	c.health = storehealth.New("test store", "")
+	c.journal = newJournal(st, c.health, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { c.journal.run(ctx); close(stopped) }()
