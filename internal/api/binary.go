@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -125,6 +126,7 @@ func (m *Assign) appendBinary(b []byte) []byte {
 		b = putString(b, j.Dir)
 		b = putInt(b, j.Slots)
 		b = binary.AppendVarint(b, int64(j.Timeout))
+		b = appendStaging(b, j.Staging)
 	}
 	b = binary.AppendUvarint(b, uint64(len(m.Tasks)))
 	for _, t := range m.Tasks {
@@ -152,12 +154,37 @@ func (m *Assign) unmarshalBinary(r *binReader) error {
 		j.Dir = r.string()
 		j.Slots = r.int()
 		j.Timeout = Duration(r.varint())
+		j.Staging = r.staging()
 	}
 	m.Tasks = make([]AttemptRef, r.count(3))
 	for i := range m.Tasks {
 		m.Tasks[i].read(r)
 	}
 	return r.err
+}
+
+// appendStaging writes a job's files as a JSON string, empty for none: one
+// byte for the jobs that have no files, and the rare ones that do are not
+// on the hot path.
+func appendStaging(b []byte, st *Staging) []byte {
+	if st == nil {
+		return putString(b, "")
+	}
+	js, _ := json.Marshal(st)
+	return putString(b, string(js))
+}
+
+func (r *binReader) staging() *Staging {
+	s := r.string()
+	if s == "" || r.err != nil {
+		return nil
+	}
+	var st Staging
+	if err := json.Unmarshal([]byte(s), &st); err != nil {
+		r.err = fmt.Errorf("staging in an assignment: %w", err)
+		return nil
+	}
+	return &st
 }
 
 func (m *Started) appendBinary(b []byte) []byte {

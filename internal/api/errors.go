@@ -54,6 +54,12 @@ const (
 	// work from users who are not admins; the message carries the admin's.
 	CodeMaintenance Code = "MAINTENANCE"
 
+	// File staging. A file whose bytes do not match the SHA-256 it was
+	// sent with is discarded (CHECKSUM_MISMATCH); a file or a job's files
+	// over a size limit are refused (FILE_TOO_LARGE), naming the setting.
+	CodeChecksumMismatch Code = "CHECKSUM_MISMATCH"
+	CodeFileTooLarge     Code = "FILE_TOO_LARGE"
+
 	// Limits a peer ran into. Each message names the limit and the
 	// coordinator setting that raises it.
 	CodeRequestTooLarge  Code = "REQUEST_TOO_LARGE"  // a request body over max_request_bytes
@@ -136,8 +142,10 @@ func HTTPStatus(c Code) int {
 	case CodeInvalidArgument, CodeJoinStringMalformed, CodeCSRInvalid, CodeCSRCARequested,
 		CodeCSRWeakKey, CodeCSRSANNotAllowed, CodeJobTooLarge:
 		return http.StatusBadRequest
-	case CodeRequestTooLarge:
+	case CodeRequestTooLarge, CodeFileTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeChecksumMismatch:
+		return http.StatusUnprocessableEntity
 	case CodeHeadersTooLarge:
 		return http.StatusRequestHeaderFieldsTooLarge
 	case CodeNotFound:

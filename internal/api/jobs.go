@@ -37,6 +37,42 @@ type JobSpec struct {
 	// MaxRunning caps how many of the job's tasks are active at once (0:
 	// no cap).
 	MaxRunning int `json:"max_running,omitempty"`
+	// Inputs are files sent to each task's working directory before it
+	// starts (uploaded first: PUT /v1/staging/files/{sha256}).
+	Inputs []StagedFile `json:"inputs,omitempty"`
+	// Outputs are patterns of files, relative to the task's working
+	// directory, brought back to the coordinator when the task ends.
+	Outputs []string `json:"outputs,omitempty"`
+}
+
+// StagedFile is one input file of a job: where it goes in the task's
+// working directory, and its SHA-256 and size, which every end verifies.
+type StagedFile struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	Exec   bool   `json:"exec,omitempty"` // made executable on the agent
+}
+
+// HeaderSHA256 carries a staged file's checksum (sha256:<hex>) with its
+// bytes, in both directions.
+const HeaderSHA256 = "X-Ward-Sha256"
+
+// Limits on a job's staging lists.
+const (
+	MaxJobInputs  = 1000
+	MaxJobOutputs = 100
+)
+
+// OutputFile is a file a task left, kept on the coordinator: the outputs
+// of each task's latest attempt that sent any.
+type OutputFile struct {
+	Task    int       `json:"task"`
+	Attempt int       `json:"attempt"`
+	Path    string    `json:"path"`
+	Size    int64     `json:"size"`
+	SHA256  string    `json:"sha256"`
+	Stored  time.Time `json:"stored,omitzero"`
 }
 
 // Job states.

@@ -204,6 +204,15 @@ type Assignment struct {
 	Dir     string
 	Slots   int
 	Timeout Duration
+	// Staging, for a job with input or output files, says what to fetch
+	// before the task starts and what to send back after it ends.
+	Staging *Staging
+}
+
+// Staging is a job's files as its agents see them.
+type Staging struct {
+	Inputs  []StagedFile `json:"inputs,omitempty"`
+	Outputs []string     `json:"outputs,omitempty"`
 }
 
 // AssignJob is a job's command template, sent once per Assign frame for
@@ -215,6 +224,7 @@ type AssignJob struct {
 	Dir     string            `json:"dir,omitempty"`
 	Slots   int               `json:"slots"`
 	Timeout Duration          `json:"timeout,omitempty"`
+	Staging *Staging          `json:"staging,omitempty"`
 }
 
 // Assign carries a batch of attempts to run and the templates of their
@@ -245,7 +255,7 @@ func (m *Assign) Expand() ([]Assignment, error) {
 		for i, a := range j.Argv {
 			argv[i] = strings.ReplaceAll(a, IndexPlaceholder, idx)
 		}
-		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout})
+		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout, Staging: j.Staging})
 	}
 	return out, nil
 }
@@ -298,6 +308,13 @@ const (
 	EndCanceled = "canceled"  // killed because the coordinator canceled it
 	EndStartErr = "start_failed"
 	EndDrained  = "drained" // killed by a forced drain; requeued
+	// EndStagingFailed: a file could not be moved, or arrived with the
+	// wrong checksum (the error starts with its code, CHECKSUM_MISMATCH);
+	// an infrastructure failure, retried within the job's retries.
+	EndStagingFailed = "staging_failed"
+	// EndOutputRefused: the task's output files were over a size limit;
+	// the task failed (not retried: it would leave the same files).
+	EndOutputRefused = "output_refused"
 )
 
 // TaskResult is how an attempt ended.

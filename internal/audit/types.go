@@ -12,6 +12,7 @@ var Types = []string{
 	"auth.failure",
 	"ca.create", "ca.rotate",
 	"debug.info",
+	"file.checksum_mismatch", "file.download", "file.upload",
 	"cert.heal", "cert.issue", "cert.renew", "cert.revoke",
 	"cluster.maintenance",
 	"job.cancel", "job.submit",

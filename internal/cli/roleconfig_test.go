@@ -110,7 +110,7 @@ func sampleValue(t *testing.T, k config.Key) (string, any) {
 		return "/sample-" + k.Name, "/sample-" + k.Name
 	case k.Type.Kind() == reflect.Bool:
 		return "true", true
-	case k.Type.Kind() == reflect.Int:
+	case k.Type.Kind() == reflect.Int, k.Type.Kind() == reflect.Int64:
 		return "7", float64(7)
 	case k.Type.Kind() == reflect.Float64:
 		return "3.5", 3.5

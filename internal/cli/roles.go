@@ -129,6 +129,8 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.Var(durationFlag{&cfg.CRLValidity}, "crl-validity", "validity of each published CRL (refreshed at half of it)")
 	f.Var(durationFlag{&cfg.AgingStep}, "aging-step", "raise a waiting job's priority one level per this wait (0: off)")
 	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", cfg.MaxOutputBytes, "stdout+stderr kept per task")
+	f.Int64Var(&cfg.StagingMaxFileBytes, "staging-max-file-bytes", cfg.StagingMaxFileBytes, "largest input or output file a job may stage")
+	f.Int64Var(&cfg.StagingMaxJobBytes, "staging-max-job-bytes", cfg.StagingMaxJobBytes, "one job's staged files together: its inputs, and its outputs")
 	f.Float64Var(&cfg.JoinRate, "join-rate", cfg.JoinRate, "join attempts per second allowed per source address")
 	f.IntVar(&cfg.JoinBurst, "join-burst", cfg.JoinBurst, "join attempts allowed in a burst per source address")
 	f.StringVar(&cfg.Store, "store", "", "where state lives: bolt (default, a file in --data) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]")

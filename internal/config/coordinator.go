@@ -96,6 +96,13 @@ type Coordinator struct {
 	// MaxOutputBytes is the stdout+stderr kept per task; beyond it output is
 	// dropped and the truncation shown.
 	MaxOutputBytes int `json:"max_output_bytes" flag:"max-output-bytes"`
+	// StagingMaxFileBytes is the largest single file a job may stage: an
+	// input (`ward run --input`) or an output a task leaves
+	// (`--output-file`). Larger ones are refused with FILE_TOO_LARGE.
+	StagingMaxFileBytes int64 `json:"staging_max_file_bytes" flag:"staging-max-file-bytes"`
+	// StagingMaxJobBytes bounds one job's staged files together: its
+	// inputs, and separately the outputs of all its tasks' attempts.
+	StagingMaxJobBytes int64 `json:"staging_max_job_bytes" flag:"staging-max-job-bytes"`
 	// JoinRate is the join attempts per second allowed per source address.
 	// An attempt with a valid token is never refused for its address's rate
 	// (so a flood from a shared address does not lock out real agents
@@ -196,6 +203,8 @@ func CoordinatorDefaults() Coordinator {
 		AgingStep:               Duration(10 * time.Minute),
 		PrefetchBelow:           Duration(250 * time.Millisecond),
 		MaxOutputBytes:          1 << 20,
+		StagingMaxFileBytes:     4 << 30,
+		StagingMaxJobBytes:      16 << 30,
 		JoinRate:                2,
 		JoinBurst:               20,
 		LogLevel:                "info",
@@ -283,6 +292,12 @@ func (c *Coordinator) Validate() error {
 	}
 	if d := c.PrefetchBelow.D(); d < 0 || d > time.Minute {
 		p.Addf("prefetch_below", "%v is out of range: use 0 (off) up to 1m; it bounds how long a task assigned ahead may wait behind others", d)
+	}
+	if c.StagingMaxFileBytes < 1 {
+		p.Addf("staging_max_file_bytes", "%d is not a size; use at least 1", c.StagingMaxFileBytes)
+	}
+	if c.StagingMaxJobBytes < c.StagingMaxFileBytes {
+		p.Addf("staging_max_job_bytes", "%d is below staging_max_file_bytes (%d); a job must hold at least one file of the largest size", c.StagingMaxJobBytes, c.StagingMaxFileBytes)
 	}
 	if c.MaxOutputBytes < 1024 {
 		p.Addf("max_output_bytes", "%d is too small; use at least 1024", c.MaxOutputBytes)

@@ -98,7 +98,11 @@ func (c *Coordinator) placeLocked() placement {
 					// nothing beside it.
 					slots = max(slots, pl.Node.Slots)
 				}
-				m.Jobs = append(m.Jobs, api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: slots, Timeout: spec.Timeout})
+				aj := api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: slots, Timeout: spec.Timeout}
+				if len(spec.Inputs) > 0 || len(spec.Outputs) > 0 {
+					aj.Staging = &api.Staging{Inputs: spec.Inputs, Outputs: spec.Outputs}
+				}
+				m.Jobs = append(m.Jobs, aj)
 			}
 		}
 		m.Tasks = append(m.Tasks, pl.Ref.APIRef())

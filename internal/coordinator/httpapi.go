@@ -45,6 +45,11 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	handle("POST /v1/jobs/{id}/cancel", c.apiJobCancel)
 	handle("GET /v1/jobs/{id}/logs", c.apiJobLogs)
 	handle("GET /v1/jobs/{id}/progress", c.apiJobProgress)
+	handle("GET /v1/jobs/{id}/outputs", c.apiJobOutputs)
+	handle("GET /v1/jobs/{id}/outputs/{task}/file", c.apiJobOutputFile)
+	handle("PUT /v1/staging/files/{sum}", c.apiStagingUpload)
+	handle("GET /v1/staging/attempts/{job}/{task}/{attempt}/inputs/{n}", c.apiStagingInput)
+	handle("PUT /v1/staging/attempts/{job}/{task}/{attempt}/outputs", c.apiStagingOutput)
 	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
 	handle("GET /v1/certs", c.apiCertList)
 	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
@@ -199,7 +204,7 @@ func (c *Coordinator) limitRequests(h http.Handler, bodyCap int) http.Handler {
 				"the request line and headers are %d bytes, over max_header_bytes (%d bytes)", n, maxHeader))
 			return
 		}
-		if r.Body != nil && r.Body != http.NoBody {
+		if r.Body != nil && r.Body != http.NoBody && !stagingBody(r) {
 			r.Body = http.MaxBytesReader(w, r.Body, int64(bodyCap))
 		}
 		h.ServeHTTP(w, r)

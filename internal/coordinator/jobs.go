@@ -132,6 +132,11 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	if err != nil {
 		return api.Job{}, err
 	}
+	if len(spec.Inputs) > 0 || len(spec.Outputs) > 0 {
+		if err := c.checkStaging(&spec); err != nil {
+			return api.Job{}, err
+		}
+	}
 	c.mu.Lock()
 	if !spec.WaitForNodes {
 		if why := c.cl.Unschedulable(spec.Slots, spec.Memory, spec.Labels); why != "" {

@@ -92,6 +92,7 @@ type Coordinator struct {
 	// submission; changes are made under c.mu.
 	maint   atomic.Pointer[api.Maintenance]
 	outputs map[outputKey]*outputState
+	files   *fileStaging
 	subs    map[string]map[*logSub]struct{}
 
 	// lineage is held shared by a renewal from its check of the old
@@ -166,6 +167,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	}
 	c.cl.PrefetchBelow = cfg.PrefetchBelow.D()
 	if err := ensureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if c.files, err = newFileStaging(c.path("staging")); err != nil {
 		return nil, err
 	}
 	if cfg.CAPassphraseFile != "" {

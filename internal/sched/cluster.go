@@ -386,6 +386,11 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	case r.Reason == api.EndDrained:
 		c.loseAttempt(j, ref.Task, "drained with --force: "+describeEnd(r))
 		return Recorded
+	case r.Reason == api.EndStagingFailed:
+		// A file that could not be moved or arrived corrupted is the
+		// infrastructure's failure, not the task's: retried.
+		c.loseAttempt(j, ref.Task, describeEnd(r))
+		return Recorded
 	case r.Reason == api.EndTimedOut:
 		s = TimedOut
 	case r.Reason == api.EndCanceled:
