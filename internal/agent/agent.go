@@ -59,6 +59,9 @@ type Agent struct {
 	renewDone  chan error // set while a renewal awaits its answer (under mu)
 	connected  bool       // a session is open (under mu)
 	conn       net.Conn   // the current session's connection (under mu)
+	// sessionAddr is the coordinator address of the current or last
+	// session (under mu): where staged files come from and go to.
+	sessionAddr string
 
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
@@ -407,10 +410,11 @@ func (a *Agent) wake() {
 	}
 }
 
-// dial opens an mTLS connection to addr for the agent protocol.
-func (a *Agent) dial(ctx context.Context, addr string) (*tls.Conn, error) {
+// clientTLS is the agent's mTLS client configuration for addr, speaking
+// the protocol proto.
+func (a *Agent) clientTLS(addr, proto string) *tls.Config {
 	cfg := transport.ClientConfig(a.src, transport.ClientOptions{
-		Cluster: a.state.Cluster, ServerName: transport.HostOf(addr), Pins: a.pins, NextProtos: []string{transport.ALPNAgent},
+		Cluster: a.state.Cluster, ServerName: transport.HostOf(addr), Pins: a.pins, NextProtos: []string{proto},
 		Revoked: a.checkServer,
 	})
 	if a.cfg.InsecureSkipVerify {
@@ -427,6 +431,12 @@ func (a *Agent) dial(ctx context.Context, addr string) (*tls.Conn, error) {
 			}
 		}
 	}
+	return cfg
+}
+
+// dial opens an mTLS connection to addr for the agent protocol.
+func (a *Agent) dial(ctx context.Context, addr string) (*tls.Conn, error) {
+	cfg := a.clientTLS(addr, transport.ALPNAgent)
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

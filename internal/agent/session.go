@@ -74,6 +74,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.sessions++
 	a.connected = true
 	a.conn = conn
+	a.sessionAddr = addr
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
@@ -388,7 +389,12 @@ func (a *Agent) launch(at *attempt, as api.Assignment) {
 		(&reporter{a: a, ref: as.AttemptRef}).Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: api.EndStartErr, Error: "empty command", Started: api.NanosOf(now), Ended: api.NanosOf(now)})
 		return
 	}
-	h := a.exec.Run(as, &reporter{a: a, ref: as.AttemptRef})
+	var h Handle
+	if as.Staging != nil {
+		h = a.runStaged(as, &reporter{a: a, ref: as.AttemptRef})
+	} else {
+		h = a.exec.Run(as, &reporter{a: a, ref: as.AttemptRef})
+	}
 	a.mu.Lock()
 	at.handle = h
 	kill := at.kill
