@@ -177,6 +177,13 @@ func (c *client) send(ctx context.Context, method, path string, in any) (*http.R
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.sendRequest(ctx, req)
+}
+
+// sendRequest performs a prepared request (a streamed body, for one) and
+// turns failures into errors with fixes, as send does.
+func (c *client) sendRequest(ctx context.Context, req *http.Request) (*http.Response, error) {
+	method, path := req.Method, req.URL.Path
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/sched"
+	"github.com/wardcluster/ward/internal/staging"
 )
 
 // jobFlags are the job options shared by run and submit.
@@ -22,6 +23,7 @@ type jobFlags struct {
 	timeout time.Duration
 	retries int
 	env     []string
+	inputs  []string // --input LOCAL[:REMOTE], uploaded before the job is submitted
 }
 
 func (f *jobFlags) bind(cmd *cobra.Command) {
@@ -39,6 +41,8 @@ func (f *jobFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.spec.Name, "name", "", "job name")
 	fl.BoolVar(&f.spec.Exclusive, "exclusive", false, "give each task a whole node: nothing else runs beside it")
 	fl.IntVar(&f.spec.MaxRunning, "max-running", 0, "run at most this many of the job's tasks at once (0: no cap)")
+	fl.StringArrayVar(&f.inputs, "input", nil, "send the file LOCAL to each task's working directory, as REMOTE (default: its base name); LOCAL[:REMOTE], repeatable; SHA-256 verified at both ends")
+	fl.StringArrayVar(&f.spec.Outputs, "output-file", nil, "bring back the files matching this pattern in the task's working directory when it ends (repeatable); `ward job output ID --to DIR` fetches them")
 }
 
 func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error) {
@@ -48,6 +52,16 @@ func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error)
 	if cmd.Flags().Changed("retries") {
 		r := f.retries
 		s.Retries = &r
+	}
+	for _, g := range s.Outputs {
+		if err := staging.CheckGlob(g); err != nil {
+			return s, api.Errorf(api.CodeInvalidArgument, "use a relative pattern such as --output-file 'out/*.csv'", "%v", err)
+		}
+	}
+	for _, in := range f.inputs {
+		if _, _, err := staging.ParseInput(in); err != nil {
+			return s, api.Errorf(api.CodeInvalidArgument, "use --input LOCAL[:REMOTE], REMOTE relative to the task's working directory", "%v", err)
+		}
 	}
 	for _, e := range f.env {
 		k, v, ok := strings.Cut(e, "=")
@@ -143,7 +157,7 @@ job's progress as JSON lines, one per change, the last once it ended.`,
 		},
 	}
 	cancel.Flags().StringVar(&reason, "reason", "", "reason recorded with the cancellation")
-	cmd.AddCommand(ls, status, cancel)
+	cmd.AddCommand(ls, status, cancel, newJobOutputCmd(g))
 	return cmd
 }
 

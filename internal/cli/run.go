@@ -47,6 +47,9 @@ func newRunCmd(g *globals, wait bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if spec.Inputs, err = uploadInputs(cmd.Context(), g, c, f.inputs); err != nil {
+				return err
+			}
 			var job api.Job
 			if err := c.do(cmd.Context(), "POST", "/v1/jobs", spec, &job); err != nil {
 				return err
