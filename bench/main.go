@@ -39,6 +39,7 @@ var scenarios = []scenario{
 	{"enroll", "N agents join with tokens and connect; joins/s and ratio to the crypto ceiling", runEnroll},
 	{"dispatch", "no-op tasks through a durable coordinator to simulated agents; tasks/s, submit→result latency, mTLS/plaintext", runDispatch},
 	{"dispatch-exec", "tasks of /bin/true on real local agents that run real processes; tasks/s", runDispatchExec},
+	{"staging", "one large file through file staging (upload, agent fetch, task, output back, fetch), SHA-256 verified; RSS growth", runStaging},
 	{"scale", "idle simulated agents with heartbeats held by one `ward coordinator` process; RSS per agent", runScale},
 	{"revoke", "`ward node revoke` (POST /v1/nodes/{name}/revoke) until the live session is cut; p99", runRevoke},
 	{"rotate", "CA rotation (POST /v1/ca/rotate through every phase) under task load: tasks failed, agents renewed", runRotate},
@@ -73,6 +74,7 @@ var opts struct {
 	latDuration    time.Duration
 
 	heapAgents       int
+	stagingBytes     int64
 	goroutineProfile bool
 	revokeAgents     int
 	rotateAgents     int
@@ -120,6 +122,7 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&opts.latSkipMax, "lat-skip-max", false, "dispatch: skip the second latency pass, at half the measured max rate")
 	fs.BoolVar(&opts.etcd, "etcd", false, "dispatch: also run every pass on a coordinator whose store is one local etcd (fsync on, mutual TLS), alternating with bbolt's, plus a latency pass at half the etcd target")
 
+	fs.Int64Var(&opts.stagingBytes, "staging-bytes", 1<<30, "staging: size of the file sent through")
 	fs.IntVar(&opts.heapAgents, "heap-agents", 5000, "heap (diagnostic): idle simulated agents on an in-process coordinator")
 	fs.BoolVar(&opts.goroutineProfile, "heap-goroutines", false, "heap (diagnostic): print the goroutine profile to stderr")
 	fs.IntVar(&opts.rotateAgents, "rotate-agents", 1000, "rotate: real agents running tasks while the CA rotates")
