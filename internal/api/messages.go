@@ -115,6 +115,13 @@ type Node struct {
 	// Version is the Ward version the agent reported when it last
 	// connected ("" before its first session).
 	Version string `json:"version,omitempty"`
+	// Profile is the agent profile assigned to the node ("" for none);
+	// ProfileState says whether the agent applied it, and ProfileError
+	// why it refused it.
+	Profile         string `json:"profile,omitempty"`
+	ProfileRevision int64  `json:"profile_revision,omitempty"`
+	ProfileState    string `json:"profile_state,omitempty"`
+	ProfileError    string `json:"profile_error,omitempty"`
 }
 
 // DrainRequest asks a node to take no new tasks; Force requeues running ones.

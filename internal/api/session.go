@@ -39,6 +39,8 @@ const (
 	FrameSettings      // coordinator → agent: new session settings
 	FrameHeartbeatAck  // coordinator → agent: answers each Heartbeat, so liveness is checked both ways
 	FrameOutputAck     // coordinator → agent: output stored durably
+	FrameProfile       // coordinator → agent: the agent's profile (ProfilePush)
+	FrameProfileResult // agent → coordinator: the profile applied, or why not
 )
 
 // LivenessTimeout is how long either end of an agent session waits for a
@@ -144,6 +146,10 @@ type Hello struct {
 	// certificate against a current CRL: checked, or unavailable.
 	Revocation string    `json:"revocation,omitempty"`
 	Time       time.Time `json:"time"`
+	// Profile and ProfileRevision name the agent profile the agent runs
+	// with ("" for none).
+	Profile         string `json:"profile,omitempty"`
+	ProfileRevision int64  `json:"profile_revision,omitempty"`
 }
 
 // Welcome answers Hello.

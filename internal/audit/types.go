@@ -19,6 +19,7 @@ var Types = []string{
 	"join",
 	"migrate.finish", "migrate.upgrade", "migrate.upgrade_failed",
 	"node.drain", "node.undrain",
+	"profile.assign", "profile.delete", "profile.set",
 	"reload",
 	"session.open",
 	"store.backup", "store.restore",

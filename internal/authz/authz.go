@@ -75,8 +75,10 @@ const (
 	MigrateFinish  Action = "migrate.finish"
 	CheckRun       Action = "check.run"
 	UILink         Action = "ui.link"
-	DebugInfo      Action = "debug.info"   // a support bundle's view: effective config, recent logs, data directory listing
-	StoreBackup    Action = "store.backup" // a copy of the whole store: every record, token hashes included
+	DebugInfo      Action = "debug.info"     // a support bundle's view: effective config, recent logs, data directory listing
+	StoreBackup    Action = "store.backup"   // a copy of the whole store: every record, token hashes included
+	ProfileSet     Action = "profile.set"    // create, change or delete an agent profile
+	ProfileAssign  Action = "profile.assign" // choose the nodes a profile applies to
 	// ClusterMaintenance turns maintenance mode on or off: admins only.
 	ClusterMaintenance Action = "cluster.maintenance"
 )

@@ -383,11 +383,8 @@ func issuedRecord(cert, issuer *x509.Certificate) certRecord {
 // effectiveLabels merges the agent's labels with its token's, the token's
 // winning: an admin's labels cannot be overridden from the node.
 func effectiveLabels(n *nodeRecord) map[string]string {
-	out := make(map[string]string, len(n.Labels)+len(n.TokenLabels))
-	for k, v := range n.Labels {
-		out[k] = v
-	}
-	for k, v := range n.TokenLabels {
+	out := baseLabels(n)
+	for k, v := range n.prof.applied.labels {
 		out[k] = v
 	}
 	return out

@@ -32,6 +32,10 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 			Name: n.Name, Slots: n.Slots, UsedSlots: n.Used, AheadSlots: n.Ahead, Running: n.Running(), Labels: n.Labels,
 			CertSerial: rec.CertSerial, CertExpiry: rec.CertExpiry, CertIssuer: rec.CertIssuer,
 			Drain: rec.Drain, Joined: rec.Joined, Link: "-", TLSVersion: "-", Version: rec.Version,
+			ProfileState: rec.prof.state, ProfileError: rec.prof.err, Profile: rec.prof.name, ProfileRevision: rec.prof.rev,
+		}
+		if an.Profile == "" && an.ProfileState == api.ProfilePending {
+			an.ProfileState = "" // its profile is being removed
 		}
 		an.Reconnects = c.histories[n.Name].recent(c.now())
 		s := c.sessions[n.Name]

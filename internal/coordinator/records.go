@@ -109,6 +109,9 @@ type nodeRecord struct {
 	Hostname    string            `json:"hostname,omitempty"`
 	// Version is the Ward version the agent reported in its last hello.
 	Version string `json:"version,omitempty"`
+	// prof is where the node stands with its agent profile (not stored:
+	// an agent says what it runs when its session opens).
+	prof nodeProfile
 }
 
 // tokenRecord is a join token. Only the secret's hash is kept.

@@ -90,10 +90,11 @@ type Coordinator struct {
 	jobSeq     uint64
 	// maint is the maintenance mode, read without c.mu on every
 	// submission; changes are made under c.mu.
-	maint   atomic.Pointer[api.Maintenance]
-	outputs map[outputKey]*outputState
-	files   *fileStaging
-	subs    map[string]map[*logSub]struct{}
+	maint    atomic.Pointer[api.Maintenance]
+	outputs  map[outputKey]*outputState
+	files    *fileStaging
+	profiles map[string]*api.Profile
+	subs     map[string]map[*logSub]struct{}
 
 	// lineage is held shared by a renewal from its check of the old
 	// certificate through the commit of the new one, and exclusively by a
@@ -160,6 +161,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		histories:     map[string]*sessionHistory{},
 		hbSpacing:     heartbeatSpacing,
 		outputs:       map[outputKey]*outputState{},
+		profiles:      map[string]*api.Profile{},
 		subs:          map[string]map[*logSub]struct{}{},
 		kick:          make(chan struct{}, 1),
 		crlKick:       make(chan struct{}, 1),
@@ -418,6 +420,9 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		}
 		c.jobSeq = n
 	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := c.restoreProfiles(ctx); err != nil {
 		return err
 	}
 	if err := c.st.Scan(ctx, prefixNodes, func(r store.Record) error {

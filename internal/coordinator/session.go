@@ -328,7 +328,8 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	}
 	rec.Labels = h.Labels
 	rec.Version = h.WardVersion
-	sn := c.cl.UpsertNode(s.node, rec.Slots, effectiveLabels(rec))
+	profilePush := c.openProfileLocked(rec, h)
+	sn := c.cl.UpsertNode(s.node, effectiveSlots(rec), effectiveLabels(rec))
 	sn.Connected = true
 	sn.Drain = rec.Drain
 	acks := c.applyResultsLocked(s.node, h.Finished)
@@ -358,6 +359,9 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	s.send(api.FrameWelcome, welcome)
 	if len(cancelNow) > 0 {
 		s.send(api.FrameCancel, api.Cancel{Refs: cancelNow, Reason: "the job was canceled while the agent was away", EndReason: api.EndCanceled})
+	}
+	if profilePush != nil {
+		s.send(api.FrameProfile, profilePush)
 	}
 	if s.link == transport.LinkNo && c.wantsUpgrade(s.node) {
 		s.send(api.FrameUpgradeTLS, api.UpgradeTLS{ClusterAddrs: welcome.ClusterAddrs})
@@ -479,6 +483,8 @@ func (c *Coordinator) handleFrame(s *session, t api.FrameType, body []byte) erro
 			s.send(api.FrameAck, api.Ack{Refs: acks})
 			frames.send()
 		})
+	case api.FrameProfileResult:
+		c.profileResult(s, body)
 	default:
 		c.handleLifecycleFrame(s, t, body)
 	}
