@@ -28,6 +28,7 @@ import (
 	"github.com/wardcluster/ward/internal/diagnose"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/profile"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
@@ -66,6 +67,14 @@ type Agent struct {
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
 
+	// The settings a profile changes (under mu), and the two read without
+	// it on their own paths.
+	settings    profile.Agent
+	profileName string
+	profileRev  int64
+	killGrace   atomic.Int64 // nanoseconds
+	revPolicy   atomic.Value // string
+
 	mu      sync.Mutex
 	running map[api.AttemptRef]*attempt // started, starting, or waiting
 	waiting []*attempt                  // assigned ahead: start in order as slots free
@@ -102,6 +111,7 @@ type outbox struct {
 	heartbeat  bool
 	renew      []byte             // a CSR to send as RenewRequest
 	upgradeErr *api.UpgradeResult // why a move to TLS failed
+	profile    *api.ProfileResult // the answer to a profile push
 }
 
 // Options are the parts of an agent that are not configuration.
@@ -144,8 +154,10 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		pending: map[api.AttemptRef][]api.OutputChunk{},
 		notify:  make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
 	}
+	a.settings = profile.Agent{Slots: cfg.Slots, Labels: cfg.Labels, KillGrace: cfg.KillGrace.D(), RevocationPolicy: cfg.RevocationPolicy}
+	a.killGrace.Store(int64(cfg.KillGrace.D()))
 	if a.exec == nil {
-		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Reaper: opts.Reaper}
+		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Grace: a.killGraceNow, Reaper: opts.Reaper}
 	}
 	var err error
 	var fresh *joined
@@ -288,7 +300,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.crl.stale(time.Now()) {
 		if err := a.refreshCRLs(ctx); err != nil {
-			a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
+			a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.revocationPolicy())
 		}
 	}
 	go a.crlLoop(ctx)

@@ -133,7 +133,7 @@ func (a *Agent) crlLoop(ctx context.Context) {
 			continue
 		}
 		if err := a.refreshCRLs(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.cfg.RevocationPolicy)
+			a.log.Warn("cannot fetch the cluster CRL", "err", err, "policy", a.revocationPolicy())
 		}
 	}
 }
@@ -234,7 +234,7 @@ func (a *Agent) checkServer(chain []*x509.Certificate) error {
 		a.revocation.Store("checked")
 		return nil
 	case errors.Is(err, ErrRevocationUnavailable):
-		if a.cfg.RevocationPolicy == "hard" {
+		if a.revocationPolicy() == "hard" {
 			return fmt.Errorf("%w (revocation_policy is hard, so the agent refuses to connect; fix: make the coordinator's public port reachable, or set revocation_policy soft)", err)
 		}
 		if a.revocation.Swap("unavailable") != "unavailable" {

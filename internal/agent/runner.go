@@ -41,6 +41,9 @@ type Executor interface {
 type ProcessExecutor struct {
 	// KillGrace is the wait between SIGTERM and SIGKILL.
 	KillGrace time.Duration
+	// Grace, when set, gives the wait at each start instead: an agent
+	// profile changes it without a restart.
+	Grace func() time.Duration
 	// Reaper, when set, kills the tasks' process groups if the agent dies.
 	Reaper *Reaper
 }
@@ -150,7 +153,11 @@ func (w streamWriter) ReadFrom(r io.Reader) (int64, error) {
 // agent hands over assignments one after another from its session reader:
 // starting inline would run an agent's slots one spawn at a time.
 func (e ProcessExecutor) Run(a api.Assignment, r Reporter) Handle {
-	h := &procHandle{grace: e.KillGrace, done: make(chan struct{})}
+	grace := e.KillGrace
+	if e.Grace != nil {
+		grace = e.Grace()
+	}
+	h := &procHandle{grace: grace, done: make(chan struct{})}
 	go e.run(a, r, h)
 	return h
 }

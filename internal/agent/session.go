@@ -152,7 +152,7 @@ func (a *Agent) helloLocked(host string) api.Hello {
 	hello := api.Hello{
 		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
 		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
-		Revocation: a.revocationState(),
+		Revocation: a.revocationState(), Profile: a.profileName, ProfileRevision: a.profileRev,
 	}
 	var held []api.TaskResult
 	for _, r := range a.unacked {
@@ -304,6 +304,12 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 			default:
 			}
 		}
+	case api.FrameProfile:
+		var m api.ProfilePush
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		a.applyProfile(m)
 	case api.FrameTrust:
 		var m api.Trust
 		if err := api.DecodeFrame(t, body, &m); err != nil {
@@ -379,7 +385,11 @@ func (a *Agent) start(as api.Assignment) {
 // are free, or nothing else runs. The coordinator's scheduler follows the
 // same rule.
 func (a *Agent) roomLocked(slots int) bool {
-	return a.used+slots <= a.cfg.Slots || a.used == 0
+	have := a.settings.Slots
+	if have == 0 { // an agent built without New (tests)
+		have = a.cfg.Slots
+	}
+	return a.used+slots <= have || a.used == 0
 }
 
 // launch hands an attempt that holds its slots to the executor.
@@ -402,6 +412,30 @@ func (a *Agent) launch(at *attempt, as api.Assignment) {
 	if kill != "" {
 		h.Kill(kill)
 	}
+}
+
+// readyAttempt is a waiting attempt that may start now.
+type readyAttempt struct {
+	at *attempt
+	as api.Assignment
+}
+
+// startWaitingLocked takes the attempts waiting for slots that fit now,
+// in order, and counts their slots; the caller launches them after
+// releasing a.mu.
+func (a *Agent) startWaitingLocked() []readyAttempt {
+	var next []readyAttempt
+	for len(a.waiting) > 0 {
+		w := a.waiting[0]
+		if !a.roomLocked(w.slots) {
+			break
+		}
+		a.waiting = a.waiting[1:]
+		a.used += w.slots
+		next = append(next, readyAttempt{w, *w.as})
+		w.as = nil
+	}
+	return next
 }
 
 // reporter feeds one attempt's events into the outbox. seq and dropped
@@ -463,21 +497,7 @@ func (r *reporter) Exited(res api.TaskResult) {
 	a.unacked[r.ref] = res
 	a.out.results = append(a.out.results, res)
 	// Freed slots go to the attempts waiting for them, in order.
-	type ready struct {
-		at *attempt
-		as api.Assignment
-	}
-	var next []ready
-	for len(a.waiting) > 0 {
-		w := a.waiting[0]
-		if !a.roomLocked(w.slots) {
-			break
-		}
-		a.waiting = a.waiting[1:]
-		a.used += w.slots
-		next = append(next, ready{w, *w.as})
-		w.as = nil
-	}
+	next := a.startWaitingLocked()
 	a.mu.Unlock()
 	a.wake()
 	for _, n := range next {
@@ -555,6 +575,9 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 		}
 		if err == nil && len(o.results) > 0 {
 			buf, err = api.AppendFrame(buf, api.FrameResults, api.Results{Results: o.results})
+		}
+		if err == nil && o.profile != nil {
+			buf, err = api.AppendFrame(buf, api.FrameProfileResult, o.profile)
 		}
 		if err == nil && o.upgradeErr != nil {
 			buf, err = api.AppendFrame(buf, api.FrameUpgradeResult, o.upgradeErr)
