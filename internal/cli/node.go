@@ -20,11 +20,18 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err != nil || printed {
 				return err
 			}
-			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "CERT EXPIRES", "TLS", "LINK")
+			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "PROFILE", "CERT EXPIRES", "TLS", "LINK")
+			var failed []api.Node
 			for _, n := range out {
-				t.row(n.Name, n.State, n.Slots, n.UsedSlots, orDash(sched.FormatLabels(n.Labels)), until(n.CertExpiry), n.TLSVersion, n.Link)
+				t.row(n.Name, n.State, n.Slots, n.UsedSlots, orDash(sched.FormatLabels(n.Labels)), profileCell(n), until(n.CertExpiry), n.TLSVersion, n.Link)
+				if n.ProfileState == api.ProfileFailed {
+					failed = append(failed, n)
+				}
 			}
 			t.flush()
+			for _, n := range failed {
+				fmt.Fprintf(g.stdout, "%s refused profile %s (revision %d): %s\n", n.Name, n.Profile, n.ProfileRevision, n.ProfileError)
+			}
 			return nil
 		},
 	}
