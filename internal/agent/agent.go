@@ -178,6 +178,9 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	if a.state, err = loadState(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	// Scratch directories of staged tasks left by an agent that died: its
+	// tasks died with it (they are killed with the agent).
+	os.RemoveAll(filepath.Join(cfg.DataDir, "work"))
 	switch {
 	case opts.UpgradeTLS && cfg.InsecurePlaintextCoordinator != "":
 		return nil, fmt.Errorf("--upgrade-tls and --insecure-plaintext-coordinator contradict each other: pass one")
