@@ -37,6 +37,13 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 		if an.Profile == "" && an.ProfileState == api.ProfilePending {
 			an.ProfileState = "" // its profile is being removed
 		}
+		if rec.prof.name == "" && rec.prof.state == "" {
+			// Not pushed yet (the node has been away since this
+			// coordinator started): it gets it when it connects.
+			if w := c.wantedProfileLocked(rec); w != nil {
+				an.Profile, an.ProfileRevision, an.ProfileState = w.Name, w.Revision, api.ProfilePending
+			}
+		}
 		an.Reconnects = c.histories[n.Name].recent(c.now())
 		s := c.sessions[n.Name]
 		switch {
