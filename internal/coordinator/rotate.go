@@ -221,7 +221,11 @@ func (c *Coordinator) rotateForward(ctx context.Context, r *rotationRecord, req 
 		}
 		r.Phase, r.Spread = phaseRenew, spread.String()
 	case phaseRenew:
-		if old := c.agentsOnOldCA(); len(old) > 0 && !req.Force {
+		old, _, err := c.agentsOnOldCA(ctx)
+		if err != nil {
+			return err
+		}
+		if len(old) > 0 && !req.Force {
 			return api.Errorf(api.CodeFailedPrecondition,
 				"wait for them (`ward ca status`), or pass --force: an agent still on the old CA renews through the public port when it returns, within the heal grace window",
 				"%d agent(s) still hold certificates from the old CA: %v", len(old), old)
@@ -349,19 +353,42 @@ func (c *Coordinator) catchUpDelay(cert *x509.Certificate) time.Duration {
 }
 
 // agentsOnOldCA lists registered, unrevoked agents whose certificate was
-// not issued by the current issuing CA.
-func (c *Coordinator) agentsOnOldCA() []string {
+// not issued by the current issuing CA, and counts agents per issuing CA.
+// On a shared store it reads every node record there, so agents served by
+// other coordinators count too.
+func (c *Coordinator) agentsOnOldCA(ctx context.Context) (old []string, perIssuer map[string]int, err error) {
 	current := c.issuer().CA.Cert.Subject.CommonName
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []string
-	for name, n := range c.nodes {
-		if !n.Revoked && n.CertIssuer != current {
-			out = append(out, name)
+	perIssuer = map[string]int{}
+	count := func(n *nodeRecord) {
+		if n.Revoked {
+			return
+		}
+		perIssuer[n.CertIssuer]++
+		if n.CertIssuer != current {
+			old = append(old, n.Name)
 		}
 	}
-	sort.Strings(out)
-	return out
+	if c.cfg.EtcdStore() {
+		err = c.st.Scan(ctx, prefixNodes, func(r store.Record) error {
+			var n nodeRecord
+			if err := json.Unmarshal(r.Value, &n); err != nil {
+				return fmt.Errorf("%s: %w", r.Key, err)
+			}
+			count(&n)
+			return nil
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the node records: %w", err)
+		}
+	} else {
+		c.mu.Lock()
+		for _, n := range c.nodes {
+			count(n)
+		}
+		c.mu.Unlock()
+	}
+	sort.Strings(old)
+	return old, perIssuer, nil
 }
 
 func caInfo(cert *x509.Certificate) api.CAInfo {
@@ -381,14 +408,9 @@ func (c *Coordinator) caStatus(ctx context.Context) (api.CAStatus, error) {
 	for _, ca := range c.issuingCAs() {
 		st.Trusted = append(st.Trusted, caInfo(ca.Cert))
 	}
-	c.mu.Lock()
-	for _, n := range c.nodes {
-		if !n.Revoked {
-			st.Agents[n.CertIssuer]++
-		}
+	if st.OnOldCA, st.Agents, err = c.agentsOnOldCA(ctx); err != nil {
+		return api.CAStatus{}, err
 	}
-	c.mu.Unlock()
-	st.OnOldCA = c.agentsOnOldCA()
 	if cur := c.currentCRL(); cur != nil {
 		st.CRL = &api.CRLInfo{Number: cur.number, ThisUpdate: cur.thisUpdate, NextUpdate: cur.nextUpdate, Revoked: cur.entries}
 	}

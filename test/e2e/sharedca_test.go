@@ -278,6 +278,11 @@ func TestCARotationAcrossCoordinators(t *testing.T) {
 		st := a.caStatus()
 		return st.Phase == 2 && strings.HasSuffix(st.Issuing.Subject, " 2")
 	})
+	// B counts the agent A serves: it is still on the old CA, so B would
+	// refuse to retire the old CA without --force.
+	if st := b.caStatus(); len(st.OnOldCA) != 1 || st.OnOldCA[0] != "n1" {
+		t.Fatalf("B's CA status before renewal: on the old CA %v, agents %v", st.OnOldCA, st.Agents)
+	}
 	if out := b.mustWard("ca", "rotate", "--spread", "1s"); !strings.Contains(out, "phase 3 of 3: renew") {
 		t.Fatalf("rotate 3 on B: %s", out)
 	}
@@ -285,6 +290,7 @@ func TestCARotationAcrossCoordinators(t *testing.T) {
 		n, _ := a.node("n1")
 		return strings.HasSuffix(n.CertIssuer, " 2")
 	})
+	waitFor(t, 10*time.Second, "B to see A's agent on the new CA", func() bool { return len(b.caStatus().OnOldCA) == 0 })
 	b.mustWard("ca", "rotate")
 	waitFor(t, 20*time.Second, "A to retire the old CA", func() bool {
 		st := a.caStatus()
