@@ -14,8 +14,8 @@ import (
 // through a watch on the certificate records: the serial joins the
 // in-memory revocation set (new handshakes are refused), every live
 // connection standing for it closes (agent sessions, API calls, log
-// follows), a revoked node's session ends and its tasks are requeued, and
-// the CRLs are signed again. The watch delivers within milliseconds of the
+// follows), a revoked node's session ends and, on the coordinator that
+// serves the node, its tasks are requeued, and the CRLs are signed again. The watch delivers within milliseconds of the
 // commit; the rebuild of the CRLs runs apart so it never delays a cut.
 
 // followRetryMax bounds the wait before watching again after a watch could
@@ -116,20 +116,37 @@ func (c *Coordinator) applyStoredRevocation(r store.Record) bool {
 		}
 		c.revoked.Add(at, cr.Serial)
 	}
-	closed := c.live.closeSerial(cr.Serial)
-	node, requeued := "", 0
 	if cr.Role == string(pki.RoleAgent) {
+		node, requeued := "", 0
 		c.mu.Lock()
 		n := c.nodes[cr.Name]
+		serves := false
 		if n != nil && n.CertSerial == cr.Serial && !n.Revoked {
 			n.Revoked = true // the revoking coordinator wrote the node's record
 			node = cr.Name
+			// Only the coordinator the node's session is (or was last) on
+			// holds its tasks' current state; the others just stop
+			// accepting it.
+			serves = c.sessions[node] != nil || c.lostTimers[node] != nil
+			if sn, ok := c.cl.Node(node); ok && !serves {
+				sn.Revoked, sn.Connected = true, false
+			}
 		}
 		c.mu.Unlock()
-		if node != "" {
+		// Decided before the connections close: a session that ends starts
+		// the node's lost timer.
+		closed := c.live.closeSerial(cr.Serial)
+		if serves {
 			requeued = c.takeNodeOut(node, "node revoked on another coordinator", now)
 		}
+		return c.revocationApplied(cr, newSerial, closed, node, requeued, now)
 	}
+	return c.revocationApplied(cr, newSerial, c.live.closeSerial(cr.Serial), "", 0, now)
+}
+
+// revocationApplied logs and finishes a revocation applied from the store;
+// it reports whether the serial was new here.
+func (c *Coordinator) revocationApplied(cr certRecord, newSerial bool, closed int, node string, requeued int, now time.Time) bool {
 	if !newSerial && closed == 0 && node == "" {
 		return false
 	}

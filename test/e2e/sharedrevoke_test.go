@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,29 @@ func TestRevocationAcrossCoordinators(t *testing.T) {
 		t.Fatal("A still accepts the revoked admin certificate")
 	} else if !strings.Contains(errOut, "revoked") {
 		t.Logf("refusal: %s", errOut)
+	}
+
+	// A's own certificate revoked on B: A issues itself a new one, and B's
+	// admin reaches A through it.
+	ownSerial := func() string {
+		b, err := os.ReadFile(filepath.Join(a.data, "pki", "coordinator.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := pki.ParseCertsPEM(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pki.SerialHex(certs[0])
+	}
+	old := ownSerial()
+	b.mustWard("cert", "revoke", old)
+	waitFor(t, 10*time.Second, "A to reissue its own certificate", func() bool { return ownSerial() != old })
+	if !strings.Contains(a.coord.stderrText(), "this coordinator's own certificate was revoked on another coordinator") {
+		t.Fatal("A did not log why it reissued its certificate")
+	}
+	if out, errOut, code := wardWithContext(contextAt(t, b, a.cluster), "node", "ls"); code != 0 || !strings.Contains(out, "n2") {
+		t.Fatalf("B's admin against A after A reissued its certificate: exit %d\n%s%s", code, out, errOut)
 	}
 }
 
