@@ -60,6 +60,10 @@ const (
 	CodeChecksumMismatch Code = "CHECKSUM_MISMATCH"
 	CodeFileTooLarge     Code = "FILE_TOO_LARGE"
 
+	// Users and roles.
+	CodeForbiddenNotOwner Code = "FORBIDDEN_NOT_OWNER"  // a submitter reaching another user's job
+	CodeUserUnknownOnNode Code = "USER_UNKNOWN_ON_NODE" // --run-as-user: no local account for the job's user
+
 	// Limits a peer ran into. Each message names the limit and the
 	// coordinator setting that raises it.
 	CodeRequestTooLarge  Code = "REQUEST_TOO_LARGE"  // a request body over max_request_bytes
@@ -152,7 +156,7 @@ func HTTPStatus(c Code) int {
 		return http.StatusNotFound
 	case CodeAlreadyExists, CodeNodeNameInUse:
 		return http.StatusConflict
-	case CodePermissionDenied:
+	case CodePermissionDenied, CodeForbiddenNotOwner:
 		return http.StatusForbidden
 	case CodeUnauthenticated, CodeTokenInvalid, CodeTokenExpired, CodeTokenUsed, CodeTokenRevoked,
 		CodeCertRevoked, CodeCertExpired, CodeGraceWindowExpired:

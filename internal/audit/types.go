@@ -10,6 +10,7 @@ import (
 // step with the code that records events.
 var Types = []string{
 	"auth.failure",
+	"authz.denied",
 	"ca.create", "ca.rotate",
 	"debug.info",
 	"file.checksum_mismatch", "file.download", "file.upload",
@@ -24,6 +25,7 @@ var Types = []string{
 	"session.open",
 	"store.backup", "store.restore",
 	"token.create", "token.revoke",
+	"user.add", "user.login", "user.remove", "user.role",
 }
 
 // Families are the parts before the dot (cert, job, ...), which a filter

@@ -9,12 +9,11 @@ import (
 // the one the web admin password signs in as.
 const AdminName = "admin"
 
-// IsAdmin reports whether p acts as a cluster admin: today the admin user
-// (the coordinator's own context and the web admin password). Maintenance
-// mode lets admins submit while it refuses everyone else. When users get
-// roles, this is where the admin role is read.
+// IsAdmin reports whether p acts as a cluster admin: a user whose
+// certificate (or web session) carries the admin role. Maintenance mode
+// lets admins submit while it refuses everyone else.
 func IsAdmin(p Principal) bool {
-	return p.ID.Role == pki.RoleUser && p.ID.Name == AdminName
+	return p.ID.Role == pki.RoleUser && p.Role == RoleAdmin
 }
 
 // RequireAdmin refuses p unless it is an admin, naming what needed it.

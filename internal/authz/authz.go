@@ -1,12 +1,15 @@
 // Package authz names who performs an action, a Principal (the verified
-// identity, how it authenticated and from where), and decides whether it may.
-// The HTTP API and the web admin pass every operation through the same
-// decision, so both follow one rule and the audit log records the same actor
-// either way.
+// identity, its role, how it authenticated and from where), and decides
+// whether it may, from one table (table.go) that every API route and every
+// web admin action is checked against. The HTTP API and the web admin pass
+// every operation through the same decision, so both follow one rule and
+// the audit log records the same actor either way.
 package authz
 
 import (
+	"crypto/x509"
 	"fmt"
+	"strings"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/pki"
@@ -29,6 +32,61 @@ const (
 	ViaLocal Via = "local"
 )
 
+// Role is what a user may do. It lives in the user's certificate (a
+// urn:ward:role: URI SAN, see pki.UserRoleURI), so deciding needs no
+// lookup; a role change issues a new certificate and revokes the old.
+type Role string
+
+// The user roles, from most to least privileged.
+const (
+	// RoleAdmin may do everything.
+	RoleAdmin Role = "admin"
+	// RoleOperator runs the cluster: nodes, drain, tokens, everyone's jobs;
+	// no CA or user management.
+	RoleOperator Role = "operator"
+	// RoleSubmitter submits jobs and sees and cancels its own; it reads
+	// nodes and the cluster's status.
+	RoleSubmitter Role = "submitter"
+	// RoleViewer reads the cluster's state and changes nothing.
+	RoleViewer Role = "viewer"
+)
+
+// Roles lists every role, most privileged first.
+var Roles = []Role{RoleAdmin, RoleOperator, RoleSubmitter, RoleViewer}
+
+// ParseRole reads a role name.
+func ParseRole(s string) (Role, error) {
+	for _, r := range Roles {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", api.Errorf(api.CodeInvalidArgument, "use one of: "+roleList(Roles, ", "), "%q is not a role", s)
+}
+
+// RoleFromCert is the role of the user certificate cert that names id: the
+// role its SAN carries, or admin for the admin credential (AdminName)
+// written before roles existed, so existing clusters keep working. Agents, coordinators and user certificates without a
+// known role have none ("").
+func RoleFromCert(id pki.ID, cert *x509.Certificate) Role {
+	if id.Role != pki.RoleUser {
+		return ""
+	}
+	s := pki.UserRoleOf(cert)
+	if s == "" {
+		if id.Name == AdminName {
+			return RoleAdmin
+		}
+		return ""
+	}
+	for _, r := range Roles {
+		if string(r) == s {
+			return r
+		}
+	}
+	return ""
+}
+
 // Principal is who performs an operation. It flows from the edge (the API's
 // certificate check, the web admin's session) into every operation, which
 // authorizes it and records it in the audit log.
@@ -36,6 +94,10 @@ type Principal struct {
 	// ID is the verified identity; for web sessions, the user the session
 	// was opened for.
 	ID pki.ID
+	// Role is the user's role, read from the certificate that proved ID
+	// (or the one that asked for a web session's link); "" for agents,
+	// coordinators and user certificates without a role.
+	Role Role
 	// Via says how the identity was proven.
 	Via Via
 	// Source is the peer's network address ("" in-process).
@@ -44,6 +106,9 @@ type Principal struct {
 	// presented (ViaCert) or the one that asked for the login link
 	// (ViaUILink). When it is revoked, the principal loses its rights.
 	CertSerial string
+	// Route is the API route or console page the principal called, for the
+	// audit record of a refusal ("" in-process).
+	Route string
 }
 
 // String is the identity, the way the audit log names an actor.
@@ -55,60 +120,93 @@ func (p Principal) WithSource(addr string) Principal {
 	return p
 }
 
-// Action names an operation for authorization. Mutating actions carry the
-// audit event type they record.
-type Action string
+// Owns reports whether p submitted what submittedBy names (a job's
+// recorded submitter).
+func (p Principal) Owns(submittedBy string) bool { return submittedBy == p.ID.String() }
 
-// The operations of the API and the web admin.
-const (
-	Read           Action = "read" // every read: status, lists, logs, audit
-	NodeDrain      Action = "node.drain"
-	NodeUndrain    Action = "node.undrain"
-	NodeRevoke     Action = "node.revoke"
-	JobSubmit      Action = "job.submit"
-	JobCancel      Action = "job.cancel"
-	TokenCreate    Action = "token.create"
-	TokenRevoke    Action = "token.revoke"
-	CertRevoke     Action = "cert.revoke"
-	CARotate       Action = "ca.rotate"
-	MigrateUpgrade Action = "migrate.upgrade"
-	MigrateFinish  Action = "migrate.finish"
-	CheckRun       Action = "check.run"
-	UILink         Action = "ui.link"
-	DebugInfo      Action = "debug.info"     // a support bundle's view: effective config, recent logs, data directory listing
-	StoreBackup    Action = "store.backup"   // a copy of the whole store: every record, token hashes included
-	ProfileSet     Action = "profile.set"    // create, change or delete an agent profile
-	ProfileAssign  Action = "profile.assign" // choose the nodes a profile applies to
-	// ClusterMaintenance turns maintenance mode on or off: admins only.
-	ClusterMaintenance Action = "cluster.maintenance"
-)
-
-// Allow reports whether p may perform a in cluster. Every action needs a
-// user identity of this cluster: agent and coordinator certificates act
-// only through their own protocols. Roles refine this per action later.
+// Allow reports whether p may perform a in cluster: nil, or a
+// PERMISSION_DENIED error that names the role needed. It does not apply
+// ownership; Decide returns the scope for that.
 func Allow(p Principal, cluster string, a Action) error {
-	if p.ID.Cluster != cluster {
-		return api.Errorf(api.CodePermissionDenied, "use an identity of this cluster",
-			"%s belongs to cluster %q, not %q", p.ID, p.ID.Cluster, cluster)
-	}
-	if p.ID.Role != pki.RoleUser {
-		what := "identity"
-		if p.Via == ViaCert {
-			what = "certificate"
-		}
-		article := "a"
-		if p.ID.Role == pki.RoleAgent {
-			article = "an"
-		}
-		return api.Errorf(api.CodePermissionDenied, "use a user certificate, such as the admin context the coordinator wrote",
-			"%s is %s %s %s; %s needs a user", p.ID, article, p.ID.Role, what, describe(a))
-	}
-	return nil
+	_, err := Decide(p, cluster, a)
+	return err
 }
 
-func describe(a Action) string {
-	if a == Read {
-		return "reading cluster state"
+// Decide is the one authorization decision: how far p may perform a in
+// cluster (ScopeAll, or ScopeOwn for a submitter's own jobs), or a
+// PERMISSION_DENIED error that explains the refusal and the role needed.
+func Decide(p Principal, cluster string, a Action) (Scope, error) {
+	rule, ok := table[a]
+	if !ok {
+		// A programming error, refused rather than allowed: every action
+		// must be in the table (a test walks every route).
+		return ScopeNone, api.Errorf(api.CodePermissionDenied, "report this: the action has no authorization rule", "%s has no rule in the authorization table", a)
 	}
-	return fmt.Sprintf("the %s action", a)
+	if rule.Public {
+		return ScopeAll, nil
+	}
+	if p.ID.Cluster != cluster {
+		return ScopeNone, api.Errorf(api.CodePermissionDenied, "use an identity of this cluster",
+			"%s belongs to cluster %q, not %q", p.ID, p.ID.Cluster, cluster)
+	}
+	switch p.ID.Role {
+	case pki.RoleAgent:
+		if rule.Agents {
+			return ScopeAll, nil
+		}
+		return ScopeNone, notAUser(p, rule)
+	case pki.RoleCoordinator:
+		if rule.Coordinators {
+			return ScopeAll, nil
+		}
+		return ScopeNone, notAUser(p, rule)
+	case pki.RoleUser:
+	default:
+		return ScopeNone, notAUser(p, rule)
+	}
+	if s := rule.scope(p.Role); s != ScopeNone {
+		return s, nil
+	}
+	needed := roleList(rule.Roles(), " or ")
+	if p.Role == "" {
+		return ScopeNone, api.Errorf(api.CodePermissionDenied,
+			fmt.Sprintf("ask an admin for a credential with a role (`ward user add %s --role ROLE`, then `ward login --join-file FILE`)", p.ID.Name),
+			"%s has no role (its certificate names none); %s needs role %s", p.ID, rule.Describe, needed)
+	}
+	return ScopeNone, api.Errorf(api.CodePermissionDenied,
+		fmt.Sprintf("ask an admin to change your role (`ward user role %s %s`), or use a credential that has it", p.ID.Name, rule.Roles()[len(rule.Roles())-1]),
+		"%s has role %s; %s needs role %s", p.ID, p.Role, rule.Describe, needed)
+}
+
+// notAUser refuses an agent or coordinator identity an action only users
+// (or only some roles) may perform.
+func notAUser(p Principal, rule Rule) error {
+	what := "identity"
+	if p.Via == ViaCert {
+		what = "certificate"
+	}
+	article := "a"
+	if p.ID.Role == pki.RoleAgent {
+		article = "an"
+	}
+	return api.Errorf(api.CodePermissionDenied, "use a user certificate, such as the admin context the coordinator wrote",
+		"%s is %s %s %s; %s needs a user with role %s", p.ID, article, p.ID.Role, what, rule.Describe, roleList(rule.Roles(), " or "))
+}
+
+// NotOwner is the refusal of a submitter's access to another user's job.
+func NotOwner(p Principal, jobID, owner string) error {
+	return api.Errorf(api.CodeForbiddenNotOwner,
+		"a submitter reaches only the jobs it submitted; an operator or admin reaches every job",
+		"job %s belongs to %s, not %s (role %s)", jobID, owner, p.ID, p.Role)
+}
+
+func roleList(rs []Role, sep string) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = string(r)
+	}
+	if len(s) > 1 && sep == " or " {
+		return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+	}
+	return strings.Join(s, sep)
 }

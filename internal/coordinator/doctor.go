@@ -249,7 +249,7 @@ func (c *Coordinator) apiDoctor(w http.ResponseWriter, r *http.Request, p authz.
 // Doctor checks the whole cluster: every finding with its severity and fix,
 // most severe first, with certificate expiry judged against horizon.
 func (c *Coordinator) Doctor(ctx context.Context, p authz.Principal, horizon time.Duration) (api.DoctorReport, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.DoctorRead); err != nil {
 		return api.DoctorReport{}, err
 	}
 	f, err := c.doctor(ctx, horizon)
@@ -296,7 +296,7 @@ func (c *Coordinator) parseSince(s string) (time.Time, error) {
 // Audit reads the audit log: the events f selects, oldest first (or newest
 // first), and how many match in all.
 func (c *Coordinator) Audit(ctx context.Context, p authz.Principal, f api.AuditFilter) ([]audit.Event, int, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.AuditRead); err != nil {
 		return nil, 0, err
 	}
 	if f.Type != "" && !audit.ValidFilter(f.Type) {

@@ -16,70 +16,60 @@ import (
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/buildinfo"
-	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
 // clusterRoutes is the mTLS API. Every route needs a client certificate:
-// the identity comes from the verified certificate, never from a header,
-// and each operation authorizes it (allow) on the same path the web admin
-// uses.
+// the identity and its role come from the verified certificate, never from
+// a header. Each route declares the action it needs (authz's table); the
+// operation checks it again on the same path the web admin uses.
 func (c *Coordinator) clusterRoutes() http.Handler {
-	mux := http.NewServeMux()
-	handle := func(pattern string, h func(http.ResponseWriter, *http.Request, authz.Principal) error) {
-		mux.Handle(pattern, c.authenticated(h))
-	}
-	handle("GET /v1/status", c.apiStatus)
-	handle("GET /v1/cluster/maintenance", c.apiMaintenanceGet)
-	handle("POST /v1/cluster/maintenance", c.apiMaintenanceSet)
-	handle("GET /v1/debug/info", c.apiDebugInfo)
-	handle("GET /v1/nodes", c.apiNodes)
-	handle("POST /v1/nodes/{name}/drain", c.apiDrain)
-	handle("POST /v1/nodes/{name}/undrain", c.apiUndrain)
-	handle("POST /v1/tokens", c.apiTokenCreate)
-	handle("GET /v1/tokens", c.apiTokenList)
-	handle("POST /v1/tokens/{id}/revoke", c.apiTokenRevoke)
-	handle(patternJobSubmit, c.apiJobSubmit)
-	handle("GET /v1/jobs", c.apiJobList)
-	handle("GET /v1/jobs/{id}", c.apiJobStatus)
-	handle("POST /v1/jobs/{id}/cancel", c.apiJobCancel)
-	handle("GET /v1/jobs/{id}/logs", c.apiJobLogs)
-	handle("GET /v1/jobs/{id}/progress", c.apiJobProgress)
-	handle("GET /v1/jobs/{id}/outputs", c.apiJobOutputs)
-	handle("GET /v1/jobs/{id}/outputs/{task}/file", c.apiJobOutputFile)
-	handle("PUT /v1/staging/files/{sum}", c.apiStagingUpload)
-	handle("GET /v1/profiles", c.apiProfiles)
-	handle("PUT /v1/profiles/{name}", c.apiProfileSet)
-	handle("POST /v1/profiles/{name}/assign", c.apiProfileAssign)
-	handle("DELETE /v1/profiles/{name}", c.apiProfileDelete)
-	handle("GET /v1/staging/attempts/{job}/{task}/{attempt}/inputs/{n}", c.apiStagingInput)
-	handle("PUT /v1/staging/attempts/{job}/{task}/{attempt}/outputs", c.apiStagingOutput)
-	handle("POST /v1/nodes/{name}/revoke", c.apiNodeRevoke)
-	handle("GET /v1/certs", c.apiCertList)
-	handle("POST /v1/certs/{serial}/revoke", c.apiCertRevoke)
-	handle("GET /v1/doctor", c.apiDoctor)
-	handle("GET /v1/audit", c.apiAudit)
-	handle("GET /v1/migrate/status", c.apiMigrateStatus)
-	handle("POST /v1/migrate/upgrade", c.apiMigrateUpgrade)
-	handle("POST /v1/migrate/finish", c.apiMigrateFinish)
-	handle("GET /v1/ca/status", c.apiCAStatus)
-	handle("POST /v1/ca/rotate", c.apiCARotate)
-	handle("POST /v1/check", c.apiCheck)
-	handle("GET /v1/store/backup", c.apiStoreBackup)
-	handle("POST /v1/ui/login-link", c.apiUILink)
-	handle("GET /v1/ca/crl", func(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-		if err := c.allow(p, authz.Read); err != nil {
-			return err
-		}
-		c.serveCRL(w, r)
-		return nil
-	})
-	mux.Handle("GET /metrics", c.metricsAuth(c.metrics.Handler()))
-	mux.HandleFunc("POST /v1/certs/renew", c.apiRenew)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	rt := c.newRouter(listenerCluster)
+	rt.api("GET /v1/status", authz.StatusRead, c.apiStatus)
+	rt.api("GET /v1/cluster/maintenance", authz.StatusRead, c.apiMaintenanceGet)
+	rt.api("POST /v1/cluster/maintenance", authz.ClusterMaintenance, c.apiMaintenanceSet)
+	rt.api("GET /v1/debug/info", authz.DebugInfo, c.apiDebugInfo)
+	rt.api("GET /v1/nodes", authz.NodeRead, c.apiNodes)
+	rt.api("POST /v1/nodes/{name}/drain", authz.NodeDrain, c.apiDrain)
+	rt.api("POST /v1/nodes/{name}/undrain", authz.NodeUndrain, c.apiUndrain)
+	rt.api("POST /v1/nodes/{name}/revoke", authz.NodeRevoke, c.apiNodeRevoke)
+	rt.api("POST /v1/tokens", authz.TokenCreate, c.apiTokenCreate)
+	rt.api("GET /v1/tokens", authz.TokenRead, c.apiTokenList)
+	rt.api("POST /v1/tokens/{id}/revoke", authz.TokenRevoke, c.apiTokenRevoke)
+	rt.api(patternJobSubmit, authz.JobSubmit, c.apiJobSubmit)
+	rt.api("GET /v1/jobs", authz.JobRead, c.apiJobList)
+	rt.api("GET /v1/jobs/{id}", authz.JobRead, c.apiJobStatus)
+	rt.api("POST /v1/jobs/{id}/cancel", authz.JobCancel, c.apiJobCancel)
+	rt.api("GET /v1/jobs/{id}/logs", authz.JobRead, c.apiJobLogs)
+	rt.api("GET /v1/jobs/{id}/progress", authz.JobRead, c.apiJobProgress)
+	rt.api("GET /v1/jobs/{id}/outputs", authz.JobRead, c.apiJobOutputs)
+	rt.api("GET /v1/jobs/{id}/outputs/{task}/file", authz.JobRead, c.apiJobOutputFile)
+	rt.api("PUT /v1/staging/files/{sum}", authz.JobSubmit, c.apiStagingUpload)
+	rt.api("GET /v1/profiles", authz.ProfileRead, c.apiProfiles)
+	rt.api("PUT /v1/profiles/{name}", authz.ProfileSet, c.apiProfileSet)
+	rt.api("POST /v1/profiles/{name}/assign", authz.ProfileAssign, c.apiProfileAssign)
+	rt.api("DELETE /v1/profiles/{name}", authz.ProfileSet, c.apiProfileDelete)
+	rt.api("GET /v1/staging/attempts/{job}/{task}/{attempt}/inputs/{n}", authz.StagingAttempt, c.apiStagingInput)
+	rt.api("PUT /v1/staging/attempts/{job}/{task}/{attempt}/outputs", authz.StagingAttempt, c.apiStagingOutput)
+	rt.api("GET /v1/certs", authz.CertRead, c.apiCertList)
+	rt.api("POST /v1/certs/{serial}/revoke", authz.CertRevoke, c.apiCertRevoke)
+	rt.api("GET /v1/doctor", authz.DoctorRead, c.apiDoctor)
+	rt.api("GET /v1/audit", authz.AuditRead, c.apiAudit)
+	rt.api("GET /v1/migrate/status", authz.MigrateRead, c.apiMigrateStatus)
+	rt.api("POST /v1/migrate/upgrade", authz.MigrateUpgrade, c.apiMigrateUpgrade)
+	rt.api("POST /v1/migrate/finish", authz.MigrateFinish, c.apiMigrateFinish)
+	rt.api("GET /v1/ca/status", authz.CARead, c.apiCAStatus)
+	rt.api("POST /v1/ca/rotate", authz.CARotate, c.apiCARotate)
+	rt.api("POST /v1/check", authz.CheckRun, c.apiCheck)
+	rt.api("GET /v1/store/backup", authz.StoreBackup, c.apiStoreBackup)
+	rt.api("POST /v1/ui/login-link", authz.UILink, c.apiUILink)
+	rt.checked("GET /v1/ca/crl", authz.CRLRead, http.HandlerFunc(c.serveCRL))
+	rt.checked("GET /metrics", authz.MetricsRead, c.metrics.Handler())
+	rt.checked("POST /v1/certs/renew", authz.CertRenew, http.HandlerFunc(c.apiRenew))
+	rt.public("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, api.Errorf(api.CodeNotFound, "see `ward --help` for the commands and the README for the API", "no API route %s %s", r.Method, r.URL.Path))
-	})
-	return mux
+	}))
+	return rt.mux
 }
 
 // wrongPort answers an API request that reached the public port with the
@@ -100,41 +90,27 @@ func (c *Coordinator) wrongPort(w http.ResponseWriter, r *http.Request) {
 
 // publicRoutes is the server-auth-only port: joining, trust and readiness.
 func (c *Coordinator) publicRoutes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc(patternJoin, c.apiJoin)
-	mux.HandleFunc("GET "+api.PathCA, func(w http.ResponseWriter, r *http.Request) {
+	rt := c.newRouter(listenerPublic)
+	rt.public(patternJoin, http.HandlerFunc(c.apiJoin))
+	rt.public("GET "+api.PathCA, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(c.clientBundle().PEM())
-	})
-	mux.HandleFunc(patternHeal, c.apiHeal)
-	mux.HandleFunc("GET "+api.PathCRL, c.serveCRL)
-	mux.HandleFunc("GET "+api.PathCRL+"/{issuer}", c.serveCRL)
-	mux.HandleFunc("GET "+api.PathCRLs, c.serveCRLs)
+	}))
+	rt.public(patternHeal, http.HandlerFunc(c.apiHeal))
+	rt.public("GET "+api.PathCRL, http.HandlerFunc(c.serveCRL))
+	rt.public("GET "+api.PathCRL+"/{issuer}", http.HandlerFunc(c.serveCRL))
+	rt.public("GET "+api.PathCRLs, http.HandlerFunc(c.serveCRLs))
 	// The API lives on the cluster port: a CLI or script pointed here is
 	// told where to go instead of "not found".
-	mux.HandleFunc("/v1/", c.wrongPort)
-	mux.HandleFunc("GET "+api.PathReady, func(w http.ResponseWriter, r *http.Request) {
+	rt.public("/v1/", http.HandlerFunc(c.wrongPort))
+	rt.public("GET "+api.PathReady, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
-	})
-	c.mountConsole(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	c.mountConsole(rt)
+	rt.public("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, c, api.Errorf(api.CodeNotFound, "the public port serves joins, the CA bundle, the CRL and the web console under /ui/; use the cluster port with a client certificate for the API", "no public route %s %s", r.Method, r.URL.Path))
-	})
-	return mux
-}
-
-// authenticated turns the request's verified client certificate into the
-// principal the handler acts for; the operation itself authorizes it.
-func (c *Coordinator) authenticated(h func(http.ResponseWriter, *http.Request, authz.Principal) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := c.certPrincipal(r)
-		if err == nil {
-			err = h(w, r, p)
-		}
-		if err != nil {
-			writeError(w, c, err)
-		}
-	})
+	}))
+	return rt.mux
 }
 
 // writeError sends an *api.Error as JSON. Internal causes go to the log,
@@ -255,7 +231,7 @@ func (c *Coordinator) apiStatus(w http.ResponseWriter, r *http.Request, p authz.
 // Status is the cluster summary: addresses, counts, the insecure settings
 // in effect and the nearest expiries.
 func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.StatusRead); err != nil {
 		return api.Status{}, err
 	}
 	c.mu.Lock()
@@ -329,17 +305,4 @@ func durationParam(r *http.Request, name string, def time.Duration) (time.Durati
 		return 0, api.Errorf(api.CodeInvalidArgument, "use a duration such as 30s", "query parameter %s=%q: %v", name, s, err)
 	}
 	return d, nil
-}
-
-// metricsAuth admits user and coordinator certificates to /metrics (a
-// Prometheus server scrapes with a user certificate); agents may not.
-func (c *Coordinator) metricsAuth(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		peer, err := transport.PeerFromState(r.TLS, c.cfg.Cluster)
-		if err != nil || peer.ID.Role == pki.RoleAgent {
-			writeError(w, c, api.Errorf(api.CodePermissionDenied, "scrape with a user certificate", "/metrics needs a user or coordinator certificate"))
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }

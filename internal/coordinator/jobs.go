@@ -211,7 +211,7 @@ func (c *Coordinator) apiJobList(w http.ResponseWriter, r *http.Request, p authz
 // Jobs lists the jobs f selects, in submission order (or newest first),
 // and how many match in all.
 func (c *Coordinator) Jobs(ctx context.Context, p authz.Principal, f api.JobFilter) ([]api.Job, int, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.JobRead); err != nil {
 		return nil, 0, err
 	}
 	c.mu.Lock()
@@ -251,7 +251,7 @@ func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, p aut
 // Job is one job with the tasks tf selects and every attempt of each, and
 // how many tasks match tf in all.
 func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf api.TaskFilter) (api.JobDetail, int, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.JobRead); err != nil {
 		return api.JobDetail{}, 0, err
 	}
 	truncated, err := c.truncatedTasks(ctx, id)

@@ -94,7 +94,7 @@ func (c *Coordinator) AdminID() pki.ID {
 // LocalAdmin is the principal of an operator inside this process, such as
 // `ward dev` creating its agents' tokens.
 func (c *Coordinator) LocalAdmin() authz.Principal {
-	return authz.Principal{ID: c.AdminID(), Via: authz.ViaLocal}
+	return authz.Principal{ID: c.AdminID(), Role: authz.RoleAdmin, Via: authz.ViaLocal}
 }
 
 func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
@@ -103,7 +103,7 @@ func (c *Coordinator) apiTokenList(w http.ResponseWriter, r *http.Request, p aut
 
 // Tokens lists every join token, oldest first, without secrets.
 func (c *Coordinator) Tokens(ctx context.Context, p authz.Principal) ([]api.Token, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.TokenRead); err != nil {
 		return nil, err
 	}
 	now := c.now()

@@ -292,7 +292,7 @@ func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id stri
 // followLogs is FollowLogs; with all, a follower also gets the output
 // beyond the limit that arrives while it follows (Unstored chunks).
 func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id string, task int, follow, all bool, emit func(api.LogChunk) error, flush func()) error {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.JobRead); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -64,7 +64,7 @@ func (c *Coordinator) refuseInMaintenance(p authz.Principal, what string) error 
 }
 
 func (c *Coordinator) apiMaintenanceGet(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.StatusRead); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, c.maintenance())

@@ -18,7 +18,7 @@ func (c *Coordinator) apiNodes(w http.ResponseWriter, r *http.Request, p authz.P
 // Nodes lists every registered node in registration order, with its state,
 // capacity, certificate and, when connected, its link.
 func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.NodeRead); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

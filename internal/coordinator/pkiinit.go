@@ -17,6 +17,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
@@ -367,7 +368,7 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 		if d := identity.ShouldRenew(now, cred.Leaf(), 0); d.Expired {
 			id, _ := pki.IDFromCert(cred.Leaf())
 			iss := c.issuer()
-			cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: cred.Key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
+			cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: cred.Key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs(), UserRole: string(authz.RoleAdmin)}, now)
 			if err != nil {
 				return "", err
 			}
@@ -390,7 +391,7 @@ func (c *Coordinator) writeAdminContext(now time.Time) (string, error) {
 	}
 	id := pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}
 	iss := c.issuer()
-	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs()}, now)
+	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: c.cfg.UserCertLifetime.D(), CRLURLs: c.crlURLs(), UserRole: string(authz.RoleAdmin)}, now)
 	if err != nil {
 		return "", err
 	}

@@ -285,7 +285,7 @@ func (c *Coordinator) apiMigrateStatus(w http.ResponseWriter, r *http.Request, p
 // MigrationStatus lists the peers whose link is not YES yet, and where the
 // plaintext listener stands.
 func (c *Coordinator) MigrationStatus(ctx context.Context, p authz.Principal) (api.MigrationStatus, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.MigrateRead); err != nil {
 		return api.MigrationStatus{}, err
 	}
 	return c.migrationStatus(), nil

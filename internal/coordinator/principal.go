@@ -11,10 +11,19 @@ import (
 )
 
 // allow is the one authorization decision of every operation, whether the
-// API or the web admin asked for it. A principal whose vouching certificate
-// was revoked has no rights, even in a web session opened before.
+// API or the web admin asked for it (see authz's table). A principal whose
+// vouching certificate was revoked has no rights, even in a web session
+// opened before.
 func (c *Coordinator) allow(p authz.Principal, a authz.Action) error {
-	err := authz.Allow(p, c.cfg.Cluster, a)
+	_, err := c.decide(p, a)
+	return err
+}
+
+// decide is allow with the scope granted: ScopeOwn limits a submitter to
+// its own jobs. A refusal is logged and audited with the user, its role,
+// the route and the role needed.
+func (c *Coordinator) decide(p authz.Principal, a authz.Action) (authz.Scope, error) {
+	scope, err := authz.Decide(p, c.cfg.Cluster, a)
 	if err == nil && p.CertSerial != "" {
 		if serial, ok := parseSerial(p.CertSerial); ok && c.revoked.Contains(serial) {
 			err = api.Errorf(api.CodePermissionDenied, "sign in again with a current credential (`ward ui` from a valid context)",
@@ -22,10 +31,24 @@ func (c *Coordinator) allow(p authz.Principal, a authz.Action) error {
 		}
 	}
 	if err != nil {
-		c.log.Warn("permission denied", "identity", p.ID.String(), "via", string(p.Via), "source", p.Source, "action", string(a))
-		return err
+		c.refused(p, a, err)
+		return authz.ScopeNone, err
 	}
-	return c.storeGate(a)
+	// An action that writes waits for a store that cannot write now.
+	if err := c.storeGate(a); err != nil {
+		return authz.ScopeNone, err
+	}
+	return scope, nil
+}
+
+// refused logs and audits a refusal: who, with which role, on which route,
+// and why.
+func (c *Coordinator) refused(p authz.Principal, a authz.Action, err error) {
+	e := api.AsError(err)
+	c.log.Warn("permission denied", "identity", p.ID.String(), "role", string(p.Role), "via", string(p.Via), "source", p.Source,
+		"route", p.Route, "action", string(a), "code", string(e.Code))
+	c.Record(p, audit.Event{Type: "authz.denied", Target: p.Route, Result: string(e.Code), Detail: map[string]string{
+		"action": string(a), "role": string(p.Role), "message": e.Message}})
 }
 
 // Record writes an audit event on behalf of p: the actor, how it
@@ -39,11 +62,12 @@ func (c *Coordinator) Record(p authz.Principal, ev audit.Event) {
 }
 
 // certPrincipal is the principal of an API request: the identity of the
-// client certificate verified at the handshake.
+// client certificate verified at the handshake, with the role it carries.
 func (c *Coordinator) certPrincipal(r *http.Request) (authz.Principal, error) {
 	peer, err := transport.PeerFromState(r.TLS, c.cfg.Cluster)
 	if err != nil {
 		return authz.Principal{}, api.Errorf(api.CodeUnauthenticated, "present a Ward client certificate (the CLI context has one)", "%v", err)
 	}
-	return authz.Principal{ID: peer.ID, Via: authz.ViaCert, Source: r.RemoteAddr, CertSerial: pki.SerialHex(peer.Cert)}, nil
+	return authz.Principal{ID: peer.ID, Role: authz.RoleFromCert(peer.ID, peer.Cert), Via: authz.ViaCert, Source: r.RemoteAddr,
+		CertSerial: pki.SerialHex(peer.Cert), Route: r.Pattern}, nil
 }

@@ -278,7 +278,7 @@ func (c *Coordinator) profileViewLocked(pr *api.Profile) api.Profile {
 
 // Profiles lists every profile with the nodes it applies to.
 func (c *Coordinator) Profiles(ctx context.Context, p authz.Principal) ([]api.Profile, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.ProfileRead); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

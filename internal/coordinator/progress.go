@@ -34,7 +34,7 @@ func (c *Coordinator) apiJobProgress(w http.ResponseWriter, r *http.Request, p a
 // whose failures did not change costs O(1) under the lock. A job that
 // ended is reported once its end is durable.
 func (c *Coordinator) JobProgress(ctx context.Context, p authz.Principal, id string, known int) (api.JobProgress, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.JobRead); err != nil {
 		return api.JobProgress{}, err
 	}
 	c.mu.Lock()

@@ -74,8 +74,10 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 	}
 	now := c.now()
 	iss := c.issuer()
+	// A user's role goes forward with its certificate: renewal never
+	// changes it (a role change is a new certificate, the old revoked).
 	cert, err := iss.Issue(pki.LeafSpec{ID: id, PublicKey: csr.PublicKey, Lifetime: c.lifetimeFor(id.Role),
-		DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs()}, now)
+		DNSNames: csr.DNSNames, IPs: csr.IPAddresses, CRLURLs: c.crlURLs(), UserRole: pki.UserRoleOf(current)}, now)
 	if err != nil {
 		return nil, err
 	}

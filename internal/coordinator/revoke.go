@@ -363,7 +363,7 @@ func (c *Coordinator) apiCertList(w http.ResponseWriter, r *http.Request, p auth
 // Certs lists the certificates the cluster CA issued that f selects, in
 // order of issue (or newest first), and how many match in all.
 func (c *Coordinator) Certs(ctx context.Context, p authz.Principal, f api.CertFilter) ([]api.Cert, int, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.CertRead); err != nil {
 		return nil, 0, err
 	}
 	now := c.now()

@@ -438,7 +438,7 @@ func (c *Coordinator) apiCAStatus(w http.ResponseWriter, r *http.Request, p auth
 // CAStatus is the CA and rotation state: roots, issuing CAs, the phase and
 // its next step, agents per issuing CA, and the current CRL.
 func (c *Coordinator) CAStatus(ctx context.Context, p authz.Principal) (api.CAStatus, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.CARead); err != nil {
 		return api.CAStatus{}, err
 	}
 	return c.caStatus(ctx)

@@ -52,7 +52,10 @@ type Coordinator struct {
 	ca      *caState
 	revoked *transport.RevocationSet
 	live    liveConns
-	metrics *telemetry.Metrics
+	// routes is every registered API route with its action (routes.go).
+	routesMu sync.Mutex
+	routes   []apiRoute
+	metrics  *telemetry.Metrics
 	// joinPerSource and joinGlobal limit join and heal attempts per source
 	// address and from all addresses together.
 	joinPerSource, joinGlobal *ratelimit.Buckets

@@ -337,7 +337,7 @@ func (fs *fileStaging) release(job string, size int64) {
 // Outputs lists the files a job's tasks left (one task's, when task >= 0):
 // for each task, those of its latest attempt that sent any.
 func (c *Coordinator) Outputs(ctx context.Context, p authz.Principal, id string, task int) ([]api.OutputFile, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.JobRead); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

@@ -35,7 +35,14 @@ func (c *Coordinator) storeUp(down time.Duration) {
 // readOnlyActions write nothing to the store, so they go on while it
 // cannot write. Every other action (new ones included) is refused then.
 var readOnlyActions = map[authz.Action]bool{
-	authz.Read: true, authz.CheckRun: true, authz.UILink: true, authz.DebugInfo: true, authz.StoreBackup: true,
+	authz.StatusRead: true, authz.NodeRead: true, authz.JobRead: true, authz.TokenRead: true, authz.CertRead: true,
+	authz.CARead: true, authz.CRLRead: true, authz.DoctorRead: true, authz.AuditRead: true, authz.MetricsRead: true,
+	authz.MigrateRead: true, authz.UserRead: true,
+	authz.CheckRun: true, authz.UILink: true, authz.DebugInfo: true, authz.StoreBackup: true,
+	authz.ProfileRead: true,
+	// An agent's staging of its attempt's files is checked by its handlers,
+	// as before the router checked every route.
+	authz.StagingAttempt: true,
 }
 
 // storeGate refuses an action that writes while the store cannot write,

@@ -40,12 +40,14 @@ func (c *Coordinator) newConsole() (*web.Server, error) {
 
 // mountConsole serves the console under /ui/ on the public port, and sends
 // a browser that opens the port's root there.
-func (c *Coordinator) mountConsole(mux *http.ServeMux) {
+// The console's pages are public routes: each checks its own session, and
+// every operation it calls checks the session user's role.
+func (c *Coordinator) mountConsole(rt *router) {
 	if c.console == nil {
 		return
 	}
-	mux.Handle(web.Prefix, c.console)
-	mux.Handle("GET /{$}", web.SecurityHeaders(http.RedirectHandler(web.Prefix, http.StatusSeeOther)))
+	rt.public(web.Prefix, c.console)
+	rt.public("GET /{$}", web.SecurityHeaders(http.RedirectHandler(web.Prefix, http.StatusSeeOther)))
 }
 
 func (c *Coordinator) apiUILink(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
@@ -76,7 +78,7 @@ func (c *Coordinator) UILoginLink(ctx context.Context, p authz.Principal, ttl ti
 
 // TrustBundle is every root clients trust, as `ward ca export` writes it.
 func (c *Coordinator) TrustBundle(ctx context.Context, p authz.Principal) ([]*x509.Certificate, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.CARead); err != nil {
 		return nil, err
 	}
 	return c.clientBundle(), nil
@@ -84,7 +86,7 @@ func (c *Coordinator) TrustBundle(ctx context.Context, p authz.Principal) ([]*x5
 
 // CRL is the current CRL of the issuing CA, DER.
 func (c *Coordinator) CRL(ctx context.Context, p authz.Principal) ([]byte, error) {
-	if err := c.allow(p, authz.Read); err != nil {
+	if err := c.allow(p, authz.CRLRead); err != nil {
 		return nil, err
 	}
 	cur := c.currentCRL()

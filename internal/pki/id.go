@@ -103,3 +103,34 @@ func IDFromCert(cert *x509.Certificate) (ID, error) {
 func SerialHex(cert *x509.Certificate) string {
 	return fmt.Sprintf("%x", cert.SerialNumber)
 }
+
+// roleURIPrefix starts the URI SAN that carries a user certificate's role:
+// urn:ward:role:<role>. Authorization reads it from the verified
+// certificate, so a role needs no lookup; changing it means a new
+// certificate.
+const roleURIPrefix = "ward:role:"
+
+// UserRoleURI is the URI SAN naming a user certificate's role.
+func UserRoleURI(role string) *url.URL {
+	return &url.URL{Scheme: "urn", Opaque: roleURIPrefix + role}
+}
+
+// UserRoleOf returns the role a certificate's urn:ward:role: URI SAN
+// names, or "" when it names none or more than one (a certificate with two
+// roles has none).
+func UserRoleOf(cert *x509.Certificate) string {
+	role := ""
+	for _, u := range cert.URIs {
+		if u.Scheme != "urn" || !strings.HasPrefix(u.Opaque, roleURIPrefix) {
+			continue
+		}
+		if role != "" {
+			return ""
+		}
+		role = u.Opaque[len(roleURIPrefix):]
+		if role == "" {
+			return ""
+		}
+	}
+	return role
+}

@@ -32,6 +32,9 @@ type LeafSpec struct {
 	IPs       []net.IP
 	// CRLURLs are the CRL distribution points written into the certificate.
 	CRLURLs []string
+	// UserRole, for a user certificate, is the role it carries (see
+	// UserRoleURI).
+	UserRole string
 }
 
 // Issue signs a leaf for spec, valid from now (backdated for clock skew) for
@@ -55,6 +58,13 @@ func (is *Issuer) Issue(spec LeafSpec, now time.Time) (*x509.Certificate, error)
 	if spec.ID.Role == RoleCoordinator {
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
+	uris := []*url.URL{spec.ID.URI()}
+	if spec.UserRole != "" {
+		if spec.ID.Role != RoleUser {
+			return nil, fmt.Errorf("issue %s: only user certificates carry a user role", spec.ID)
+		}
+		uris = append(uris, UserRoleURI(spec.UserRole))
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: spec.ID.Name, OrganizationalUnit: []string{string(spec.ID.Role)}, Organization: []string{"Ward cluster " + spec.ID.Cluster}},
@@ -64,7 +74,7 @@ func (is *Issuer) Issue(spec LeafSpec, now time.Time) (*x509.Certificate, error)
 		ExtKeyUsage:           eku,
 		BasicConstraintsValid: true,
 		IsCA:                  false,
-		URIs:                  []*url.URL{spec.ID.URI()},
+		URIs:                  uris,
 		DNSNames:              spec.DNSNames,
 		IPAddresses:           spec.IPs,
 		CRLDistributionPoints: spec.CRLURLs,

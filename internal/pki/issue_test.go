@@ -117,6 +117,25 @@ func TestIssueChainsAndRoles(t *testing.T) {
 			}
 		})
 	}
+	t.Run("user role in a second URI SAN", func(t *testing.T) {
+		id := pki.ID{Cluster: "test", Role: pki.RoleUser, Name: "ann"}
+		cert, err := ca.Issuer.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: time.Hour, UserRole: "submitter"}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pki.UserRoleOf(cert); got != "submitter" {
+			t.Fatalf("UserRoleOf = %q", got)
+		}
+		if len(cert.URIs) != 2 || cert.URIs[1].String() != "urn:ward:role:submitter" {
+			t.Fatalf("URIs %v", cert.URIs)
+		}
+		if got, err := pki.IDFromCert(cert); err != nil || got != id {
+			t.Fatalf("IDFromCert = %v, %v", got, err)
+		}
+		if _, err := ca.Issuer.Issue(pki.LeafSpec{ID: pki.ID{Cluster: "test", Role: pki.RoleAgent, Name: "n"}, PublicKey: key.Public(), Lifetime: time.Hour, UserRole: "admin"}, now); err == nil {
+			t.Fatal("an agent certificate was issued with a user role")
+		}
+	})
 	t.Run("lifetime capped at issuing CA", func(t *testing.T) {
 		id := pki.ID{Cluster: "test", Role: pki.RoleAgent, Name: "x2"}
 		cert, err := ca.Issuer.Issue(pki.LeafSpec{ID: id, PublicKey: key.Public(), Lifetime: 100 * 365 * 24 * time.Hour}, now)

@@ -104,7 +104,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 			refuse(&signInError{codeWrongPassword, "That password is not right."})
 			return
 		}
-		p = authz.Principal{ID: pki.ID{Cluster: s.cfg.Cluster, Role: pki.RoleUser, Name: "admin"}, Via: authz.ViaUIPassword}
+		p = authz.Principal{ID: pki.ID{Cluster: s.cfg.Cluster, Role: pki.RoleUser, Name: authz.AdminName}, Role: authz.RoleAdmin, Via: authz.ViaUIPassword}
 	}
 	id, _, err := s.sessions.create(p, now)
 	if err != nil {

@@ -102,6 +102,7 @@ func (s *Server) signedIn(h handler) http.Handler {
 			}
 		}
 		q := &rq{sess: sess, p: sess.principal.WithSource(r.RemoteAddr)}
+		q.p.Route = "console " + r.Method + " " + r.URL.Path
 		if err := h(w, r, q); err != nil {
 			s.renderError(w, r, q, err)
 		}
