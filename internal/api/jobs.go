@@ -159,9 +159,14 @@ const MaxFailuresShown = 5
 // Newest lists the most recent first. Offset and Limit page through what
 // matches (Limit 0: all of it).
 type JobFilter struct {
-	State  string
-	Queue  string
-	User   string
+	State string
+	Queue string
+	User  string
+	// Mine keeps only the caller's own jobs (`ward job ls` without --all).
+	Mine bool
+	// All asks for every user's jobs (`ward job ls --all`); a submitter,
+	// who sees only its own, is refused rather than shown less.
+	All    bool
 	Newest bool
 	Offset int
 	Limit  int

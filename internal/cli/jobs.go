@@ -79,9 +79,10 @@ func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error)
 func newJobCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "List jobs, show their status, cancel them"}
 	var state, queue string
+	var allJobs bool
 	ls := &cobra.Command{
 		Use:   "ls",
-		Short: "List jobs",
+		Short: "List your jobs (--all: every user's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := url.Values{}
@@ -90,6 +91,11 @@ func newJobCmd(g *globals) *cobra.Command {
 			}
 			if queue != "" {
 				q.Set("queue", queue)
+			}
+			if allJobs {
+				q.Set("all", "1")
+			} else {
+				q.Set("mine", "1")
 			}
 			out, printed, err := call[[]api.Job](cmd, g, "GET", "/v1/jobs?"+q.Encode(), nil)
 			if err != nil || printed {
@@ -106,6 +112,7 @@ func newJobCmd(g *globals) *cobra.Command {
 	}
 	ls.Flags().StringVar(&state, "state", "", "only jobs in this state")
 	ls.Flags().StringVar(&queue, "queue", "", "only jobs in this queue")
+	ls.Flags().BoolVar(&allJobs, "all", false, "every user's jobs, not only yours (operator, admin and viewer roles)")
 	var all, watch bool
 	var pf progressFlags
 	status := &cobra.Command{

@@ -201,7 +201,7 @@ func (c *Coordinator) findJobLocked(id string) (*sched.Job, error) {
 
 func (c *Coordinator) apiJobList(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
 	q := r.URL.Query()
-	out, _, err := c.Jobs(r.Context(), p, api.JobFilter{State: q.Get("state"), Queue: q.Get("queue"), User: q.Get("user")})
+	out, _, err := c.Jobs(r.Context(), p, api.JobFilter{State: q.Get("state"), Queue: q.Get("queue"), User: q.Get("user"), Mine: q.Get("mine") == "1", All: q.Get("all") == "1"})
 	if err != nil {
 		return err
 	}
@@ -211,9 +211,29 @@ func (c *Coordinator) apiJobList(w http.ResponseWriter, r *http.Request, p authz
 // Jobs lists the jobs f selects, in submission order (or newest first),
 // and how many match in all.
 func (c *Coordinator) Jobs(ctx context.Context, p authz.Principal, f api.JobFilter) ([]api.Job, int, error) {
-	if err := c.allow(p, authz.JobRead); err != nil {
+	scope, err := c.decide(p, authz.JobRead)
+	if err != nil {
 		return nil, 0, err
 	}
+	if scope == authz.ScopeOwn {
+		// A submitter lists its own jobs; asking for someone else's is
+		// refused rather than answered with an empty list.
+		var err error
+		switch {
+		case f.All:
+			err = api.Errorf(api.CodePermissionDenied, "list your own jobs (`ward job ls` without --all)",
+				"%s has role %s, which sees only its own jobs; every user's jobs need role admin, operator or viewer", p.ID, p.Role)
+		case f.User != "" && !userMatches(f.User, p.String()):
+			err = api.Errorf(api.CodeForbiddenNotOwner, "list your own jobs (`ward job ls`)",
+				"%s has role %s, which sees only its own jobs, not %s's", p.ID, p.Role, f.User)
+		}
+		if err != nil {
+			c.refused(p, authz.JobRead, err)
+			return nil, 0, err
+		}
+		f.Mine = true
+	}
+	mine := p.String()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	all := c.cl.Jobs()
@@ -223,7 +243,8 @@ func (c *Coordinator) Jobs(ctx context.Context, p authz.Principal, f api.JobFilt
 	out := []api.Job{}
 	total := 0
 	for _, j := range all {
-		if (f.State != "" && f.State != j.State) || (f.Queue != "" && f.Queue != j.Spec.Queue) || (f.User != "" && !userMatches(f.User, j.SubmittedBy)) {
+		if (f.State != "" && f.State != j.State) || (f.Queue != "" && f.Queue != j.Spec.Queue) || (f.User != "" && !userMatches(f.User, j.SubmittedBy)) ||
+			(f.Mine && j.SubmittedBy != mine) {
 			continue
 		}
 		if total >= f.Offset && (f.Limit <= 0 || len(out) < f.Limit) {
@@ -232,6 +253,17 @@ func (c *Coordinator) Jobs(ctx context.Context, p authz.Principal, f api.JobFilt
 		total++
 	}
 	return out, total, nil
+}
+
+// ownJob refuses a principal whose scope is its own jobs another user's
+// job, with FORBIDDEN_NOT_OWNER, logged and audited like every refusal.
+func (c *Coordinator) ownJob(p authz.Principal, scope authz.Scope, a authz.Action, j *sched.Job) error {
+	if scope != authz.ScopeOwn || p.Owns(j.SubmittedBy) {
+		return nil
+	}
+	err := authz.NotOwner(p, j.ID, j.SubmittedBy)
+	c.refused(p, a, err)
+	return err
 }
 
 // userMatches compares a user filter, a full identity or a bare user name,
@@ -251,7 +283,8 @@ func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, p aut
 // Job is one job with the tasks tf selects and every attempt of each, and
 // how many tasks match tf in all.
 func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf api.TaskFilter) (api.JobDetail, int, error) {
-	if err := c.allow(p, authz.JobRead); err != nil {
+	scope, err := c.decide(p, authz.JobRead)
+	if err != nil {
 		return api.JobDetail{}, 0, err
 	}
 	truncated, err := c.truncatedTasks(ctx, id)
@@ -261,6 +294,9 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	j, err := c.findJobLocked(id)
+	if err == nil {
+		err = c.ownJob(p, scope, authz.JobRead, j)
+	}
 	if err != nil {
 		return api.JobDetail{}, 0, err
 	}
@@ -357,7 +393,8 @@ var ErrJobEnded = errors.New("the job already ended")
 // CancelJob ends a job: its waiting tasks never start and its running
 // ones are stopped, with the reason recorded.
 func (c *Coordinator) CancelJob(ctx context.Context, p authz.Principal, id, why string) (api.Job, error) {
-	if err := c.allow(p, authz.JobCancel); err != nil {
+	scope, err := c.decide(p, authz.JobCancel)
+	if err != nil {
 		return api.Job{}, err
 	}
 	reason := "canceled by " + p.String()
@@ -366,6 +403,9 @@ func (c *Coordinator) CancelJob(ctx context.Context, p authz.Principal, id, why 
 	}
 	c.mu.Lock()
 	j, err := c.findJobLocked(id)
+	if err == nil {
+		err = c.ownJob(p, scope, authz.JobCancel, j)
+	}
 	if err != nil {
 		c.mu.Unlock()
 		return api.Job{}, err

@@ -292,11 +292,15 @@ func (c *Coordinator) FollowLogs(ctx context.Context, p authz.Principal, id stri
 // followLogs is FollowLogs; with all, a follower also gets the output
 // beyond the limit that arrives while it follows (Unstored chunks).
 func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id string, task int, follow, all bool, emit func(api.LogChunk) error, flush func()) error {
-	if err := c.allow(p, authz.JobRead); err != nil {
+	scope, err := c.decide(p, authz.JobRead)
+	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	j, err := c.findJobLocked(id)
+	if err == nil {
+		err = c.ownJob(p, scope, authz.JobRead, j)
+	}
 	if err != nil {
 		c.mu.Unlock()
 		return err

@@ -34,11 +34,15 @@ func (c *Coordinator) apiJobProgress(w http.ResponseWriter, r *http.Request, p a
 // whose failures did not change costs O(1) under the lock. A job that
 // ended is reported once its end is durable.
 func (c *Coordinator) JobProgress(ctx context.Context, p authz.Principal, id string, known int) (api.JobProgress, error) {
-	if err := c.allow(p, authz.JobRead); err != nil {
+	scope, err := c.decide(p, authz.JobRead)
+	if err != nil {
 		return api.JobProgress{}, err
 	}
 	c.mu.Lock()
 	j, err := c.findJobLocked(id)
+	if err == nil {
+		err = c.ownJob(p, scope, authz.JobRead, j)
+	}
 	if err != nil {
 		c.mu.Unlock()
 		return api.JobProgress{}, err
