@@ -145,6 +145,10 @@ func Join(ctx context.Context, cfg config.Agent, opts *JoinOptions) (*stateFile,
 	if err != nil {
 		return nil, err
 	}
+	if js.User != "" {
+		return nil, api.Errorf(api.CodeJoinStringMalformed, "a person logs in with it: `ward login --join-file FILE`; an agent joins with a string from `ward token create`",
+			"this join string is user %s's one-time login, not an agent join token", js.User)
+	}
 	name := cfg.Name
 	if name == "" {
 		name = defaultNodeName()

@@ -90,7 +90,7 @@ func (g *globals) client() (*client, error) {
 	switch d := identity.ShouldRenew(time.Now(), cred.Leaf(), 0.5); {
 	case d.Expired:
 		return nil, api.Errorf(api.CodeCertExpired,
-			"on the coordinator's host, restart the coordinator (it renews its admin context), or ask an admin for a new context",
+			"for the admin context: restart the coordinator on its host (it renews it); for a user: ask an admin for a new login (`ward user role NAME ROLE`) and run `ward login --join-file FILE --force`",
 			"the CLI certificate in %s expired at %s", path, cred.Leaf().NotAfter.UTC().Format(time.RFC3339))
 	case d.Renew:
 		if err := c.renewContext(ctx, path, cred); err != nil {
@@ -190,7 +190,13 @@ func (c *client) sendRequest(ctx context.Context, req *http.Request) (*http.Resp
 			return nil, ctx.Err()
 		}
 		v := diagnose.Explain(err)
-		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach the coordinator at %s: %s [%s]", c.server, v.Message, v.Code), Fix: v.Fix, Cause: err}
+		code := api.CodeUnavailable
+		if v.Code == diagnose.CodeClientCertRejected {
+			// Refused at the handshake (revoked, a removed user, another
+			// cluster): trying again cannot help.
+			code = api.CodeUnauthenticated
+		}
+		return nil, &api.Error{Code: code, Message: fmt.Sprintf("cannot reach the coordinator at %s: %s [%s]", c.server, v.Message, v.Code), Fix: v.Fix, Cause: err}
 	}
 	c.catchUpRotation(resp)
 	if resp.StatusCode/100 != 2 {

@@ -63,6 +63,10 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	rt.api("POST /v1/check", authz.CheckRun, c.apiCheck)
 	rt.api("GET /v1/store/backup", authz.StoreBackup, c.apiStoreBackup)
 	rt.api("POST /v1/ui/login-link", authz.UILink, c.apiUILink)
+	rt.api("POST /v1/users", authz.UserManage, c.apiUserAdd)
+	rt.api("GET /v1/users", authz.UserRead, c.apiUserList)
+	rt.api("POST /v1/users/{name}/role", authz.UserManage, c.apiUserRole)
+	rt.api("POST /v1/users/{name}/remove", authz.UserManage, c.apiUserRemove)
 	rt.checked("GET /v1/ca/crl", authz.CRLRead, http.HandlerFunc(c.serveCRL))
 	rt.checked("GET /metrics", authz.MetricsRead, c.metrics.Handler())
 	rt.checked("POST /v1/certs/renew", authz.CertRenew, http.HandlerFunc(c.apiRenew))
@@ -75,7 +79,7 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 // wrongPort answers an API request that reached the public port with the
 // cluster port to use.
 func (c *Coordinator) wrongPort(w http.ResponseWriter, r *http.Request) {
-	for _, p := range []string{api.PathJoin, api.PathHeal, api.PathCA, api.PathCRL, api.PathCRLs, api.PathReady} {
+	for _, p := range []string{api.PathJoin, api.PathHeal, api.PathLogin, api.PathCA, api.PathCRL, api.PathCRLs, api.PathReady} {
 		if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
 			w.Header().Set("Allow", "GET, POST")
 			writeError(w, c, api.Errorf(api.CodeInvalidArgument, "see the README's list of public routes", "%s %s: this route does not take %s", r.Method, r.URL.Path, r.Method))
@@ -97,6 +101,7 @@ func (c *Coordinator) publicRoutes() http.Handler {
 		w.Write(c.clientBundle().PEM())
 	}))
 	rt.public(patternHeal, http.HandlerFunc(c.apiHeal))
+	rt.public(patternLogin, http.HandlerFunc(c.apiLogin))
 	rt.public("GET "+api.PathCRL, http.HandlerFunc(c.serveCRL))
 	rt.public("GET "+api.PathCRL+"/{issuer}", http.HandlerFunc(c.serveCRL))
 	rt.public("GET "+api.PathCRLs, http.HandlerFunc(c.serveCRLs))
@@ -164,7 +169,7 @@ func (c *Coordinator) bodyLimit(r *http.Request) (int, error) {
 	case patternJobSubmit:
 		return l.MaxJobBytes, api.Errorf(api.CodeJobTooLarge, "split the job or pass long inputs in a file; an admin can raise max_job_bytes",
 			"the job submission is over max_job_bytes (%d bytes)", l.MaxJobBytes)
-	case patternJoin, patternHeal:
+	case patternJoin, patternHeal, patternLogin:
 		return l.PublicMaxRequestBytes, api.Errorf(api.CodeRequestTooLarge, "send a join or heal request as `ward agent` does (a CSR and a few labels); an admin can raise public_max_request_bytes",
 			"the request body is over public_max_request_bytes (%d bytes)", l.PublicMaxRequestBytes)
 	}

@@ -121,7 +121,7 @@ func routeRequest(t *testing.T, base, pattern string) *http.Request {
 func TestRouteRoleTable(t *testing.T) {
 	c := startServing(t)
 	routes := c.apiRoutes()
-	for _, must := range []string{"GET /v1/store/backup", "GET /v1/debug/info", "POST /v1/check", "GET /metrics", "POST /v1/certs/renew"} {
+	for _, must := range []string{"GET /v1/store/backup", "GET /v1/debug/info", "POST /v1/check", "GET /metrics", "POST /v1/certs/renew", "POST /v1/users", "GET /v1/users", "POST /v1/login"} {
 		if !slices.ContainsFunc(routes, func(r apiRoute) bool { return r.Pattern == must }) {
 			t.Errorf("route %s is not registered (or not through the router)", must)
 		}

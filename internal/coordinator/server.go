@@ -65,6 +65,9 @@ type Coordinator struct {
 	// persisted through the journal. Lock order: tokMu, then mu.
 	tokMu  sync.Mutex
 	tokens map[string]*tokenRecord
+	// userMu guards users (users.go), persisted through the journal.
+	userMu sync.Mutex
+	users  map[string]*userRecord
 	now    func() time.Time
 
 	clusterLn, publicLn net.Listener
@@ -159,6 +162,7 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 		cl:            sched.NewCluster(cfg.AgingStep.D()),
 		nodes:         map[string]*nodeRecord{},
 		tokens:        map[string]*tokenRecord{},
+		users:         map[string]*userRecord{},
 		sessions:      map[string]*session{},
 		lostTimers:    map[string]*time.Timer{},
 		histories:     map[string]*sessionHistory{},
@@ -235,6 +239,9 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	}
 	if err := c.loadTokens(context.Background()); err != nil {
 		return nil, c.stateError("load join tokens", err)
+	}
+	if err := c.loadUsers(context.Background()); err != nil {
+		return nil, c.stateError("load users", err)
 	}
 	if err := c.loadRevoked(context.Background()); err != nil {
 		return nil, c.stateError("load revocations", err)

@@ -23,13 +23,16 @@ import (
 const Scheme = "wardjoin"
 
 // JoinString is the parsed form of
-// wardjoin://HOST:PORT?cluster=NAME&pin=sha256:HEX&token=ID.SECRET
+// wardjoin://HOST:PORT?cluster=NAME&pin=sha256:HEX&token=ID.SECRET, with
+// &user=NAME for a person's one-time login (`ward user add`).
 type JoinString struct {
 	Addr    string // coordinator public address, host:port
 	Cluster string
 	Pin     pki.Pin
 	TokenID string
 	Secret  string
+	// User is set in a user join string: whose login it is.
+	User string
 }
 
 // String formats the join string. It contains the secret: print it once, to
@@ -39,13 +42,20 @@ func (j JoinString) String() string {
 	q.Set("cluster", j.Cluster)
 	q.Set("pin", j.Pin.String())
 	q.Set("token", j.TokenID+"."+j.Secret)
+	if j.User != "" {
+		q.Set("user", j.User)
+	}
 	u := url.URL{Scheme: Scheme, Host: j.Addr, RawQuery: q.Encode()}
 	return u.String()
 }
 
 // Redacted formats the join string without the secret, for logs.
 func (j JoinString) Redacted() string {
-	return fmt.Sprintf("%s://%s?cluster=%s&pin=%s&token=%s.REDACTED", Scheme, j.Addr, j.Cluster, j.Pin, j.TokenID)
+	s := fmt.Sprintf("%s://%s?cluster=%s&pin=%s&token=%s.REDACTED", Scheme, j.Addr, j.Cluster, j.Pin, j.TokenID)
+	if j.User != "" {
+		s += "&user=" + j.User
+	}
+	return s
 }
 
 func malformed(format string, args ...any) error {
@@ -99,6 +109,12 @@ func ParseJoinString(s string) (JoinString, error) {
 		return JoinString{}, malformed("the token secret is not base64url")
 	}
 	j.TokenID, j.Secret = id, secret
+	if u := q.Get("user"); u != "" || q.Has("user") {
+		if err := pki.ValidName("user", u); err != nil {
+			return JoinString{}, malformed("user: %v", err)
+		}
+		j.User = u
+	}
 	return j, nil
 }
 

@@ -28,6 +28,14 @@ func TestJoinStringRoundTripAndErrors(t *testing.T) {
 	if strings.Contains(good.Redacted(), secret) {
 		t.Fatal("Redacted shows the secret")
 	}
+	login := good
+	login.User = "alice"
+	if got, err := enroll.ParseJoinString(login.String()); err != nil || got.User != "alice" || got.Secret != secret {
+		t.Fatalf("user join string round trip: %+v, %v", got, err)
+	}
+	if got.User != "" {
+		t.Fatal("an agent join string names a user")
+	}
 	tests := []struct{ name, in, want string }{
 		{"empty", "", "it is empty"},
 		{"wrong scheme", strings.Replace(s, "wardjoin", "https", 1), "must start with wardjoin://"},
@@ -37,6 +45,8 @@ func TestJoinStringRoundTripAndErrors(t *testing.T) {
 		{"cut secret", s[:len(s)-5], "was it cut off"},
 		{"bad cluster", strings.Replace(s, "cluster=prod", "cluster=Prod!", 1), "cluster"},
 		{"bad token id", strings.Replace(s, "token="+id, "token=xyz", 1), "16-hex-digit ID"},
+		{"bad user", s + "&user=Alice!", "user"},
+		{"empty user", s + "&user=", "user"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
