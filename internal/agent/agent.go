@@ -29,6 +29,7 @@ import (
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/profile"
+	"github.com/wardcluster/ward/internal/runas"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
@@ -51,6 +52,12 @@ type Agent struct {
 	key   crypto.Signer
 	pins  []pki.Pin
 	exec  Executor
+	// runAs maps job users to local accounts (--run-as-user), or nil;
+	// account is the agent's own account, which runs tasks otherwise.
+	runAs   *runas.Mapper
+	account string
+	// resultAccounts: the coordinator reads accounts in results (Welcome).
+	resultAccounts atomic.Bool
 
 	renewNow chan time.Duration
 	// hbInterval is the current heartbeat interval (nanoseconds); the
@@ -156,9 +163,26 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	}
 	a.settings = profile.Agent{Slots: cfg.Slots, Labels: cfg.Labels, KillGrace: cfg.KillGrace.D(), RevocationPolicy: cfg.RevocationPolicy}
 	a.killGrace.Store(int64(cfg.KillGrace.D()))
-	if a.exec == nil {
-		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Grace: a.killGraceNow, Reaper: opts.Reaper}
+	var runAs *runas.Mapper
+	if cfg.RunAsUser {
+		// Checked before a join, so a misconfigured agent never joins.
+		if os.Geteuid() != 0 {
+			return nil, fmt.Errorf("run_as_user (--run-as-user) needs the agent to run as root: it switches to each task's account before exec (fix: start the agent as root, or drop --run-as-user to run tasks as %s)", runas.Self())
+		}
+		var err error
+		if runAs, err = runas.New(cfg.Name, cfg.UserMapFile, cfg.RunAsAllowRoot); err != nil {
+			return nil, err
+		}
+		if cfg.RunAsAllowRoot {
+			log.Warn("INSECURE setting in effect: a Ward user may map to root and run tasks as root", "setting", "run_as_allow_root (--run-as-allow-root)",
+				"fix", "map every user to an unprivileged account and drop --run-as-allow-root")
+		}
 	}
+	a.runAs = runAs
+	if a.exec == nil {
+		a.exec = ProcessExecutor{KillGrace: cfg.KillGrace.D(), Grace: a.killGraceNow, Reaper: opts.Reaper, RunAs: runAs}
+	}
+	a.account = runas.Self()
 	var err error
 	var fresh *joined
 	switch {
@@ -233,6 +257,10 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		if p.Legacy() {
 			log.Warn("a SHA-1 pin is in use; SHA-1 is a legacy form", "pin", p.String(), "fix", "pin the CA key instead: `ward ca pin` prints sha256:...")
 		}
+	}
+	if runAs != nil {
+		runAs.SetNode(a.state.Node)
+		log.Info("tasks run as their submitter's local account", "setting", "run_as_user", "user_map_file", cfg.UserMapFile)
 	}
 	a.src = identity.NewSource(cred, bundle)
 	if fresh != nil && len(fresh.crls) > 0 {

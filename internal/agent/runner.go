@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/runas"
 )
 
 // Reporter receives what happens to one attempt.
@@ -46,6 +47,10 @@ type ProcessExecutor struct {
 	Grace func() time.Duration
 	// Reaper, when set, kills the tasks' process groups if the agent dies.
 	Reaper *Reaper
+	// RunAs, when set (--run-as-user), runs each attempt as its job
+	// user's local account: uid, gid and supplementary groups are set
+	// before exec.
+	RunAs *runas.Mapper
 }
 
 // Every task's stdin is /dev/null, opened once and shared (os/exec would
@@ -175,7 +180,6 @@ func (e ProcessExecutor) run(a api.Assignment, r Reporter, h *procHandle) {
 		env = append(env, k+"="+v)
 	}
 	env = append(env, "WARD_JOB_ID="+a.Job, "WARD_TASK_INDEX="+strconv.Itoa(a.Task), "WARD_ATTEMPT="+strconv.Itoa(a.Attempt))
-	cmd.Env = env
 	cmd.Stdout = streamWriter{"stdout", r}
 	cmd.Stderr = streamWriter{"stderr", r}
 	// Its own process group, killed if the agent dies so an orphan never
@@ -185,7 +189,25 @@ func (e ProcessExecutor) run(a api.Assignment, r Reporter, h *procHandle) {
 	// result back forever.
 	cmd.WaitDelay = 5 * time.Second
 	res := api.TaskResult{AttemptRef: a.AttemptRef}
-	if err := cmd.Start(); err != nil {
+	var err error
+	if e.RunAs != nil {
+		var acct runas.Account
+		if acct, err = e.RunAs.Resolve(a.User); err == nil {
+			// The credential applies in the child before exec; the parent
+			// death signal is set after it, so it survives the switch.
+			cmd.SysProcAttr.Credential = acct.Credential()
+			env = append(env, "HOME="+acct.Home, "USER="+acct.Name, "LOGNAME="+acct.Name)
+			if st, serr := os.Stat(acct.Home); cmd.Dir == "" && serr == nil && st.IsDir() {
+				cmd.Dir = acct.Home
+			}
+			res.Account = acct.Name
+		}
+	}
+	cmd.Env = env
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
 		now := time.Now()
 		res.Reason, res.ExitCode, res.Error, res.Started, res.Ended = api.EndStartErr, -1, err.Error(), api.NanosOf(now), api.NanosOf(now)
 		close(h.done)
@@ -207,7 +229,7 @@ func (e ProcessExecutor) run(a api.Assignment, r Reporter, h *procHandle) {
 	if a.Timeout > 0 {
 		timer = time.AfterFunc(a.Timeout.D(), func() { h.Kill(api.EndTimedOut) })
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	// Stragglers the task left in its group end with it.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	e.Reaper.Untrack(cmd.Process.Pid)

@@ -68,6 +68,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		}
 	}
 	a.installCRLs(w.CRLsPEM)
+	a.resultAccounts.Store(w.ResultAccounts)
 	interval := max(w.HeartbeatInterval.D(), 100*time.Millisecond)
 	a.mu.Lock()
 	a.drain = w.Drain
@@ -153,6 +154,7 @@ func (a *Agent) helloLocked(host string) api.Hello {
 		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
 		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
 		Revocation: a.revocationState(), Profile: a.profileName, ProfileRevision: a.profileRev,
+		Account: a.account, RunAsUser: a.runAs != nil,
 	}
 	var held []api.TaskResult
 	for _, r := range a.unacked {
@@ -574,6 +576,12 @@ func (a *Agent) writer(conn net.Conn, interval time.Duration, done <-chan struct
 			rest = rest[n:]
 		}
 		if err == nil && len(o.results) > 0 {
+			if a.runAs != nil && !a.resultAccounts.Load() {
+				// An older coordinator refuses the accounts' extra bytes.
+				for i := range o.results {
+					o.results[i].Account = ""
+				}
+			}
 			buf, err = api.AppendFrame(buf, api.FrameResults, api.Results{Results: o.results})
 		}
 		if err == nil && o.profile != nil {

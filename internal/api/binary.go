@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // The hottest session frames (Assign, Started, Results, Ack) have a compact
@@ -132,6 +133,14 @@ func (m *Assign) appendBinary(b []byte) []byte {
 	for _, t := range m.Tasks {
 		b = t.appendBinary(b)
 	}
+	// An optional trailer, only for --run-as-user agents (which read it):
+	// each job's user, in order.
+	if slices.ContainsFunc(m.Jobs, func(j AssignJob) bool { return j.User != "" }) {
+		b = binary.AppendUvarint(b, uint64(len(m.Jobs)))
+		for _, j := range m.Jobs {
+			b = putString(b, j.User)
+		}
+	}
 	return b
 }
 
@@ -159,6 +168,14 @@ func (m *Assign) unmarshalBinary(r *binReader) error {
 	m.Tasks = make([]AttemptRef, r.count(3))
 	for i := range m.Tasks {
 		m.Tasks[i].read(r)
+	}
+	if r.err == nil && len(r.b) > 0 {
+		if n := r.count(1); r.err == nil && n != len(m.Jobs) {
+			return fmt.Errorf("the frame names users for %d jobs, but carries %d", n, len(m.Jobs))
+		}
+		for i := range m.Jobs {
+			m.Jobs[i].User = r.string()
+		}
 	}
 	return r.err
 }
@@ -215,6 +232,14 @@ func (m *Results) appendBinary(b []byte) []byte {
 		b = binary.AppendVarint(b, int64(t.Started))
 		b = binary.AppendVarint(b, int64(t.Ended))
 	}
+	// An optional trailer, sent only to coordinators that read it
+	// (Welcome.ResultAccounts): each result's account, in order.
+	if slices.ContainsFunc(m.Results, func(t TaskResult) bool { return t.Account != "" }) {
+		b = binary.AppendUvarint(b, uint64(len(m.Results)))
+		for _, t := range m.Results {
+			b = putString(b, t.Account)
+		}
+	}
 	return b
 }
 
@@ -228,6 +253,14 @@ func (m *Results) unmarshalBinary(r *binReader) error {
 		t.Error = r.string()
 		t.Started = Nanos(r.varint())
 		t.Ended = Nanos(r.varint())
+	}
+	if r.err == nil && len(r.b) > 0 {
+		if n := r.count(1); r.err == nil && n != len(m.Results) {
+			return fmt.Errorf("the frame names accounts for %d results, but carries %d", n, len(m.Results))
+		}
+		for i := range m.Results {
+			m.Results[i].Account = r.string()
+		}
 	}
 	return r.err
 }

@@ -119,6 +119,8 @@ type Attempt struct {
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Reason   string    `json:"reason,omitempty"` // why it ended
 	Late     bool      `json:"late,omitempty"`   // result arrived after the attempt was declared lost
+	// Account is the local account that ran the attempt on its node.
+	Account string `json:"account,omitempty"`
 }
 
 // Task is one task with every attempt.

@@ -150,6 +150,12 @@ type Hello struct {
 	// with ("" for none).
 	Profile         string `json:"profile,omitempty"`
 	ProfileRevision int64  `json:"profile_revision,omitempty"`
+	// Account is the local account the agent runs as ("ward (uid 998)"),
+	// which runs its tasks unless RunAsUser.
+	Account string `json:"account,omitempty"`
+	// RunAsUser says the agent runs each task as its submitter's local
+	// account: assignments then carry the user, and results the account.
+	RunAsUser bool `json:"run_as_user,omitempty"`
 }
 
 // Welcome answers Hello.
@@ -170,6 +176,9 @@ type Welcome struct {
 	// ClusterAddrs are the TLS cluster addresses (used by plaintext agents
 	// when they upgrade).
 	ClusterAddrs []string `json:"cluster_addrs,omitempty"`
+	// ResultAccounts says the coordinator reads TaskResult.Account in
+	// binary Results frames (an older one refuses the extra bytes).
+	ResultAccounts bool `json:"result_accounts,omitempty"`
 }
 
 // Heartbeat reports liveness, load and the agent's clock.
@@ -210,6 +219,9 @@ type Assignment struct {
 	Dir     string
 	Slots   int
 	Timeout Duration
+	// User is the Ward user who submitted the job, sent only to agents
+	// that run tasks as their submitter (--run-as-user).
+	User string
 	// Staging, for a job with input or output files, says what to fetch
 	// before the task starts and what to send back after it ends.
 	Staging *Staging
@@ -231,6 +243,9 @@ type AssignJob struct {
 	Slots   int               `json:"slots"`
 	Timeout Duration          `json:"timeout,omitempty"`
 	Staging *Staging          `json:"staging,omitempty"`
+	// User is the job's submitter (a Ward user name), only for agents that
+	// said RunAsUser in their hello.
+	User string `json:"user,omitempty"`
 }
 
 // Assign carries a batch of attempts to run and the templates of their
@@ -261,7 +276,7 @@ func (m *Assign) Expand() ([]Assignment, error) {
 		for i, a := range j.Argv {
 			argv[i] = strings.ReplaceAll(a, IndexPlaceholder, idx)
 		}
-		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout, Staging: j.Staging})
+		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout, Staging: j.Staging, User: j.User})
 	}
 	return out, nil
 }
@@ -331,6 +346,9 @@ type TaskResult struct {
 	Error    string `json:"error,omitempty"`
 	Started  Nanos  `json:"s"`
 	Ended    Nanos  `json:"e"`
+	// Account is the local account a --run-as-user agent ran the attempt
+	// as; "" means the agent's own account (its hello's Account).
+	Account string `json:"account,omitempty"`
 }
 
 // Results carries finished attempts; the agent keeps each until acknowledged.

@@ -62,6 +62,11 @@ func TestBinaryFramesRoundTrip(t *testing.T) {
 		{FrameStarted, &Started{Refs: []StartedRef{{AttemptRef: AttemptRef{Job: "1", Task: 0, Attempt: 1}, At: 1234567890123}}}, &Started{}, nil},
 		{FrameResults, &Results{Results: []TaskResult{{AttemptRef: AttemptRef{Job: "1", Task: 9, Attempt: 3}, ExitCode: -1, Reason: EndStartErr, Error: "no such file", Started: 5, Ended: 6}}}, &Results{}, nil},
 		{FrameAck, &Ack{Refs: []AttemptRef{{Job: "3", Task: 1, Attempt: 1}}}, &Ack{}, nil},
+		// The run-as trailers: each job's user, each result's account.
+		{FrameAssign, &Assign{Jobs: []AssignJob{{Job: "12", Argv: []string{"true"}, Slots: 1, User: "alice"}, {Job: "13", Argv: []string{"true"}, Slots: 1, User: "bob"}},
+			Tasks: []AttemptRef{{Job: "12", Task: 0, Attempt: 1}}}, &Assign{}, nil},
+		{FrameResults, &Results{Results: []TaskResult{{AttemptRef: AttemptRef{Job: "1", Task: 9, Attempt: 3}, Reason: EndExited, Started: 5, Ended: 6, Account: "alice"},
+			{AttemptRef: AttemptRef{Job: "1", Task: 10, Attempt: 1}, Reason: EndExited, Started: 5, Ended: 6}}}, &Results{}, nil},
 	}
 	for _, m := range msgs {
 		frame, err := AppendFrame(nil, m.t, m.in)

@@ -183,7 +183,7 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 	if d.CancelReason != "" {
 		fmt.Fprintf(w, "  canceled:  %s\n", d.CancelReason)
 	}
-	t := newTable(w, "TASK", "STATE", "ATTEMPT", "NODE", "EXIT", "ENDED", "REASON")
+	t := newTable(w, "TASK", "STATE", "ATTEMPT", "NODE", "ACCOUNT", "EXIT", "ENDED", "REASON")
 	shown := 0
 	var truncated []string
 	for _, task := range d.Tasks {
@@ -194,14 +194,14 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 			continue
 		}
 		if len(task.Attempts) == 0 {
-			t.row(task.Index, task.State, "-", "-", "-", "-", "-")
+			t.row(task.Index, task.State, "-", "-", "-", "-", "-", "-")
 		}
 		for _, a := range task.Attempts {
 			exit := "-"
 			if a.ExitCode != nil {
 				exit = strconv.Itoa(*a.ExitCode)
 			}
-			t.row(task.Index, task.State, a.N, a.Node, exit, ts(a.Ended), orDash(a.Reason))
+			t.row(task.Index, task.State, a.N, a.Node, orDash(a.Account), exit, ts(a.Ended), orDash(a.Reason))
 		}
 		shown++
 	}

@@ -262,6 +262,9 @@ secret never shows in the process list.`,
 	f.StringVar(&cfg.Key, "key", cfg.Key, "where the agent's private key lives: file, or tpm (created inside a TPM 2.0 and never leaving it)")
 	f.StringVar(&cfg.TPMDevice, "tpm-device", cfg.TPMDevice, "TPM character device, or tcp://HOST:PORT for a software TPM (swtpm)")
 	f.StringVar(&cfg.RevocationPolicy, "revocation-policy", cfg.RevocationPolicy, "when the coordinator's CRL cannot be fetched: soft (warn) or hard (refuse)")
+	f.BoolVar(&cfg.RunAsUser, "run-as-user", false, "run each task as its submitter's local account (agent started as root; uid, gid and groups set before exec)")
+	f.StringVar(&cfg.UserMapFile, "user-map", "", "with --run-as-user: file mapping Ward users to local accounts (\"WARD_USER LOCAL_ACCOUNT\" per line)")
+	f.BoolVar(&cfg.RunAsAllowRoot, "run-as-allow-root", false, "INSECURE: with --run-as-user, let a Ward user map to root")
 	roleLogFlags(f, &cfg.LogLevel, &cfg.LogFormat)
 	return cmd
 }

@@ -55,6 +55,19 @@ type Agent struct {
 	// RevocationPolicy is what to do when the coordinator's CRL cannot be
 	// fetched: "soft" (warn) or "hard" (refuse).
 	RevocationPolicy string `json:"revocation_policy" flag:"revocation-policy"`
+	// RunAsUser runs each task as its submitter's local account (the Ward
+	// user's name, or what user_map_file maps it to): uid, gid and
+	// supplementary groups are set before exec. The agent must run as
+	// root. A task whose user has no account on this node fails with
+	// USER_UNKNOWN_ON_NODE. Without it, tasks run as the agent's account.
+	RunAsUser bool `json:"run_as_user" flag:"run-as-user"`
+	// UserMapFile maps Ward users to local accounts, one "WARD_USER
+	// LOCAL_ACCOUNT" per line; users it does not name use the account of
+	// the same name. It must not be writable by group or others.
+	UserMapFile string `json:"user_map_file" flag:"user-map"`
+	// RunAsAllowRoot lets a Ward user map to root. INSECURE: off by
+	// default, so root is never the mapped account; warned on every start.
+	RunAsAllowRoot bool `json:"run_as_allow_root" flag:"run-as-allow-root"`
 	// LogLevel is the least severe level logged: debug, info, warn or
 	// error.
 	LogLevel string `json:"log_level" flag:"log-level"`
@@ -112,6 +125,12 @@ func (a *Agent) Validate() error {
 		if _, port, err := net.SplitHostPort(c); err != nil || port == "" {
 			p.Addf("coordinators (--coordinator)", "%q must be HOST:PORT", c)
 		}
+	}
+	if !a.RunAsUser && a.UserMapFile != "" {
+		p.Addf("user_map_file (--user-map)", "is set but run_as_user (--run-as-user) is not: the map would not be used")
+	}
+	if !a.RunAsUser && a.RunAsAllowRoot {
+		p.Addf("run_as_allow_root (--run-as-allow-root)", "is set but run_as_user (--run-as-user) is not")
 	}
 	if a.InsecurePlaintextCoordinator != "" {
 		if _, port, err := net.SplitHostPort(a.InsecurePlaintextCoordinator); err != nil || port == "" {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -72,6 +73,7 @@ func (c *Coordinator) placeLocked() placement {
 		m        *api.Assign
 		lastNode *sched.Node
 		lastJob  *sched.Job
+		runAs    bool // the node runs tasks as their submitters: send users
 	)
 	for _, pl := range ps {
 		if pl.Node != lastNode {
@@ -80,6 +82,8 @@ func (c *Coordinator) placeLocked() placement {
 				m = &api.Assign{}
 				p.byNode[pl.Node.Name] = m
 			}
+			s := c.sessions[pl.Node.Name]
+			runAs = s != nil && s.runAsUser
 		}
 		if pl.Job != lastJob {
 			lastJob = pl.Job
@@ -102,6 +106,9 @@ func (c *Coordinator) placeLocked() placement {
 				if len(spec.Inputs) > 0 || len(spec.Outputs) > 0 {
 					aj.Staging = &api.Staging{Inputs: spec.Inputs, Outputs: spec.Outputs}
 				}
+				if runAs {
+					aj.User = userName(pl.Job.SubmittedBy)
+				}
 				m.Jobs = append(m.Jobs, aj)
 			}
 		}
@@ -111,6 +118,16 @@ func (c *Coordinator) placeLocked() placement {
 		p.sessions[name] = c.sessions[name]
 	}
 	return p
+}
+
+// userName is the user name of a submitter's identity
+// (spiffe://CLUSTER/user/NAME), or "" for another kind of identity.
+func userName(submittedBy string) string {
+	_, name, ok := strings.Cut(submittedBy, "/user/")
+	if !ok {
+		return ""
+	}
+	return name
 }
 
 // sendSet is encoded frames waiting for a commit.

@@ -316,7 +316,7 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 		}
 		at := api.Task{Index: i, State: t.State.String(), OutputTruncated: truncated[i]}
 		for _, a := range t.Attempts {
-			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late}
+			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late, Account: a.Account}
 			if a.HasExit {
 				e := a.Exit
 				aa.ExitCode = &e

@@ -43,6 +43,10 @@ type session struct {
 	link transport.LinkStatus
 	// revocation is what the agent reported about checking our certificate.
 	revocation string
+	// account is the local account the agent runs as (its hello), which
+	// ran its attempts unless runAsUser: then each result names its own.
+	account   string
+	runAsUser bool
 	// upgradeErr is why the agent's last move to TLS failed ("" if none).
 	upgradeErr atomic.Value
 	// interval is the heartbeat interval the agent was told (nanoseconds;
@@ -268,6 +272,7 @@ func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
 		s.link = transport.LinkPartly
 	}
 	s.revocation = hello.Revocation
+	s.account, s.runAsUser = hello.Account, hello.RunAsUser
 	if err := c.openSession(s, &hello); err != nil {
 		c.sendBye(conn, api.AsError(err))
 		return
@@ -352,7 +357,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	c.mu.Unlock()
 
 	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval.Load()), Time: now, Drain: rec.Drain, BundlePEM: c.clientBundle().PEM(),
-		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}, CRLsPEM: c.crlsPEM()}
+		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}, CRLsPEM: c.crlsPEM(), ResultAccounts: true}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
 	}
@@ -496,7 +501,14 @@ func (c *Coordinator) applyResultsLocked(node string, results []api.TaskResult) 
 	acks := make([]api.AttemptRef, 0, len(results))
 	// Counted per batch: one metric lookup per end state, not per result.
 	var completed, failed int
+	account := ""
+	if s := c.sessions[node]; s != nil {
+		account = s.account
+	}
 	for _, r := range results {
+		if r.Account == "" {
+			r.Account = account // the agent's own account ran it
+		}
 		outcome := c.cl.Result(node, r)
 		if outcome == sched.Recorded {
 			switch {

@@ -106,11 +106,17 @@ func encodeChunk(first int, tasks []sched.Task) []byte {
 			if a.Late {
 				af |= 2
 			}
+			if a.Account != "" {
+				af |= 4
+			}
 			b = append(b, af)
 			if a.HasExit {
 				b = binary.AppendVarint(b, int64(a.Exit))
 			}
 			b = appendString(b, a.Reason)
+			if a.Account != "" {
+				b = appendString(b, a.Account)
+			}
 		}
 	}
 	return b
@@ -220,6 +226,9 @@ func decodeChunk(v []byte) (int, []sched.Task, error) {
 				a.Exit = int(r.varint())
 			}
 			a.Reason = r.string()
+			if af&4 != 0 {
+				a.Account = r.string()
+			}
 		}
 	}
 	if r.err == nil && len(r.b) != 0 {

@@ -14,7 +14,7 @@ func TestChunkRoundTrip(t *testing.T) {
 	t0 := time.Date(2026, 3, 4, 5, 6, 7, 89, time.UTC)
 	j := &sched.Job{ID: "7", Spec: api.JobSpec{Count: 130}, Tasks: make([]sched.Task, 130)}
 	j.Tasks[64] = sched.Task{State: sched.Completed, Attempts: []sched.Attempt{
-		{N: 1, Node: "a", State: sched.Lost, Assigned: t0, Ended: t0.Add(time.Second), Reason: "agent lost", Late: true, HasExit: true, Exit: 0},
+		{N: 1, Node: "a", State: sched.Lost, Assigned: t0, Ended: t0.Add(time.Second), Reason: "agent lost", Late: true, HasExit: true, Exit: 0, Account: "alice"},
 		{N: 2, Node: "bé", State: sched.Completed, Assigned: t0, Started: t0.Add(time.Millisecond), Ended: t0.Add(time.Minute), HasExit: true, Exit: -9, Reason: "exited"},
 	}}
 	j.Tasks[65] = sched.Task{State: sched.Running, CancelRequested: true, Attempts: []sched.Attempt{{N: 1, Node: "c", State: sched.Running, Assigned: t0, Started: t0}}}

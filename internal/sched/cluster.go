@@ -347,7 +347,7 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	if a.HasExit || (a.State.Terminal() && a.State != Lost) {
 		return Duplicate
 	}
-	a.HasExit, a.Exit = true, r.ExitCode
+	a.HasExit, a.Exit, a.Account = true, r.ExitCode, r.Account
 	if r.Started != 0 {
 		a.Started = r.Started.Time()
 	}

@@ -100,6 +100,8 @@ type Attempt struct {
 	HasExit  bool
 	Reason   string
 	Late     bool // the agent's result arrived after the attempt was declared lost
+	// Account is the local account that ran the attempt on its node.
+	Account string
 }
 
 // Task is one index of a job.
