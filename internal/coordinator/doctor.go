@@ -105,6 +105,9 @@ func (c *Coordinator) doctor(ctx context.Context, horizon time.Duration) ([]api.
 	if st := c.health.State(); !st.Writable {
 		add(api.SeverityCritical, string(api.CodeStoreUnavailable), fmt.Sprintf("the %s cannot write since %s: %s; new work is refused until it can", c.backend.desc, st.Since.UTC().Format(time.RFC3339), st.Error), st.Fix)
 	}
+	if f, ok := c.sharedAdminFinding(); ok {
+		out = append(out, f)
+	}
 	if c.cfg.StoreNoSync {
 		add(api.SeverityCritical, "STORE_NOSYNC", "store commits are not fsynced (insecure_store_nosync): a crash can lose acknowledged work", "remove insecure_store_nosync")
 	}

@@ -56,6 +56,7 @@ func (rt *router) api(pattern string, a authz.Action, h func(http.ResponseWriter
 	rt.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := c.certPrincipal(r)
 		if err == nil {
+			c.noteAdmin(p)
 			err = c.allow(p, a)
 		}
 		if err == nil {

@@ -68,7 +68,9 @@ type Coordinator struct {
 	// userMu guards users (users.go), persisted through the journal.
 	userMu sync.Mutex
 	users  map[string]*userRecord
-	now    func() time.Time
+	// adminUses is where the admin credential was used from (doctor).
+	adminUses adminUse
+	now       func() time.Time
 
 	clusterLn, publicLn net.Listener
 	clusterTLS          *tls.Config

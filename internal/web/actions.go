@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/authz"
 )
 
 // action is a state change behind a confirmation page: GET shows what will
@@ -15,6 +16,8 @@ import (
 // pattern.
 type action struct {
 	pattern string
+	// need is what the action performs, checked against the role.
+	need authz.Action
 	// confirm describes the action for the request's path values.
 	confirm func(r *http.Request, q *rq) (confirmView, error)
 	// do performs it with the posted form, and says what happened and
@@ -85,7 +88,7 @@ func (s *Server) actions() []action {
 	nodes := Prefix + "nodes"
 	return []action{
 		{
-			pattern: Prefix + "nodes/{name}/drain",
+			pattern: Prefix + "nodes/{name}/drain", need: authz.NodeDrain,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				return confirmView{Heading: "Drain node " + node(r), Button: "Drain " + node(r), Back: nodes,
 					Lines: []string{"The node takes no new tasks. Its running tasks finish.",
@@ -108,7 +111,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "nodes/{name}/undrain",
+			pattern: Prefix + "nodes/{name}/undrain", need: authz.NodeUndrain,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				return confirmView{Heading: "Undrain node " + node(r), Button: "Undrain " + node(r), Back: nodes,
 					Lines: []string{"The node takes tasks again."}}, nil
@@ -119,7 +122,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "nodes/{name}/revoke",
+			pattern: Prefix + "nodes/{name}/revoke", need: authz.NodeRevoke,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				return confirmView{Heading: "Revoke node " + node(r), Button: "Revoke " + node(r), Danger: true, Back: nodes,
 					Lines: []string{"Every certificate of the node is revoked: its sessions close at once and it can never connect again.",
@@ -132,7 +135,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "jobs/{id}/cancel",
+			pattern: Prefix + "jobs/{id}/cancel", need: authz.JobCancel,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				id := r.PathValue("id")
 				return confirmView{Heading: "Cancel job " + id, Button: "Cancel job " + id, Danger: true, Back: Prefix + "jobs/" + url.PathEscape(id),
@@ -145,7 +148,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "tokens/{id}/revoke",
+			pattern: Prefix + "tokens/{id}/revoke", need: authz.TokenRevoke,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				id := r.PathValue("id")
 				return confirmView{Heading: "Revoke join token " + id, Button: "Revoke token", Danger: true, Back: Prefix + "tokens",
@@ -157,7 +160,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "certs/{serial}/revoke",
+			pattern: Prefix + "certs/{serial}/revoke", need: authz.CertRevoke,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				serial := r.PathValue("serial")
 				return confirmView{Heading: "Revoke certificate " + serial, Button: "Revoke certificate", Danger: true, Back: Prefix + "certs",
@@ -175,7 +178,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "ca/rotate",
+			pattern: Prefix + "ca/rotate", need: authz.CARotate,
 			confirm: s.rotateConfirm,
 			do: func(r *http.Request, q *rq) (string, string, error) {
 				req := api.RotateRequest{Rollback: r.URL.Query().Get("rollback") == "1", Force: r.PostFormValue("force") != ""}
@@ -191,7 +194,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "migration/upgrade",
+			pattern: Prefix + "migration/upgrade", need: authz.MigrateUpgrade,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				return confirmView{Heading: "Move plaintext agents to TLS", Button: "Tell them to upgrade", Back: Prefix + "migration",
 					Lines:  []string{"The named agents (all plaintext agents when none are named) are told to reconnect over the TLS cluster port, now and whenever they reconnect. Their tasks keep running."},
@@ -203,7 +206,7 @@ func (s *Server) actions() []action {
 			},
 		},
 		{
-			pattern: Prefix + "migration/finish",
+			pattern: Prefix + "migration/finish", need: authz.MigrateFinish,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
 				return confirmView{Heading: "Finish the move to TLS", Button: "Finish", Danger: true, Back: Prefix + "migration",
 					Lines: []string{"The plaintext listener is rebound to loopback only, for good, without a restart.",

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/sched"
 )
 
@@ -22,6 +23,8 @@ type overviewView struct {
 	Severity []count // findings per severity
 	Horizon  time.Duration
 	Expiring []expiry // CAs and the coordinator's certificate
+	// ShowCA and ShowDoctor: the user's role may read them.
+	ShowCA, ShowDoctor bool
 }
 
 type count struct {
@@ -54,15 +57,22 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, q *rq) error {
 	if err != nil {
 		return err
 	}
-	ca, err := s.cluster.CAStatus(ctx, q.p)
-	if err != nil {
-		return err
+	// The CA and doctor parts show only to roles that may read them (the
+	// same table the operations check).
+	var ca api.CAStatus
+	if authz.Can(q.p.Role, authz.CARead) {
+		if ca, err = s.cluster.CAStatus(ctx, q.p); err != nil {
+			return err
+		}
 	}
-	doc, err := s.cluster.Doctor(ctx, q.p, horizon)
-	if err != nil {
-		return err
+	var doc api.DoctorReport
+	if authz.Can(q.p.Role, authz.DoctorRead) {
+		if doc, err = s.cluster.Doctor(ctx, q.p, horizon); err != nil {
+			return err
+		}
 	}
-	v := overviewView{Status: st, CA: ca, Nodes: len(nodes), Findings: doc.Findings, Horizon: horizon}
+	v := overviewView{Status: st, CA: ca, Nodes: len(nodes), Findings: doc.Findings, Horizon: horizon,
+		ShowCA: authz.Can(q.p.Role, authz.CARead), ShowDoctor: authz.Can(q.p.Role, authz.DoctorRead)}
 	links := map[string]int{"YES": 0, "PARTLY": 0, "NO": 0}
 	states := map[string]int{}
 	for _, n := range nodes {

@@ -230,4 +230,4 @@ func (f *fakeCluster) Record(p authz.Principal, ev audit.Event) {
 
 var _ Cluster = (*fakeCluster)(nil)
 
-var testAdmin = authz.Principal{ID: pki.ID{Cluster: "c1", Role: pki.RoleUser, Name: "admin"}, Via: authz.ViaCert, CertSerial: "0a"}
+var testAdmin = authz.Principal{ID: pki.ID{Cluster: "c1", Role: pki.RoleUser, Name: "admin"}, Role: authz.RoleAdmin, Via: authz.ViaCert, CertSerial: "0a"}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/sched"
 )
 
@@ -83,6 +84,7 @@ type view struct {
 	Title   string
 	Section string // the navigation entry to highlight
 	User    string
+	Role    authz.Role
 	Via     string
 	CSRF    string
 	Flash   string
@@ -90,6 +92,11 @@ type view struct {
 	Now     time.Time
 	Data    any
 }
+
+// Can reports whether the page's user may perform the action named a (an
+// authz.Action), so the page offers only what the role allows; the
+// operation decides.
+func (v *view) Can(a string) bool { return authz.Can(v.Role, authz.Action(a)) }
 
 // render writes a page. Rendering goes to a buffer first, so a template
 // error becomes a clean 500 instead of half a page.

@@ -33,33 +33,36 @@ func (s *Server) routes() http.Handler {
 	}))
 	mux.HandleFunc("GET "+Prefix+"login", s.loginPage)
 	mux.HandleFunc("POST "+Prefix+"login", s.loginSubmit)
-	page := func(pattern string, h handler) { mux.Handle(pattern, s.signedIn(h)) }
-	page("POST "+Prefix+"logout", s.logout)
-	page("GET "+Prefix+"{$}", s.overview)
-	page("GET "+Prefix+"nodes", s.nodes)
-	page("GET "+Prefix+"jobs", s.jobs)
-	page("GET "+Prefix+"jobs/new", s.submitForm)
-	page("POST "+Prefix+"jobs", s.submit)
-	page("GET "+Prefix+"jobs/{id}", s.job)
-	page("GET "+Prefix+"jobs/{id}/events", s.jobEvents)
-	page("GET "+Prefix+"jobs/{id}/output", s.jobOutput)
-	page("GET "+Prefix+"tokens", s.tokens)
-	page("POST "+Prefix+"tokens", s.tokenCreate)
-	page("GET "+Prefix+"certs", s.certs)
-	page("GET "+Prefix+"ca", s.ca)
-	page("GET "+Prefix+"ca/bundle.pem", s.bundlePEM)
-	page("GET "+Prefix+"ca/roots/{serial}", s.rootDER)
-	page("POST "+Prefix+"ca/bundle.p12", s.bundleP12)
-	page("GET "+Prefix+"ca/crl", s.crl)
-	page("GET "+Prefix+"check", s.checkForm)
-	page("POST "+Prefix+"check", s.check)
-	page("GET "+Prefix+"audit", s.auditLog)
-	page("GET "+Prefix+"migration", s.migration)
+	// Each page declares the action it performs (authz's table, as on the
+	// API): a role that may not is refused before the page runs, with the
+	// role it needs; the operation it calls checks again (and ownership).
+	page := func(pattern string, need authz.Action, h handler) { mux.Handle(pattern, s.signedIn(need, h)) }
+	page("POST "+Prefix+"logout", authz.UILink, s.logout)
+	page("GET "+Prefix+"{$}", authz.StatusRead, s.overview)
+	page("GET "+Prefix+"nodes", authz.NodeRead, s.nodes)
+	page("GET "+Prefix+"jobs", authz.JobRead, s.jobs)
+	page("GET "+Prefix+"jobs/new", authz.JobSubmit, s.submitForm)
+	page("POST "+Prefix+"jobs", authz.JobSubmit, s.submit)
+	page("GET "+Prefix+"jobs/{id}", authz.JobRead, s.job)
+	page("GET "+Prefix+"jobs/{id}/events", authz.JobRead, s.jobEvents)
+	page("GET "+Prefix+"jobs/{id}/output", authz.JobRead, s.jobOutput)
+	page("GET "+Prefix+"tokens", authz.TokenRead, s.tokens)
+	page("POST "+Prefix+"tokens", authz.TokenCreate, s.tokenCreate)
+	page("GET "+Prefix+"certs", authz.CertRead, s.certs)
+	page("GET "+Prefix+"ca", authz.CARead, s.ca)
+	page("GET "+Prefix+"ca/bundle.pem", authz.CARead, s.bundlePEM)
+	page("GET "+Prefix+"ca/roots/{serial}", authz.CARead, s.rootDER)
+	page("POST "+Prefix+"ca/bundle.p12", authz.CARead, s.bundleP12)
+	page("GET "+Prefix+"ca/crl", authz.CRLRead, s.crl)
+	page("GET "+Prefix+"check", authz.CheckRun, s.checkForm)
+	page("POST "+Prefix+"check", authz.CheckRun, s.check)
+	page("GET "+Prefix+"audit", authz.AuditRead, s.auditLog)
+	page("GET "+Prefix+"migration", authz.MigrateRead, s.migration)
 	for _, a := range s.actions() {
-		page("GET "+a.pattern, s.confirmPage(a))
-		page("POST "+a.pattern, s.doAction(a))
+		page("GET "+a.pattern, a.need, s.confirmPage(a))
+		page("POST "+a.pattern, a.need, s.doAction(a))
 	}
-	page(Prefix, func(w http.ResponseWriter, r *http.Request, q *rq) error {
+	page(Prefix, authz.StatusRead, func(w http.ResponseWriter, r *http.Request, q *rq) error {
 		return api.Errorf(api.CodeNotFound, "use the navigation above", "there is no console page at %s", r.URL.Path)
 	})
 	return mux
@@ -68,7 +71,7 @@ func (s *Server) routes() http.Handler {
 // signedIn admits requests with a live session (and, for anything but GET,
 // a matching CSRF token from this site); others get the sign-in page,
 // never data.
-func (s *Server) signedIn(h handler) http.Handler {
+func (s *Server) signedIn(need authz.Action, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
 		var sess *session
@@ -103,6 +106,12 @@ func (s *Server) signedIn(h handler) http.Handler {
 		}
 		q := &rq{sess: sess, p: sess.principal.WithSource(r.RemoteAddr)}
 		q.p.Route = "console " + r.Method + " " + r.URL.Path
+		if _, err := authz.Decide(q.p, s.cfg.Cluster, need); err != nil {
+			s.cluster.Record(q.p, audit.Event{Type: "authz.denied", Target: q.p.Route, Result: string(api.CodeOf(err)),
+				Detail: map[string]string{"action": string(need), "role": string(q.p.Role), "message": api.AsError(err).Message}})
+			s.renderError(w, r, q, err)
+			return
+		}
 		if err := h(w, r, q); err != nil {
 			s.renderError(w, r, q, err)
 		}
@@ -120,7 +129,7 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, q *rq, err 
 
 // view builds the chrome of a page for q's user.
 func (s *Server) view(q *rq, title, section string, data any, e *api.Error) *view {
-	return &view{Title: title, Section: section, User: q.p.ID.Name, Via: string(q.p.Via), CSRF: q.sess.csrf,
+	return &view{Title: title, Section: section, User: q.p.ID.Name, Role: q.p.Role, Via: string(q.p.Via), CSRF: q.sess.csrf,
 		Flash: s.sessions.takeFlash(q.sess), Error: e, Now: s.now(), Data: data}
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wardcluster/ward/internal/authz"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/pki/pkitest"
 )
@@ -116,7 +117,14 @@ func hidden(body, name string) string {
 // CSRF token.
 func (c *console) signIn(cl *http.Client) string {
 	c.t.Helper()
-	path, _, err := c.srv.NewLoginLink(testAdmin, 0)
+	return c.signInAs(cl, testAdmin)
+}
+
+// signInAs opens a session for p with a one-time link, as a browser
+// would, and returns the session's CSRF token.
+func (c *console) signInAs(cl *http.Client, p authz.Principal) string {
+	c.t.Helper()
+	path, _, err := c.srv.NewLoginLink(p, 0)
 	if err != nil {
 		c.t.Fatal(err)
 	}
