@@ -337,11 +337,15 @@ func (fs *fileStaging) release(job string, size int64) {
 // Outputs lists the files a job's tasks left (one task's, when task >= 0):
 // for each task, those of its latest attempt that sent any.
 func (c *Coordinator) Outputs(ctx context.Context, p authz.Principal, id string, task int) ([]api.OutputFile, error) {
-	if err := c.allow(p, authz.JobRead); err != nil {
+	scope, err := c.decide(p, authz.JobRead)
+	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
 	j, err := c.findJobLocked(id)
+	if err == nil {
+		err = c.ownJob(p, scope, authz.JobRead, j)
+	}
 	if err == nil && task >= len(j.Tasks) {
 		err = api.Errorf(api.CodeInvalidArgument, "task indexes run from 0", "job %s has %d tasks; there is no task %d", id, len(j.Tasks), task)
 	}
