@@ -167,14 +167,21 @@ func Decide(p Principal, cluster string, a Action) (Scope, error) {
 	if s := rule.scope(p.Role); s != ScopeNone {
 		return s, nil
 	}
-	needed := roleList(rule.Roles(), " or ")
+	roles := rule.Roles()
+	if len(roles) == 0 {
+		// An agent's own protocol (its staging, its renewal): no user role
+		// performs it.
+		return ScopeNone, api.Errorf(api.CodePermissionDenied, "use the agent's own certificate: the agent does this itself",
+			"%s is a user; %s is for agents only", p.ID, rule.Describe)
+	}
+	needed := roleList(roles, " or ")
 	if p.Role == "" {
 		return ScopeNone, api.Errorf(api.CodePermissionDenied,
 			fmt.Sprintf("ask an admin for a credential with a role (`ward user add %s --role ROLE`, then `ward login --join-file FILE`)", p.ID.Name),
 			"%s has no role (its certificate names none); %s needs role %s", p.ID, rule.Describe, needed)
 	}
 	return ScopeNone, api.Errorf(api.CodePermissionDenied,
-		fmt.Sprintf("ask an admin to change your role (`ward user role %s %s`), or use a credential that has it", p.ID.Name, rule.Roles()[len(rule.Roles())-1]),
+		fmt.Sprintf("ask an admin to change your role (`ward user role %s %s`), or use a credential that has it", p.ID.Name, roles[len(roles)-1]),
 		"%s has role %s; %s needs role %s", p.ID, p.Role, rule.Describe, needed)
 }
 
