@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -518,6 +519,9 @@ func (c *Coordinator) applyResultsLocked(node string, results []api.TaskResult) 
 				failed++
 			default:
 				c.metrics.Tasks.WithLabelValues(r.Reason).Inc()
+				if r.Reason == api.EndStagingFailed && strings.HasPrefix(r.Error, string(api.CodeChecksumMismatch)) {
+					c.auditAgentMismatch(node, r)
+				}
 			}
 		}
 		switch outcome {

@@ -424,3 +424,13 @@ func (c *Coordinator) apiJobOutputFile(w http.ResponseWriter, r *http.Request, p
 	}
 	return api.Errorf(api.CodeNotFound, "`ward job output ID --task N` lists what the task left", "task %d of job %s left no output %q", task, r.PathValue("id"), path)
 }
+
+// auditAgentMismatch records an input an agent refused because its bytes
+// did not have the job's checksum: they changed on the coordinator's disk
+// or on the way. Written off the caller's lock.
+func (c *Coordinator) auditAgentMismatch(node string, r api.TaskResult) {
+	ev := audit.Event{Type: "file.checksum_mismatch", Actor: pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleAgent, Name: node}.String(),
+		Target: fmt.Sprintf("%s/%d/%d", r.Job, r.Task, r.Attempt), Result: string(api.CodeChecksumMismatch), Detail: map[string]string{"error": r.Error}}
+	c.log.Warn("an agent refused a staged input: checksum mismatch", "node", node, "job", r.Job, "task", r.Task, "attempt", r.Attempt, "err", r.Error)
+	go c.audit.Record(ev)
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 )
@@ -148,6 +149,20 @@ func TestStagingChecksumMismatch(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "CHECKSUM_MISMATCH") {
 		t.Errorf("ward run did not say why:\n%s", stderr)
+	}
+	// The agent's refusals are in the coordinator's audit log.
+	refusals := 0
+	waitFor(t, 10*time.Second, "an audit event for each attempt's refusal", func() bool {
+		refusals = 0
+		for _, ev := range c.auditEvents() {
+			if ev.Type == "file.checksum_mismatch" && strings.HasSuffix(ev.Actor, "/agent/n1") && strings.HasPrefix(ev.Target, d.ID+"/0/") {
+				refusals++
+			}
+		}
+		return refusals >= 2
+	})
+	if refusals != 2 {
+		t.Errorf("%d file.checksum_mismatch audit events from agent n1 for job %s, want one per attempt (2)", refusals, d.ID)
 	}
 
 	// An upload whose bytes are not those of the checksum it names.
