@@ -78,6 +78,11 @@ func TestAgentProfiles(t *testing.T) {
 	if n, _ := c.node("n1"); n.Labels["tier"] != "" {
 		t.Errorf("n1 kept the profile's label after it left: %v", n.Labels)
 	}
+	// A coordinator restart keeps the profile; the agents, which kept
+	// running, report what they run and are pushed it again.
+	c.coord.kill9()
+	c.restartCoordinator()
+	waitProfiles(t, c, map[string]string{"n1": "-", "n2": "big/4/applied", "n3": "-"}, map[string]int{"n1": 1, "n2": 3, "n3": 1})
 	for _, typ := range []string{"profile.set", "profile.assign"} {
 		if !c.hasAudit(typ, "ok") {
 			t.Errorf("no %s audit event", typ)

@@ -98,6 +98,14 @@ func TestFileStaging(t *testing.T) {
 	if got := fileSum(t, filepath.Join(one, "out", "copy.bin")); got != sum {
 		t.Errorf("--task 2: out/copy.bin is %s, want %s", got, sum)
 	}
+	// Kept across a coordinator restart.
+	c.coord.kill9()
+	c.restartCoordinator()
+	again := filepath.Join(c.dir, "again")
+	c.mustWard("job", "output", id, "--task", "1", "--to", again)
+	if got := fileSum(t, filepath.Join(again, "out", "copy.bin")); got != sum {
+		t.Errorf("after a restart: out/copy.bin is %s, want %s", got, sum)
+	}
 	if !c.hasAudit("file.upload", "ok") || !c.hasAudit("file.download", "ok") {
 		t.Errorf("no file.upload or file.download audit events")
 	}
