@@ -98,6 +98,9 @@ type Peer struct {
 	TLSVersion uint16
 	Cipher     uint16
 	Link       LinkStatus
+	// Via is the coordinator that relays this peer's session to the
+	// leader; empty when the peer connected here directly.
+	Via string
 }
 
 // PeerFromState reads the peer of a completed, verified handshake.

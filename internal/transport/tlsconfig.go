@@ -20,6 +20,11 @@ import (
 // other protocol (http/1.1) reaches the HTTP API.
 const ALPNAgent = "ward-agent/1"
 
+// ALPNRelay selects a relayed agent session on the cluster port: a
+// follower coordinator carrying an agent's session to the leader (only a
+// coordinator certificate may open one).
+const ALPNRelay = "ward-relay/1"
+
 // ALPNHTTP is the HTTP API's protocol on Ward's TLS ports.
 const ALPNHTTP = "http/1.1"
 
@@ -87,7 +92,7 @@ func (o ServerOptions) base(src *identity.Source) *tls.Config {
 // rebuilt per handshake from src, so trust swaps need no restart.
 func ClusterServerConfig(src *identity.Source, o ServerOptions) *tls.Config {
 	outer := o.base(src)
-	outer.NextProtos = []string{ALPNAgent, ALPNHTTP}
+	outer.NextProtos = []string{ALPNAgent, ALPNRelay, ALPNHTTP}
 	// One config per trust bundle: rebuilt only when the bundle is swapped,
 	// not per handshake (each connection keeps the config it was served).
 	type cached struct {
@@ -101,7 +106,7 @@ func ClusterServerConfig(src *identity.Source, o ServerOptions) *tls.Config {
 			return c.cfg, nil
 		}
 		cfg := o.base(src)
-		cfg.NextProtos = []string{ALPNAgent, ALPNHTTP}
+		cfg.NextProtos = []string{ALPNAgent, ALPNRelay, ALPNHTTP}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 		cfg.ClientCAs = pool
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
