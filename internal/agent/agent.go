@@ -18,7 +18,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -308,6 +310,29 @@ func (a *Agent) coordinators() []string {
 		return a.cfg.Coordinators
 	}
 	return a.state.ClusterAddrs
+}
+
+// learnCoordinators keeps the cluster's coordinator list that every Welcome
+// carries (all coordinators of an HA cluster), so the next failover can
+// reach any of them, and saves it for the next start. A list given with
+// --coordinator wins; a plaintext session keeps its own address.
+func (a *Agent) learnCoordinators(addrs []string) {
+	if len(addrs) == 0 {
+		return
+	}
+	a.mu.Lock()
+	if a.state.PlaintextAddr != "" || slices.Equal(a.state.ClusterAddrs, addrs) {
+		a.mu.Unlock()
+		return
+	}
+	a.state.ClusterAddrs = slices.Clone(addrs)
+	st := *a.state
+	a.mu.Unlock()
+	if err := saveState(a.cfg.DataDir, &st); err != nil {
+		a.log.Error("record the cluster's coordinators", "err", err)
+		return
+	}
+	a.log.Info("the cluster's coordinators", "addrs", strings.Join(addrs, ","))
 }
 
 func (a *Agent) plaintext() bool {

@@ -69,6 +69,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	a.installCRLs(w.CRLsPEM)
 	a.resultAccounts.Store(w.ResultAccounts)
+	a.learnCoordinators(w.ClusterAddrs)
 	interval := max(w.HeartbeatInterval.D(), 100*time.Millisecond)
 	a.mu.Lock()
 	a.drain = w.Drain

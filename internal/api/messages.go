@@ -122,6 +122,9 @@ type Node struct {
 	ProfileRevision int64  `json:"profile_revision,omitempty"`
 	ProfileState    string `json:"profile_state,omitempty"`
 	ProfileError    string `json:"profile_error,omitempty"`
+	// Coordinator is the coordinator the agent's session is connected to
+	// (its member ID); a follower relays it to the leader.
+	Coordinator string `json:"coordinator,omitempty"`
 }
 
 // DrainRequest asks a node to take no new tasks; Force requeues running ones.
@@ -177,6 +180,8 @@ type Status struct {
 	StoreHealth StoreHealth `json:"store_health"`
 	// Maintenance says whether the cluster is in maintenance mode.
 	Maintenance Maintenance `json:"maintenance"`
+	// StoreEndpoints is each etcd endpoint's health (etcd stores only).
+	StoreEndpoints []StoreEndpoint `json:"store_endpoints,omitempty"`
 }
 
 // DebugInfo is what a support bundle needs from a coordinator that no
@@ -217,7 +222,37 @@ type CoordinatorInfo struct {
 	ID        string `json:"id"`
 	Version   string `json:"version"`
 	Commit    string `json:"commit,omitempty"`
-	GoVersion string `json:"go_version"`
+	GoVersion string `json:"go_version,omitempty"`
+	// Member is the coordinator's ID among the cluster's coordinators
+	// (name@cluster address).
+	Member      string `json:"member,omitempty"`
+	ClusterAddr string `json:"cluster_addr,omitempty"`
+	PublicAddr  string `json:"public_addr,omitempty"`
+	// Leader says it runs the scheduler and the leader-only work; Alive
+	// that its membership lease in the store holds.
+	Leader bool `json:"leader"`
+	Alive  bool `json:"alive"`
+	// LeaderSince is when the leader's term began.
+	LeaderSince time.Time `json:"leader_since,omitzero"`
+	// Its own view of the store at its last report: the read latency and
+	// error, and how long ago it reported (Lag: a coordinator that cannot
+	// reach the store stops reporting).
+	StoreLatency Duration  `json:"store_latency,omitempty"`
+	StoreError   string    `json:"store_error,omitempty"`
+	Reported     time.Time `json:"reported,omitzero"`
+	Lag          Duration  `json:"lag,omitempty"`
+}
+
+// StoreEndpoint is one etcd endpoint's health as the leader sees it.
+type StoreEndpoint struct {
+	Endpoint string   `json:"endpoint"`
+	OK       bool     `json:"ok"`
+	Error    string   `json:"error,omitempty"`
+	Latency  Duration `json:"latency"`
+	Version  string   `json:"version,omitempty"`
+	Leader   bool     `json:"etcd_leader"`
+	// Lag is how many raft entries the member has yet to apply.
+	Lag uint64 `json:"lag"`
 }
 
 // StoreHealth is how the coordinator's store answered a read made for the

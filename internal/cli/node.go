@@ -20,10 +20,10 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err != nil || printed {
 				return err
 			}
-			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "PROFILE", "CERT EXPIRES", "TLS", "LINK")
+			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "PROFILE", "CERT EXPIRES", "TLS", "LINK", "COORDINATOR")
 			var failed []api.Node
 			for _, n := range out {
-				t.row(n.Name, n.State, n.Slots, n.UsedSlots, orDash(sched.FormatLabels(n.Labels)), profileCell(n), until(n.CertExpiry), n.TLSVersion, n.Link)
+				t.row(n.Name, n.State, n.Slots, n.UsedSlots, orDash(sched.FormatLabels(n.Labels)), profileCell(n), until(n.CertExpiry), n.TLSVersion, n.Link, orDash(n.Coordinator))
 				if n.ProfileState == api.ProfileFailed {
 					failed = append(failed, n)
 				}

@@ -135,6 +135,7 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.IntVar(&cfg.JoinBurst, "join-burst", cfg.JoinBurst, "join attempts allowed in a burst per source address")
 	f.StringVar(&cfg.Store, "store", "", "where state lives: bolt (default, a file in --data) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]")
 	f.StringVar(&cfg.EtcdCA, "etcd-ca", "", "CA (PEM) that etcd's server certificate chains to")
+	f.Var(durationFlag{&cfg.LeaderLeaseTTL}, "leader-lease-ttl", "lease of the leader and of each coordinator's membership in etcd (failover takes about this long)")
 	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "this coordinator's client certificate for etcd (PEM; `ward etcd certs` makes one)")
 	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "the key of --etcd-cert (PEM, 0600)")
 	f.BoolVar(&cfg.InsecureEtcdPlaintext, "insecure-etcd-plaintext", false, "INSECURE: talk to etcd in plaintext (no TLS, no authentication)")

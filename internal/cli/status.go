@@ -39,6 +39,37 @@ func printStatus(g *globals, st api.Status) {
 		row("store writes", "FAILING since %s (%s ago): %s; new work is refused (STORE_UNAVAILABLE) and resumes on its own. Fix: %s",
 			ts(*h.UnwritableSince), time.Since(*h.UnwritableSince).Round(time.Second), h.WriteError, h.Fix)
 	}
+	for _, e := range st.StoreEndpoints {
+		if e.OK {
+			lead := ""
+			if e.Leader {
+				lead = ", etcd leader"
+			}
+			row("etcd", "%s healthy (%s, etcd %s%s, %d entries to apply)", e.Endpoint, e.Latency.D().Round(time.Millisecond/10), e.Version, lead, e.Lag)
+		} else {
+			row("etcd", "%s UNHEALTHY: %s", e.Endpoint, e.Error)
+		}
+	}
+	for _, co := range st.Coordinators {
+		if co.Member == "" {
+			continue
+		}
+		role := "follower"
+		if co.Leader {
+			role = "LEADER"
+		}
+		if !co.Alive {
+			role = "down"
+		}
+		health := "store ok"
+		if co.StoreError != "" {
+			health = "store error: " + co.StoreError
+		}
+		if co.Lag > 0 {
+			health += fmt.Sprintf(", store read %s, reported %s ago", co.StoreLatency.D().Round(time.Millisecond/10), co.Lag.D().Round(time.Millisecond))
+		}
+		row("coordinator", "%s  %s  (%s)", co.Member, role, health)
+	}
 	row("nodes", "%d, %d connected (`ward node ls`)", st.Nodes, st.Connected)
 	row("maintenance", "%s", describeMaintenance(st.Maintenance))
 	if len(st.Insecure) == 0 {

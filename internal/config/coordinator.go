@@ -155,6 +155,10 @@ type Coordinator struct {
 	// can read and change the whole store. Logged at every start and
 	// shown in status and doctor.
 	InsecureEtcdPlaintext bool `json:"insecure_etcd_plaintext" flag:"insecure-etcd-plaintext"`
+	// LeaderLeaseTTL is the lease of the leader's term and of each
+	// coordinator's membership on etcd: a leader that dies without
+	// resigning is replaced about this long after its last renewal.
+	LeaderLeaseTTL Duration `json:"leader_lease_ttl" flag:"leader-lease-ttl"`
 }
 
 // EtcdStore reports whether Store names an etcd cluster.
@@ -199,6 +203,7 @@ func CoordinatorDefaults() Coordinator {
 		HealGrace:               Duration(7 * 24 * time.Hour),
 		CRLValidity:             Duration(24 * time.Hour),
 		HeartbeatInterval:       Duration(5 * time.Second),
+		LeaderLeaseTTL:          Duration(3 * time.Second),
 		NodeLostTimeout:         Duration(30 * time.Second),
 		AgingStep:               Duration(10 * time.Minute),
 		PrefetchBelow:           Duration(250 * time.Millisecond),
@@ -352,6 +357,9 @@ func (c *Coordinator) validateStore(p *Problems) {
 	}
 	if c.CAPassphraseFile == "" {
 		p.Addf("ca_passphrase_file (--ca-passphrase-file)", "is required with an etcd store: the cluster CA's keys are kept in etcd, encrypted with this passphrase; give every coordinator the same file (make one with `openssl rand -base64 32 > FILE && chmod 600 FILE`)")
+	}
+	if d := c.LeaderLeaseTTL.D(); d != 0 && (d < 2*time.Second || d > time.Minute) {
+		p.Addf("leader_lease_ttl (--leader-lease-ttl)", "%s is out of range: use 2s to 1m (etcd's shortest lease is about 1.5s; a longer one delays failover)", d)
 	}
 	switch {
 	case c.InsecureEtcdPlaintext && tlsSet:

@@ -40,6 +40,9 @@ func (c *Coordinator) dispatchLoop(ctx context.Context) {
 // durable. A crash between commit and send loses nothing: the agent's hello
 // after reconnect shows it never got them, and they are requeued.
 func (c *Coordinator) dispatchRound() {
+	if !c.leading.Load() {
+		return // a term that ended places nothing more (the fence refuses it anyway)
+	}
 	c.mu.Lock()
 	pl := c.placeLocked()
 	if pl.empty() {

@@ -268,6 +268,7 @@ func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status
 		StoreHealth:   c.storeHealth(ctx),
 		Maintenance:   c.maintenance(),
 	}
+	c.controlPlaneStatus(ctx, &st)
 	return st, nil
 }
 

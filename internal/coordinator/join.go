@@ -333,7 +333,7 @@ func (c *Coordinator) joinChecked(req *api.JoinRequest) (*joinResult, error) {
 			ChainPEM:     pki.EncodeCertsPEM(cert, iss.CA.Cert),
 			BundlePEM:    c.clientBundle().PEM(),
 			CRLsPEM:      c.crlsPEM(),
-			ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)},
+			ClusterAddrs: c.clusterAddrs(),
 			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
 		},
 		serial: crec.Serial, id: id.String(),

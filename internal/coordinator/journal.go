@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wardcluster/ward/internal/leader"
 	"github.com/wardcluster/ward/internal/store"
 	"github.com/wardcluster/ward/internal/storehealth"
 )
@@ -38,7 +39,12 @@ type journal struct {
 	// observe (optional) sees each commit's duration and write count.
 	observe func(d time.Duration, writes int)
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// fence, once the coordinator leads, is the term every batch is
+	// fenced on: after the term ends no batch lands. campaigning: see
+	// setCampaigning.
+	fence       *leader.Term
+	campaigning bool
 	ops     []store.Op
 	ends    []int // where each Commit's ops end in ops: a batch splits only there
 	cbs     []func(error)
@@ -151,6 +157,9 @@ func (j *journal) flush(ctx context.Context) {
 	}
 	if err != nil && j.failed == nil {
 		j.failed = err
+		if _, fence := j.conds(); fence != nil && fence.Fenced(err) {
+			fence.Lose(err)
+		}
 	}
 	j.done <- committed{cbs: cbs, err: err}
 }
@@ -158,13 +167,15 @@ func (j *journal) flush(ctx context.Context) {
 // write commits one transaction. One the store refuses for now is tried
 // again until it succeeds or ctx ends (the coordinator stops): batches are
 // ordered and memory is already ahead of this one, so waiting for it is
-// the only safe move. Its ops carry no conditions, so writing them again
-// after an attempt whose outcome is unknown (an etcd timeout) is harmless.
+// the only safe move. Its ops are plain puts and deletes under, at most,
+// the leader's fence, so writing them again after an attempt whose outcome
+// is unknown (an etcd timeout) is harmless.
 func (j *journal) write(ctx context.Context, part []store.Op) error {
 	wait := journalRetryFirst
 	for {
+		conds, fence := j.conds()
 		start := time.Now()
-		_, err := j.st.Txn(context.Background(), nil, part)
+		_, err := j.st.Txn(context.Background(), conds, part)
 		d := time.Since(start)
 		j.busy += d
 		if j.observe != nil {
@@ -177,6 +188,15 @@ func (j *journal) write(ctx context.Context, part []store.Op) error {
 				j.onUp(down)
 			}
 			return nil
+		}
+		if j.refusedByEndedTerm(err, fence) {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, journalRetryMax)
+			continue
 		}
 		if !storehealth.Transient(err) {
 			return err
@@ -217,6 +237,42 @@ func splitBatch(ops []store.Op, ends []int, lim store.Limits) [][]store.Op {
 		prev = end
 	}
 	return append(parts, ops[start:])
+}
+
+// setFence fences every later batch on term (and a batch being retried,
+// from its next attempt).
+func (j *journal) setFence(term *leader.Term) {
+	j.mu.Lock()
+	j.fence = term
+	j.mu.Unlock()
+}
+
+// setCampaigning says whether the coordinator lost its term and is
+// campaigning to lead again with the state it holds: meanwhile a batch the
+// ended term's fence refuses waits for the outcome (a new term of its own,
+// or the coordinator stops) instead of failing.
+func (j *journal) setCampaigning(on bool) {
+	j.mu.Lock()
+	j.campaigning = on
+	j.mu.Unlock()
+}
+
+// conds are the conditions of the next attempt, with the fence they carry.
+func (j *journal) conds() ([]store.Cond, *leader.Term) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.fence == nil {
+		return nil, nil
+	}
+	return j.fence.Conds(nil), j.fence
+}
+
+// refusedByEndedTerm reports whether err is fence's refusal while the
+// coordinator campaigns to lead again.
+func (j *journal) refusedByEndedTerm(err error, fence *leader.Term) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return fence != nil && j.campaigning && fence.Fenced(err)
 }
 
 // errPending is the cause of Wait's STORE_UNAVAILABLE answer when the store

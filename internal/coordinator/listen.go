@@ -211,7 +211,18 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 		// session's life (about 8 KB per idle agent).
 		go func() {
 			defer c.live.remove(tc)
+			if c.tracker != nil && c.follower() {
+				c.relaySession(tc, peer)
+				return
+			}
 			c.runSession(tc, peer)
+		}()
+		return
+	}
+	if cs.NegotiatedProtocol == transport.ALPNRelay {
+		go func() {
+			defer c.live.remove(tc)
+			c.acceptRelay(tc, peer)
 		}()
 		return
 	}

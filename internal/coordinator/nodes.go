@@ -67,6 +67,10 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 			an.UpgradeErr = s.upgradeErr.Load().(string)
 			an.TLSVersion = transport.VersionName(s.peer.TLSVersion)
 			an.Addr = s.conn.RemoteAddr().String()
+			an.Coordinator = s.peer.Via
+			if an.Coordinator == "" {
+				an.Coordinator = c.memberID()
+			}
 			an.LastSeen = time.Unix(0, s.lastSeen.Load()).UTC()
 			an.ClockSkew = api.Duration(s.skew.Load())
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/connlimit"
 	"github.com/wardcluster/ward/internal/identity"
+	"github.com/wardcluster/ward/internal/leader"
 	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/ratelimit"
@@ -115,6 +116,16 @@ type Coordinator struct {
 
 	caPass []byte   // decrypts (and encrypts) CA keys at rest; nil: plain
 	keeper caKeeper // where the CA generations live
+
+	// The control plane (ha.go): this coordinator's membership, its term
+	// while it leads, and whether the job system is in memory.
+	member   *leader.Membership
+	term     atomic.Pointer[leader.Term]
+	tracker  *leader.Tracker // who leads, on etcd (nil on bolt)
+	// peerAddrs is every live coordinator's cluster address (etcd).
+	peerAddrs atomic.Pointer[[]string]
+	leading  atomic.Bool
+	restored bool
 
 	kick         chan struct{}
 	pendingCerts []certRecord
@@ -236,11 +247,17 @@ func New(cfg config.Coordinator, opts Options) (*Coordinator, error) {
 	if err := c.loadMaintenance(context.Background()); err != nil {
 		return nil, c.stateError("load maintenance mode", err)
 	}
-	if err := c.restore(context.Background()); err != nil {
-		return nil, c.stateError("restore jobs, tasks and nodes", err)
-	}
-	if err := c.loadTokens(context.Background()); err != nil {
-		return nil, c.stateError("load join tokens", err)
+	// On etcd the job system is loaded by whichever coordinator leads,
+	// when it takes over; on bolt this one leads, and a store that does
+	// not load stops it here.
+	if !cfg.EtcdStore() {
+		if err := c.restore(context.Background()); err != nil {
+			return nil, c.stateError("restore jobs, tasks and nodes", err)
+		}
+		if err := c.loadTokens(context.Background()); err != nil {
+			return nil, c.stateError("load join tokens", err)
+		}
+		c.restored = true
 	}
 	if err := c.loadUsers(context.Background()); err != nil {
 		return nil, c.stateError("load users", err)
@@ -302,24 +319,37 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	jctx, jcancel := context.WithCancel(context.Background())
 	jdone := make(chan struct{})
 	go func() { c.journal.run(jctx); close(jdone) }()
+	// Certificates issued at start (this coordinator's own) are recorded
+	// by every coordinator: a record is not leader-only work.
 	if err := c.flushIssued(); err != nil {
 		jcancel()
 		return err
 	}
-	if err := c.rebuildCRLs(ctx); err != nil {
+	if err := c.joinMembers(ctx); err != nil {
 		jcancel()
-		return fmt.Errorf("sign the CRL: %w", err)
+		return err
+	}
+	if !c.cfg.EtcdStore() {
+		// bolt: the only coordinator leads before it serves.
+		if err := c.campaign(ctx); err != nil {
+			c.cancel()
+			c.wg.Wait()
+			jcancel()
+			return err
+		}
 	}
 	c.clusterConns = newConnQueue(c.clusterLn.Addr())
 	c.publicConns = newConnQueue(c.publicLn.Addr())
 	lim := c.cfg.Limits
 	// The servers' own MaxHeaderBytes is a backstop above max_header_bytes,
 	// which limitRequests enforces with a JSON error naming the setting.
-	c.clusterHTTP = &http.Server{Handler: c.limitRequests(c.clusterRoutes(), max(lim.MaxRequestBytes, lim.MaxJobBytes)),
+	c.startTracking(ctx)
+	public := c.publicRoutes()
+	c.clusterHTTP = &http.Server{Handler: c.limitRequests(c.clusterEntry(c.clusterRoutes(), public), max(lim.MaxRequestBytes, lim.MaxJobBytes)),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), ReadTimeout: lim.ClusterReadTimeout.D(), IdleTimeout: lim.ClusterIdleTimeout.D(),
 		MaxHeaderBytes: 2 * lim.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug), ConnState: c.trackHTTPConn,
 		ConnContext: withConn}
-	c.publicHTTP = &http.Server{Handler: c.limitRequests(c.publicRoutes(), lim.PublicMaxRequestBytes),
+	c.publicHTTP = &http.Server{Handler: c.limitRequests(c.publicEntry(public), lim.PublicMaxRequestBytes),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(), ReadTimeout: lim.PublicReadTimeout.D(), WriteTimeout: lim.PublicWriteTimeout.D(),
 		IdleTimeout: lim.PublicIdleTimeout.D(), MaxHeaderBytes: 2 * lim.MaxHeaderBytes,
 		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug), ConnState: c.trackPublicConn}
@@ -329,7 +359,7 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	if c.plain.ln != nil {
 		go c.servePlaintext(ctx, c.plain.ln)
 	}
-	c.wg.Add(8)
+	c.wg.Add(5)
 	if c.cfg.EtcdStore() {
 		// Other coordinators share the store: follow their revocations and
 		// CA rotation phases.
@@ -337,8 +367,6 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 		go func() { defer c.wg.Done(); c.followRevocations(ctx) }()
 		go func() { defer c.wg.Done(); c.followRotation(ctx) }()
 	}
-	go func() { defer c.wg.Done(); c.heartbeatLoop(ctx) }()
-	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()
 	go func() {
 		defer c.wg.Done()
@@ -350,8 +378,15 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	}()
 	go func() { defer c.wg.Done(); c.clusterHTTP.Serve(c.clusterConns) }()
 	go func() { defer c.wg.Done(); c.publicHTTP.Serve(c.publicConns) }()
-	go func() { defer c.wg.Done(); c.dispatchLoop(ctx) }()
-	c.startLostTimersAfterRestore()
+	if c.cfg.EtcdStore() {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := c.campaign(ctx); err != nil && ctx.Err() == nil {
+				c.fail(err)
+			}
+		}()
+	}
 
 	var err error
 	select {
@@ -379,6 +414,7 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 		c.log.Error("stopped while the store could not write: what was accepted since is not stored; agents send their unacknowledged results again after the next start, other requests accepted meanwhile are lost",
 			"store", c.backend.desc, "unwritable_since", st.Since.UTC().Format(time.RFC3339), "err", st.Error)
 	}
+	c.resign()
 	if j := c.journal; j.commits > 0 {
 		c.log.Info("journal", "commits", j.commits, "writes", j.opsTotal, "writes_per_commit", float64(j.opsTotal)/float64(j.commits),
 			"mean_commit", (j.busy / time.Duration(j.commits)).String())
@@ -399,6 +435,11 @@ func (c *Coordinator) closeStorage() {
 // fail stops the coordinator: memory is ahead of the store, so the only
 // safe state is the store's, reloaded at the next start.
 func (c *Coordinator) fail(err error) {
+	c.leading.Store(false)
+	if lost, ok := c.leaderLost(err); ok {
+		c.fatalOnce.Do(func() { c.fatal <- lost })
+		return
+	}
 	c.fatalOnce.Do(func() {
 		c.fatal <- fmt.Errorf("store commit failed, so in-memory state is ahead of the store; stopping so the next start reloads the last durable state: %w", err)
 	})

@@ -247,6 +247,13 @@ func (c *Coordinator) readFrame(conn net.Conn, hdr []byte) (api.FrameType, []byt
 
 // runSession serves one agent from its hello until the stream ends.
 func (c *Coordinator) runSession(conn net.Conn, peer transport.Peer) {
+	if c.follower() {
+		// Only the leader holds the job system; TLS sessions on a
+		// follower are relayed before they get here, plaintext ones are not.
+		c.sendBye(conn, api.Errorf(api.CodeUnavailable, "the agent fails over to another coordinator on its own; a plaintext agent must point at the leader's plaintext listener (`ward status` shows the leader)",
+			"coordinator %s does not lead the cluster, so it cannot serve this session itself", c.memberID()))
+		return
+	}
 	s := &session{c: c, conn: conn, node: peer.ID.Name, peer: peer, link: peer.Link, done: make(chan struct{}), outDrained: make(chan struct{}, 1)}
 	s.upgradeErr.Store("")
 	defer close(s.done)
@@ -358,7 +365,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	c.mu.Unlock()
 
 	welcome := api.Welcome{Node: s.node, HeartbeatInterval: api.Duration(s.interval.Load()), Time: now, Drain: rec.Drain, BundlePEM: c.clientBundle().PEM(),
-		ClusterAddrs: []string{c.advertisedAddr(c.cfg.ClusterAddr)}, CRLsPEM: c.crlsPEM(), ResultAccounts: true}
+		ClusterAddrs: c.clusterAddrs(), CRLsPEM: c.crlsPEM(), ResultAccounts: true}
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
 	}
