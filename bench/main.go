@@ -43,6 +43,7 @@ var scenarios = []scenario{
 	{"scale", "idle simulated agents with heartbeats held by one `ward coordinator` process; RSS per agent", runScale},
 	{"revoke", "`ward node revoke` (POST /v1/nodes/{name}/revoke) until the live session is cut; p99", runRevoke},
 	{"rotate", "CA rotation (POST /v1/ca/rotate through every phase) under task load: tasks failed, agents renewed", runRotate},
+	{"failover", "three `ward coordinator` processes on one etcd: kill -9 of the leader → first task placed by the new leader, p50 and max", runFailover},
 }
 
 // opts are the command-line settings every scenario reads.
@@ -93,6 +94,9 @@ var opts struct {
 	scaleConnC   int
 	scaleSrcIPs  int
 	scaleMinFree int64
+
+	failoverRuns   int
+	failoverAgents int
 }
 
 func defineFlags(fs *flag.FlagSet) {
@@ -140,6 +144,8 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.scaleJoinC, "scale-join-concurrency", 48, "scale: joins at once")
 	fs.IntVar(&opts.scaleConnC, "scale-connect-concurrency", 48, "scale: session opens at once")
 	fs.IntVar(&opts.scaleSrcIPs, "scale-src-ips", 64, "scale: loopback source addresses 127.1.0.X used for joins and sessions")
+	fs.IntVar(&opts.failoverRuns, "failover-runs", 5, "failover: leader kills measured")
+	fs.IntVar(&opts.failoverAgents, "failover-agents", 4, "failover: in-process agents, each told all three coordinators")
 	fs.Int64Var(&opts.scaleMinFree, "scale-min-free-mb", 2048, "scale: stop adding agents when MemAvailable falls below this")
 }
 

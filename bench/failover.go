@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
+	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
+)
+
+// failoverTarget is the issue's bound on kill -9 of the leader → first
+// task placed by the new leader, with default settings.
+const failoverTarget = 5 * time.Second
+
+// haMember is one `ward coordinator` process of the failover cluster, on
+// fixed addresses so it can be restarted where agents look for it.
+type haMember struct {
+	dir, cluster, public string
+	proc                 *coordProc
+	admin                *adminAPI
+}
+
+// runFailover: three `ward coordinator` processes on one local etcd,
+// in-process agents that know all three, and, -failover-runs times: kill
+// -9 of the leader, then a job submitted through a survivor (retried
+// while no coordinator leads); the figure is kill → the job's first task
+// done, which the new leader placed. The killed coordinator is restarted
+// (as a follower) before the next run.
+func runFailover(ctx context.Context, r *Result) error {
+	runs := opts.failoverRuns
+	r.param("runs", runs)
+	r.param("coordinators", 3)
+	r.param("agents", opts.failoverAgents)
+	r.param("leader_lease_ttl", "default (3s)")
+	r.param("store", "one local etcd member (its own process, fsync on, mutual TLS)")
+	dir, err := os.MkdirTemp("", "ward-bench-failover-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if !opts.keep {
+			os.RemoveAll(dir)
+		} else {
+			progress("kept %s", dir)
+		}
+	}()
+	progress("failover: starting one local etcd")
+	srv, err := etcdtest.Start(filepath.Join(dir, "etcd"), etcdtest.Options{})
+	if err != nil {
+		return err
+	}
+	trackChild(srv.Pid())
+	defer srv.Stop()
+	bin, err := wardBinary(ctx)
+	if err != nil {
+		return err
+	}
+	storeArgs := []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey}
+	members := make([]*haMember, 3)
+	for i := range members {
+		m := &haMember{dir: filepath.Join(dir, fmt.Sprintf("c%d", i))}
+		if m.cluster, err = freeLoopbackAddr(); err == nil {
+			m.public, err = freeLoopbackAddr()
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(m.dir, 0o700); err != nil {
+			return err
+		}
+		members[i] = m
+	}
+	defer func() {
+		for _, m := range members {
+			if m.proc != nil {
+				m.proc.stop()
+			}
+			if m.admin != nil {
+				m.admin.close()
+			}
+		}
+	}()
+	start := func(m *haMember) error {
+		p, err := startCoordinatorProcess(ctx, bin, m.dir, append(storeArgs, "--cluster-addr", m.cluster, "--public-addr", m.public)...)
+		if err != nil {
+			return err
+		}
+		m.proc = p
+		if m.admin == nil {
+			if m.admin, err = newAdminAPI(p.contextPath); err != nil {
+				return err
+			}
+		}
+		return m.admin.waitReady(ctx, 30*time.Second)
+	}
+	if err := start(members[0]); err != nil {
+		return err
+	}
+	// Until the cluster CA lives in etcd, the others get a copy of the
+	// first one's CA (as the README says) and issue themselves their own
+	// certificates from it.
+	for _, m := range members[1:] {
+		pki := filepath.Join(m.dir, "coordinator", "pki")
+		if err := os.MkdirAll(pki, 0o700); err != nil {
+			return err
+		}
+		for _, f := range []string{"root-ca.crt", "root-ca.key", "issuing-ca.crt", "issuing-ca.key"} {
+			if out, err := exec.CommandContext(ctx, "cp", "-p", filepath.Join(members[0].dir, "coordinator", "pki", f), pki).CombinedOutput(); err != nil {
+				return fmt.Errorf("copy the CA: %v: %s", err, out)
+			}
+		}
+		if err := start(m); err != nil {
+			return err
+		}
+	}
+	addrs := []string{members[0].cluster, members[1].cluster, members[2].cluster}
+	if err := waitMembers(ctx, members, 3); err != nil {
+		return err
+	}
+	p0 := &inproc{dir: members[0].dir, admin: members[0].admin}
+	fleet, err := joinAgents(ctx, p0, "f", opts.failoverAgents, 4, 4, noopExec{}, func(c *config.Agent) { c.Coordinators = addrs })
+	if err != nil {
+		return err
+	}
+	defer fleet.stop()
+	fleet.run()
+
+	var took, elected []time.Duration
+	for run := range runs {
+		lead, err := waitLeader(ctx, members, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := lead.admin.waitConnected(ctx, opts.failoverAgents, time.Minute); err != nil {
+			return err
+		}
+		var via *haMember
+		for _, m := range members {
+			if m != lead {
+				via = m
+				break
+			}
+		}
+		progress("failover: run %d, kill -9 of the leader %s", run+1, lead.cluster)
+		lead.proc.cmd.Process.Kill()
+		killed := time.Now()
+		<-lead.proc.done
+		d, e, err := firstTaskAfter(ctx, via, members, lead, killed)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", run+1, err)
+		}
+		took, elected = append(took, d), append(elected, e)
+		if err := start(lead); err != nil {
+			return fmt.Errorf("restart the killed coordinator: %w", err)
+		}
+		if err := waitMembers(ctx, members, 3); err != nil {
+			return err
+		}
+	}
+	slices.Sort(took)
+	slices.Sort(elected)
+	r.fig("kill_to_first_task_p50_ms", ms(percentile(took, 50)), "ms")
+	r.fig("kill_to_first_task_max_ms", ms(took[len(took)-1]), "ms").atMost(ms(failoverTarget)).
+		withNote("kill -9 of the leader → the first task of a job submitted through a survivor has run (placed by the new leader)")
+	r.fig("kill_to_new_leader_p50_ms", ms(percentile(elected, 50)), "ms").withNote("until a survivor's status names the new leader; the lease TTL is most of it")
+	r.fig("kill_to_new_leader_max_ms", ms(elected[len(elected)-1]), "ms")
+	return nil
+}
+
+// firstTaskAfter submits a job through via until a leader accepts it and
+// waits for its first task done; it returns kill → that task, and kill →
+// the first status naming a new leader.
+func firstTaskAfter(ctx context.Context, via *haMember, members []*haMember, dead *haMember, killed time.Time) (time.Duration, time.Duration, error) {
+	deadline := killed.Add(60 * time.Second)
+	var job api.Job
+	for {
+		var err error
+		job, err = via.admin.submit(ctx, api.JobSpec{Argv: []string{"true"}, Count: opts.failoverAgents})
+		if err == nil {
+			break
+		}
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable {
+			debugf("failover: submit: %v", err)
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("no coordinator accepted a job within 60 s of the kill: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lead, err := waitLeader(ctx, members, dead)
+	if err != nil {
+		return 0, 0, err
+	}
+	elected := lead.electedAfter(killed)
+	for {
+		d, err := via.admin.jobDetail(ctx, job.ID)
+		if err == nil && d.Counts[api.TaskCompleted] > 0 {
+			return time.Since(killed), elected, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("job %s had no task done within 60 s of the kill (last error %v)", job.ID, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// electedAfter is how long after t this coordinator's status first named
+// it the leader (read from its own member record: Since of the term).
+func (m *haMember) electedAfter(t time.Time) time.Duration {
+	st, err := m.admin.status(context.Background())
+	if err != nil {
+		return 0
+	}
+	for _, co := range st.Coordinators {
+		if co.Leader && co.ClusterAddr == m.cluster && !co.LeaderSince.IsZero() {
+			return co.LeaderSince.Sub(t)
+		}
+	}
+	return 0
+}
+
+// waitLeader returns the live member that leads (not dead).
+func waitLeader(ctx context.Context, members []*haMember, dead *haMember) (*haMember, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		for _, m := range members {
+			if m == dead || m.proc == nil {
+				continue
+			}
+			st, err := m.admin.status(ctx)
+			if err != nil {
+				continue
+			}
+			for _, co := range st.Coordinators {
+				if co.Leader && co.Alive {
+					for _, l := range members {
+						if l.cluster == co.ClusterAddr && l != dead {
+							return l, nil
+						}
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, errors.New("no leader within 60 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitMembers waits until a status lists n live coordinators.
+func waitMembers(ctx context.Context, members []*haMember, n int) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		for _, m := range members {
+			if st, err := m.admin.status(ctx); err == nil {
+				alive := 0
+				for _, co := range st.Coordinators {
+					if co.Alive {
+						alive++
+					}
+				}
+				if alive >= n {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%d live coordinators not listed within 60 s", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
