@@ -516,3 +516,19 @@ func closeBody(resp *http.Response) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
 	resp.Body.Close()
 }
+
+// scenarioDir makes a scenario's temp dir; done removes it (or, with
+// -keep, says where it is).
+func scenarioDir(name string) (dir string, done func(), err error) {
+	dir, err = os.MkdirTemp("", "ward-bench-"+name+"-")
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func() {
+		if !opts.keep {
+			os.RemoveAll(dir)
+		} else {
+			progress("kept %s", dir)
+		}
+	}, nil
+}

@@ -40,17 +40,11 @@ func runFailover(ctx context.Context, r *Result) error {
 	r.param("agents", opts.failoverAgents)
 	r.param("leader_lease_ttl", "default (3s)")
 	r.param("store", "one local etcd member (its own process, fsync on, mutual TLS)")
-	dir, err := os.MkdirTemp("", "ward-bench-failover-")
+	dir, done, err := scenarioDir("failover")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if !opts.keep {
-			os.RemoveAll(dir)
-		} else {
-			progress("kept %s", dir)
-		}
-	}()
+	defer done()
 	progress("failover: starting one local etcd")
 	srv, err := etcdtest.Start(filepath.Join(dir, "etcd"), etcdtest.Options{})
 	if err != nil {

@@ -69,17 +69,11 @@ func runScale(ctx context.Context, r *Result) error {
 	r.param("steps_run", fmt.Sprint(steps))
 	joinLimitNote(r)
 
-	dir, err := os.MkdirTemp("", "ward-bench-scale-")
+	dir, done, err := scenarioDir("scale")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if !opts.keep {
-			os.RemoveAll(dir)
-		} else {
-			progress("kept %s", dir)
-		}
-	}()
+	defer done()
 	progress("scale: building ward")
 	bin, err := buildWard(ctx, dir)
 	if err != nil {

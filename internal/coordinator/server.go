@@ -119,13 +119,13 @@ type Coordinator struct {
 
 	// The control plane (ha.go): this coordinator's membership, its term
 	// while it leads, and whether the job system is in memory.
-	member   *leader.Membership
-	term     atomic.Pointer[leader.Term]
-	tracker  *leader.Tracker // who leads, on etcd (nil on bolt)
+	member  *leader.Membership
+	term    atomic.Pointer[leader.Term]
+	tracker *leader.Tracker // who leads, on etcd (nil on bolt)
 	// peerAddrs is every live coordinator's cluster address (etcd).
 	peerAddrs atomic.Pointer[[]string]
-	leading  atomic.Bool
-	restored bool
+	leading   atomic.Bool
+	restored  bool
 
 	kick         chan struct{}
 	pendingCerts []certRecord

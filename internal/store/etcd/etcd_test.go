@@ -24,23 +24,7 @@ import (
 // works under a prefix of its own.
 var server *etcdtest.Server
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ward-etcd-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	server, err = etcdtest.Start(dir, etcdtest.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	server.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &server)) }
 
 var prefixSeq atomic.Int64
 

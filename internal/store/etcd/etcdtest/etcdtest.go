@@ -311,3 +311,21 @@ func (s *Server) Pid() int {
 	}
 	return s.cmd.Process.Pid
 }
+
+// Main starts one server that a package's tests share, stores it in *srv,
+// runs the tests and stops the server; a TestMain returns os.Exit(Main(m,
+// &server)). A server that cannot start fails the run (exit 1).
+func Main(m *testing.M, srv **Server) int {
+	dir, err := os.MkdirTemp("", "ward-etcd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *srv, err = Start(dir, Options{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer (*srv).Stop()
+	return m.Run()
+}
