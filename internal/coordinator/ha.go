@@ -240,28 +240,40 @@ func (c *Coordinator) controlPlaneStatus(ctx context.Context, st *api.Status) {
 	}
 }
 
+// peerList is every live coordinator's addresses (etcd).
+type peerList struct{ cluster, public []string }
+
 // clusterAddrs is every live coordinator's cluster address, for agents
 // (join answers and Welcomes): they fail over among them.
 func (c *Coordinator) clusterAddrs() []string {
-	if p := c.peerAddrs.Load(); p != nil && len(*p) > 0 {
-		return *p
+	if p := c.peers.Load(); p != nil {
+		return p.cluster
 	}
 	return []string{c.advertisedAddr(c.cfg.ClusterAddr)}
 }
 
-// refreshPeers reads the live coordinators' cluster addresses.
+// publicAddrs is every live coordinator's public address, for agents
+// (join answers): they fetch CRLs and heal through any of them.
+func (c *Coordinator) publicAddrs() []string {
+	if p := c.peers.Load(); p != nil {
+		return p.public
+	}
+	return []string{c.advertisedAddr(c.cfg.PublicAddr)}
+}
+
+// refreshPeers reads the live coordinators' addresses.
 func (c *Coordinator) refreshPeers(ctx context.Context) {
 	ms, err := leader.Members(ctx, c.st)
 	if err != nil {
 		return
 	}
-	var addrs []string
+	var p peerList
 	for _, m := range ms {
 		if m.Alive {
-			addrs = append(addrs, m.ClusterAddr)
+			p.cluster, p.public = append(p.cluster, m.ClusterAddr), append(p.public, m.PublicAddr)
 		}
 	}
-	if len(addrs) > 0 {
-		c.peerAddrs.Store(&addrs)
+	if len(p.cluster) > 0 {
+		c.peers.Store(&p)
 	}
 }

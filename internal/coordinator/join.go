@@ -334,7 +334,7 @@ func (c *Coordinator) joinChecked(req *api.JoinRequest) (*joinResult, error) {
 			BundlePEM:    c.clientBundle().PEM(),
 			CRLsPEM:      c.crlsPEM(),
 			ClusterAddrs: c.clusterAddrs(),
-			PublicAddrs:  []string{c.advertisedAddr(c.cfg.PublicAddr)},
+			PublicAddrs:  c.publicAddrs(),
 		},
 		serial: crec.Serial, id: id.String(),
 	}, nil

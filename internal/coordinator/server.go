@@ -122,10 +122,10 @@ type Coordinator struct {
 	member  *leader.Membership
 	term    atomic.Pointer[leader.Term]
 	tracker *leader.Tracker // who leads, on etcd (nil on bolt)
-	// peerAddrs is every live coordinator's cluster address (etcd).
-	peerAddrs atomic.Pointer[[]string]
-	leading   atomic.Bool
-	restored  bool
+	// peers is every live coordinator's addresses (etcd).
+	peers    atomic.Pointer[peerList]
+	leading  atomic.Bool
+	restored bool
 
 	kick         chan struct{}
 	pendingCerts []certRecord
