@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"time"
@@ -56,7 +55,12 @@ func runFailover(ctx context.Context, r *Result) error {
 	if err != nil {
 		return err
 	}
-	storeArgs := []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey}
+	pass := filepath.Join(dir, "ca-passphrase")
+	if err := os.WriteFile(pass, []byte("failover bench cluster CA passphrase\n"), 0o600); err != nil {
+		return err
+	}
+	storeArgs := []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey,
+		"--ca-passphrase-file", pass}
 	members := make([]*haMember, 3)
 	for i := range members {
 		m := &haMember{dir: filepath.Join(dir, fmt.Sprintf("c%d", i))}
@@ -82,7 +86,7 @@ func runFailover(ctx context.Context, r *Result) error {
 		}
 	}()
 	start := func(m *haMember) error {
-		p, err := startCoordinatorProcess(ctx, bin, m.dir, append(storeArgs, "--cluster-addr", m.cluster, "--public-addr", m.public)...)
+		p, err := startCoordinatorProcess(ctx, bin, m.dir, append(storeArgs, "--cluster-addr", m.cluster, "--public-addr", m.public, "--coordinator-id", filepath.Base(m.dir))...)
 		if err != nil {
 			return err
 		}
@@ -97,19 +101,9 @@ func runFailover(ctx context.Context, r *Result) error {
 	if err := start(members[0]); err != nil {
 		return err
 	}
-	// Until the cluster CA lives in etcd, the others get a copy of the
-	// first one's CA (as the README says) and issue themselves their own
-	// certificates from it.
+	// The others find the cluster CA in etcd and issue themselves their
+	// own certificates.
 	for _, m := range members[1:] {
-		pki := filepath.Join(m.dir, "coordinator", "pki")
-		if err := os.MkdirAll(pki, 0o700); err != nil {
-			return err
-		}
-		for _, f := range []string{"root-ca.crt", "root-ca.key", "issuing-ca.crt", "issuing-ca.key"} {
-			if out, err := exec.CommandContext(ctx, "cp", "-p", filepath.Join(members[0].dir, "coordinator", "pki", f), pki).CombinedOutput(); err != nil {
-				return fmt.Errorf("copy the CA: %v: %s", err, out)
-			}
-		}
 		if err := start(m); err != nil {
 			return err
 		}

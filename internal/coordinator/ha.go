@@ -166,6 +166,9 @@ func (c *Coordinator) takeOver(ctx context.Context) error {
 		if err := c.loadRevoked(ctx); err != nil {
 			return c.stateError("load revocations", err)
 		}
+		if err := c.loadMaintenance(ctx); err != nil {
+			return c.stateError("load maintenance mode", err)
+		}
 		c.restored = true
 		c.log.Info("took over the job system from the store", "took", time.Since(start).Round(time.Millisecond).String())
 	}

@@ -102,7 +102,8 @@ func (v Verifier) Verify(chain []*x509.Certificate) (pki.ID, [][]*x509.Certifica
 	verified, err := chain[0].Verify(x509.VerifyOptions{Roots: v.Trust(), Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
-		return pki.ID{}, nil, fmt.Errorf("the forwarded caller's certificate does not verify: %w", err)
+		return pki.ID{}, nil, fmt.Errorf("the forwarded caller's certificate (serial %s, issued by %q, %d certificate(s) in its chain) does not verify against this coordinator's trust bundle: %w",
+			pki.SerialHex(chain[0]), chain[0].Issuer.CommonName, len(chain), err)
 	}
 	id, err := transport.VerifyPeer(tls.ConnectionState{PeerCertificates: chain}, v.Cluster, v.Revoked)
 	return id, verified, err

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,31 +22,12 @@ type coordProc struct {
 	public  string
 }
 
-// copyCA gives a new coordinator's data directory the cluster CA of
-// another's (root and issuing CA, certificates and keys, 0600), as the
-// README says to do until the CA is kept in etcd; the new coordinator
-// issues itself its own certificate from it at its first start.
-func copyCA(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Join(to, "pki"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"root-ca.crt", "root-ca.key", "issuing-ca.crt", "issuing-ca.key"} {
-		if out, err := exec.Command("cp", "-p", filepath.Join(from, "pki", f), filepath.Join(to, "pki", f)).CombinedOutput(); err != nil {
-			t.Fatalf("copy the CA: %v\n%s", err, out)
-		}
-	}
-}
-
 // startPeer starts another coordinator on the cluster's etcd, with its own
-// data directory holding a copy of the cluster CA.
+// data directory and coordinator id; it finds the cluster CA in etcd.
 func (c *cluster) startPeer(name string, args ...string) *coordProc {
 	c.t.Helper()
 	data := filepath.Join(c.dir, name)
-	if _, err := os.Stat(data); err != nil {
-		copyCA(c.t, c.data, data)
-	}
-	full := append([]string{"coordinator", "--data", data, "--advertise", "127.0.0.1", "--cluster-addr", "127.0.0.1:0", "--public-addr", "127.0.0.1:0"}, args...)
+	full := append([]string{"coordinator", "--data", data, "--coordinator-id", name, "--advertise", "127.0.0.1", "--cluster-addr", "127.0.0.1:0", "--public-addr", "127.0.0.1:0"}, args...)
 	p := startProc(c.t, c.dir, name, nil, full...)
 	cp := &coordProc{proc: p, data: data}
 	waitFor(c.t, 30*time.Second, name+"'s export line", func() bool {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,15 @@ func (c *cluster) caStatus() api.CAStatus {
 	var st api.CAStatus
 	c.wardJSON(&st, "ca", "status")
 	return st
+}
+
+// caStatusNow is `ward ca status`, or false when the call failed: polled
+// across coordinators while a rotation phase spreads, a call can land on a
+// follower that has not yet applied the phase its leader already has.
+func (c *cluster) caStatusNow() (api.CAStatus, bool) {
+	var st api.CAStatus
+	out, _, code := c.ward("ca", "status", "-o", "json")
+	return st, code == 0 && json.Unmarshal([]byte(out), &st) == nil
 }
 
 func agentRoots(t *testing.T, dir string) []string {

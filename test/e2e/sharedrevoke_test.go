@@ -22,8 +22,13 @@ import (
 func TestRevocationAcrossCoordinators(t *testing.T) {
 	srv := etcdtest.StartT(t, etcdtest.Options{})
 	a, b := peerCluster(t, srv, "coord-a", "--node-lost-timeout", "60s"), peerCluster(t, srv, "coord-b", "--node-lost-timeout", "60s")
-	startPeers(a, b)
-	n1 := a.startAgent("n1", 2)
+	// B starts first, so B leads: A serves the agents by relaying them to
+	// B and learns of B's revocations from the store.
+	startPeers(b)
+	startPeers(a)
+	// n1 knows only A, so its reconnect after the revocation meets A's
+	// handshake.
+	n1 := a.startAgent("n1", 2, "--coordinator", a.cluster)
 	a.startAgent("n2", 2)
 	id := strings.TrimSpace(a.mustWard("submit", "--count", "4", "--", "sleep", "60"))
 	waitFor(t, 10*time.Second, "4 running tasks on A", func() bool { return a.job(id).Counts[api.TaskRunning] == 4 })
