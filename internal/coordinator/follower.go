@@ -30,8 +30,9 @@ import (
 // one, so the agent's session opens as soon as the new leader takes over.
 const relayWait = 20 * time.Second
 
-// follower reports whether this coordinator passes its work to a leader.
-func (c *Coordinator) follower() bool { return !c.leading.Load() }
+// follower reports whether this coordinator passes its work to a leader:
+// it does not hold the job system.
+func (c *Coordinator) follower() bool { return !c.holding.Load() }
 
 // verifier checks a caller's certificate chain carried by a follower.
 func (c *Coordinator) verifier() forward.Verifier {
@@ -53,7 +54,7 @@ func (c *Coordinator) leaderAddr(ctx context.Context) (string, error) {
 		if in.ID != c.memberID() {
 			return in.ClusterAddr, nil
 		}
-		if c.leading.Load() {
+		if c.holding.Load() {
 			return "", errTakingOver // the caller serves it locally next time
 		}
 		select { // this coordinator won and is restoring: wait for it
@@ -158,7 +159,7 @@ func (c *Coordinator) relaySession(tc *tls.Conn, peer transport.Peer) {
 			return
 		}
 		if in.ID == c.memberID() {
-			if c.leading.Load() {
+			if c.holding.Load() {
 				c.runSession(tc, peer)
 				return
 			}

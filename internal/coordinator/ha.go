@@ -134,22 +134,77 @@ func (c *Coordinator) campaign(ctx context.Context) error {
 		term.Resign(context.Background())
 		return err
 	}
+	c.holding.Store(true)
 	c.leading.Store(true)
 	c.log.Info("leading the cluster", "id", c.memberID(), "fence", term.Fence().Key)
 	c.poke()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		select {
-		case <-ctx.Done(): // Serve resigns once the journal has drained
-		case <-term.Done():
-			c.leading.Store(false)
-			if ctx.Err() == nil {
-				c.fail(term.Err())
-			}
-		}
+		c.holdTerm(ctx, term)
 	}()
 	return nil
+}
+
+// holdTerm watches the term until ctx ends. When the term ends while the
+// coordinator runs (the store was unreachable for longer than the lease),
+// placement stops at once and the coordinator campaigns again with the
+// jobs it holds: if no other coordinator led meanwhile (none could while
+// the store was down), it leads on with them; otherwise they are stale and
+// it stops, to start again as a follower. Its sessions, and the tasks on
+// its agents, go on meanwhile.
+func (c *Coordinator) holdTerm(ctx context.Context, term *leader.Term) {
+	for {
+		select {
+		case <-ctx.Done(): // Serve resigns once the journal has drained
+			return
+		case <-term.Done():
+		}
+		c.leading.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		c.journal.setCampaigning(true)
+		c.log.Error("the leadership lease ended: placement stopped; campaigning again with the jobs in memory",
+			"fence", term.Fence().Key, "store", c.backend.desc, "err", term.Err())
+		next, err := c.campaignAgain(ctx)
+		if err != nil {
+			return
+		}
+		if !next.Follows(term) {
+			c.fail(fmt.Errorf("%w: another coordinator led while this one could not reach the %s, so the jobs this one holds in memory are stale", leader.ErrLost, c.backend.desc))
+			return
+		}
+		c.journal.setFence(next)
+		c.journal.setCampaigning(false)
+		c.term.Store(next)
+		c.leading.Store(true)
+		c.poke()
+		c.log.Info("leading again: no other coordinator led meanwhile, so the jobs in memory are still the truth", "fence", next.Fence().Key)
+		term = next
+	}
+}
+
+// campaignAgain campaigns until it wins or ctx ends, retrying while the
+// store cannot be reached.
+func (c *Coordinator) campaignAgain(ctx context.Context) (*leader.Term, error) {
+	me := c.memberInfo()
+	for {
+		me.Since = time.Time{}
+		t, err := leader.Campaign(ctx, c.st, me, c.leaseTTL())
+		if err == nil {
+			return t, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		c.log.Warn("cannot campaign for the leadership yet; retrying", "store", c.backend.desc, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // takeOver rebuilds the job system from the store (unless New did, on

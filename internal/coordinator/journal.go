@@ -45,11 +45,11 @@ type journal struct {
 	// setCampaigning.
 	fence       *leader.Term
 	campaigning bool
-	ops     []store.Op
-	ends    []int // where each Commit's ops end in ops: a batch splits only there
-	cbs     []func(error)
-	kick    chan struct{}
-	stopped bool
+	ops         []store.Op
+	ends        []int // where each Commit's ops end in ops: a batch splits only there
+	cbs         []func(error)
+	kick        chan struct{}
+	stopped     bool
 
 	// done carries committed batches to the goroutine that runs their
 	// callbacks. Its buffer bounds how far commits run ahead of callbacks.

@@ -123,7 +123,11 @@ type Coordinator struct {
 	term    atomic.Pointer[leader.Term]
 	tracker *leader.Tracker // who leads, on etcd (nil on bolt)
 	// peers is every live coordinator's addresses (etcd).
-	peers    atomic.Pointer[peerList]
+	peers atomic.Pointer[peerList]
+	// holding: the job system is in memory and this coordinator serves it
+	// (it leads, or campaigns to lead on after its lease lapsed); leading:
+	// it may place now.
+	holding  atomic.Bool
 	leading  atomic.Bool
 	restored bool
 

@@ -59,6 +59,10 @@ type Term struct {
 	lease store.Lease
 	info  Info
 
+	// prev is the leader record this term replaced (prevOK: there was one).
+	prev   Info
+	prevOK bool
+
 	once sync.Once
 	lost chan struct{}
 	mu   sync.Mutex
@@ -77,6 +81,12 @@ func Campaign(ctx context.Context, st store.Store, me Info, ttl time.Duration) (
 		return nil, err
 	}
 	t := &Term{st: st, lease: lease, lost: make(chan struct{})}
+	if prev, err := st.Get(ctx, KeyLeader); err == nil {
+		t.prevOK = json.Unmarshal(prev.Value, &t.prev) == nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		lease.Release(context.Background())
+		return nil, fmt.Errorf("read the last leader: %w", err)
+	}
 	me.Fence = lease.Fence().Key
 	if me.Since.IsZero() {
 		me.Since = time.Now().UTC()
@@ -99,6 +109,13 @@ func Campaign(ctx context.Context, st store.Store, me Info, ttl time.Duration) (
 		}
 	}()
 	return t, nil
+}
+
+// Follows reports whether this term follows old directly: no other term
+// began in between (every term records itself first thing), so what old's
+// holder kept in memory is still the truth.
+func (t *Term) Follows(old *Term) bool {
+	return old != nil && t.prevOK && t.prev.Fence == old.lease.Fence().Key
 }
 
 // Info is the leader record this term wrote.
