@@ -195,6 +195,9 @@ func TestFaultSoak(t *testing.T) {
 		nextFault = time.Now().Add(time.Duration(2000+rng.IntN(2000)) * time.Millisecond)
 	}
 	t.Logf("soak: %d faults injected in %s; waiting for the jobs", len(faults), time.Since(start).Round(time.Second))
+	// The last fault may have been the full disk: the coordinator notices
+	// the room at its next retry.
+	waitStoreWritable(t, c, 30*time.Second)
 
 	// The final state: every soak job, including any a lost answer hid.
 	var list []api.Job
