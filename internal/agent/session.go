@@ -152,7 +152,7 @@ func (e silentError) Timeout() bool { return true }
 // stored before the output that preceded it. Callers hold a.mu.
 func (a *Agent) helloLocked(host string) api.Hello {
 	hello := api.Hello{
-		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Labels: a.cfg.Labels, Hostname: host,
+		Version: api.SessionVersion, WardVersion: buildinfo.Version(), Slots: a.cfg.Slots, Memory: int64(a.cfg.Memory), Labels: a.cfg.Labels, Hostname: host,
 		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
 		Revocation: a.revocationState(), Profile: a.profileName, ProfileRevision: a.profileRev,
 		Account: a.account, RunAsUser: a.runAs != nil,

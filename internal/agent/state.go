@@ -166,7 +166,7 @@ func Join(ctx context.Context, cfg config.Agent, opts *JoinOptions) (*stateFile,
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	resp, err := joinWithRetry(ctx, opts.Logger, js, api.JoinRequest{Name: name, CSR: csr, Slots: cfg.Slots, Labels: cfg.Labels, Hostname: host})
+	resp, err := joinWithRetry(ctx, opts.Logger, js, api.JoinRequest{Name: name, CSR: csr, Slots: cfg.Slots, Memory: int64(cfg.Memory), Labels: cfg.Labels, Hostname: host})
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ type JoinRequest struct {
 	Slots    int               `json:"slots"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Hostname string            `json:"hostname,omitempty"`
+	// Memory is the memory the agent offers tasks, in bytes (0: none).
+	Memory int64 `json:"memory,omitempty"`
 }
 
 // JoinResponse carries the agent's certificate and what it needs to find
@@ -91,6 +93,11 @@ type Node struct {
 	State     string `json:"state"` // ready, draining (running tasks finish), drained, disconnected, down, revoked
 	Slots     int    `json:"slots"`
 	UsedSlots int    `json:"used_slots"`
+	// Memory is the memory the agent offers tasks, in bytes (0: it
+	// reports none, so no task that reserves memory is placed there);
+	// UsedMemory is what its running tasks reserve.
+	Memory     int64 `json:"memory"`
+	UsedMemory int64 `json:"used_memory"`
 	// AheadSlots is the slots of tasks assigned ahead: on the agent,
 	// waiting to start as soon as a slot frees (prefetch_below).
 	AheadSlots int               `json:"ahead_slots"`

@@ -135,8 +135,10 @@ type Hello struct {
 	Version int `json:"version"`
 	// WardVersion is the agent's Ward release (buildinfo), shown in node
 	// lists and status, and compared with the coordinator's by doctor.
-	WardVersion        string            `json:"ward_version,omitempty"`
-	Slots              int               `json:"slots"`
+	WardVersion string `json:"ward_version,omitempty"`
+	Slots       int    `json:"slots"`
+	// Memory is the memory the agent offers tasks, in bytes (0: none).
+	Memory             int64             `json:"memory,omitempty"`
 	Labels             map[string]string `json:"labels,omitempty"`
 	Hostname           string            `json:"hostname,omitempty"`
 	Running            []AttemptRef      `json:"running,omitempty"`

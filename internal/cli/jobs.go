@@ -30,6 +30,7 @@ func (f *jobFlags) bind(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.IntVar(&f.spec.Count, "count", 1, "number of tasks; {index} in the arguments becomes 0..count-1")
 	fl.IntVar(&f.spec.Slots, "slots", 1, "slots each task uses on its agent")
+	fl.Var(sizeFlag{&f.spec.Memory}, "memory", "memory each task reserves on its agent, such as 512MiB or 4GiB (default: none); never placed beyond what the agent offers")
 	fl.Var(labelsFlag{&f.spec.Labels}, "label", "run only on agents with this label key=value (repeatable)")
 	fl.StringVar(&f.spec.Priority, "priority", "normal", "low, below-normal, normal, above-normal or high")
 	fl.DurationVar(&f.timeout, "timeout", 0, "kill a task that runs longer than this (0: no limit)")

@@ -20,10 +20,10 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err != nil || printed {
 				return err
 			}
-			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "LABELS", "PROFILE", "CERT EXPIRES", "TLS", "LINK", "COORDINATOR")
+			t := newTable(g.stdout, "NAME", "STATE", "SLOTS", "USED", "MEMORY", "LABELS", "PROFILE", "CERT EXPIRES", "TLS", "LINK", "COORDINATOR")
 			var failed []api.Node
 			for _, n := range out {
-				t.row(n.Name, n.State, n.Slots, n.UsedSlots, orDash(sched.FormatLabels(n.Labels)), profileCell(n), until(n.CertExpiry), n.TLSVersion, n.Link, orDash(n.Coordinator))
+				t.row(n.Name, n.State, n.Slots, n.UsedSlots, nodeMemory(n), orDash(sched.FormatLabels(n.Labels)), profileCell(n), until(n.CertExpiry), n.TLSVersion, n.Link, orDash(n.Coordinator))
 				if n.ProfileState == api.ProfileFailed {
 					failed = append(failed, n)
 				}
@@ -100,4 +100,12 @@ func nodeAction(cmd *cobra.Command, g *globals, node, action string, body any) e
 func asSlice(v any) []any {
 	s, _ := v.([]any)
 	return s
+}
+
+// nodeMemory shows the memory a node's tasks reserve of what it offers.
+func nodeMemory(n api.Node) string {
+	if n.Memory == 0 {
+		return "-"
+	}
+	return sched.FormatBytes(n.UsedMemory) + "/" + sched.FormatBytes(n.Memory)
 }

@@ -106,6 +106,8 @@ func sampleValue(t *testing.T, k config.Key) (string, any) {
 	switch {
 	case k.Type == reflect.TypeOf(config.Duration(0)):
 		return "17s", "17s"
+	case k.Type == reflect.TypeOf(config.Size(0)):
+		return "3GiB", "3GiB"
 	case k.Type.Kind() == reflect.String:
 		return "/sample-" + k.Name, "/sample-" + k.Name
 	case k.Type.Kind() == reflect.Bool:

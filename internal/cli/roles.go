@@ -242,7 +242,7 @@ secret never shows in the process list.`,
 				return err
 			}
 			go onSIGHUP(ctx, func() { a.Reload() })
-			log.Info("agent starting", "node", a.Node(), "version", buildinfo.Version(), "slots", final.Slots, "data", final.DataDir)
+			log.Info("agent starting", "node", a.Node(), "version", buildinfo.Version(), "slots", final.Slots, "memory", final.Memory.String(), "data", final.DataDir)
 			return a.Run(ctx)
 		},
 	}
@@ -253,6 +253,7 @@ secret never shows in the process list.`,
 	f.StringVar(&cfg.JoinFile, "join-file", "", "file holding the join string, or - for standard input; read only until the node has joined")
 	f.StringVar(&cfg.Name, "name", "", "node name to request at join (default: host name)")
 	f.IntVar(&cfg.Slots, "slots", cfg.Slots, "task slots this node offers (default: CPU count)")
+	f.Var(sizeFlag{(*int64)(&cfg.Memory)}, "memory", "memory this node offers tasks that reserve it with --memory, such as 64GiB (default: the host's total memory)")
 	f.Var(labelsFlag{&cfg.Labels}, "label", "node label key=value (repeatable)")
 	f.StringSliceVar(&cfg.Coordinators, "coordinator", nil, "coordinator cluster addresses to fail over between (default: learned at join)")
 	f.StringArrayVar(&cfg.Pins, "pin", nil, "require this pin (sha256:... of a CA key) on every coordinator connection (repeatable)")

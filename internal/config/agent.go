@@ -28,6 +28,10 @@ type Agent struct {
 	Name string `json:"name" flag:"name"`
 	// Slots is the task capacity.
 	Slots int `json:"slots" flag:"slots" docdefault:"the CPU count"`
+	// Memory is the memory this node offers tasks, such as "64GiB"; tasks
+	// that reserve memory (--memory) are never placed beyond it. 0 offers
+	// none: such tasks are not placed here.
+	Memory Size `json:"memory" flag:"memory" docdefault:"the host's total memory"`
 	// Labels are matched against jobs' --label constraints.
 	Labels map[string]string `json:"labels" flag:"label"`
 	// Coordinators overrides the cluster addresses learned at join; the
@@ -81,6 +85,7 @@ func AgentDefaults() Agent {
 	return Agent{
 		Version:          FileVersion,
 		Slots:            runtime.NumCPU(),
+		Memory:           Size(HostMemory()),
 		KillGrace:        Duration(10 * time.Second),
 		Key:              "file",
 		TPMDevice:        "/dev/tpmrm0",
@@ -115,6 +120,9 @@ func (a *Agent) Validate() error {
 	}
 	if a.Slots < 1 || a.Slots > 100000 {
 		p.Addf("slots (--slots)", "%d must be between 1 and 100000", a.Slots)
+	}
+	if a.Memory < 0 || a.Memory > 1<<50 {
+		p.Addf("memory (--memory)", "%s must be between 0 and 1PiB", a.Memory)
 	}
 	for k, v := range a.Labels {
 		if err := ValidLabel(k, v); err != nil {

@@ -279,6 +279,9 @@ func (c *Coordinator) joinChecked(req *api.JoinRequest) (*joinResult, error) {
 	if req.Slots < 1 || req.Slots > 100000 {
 		return nil, api.Errorf(api.CodeInvalidArgument, "use --slots between 1 and 100000", "slots %d is out of range", req.Slots)
 	}
+	if req.Memory < 0 || req.Memory > api.MaxTaskMemory {
+		return nil, api.Errorf(api.CodeInvalidArgument, "start the agent with --memory between 0 and 1PiB", "memory %d bytes is out of range", req.Memory)
+	}
 	for k, v := range req.Labels {
 		if err := config.ValidLabel(k, v); err != nil {
 			return nil, api.Errorf(api.CodeInvalidArgument, "fix the agent's --label", "%v", err)
@@ -362,12 +365,12 @@ func (c *Coordinator) consumeToken(req *api.JoinRequest, cert *x509.Certificate,
 	}
 	tok.Used++
 	node := &nodeRecord{
-		Name: req.Name, Joined: now.UTC(), TokenID: tok.ID, TokenLabels: tok.Labels, Labels: req.Labels, Slots: req.Slots,
+		Name: req.Name, Joined: now.UTC(), TokenID: tok.ID, TokenLabels: tok.Labels, Labels: req.Labels, Slots: req.Slots, Memory: req.Memory,
 		CertSerial: pki.SerialHex(cert), CertExpiry: cert.NotAfter, CertIssuer: iss.CA.Cert.Subject.CommonName, Hostname: req.Hostname,
 	}
 	c.nodes[node.Name] = node
 	sn := c.cl.UpsertNode(node.Name, node.Slots, effectiveLabels(node))
-	sn.Revoked, sn.Drain = false, false
+	sn.Revoked, sn.Drain, sn.Memory = false, false, node.Memory
 	crec := issuedRecord(cert, iss.CA.Cert)
 	return []store.Op{putJSON(tokenKey(tok.ID), tok), putJSON(nodeKey(node.Name), node), putJSON(certKey(crec.Serial), crec)}, nil
 }

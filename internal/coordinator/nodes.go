@@ -30,6 +30,7 @@ func (c *Coordinator) Nodes(ctx context.Context, p authz.Principal) ([]api.Node,
 		}
 		an := api.Node{
 			Name: n.Name, Slots: n.Slots, UsedSlots: n.Used, AheadSlots: n.Ahead, Running: n.Running(), Labels: n.Labels,
+			Memory: n.Memory, UsedMemory: n.MemUsed,
 			CertSerial: rec.CertSerial, CertExpiry: rec.CertExpiry, CertIssuer: rec.CertIssuer,
 			Drain: rec.Drain, Joined: rec.Joined, Link: "-", TLSVersion: "-", Version: rec.Version,
 			ProfileState: rec.prof.state, ProfileError: rec.prof.err, Profile: rec.prof.name, ProfileRevision: rec.prof.rev,

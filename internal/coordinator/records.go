@@ -101,6 +101,7 @@ type nodeRecord struct {
 	TokenLabels map[string]string `json:"token_labels,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Slots       int               `json:"slots"`
+	Memory      int64             `json:"memory,omitempty"` // bytes the agent offers tasks
 	CertSerial  string            `json:"cert_serial"`
 	CertExpiry  time.Time         `json:"cert_expiry"`
 	CertIssuer  string            `json:"cert_issuer"`

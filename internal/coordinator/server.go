@@ -489,7 +489,7 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		}
 		c.nodes[n.Name] = &n
 		sn := c.cl.UpsertNode(n.Name, n.Slots, effectiveLabels(&n))
-		sn.Drain, sn.Revoked = n.Drain, n.Revoked
+		sn.Drain, sn.Revoked, sn.Memory = n.Drain, n.Revoked, n.Memory
 		return nil
 	}); err != nil {
 		return err

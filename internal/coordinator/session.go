@@ -342,7 +342,11 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	rec.Labels = h.Labels
 	rec.Version = h.WardVersion
 	profilePush := c.openProfileLocked(rec, h)
+	if h.Memory >= 0 && h.Memory <= api.MaxTaskMemory {
+		rec.Memory = h.Memory
+	}
 	sn := c.cl.UpsertNode(s.node, effectiveSlots(rec), effectiveLabels(rec))
+	sn.Memory = rec.Memory
 	sn.Connected = true
 	sn.Drain = rec.Drain
 	acks := c.applyResultsLocked(s.node, h.Finished)
