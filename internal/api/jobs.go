@@ -106,6 +106,11 @@ type Job struct {
 	SubmittedBy  string         `json:"submitted_by"`
 	CancelReason string         `json:"cancel_reason,omitempty"`
 	Counts       map[string]int `json:"counts"` // tasks per state
+	// Requeues counts `ward job requeue`s; each attempt says in which
+	// round it was made (Attempt.Requeue).
+	Requeues int `json:"requeues,omitempty"`
+	// CloneOf is the job this one was cloned from.
+	CloneOf string `json:"clone_of,omitempty"`
 }
 
 // Attempt is one run of a task on one agent.
@@ -121,6 +126,9 @@ type Attempt struct {
 	Late     bool      `json:"late,omitempty"`   // result arrived after the attempt was declared lost
 	// Account is the local account that ran the attempt on its node.
 	Account string `json:"account,omitempty"`
+	// Requeue is the job's requeue number when the attempt was made (0:
+	// before any requeue).
+	Requeue int `json:"requeue,omitempty"`
 }
 
 // Task is one task with every attempt.
@@ -185,6 +193,19 @@ type TaskFilter struct {
 // CancelRequest gives the reason recorded with a cancellation.
 type CancelRequest struct {
 	Reason string `json:"reason,omitempty"`
+}
+
+// RequeueRequest asks for a finished job's tasks to run again: every
+// task, or with Failed only those that did not complete.
+type RequeueRequest struct {
+	Failed bool `json:"failed,omitempty"`
+}
+
+// RequeueResult answers a requeue: the job as it is now and how many tasks
+// went back in the queue.
+type RequeueResult struct {
+	Job
+	Requeued int `json:"requeued"`
 }
 
 // CancelResult answers a cancel: the job as it is now. Canceling a job that

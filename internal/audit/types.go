@@ -16,7 +16,7 @@ var Types = []string{
 	"file.checksum_mismatch", "file.download", "file.upload",
 	"cert.heal", "cert.issue", "cert.renew", "cert.revoke",
 	"cluster.maintenance",
-	"job.cancel", "job.submit",
+	"job.cancel", "job.clone", "job.requeue", "job.submit",
 	"join",
 	"migrate.finish", "migrate.upgrade", "migrate.upgrade_failed",
 	"node.drain", "node.undrain",

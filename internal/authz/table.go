@@ -14,6 +14,8 @@ const (
 	JobRead        Action = "job.read" // job lists, a job's tasks and its output
 	JobSubmit      Action = "job.submit"
 	JobCancel      Action = "job.cancel"
+	JobRequeue     Action = "job.requeue" // run a finished job's tasks again
+	JobClone       Action = "job.clone"   // submit a copy of a job
 	TokenRead      Action = "token.read"
 	TokenCreate    Action = "token.create"
 	TokenRevoke    Action = "token.revoke"
@@ -120,6 +122,8 @@ var table = map[Action]Rule{
 	JobRead:            {Describe: "reading jobs and their output", Admin: all, Operator: all, Submitter: own, Viewer: all},
 	JobSubmit:          {Describe: "submitting jobs", Admin: all, Operator: all, Submitter: all},
 	JobCancel:          {Describe: "canceling jobs", Admin: all, Operator: all, Submitter: own},
+	JobRequeue:         {Describe: "requeueing jobs", Admin: all, Operator: all, Submitter: own},
+	JobClone:           {Describe: "cloning jobs", Admin: all, Operator: all, Submitter: own},
 	TokenRead:          {Describe: "listing join tokens", Admin: all, Operator: all},
 	TokenCreate:        {Describe: "creating join tokens", Admin: all, Operator: all},
 	TokenRevoke:        {Describe: "revoking join tokens", Admin: all, Operator: all},

@@ -165,7 +165,7 @@ job's progress as JSON lines, one per change, the last once it ended.`,
 		},
 	}
 	cancel.Flags().StringVar(&reason, "reason", "", "reason recorded with the cancellation")
-	cmd.AddCommand(ls, status, cancel, newJobOutputCmd(g))
+	cmd.AddCommand(ls, status, cancel, newJobOutputCmd(g), newJobRequeueCmd(g), newJobCloneCmd(g))
 	return cmd
 }
 
@@ -184,7 +184,13 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 	if d.CancelReason != "" {
 		fmt.Fprintf(w, "  canceled:  %s\n", d.CancelReason)
 	}
-	t := newTable(w, "TASK", "STATE", "ATTEMPT", "NODE", "ACCOUNT", "EXIT", "ENDED", "REASON")
+	if d.Requeues > 0 {
+		fmt.Fprintf(w, "  requeued:  %d time(s); REQUEUE says in which round each attempt ran\n", d.Requeues)
+	}
+	if d.CloneOf != "" {
+		fmt.Fprintf(w, "  clone of:  job %s\n", d.CloneOf)
+	}
+	t := newTable(w, "TASK", "STATE", "ATTEMPT", "REQUEUE", "NODE", "ACCOUNT", "EXIT", "ENDED", "REASON")
 	shown := 0
 	var truncated []string
 	for _, task := range d.Tasks {
@@ -202,7 +208,7 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 			if a.ExitCode != nil {
 				exit = strconv.Itoa(*a.ExitCode)
 			}
-			t.row(task.Index, task.State, a.N, a.Node, orDash(a.Account), exit, ts(a.Ended), orDash(a.Reason))
+			t.row(task.Index, task.State, a.N, a.Requeue, a.Node, orDash(a.Account), exit, ts(a.Ended), orDash(a.Reason))
 		}
 		shown++
 	}

@@ -40,6 +40,8 @@ func (c *Coordinator) clusterRoutes() http.Handler {
 	rt.api("GET /v1/jobs", authz.JobRead, c.apiJobList)
 	rt.api("GET /v1/jobs/{id}", authz.JobRead, c.apiJobStatus)
 	rt.api("POST /v1/jobs/{id}/cancel", authz.JobCancel, c.apiJobCancel)
+	rt.api("POST /v1/jobs/{id}/requeue", authz.JobRequeue, c.apiJobRequeue)
+	rt.api(patternJobClone, authz.JobClone, c.apiJobClone)
 	rt.api("GET /v1/jobs/{id}/logs", authz.JobRead, c.apiJobLogs)
 	rt.api("GET /v1/jobs/{id}/progress", authz.JobRead, c.apiJobProgress)
 	rt.api("GET /v1/jobs/{id}/outputs", authz.JobRead, c.apiJobOutputs)
@@ -157,6 +159,7 @@ func (c *Coordinator) readJSON(w http.ResponseWriter, r *http.Request, v any) er
 // Routes whose bodies have limits of their own.
 const (
 	patternJobSubmit = "POST /v1/jobs"
+	patternJobClone  = "POST /v1/jobs/{id}/clone"
 	patternJoin      = "POST " + api.PathJoin
 	patternHeal      = "POST " + api.PathHeal
 )
@@ -166,7 +169,7 @@ const (
 func (c *Coordinator) bodyLimit(r *http.Request) (int, error) {
 	l := c.cfg.Limits
 	switch r.Pattern {
-	case patternJobSubmit:
+	case patternJobSubmit, patternJobClone:
 		return l.MaxJobBytes, api.Errorf(api.CodeJobTooLarge, "split the job or pass long inputs in a file; an admin can raise max_job_bytes",
 			"the job submission is over max_job_bytes (%d bytes)", l.MaxJobBytes)
 	case patternJoin, patternHeal, patternLogin:

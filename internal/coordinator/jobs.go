@@ -126,6 +126,13 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	if err := c.refuseInMaintenance(p, "submitting a job"); err != nil {
 		return api.Job{}, err
 	}
+	return c.submit(p, spec, "")
+}
+
+// submit validates and records a job (a clone of job cloneOf, if set) and
+// places what fits now; it returns once the job is durable. Callers have
+// authorized p.
+func (c *Coordinator) submit(p authz.Principal, spec api.JobSpec, cloneOf string) (api.Job, error) {
 	who := p.ID
 	down := c.health.Down() // before the job is accepted: an outage from here on is answered below
 	prio, err := validateSpec(&spec)
@@ -147,7 +154,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	c.jobSeq++
 	j := &sched.Job{
 		ID: strconv.FormatUint(c.jobSeq, 10), Spec: spec, Priority: prio, Slots: spec.Slots, Retries: *spec.Retries,
-		Submitted: c.now().UTC(), SubmittedBy: who.String(),
+		Submitted: c.now().UTC(), SubmittedBy: who.String(), CloneOf: cloneOf,
 	}
 	c.cl.AddJob(j)
 	out := jobAPI(j)
@@ -163,8 +170,12 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 	c.commit(ch, func() { frames.send() }, func(err error) {
 		if err == nil { // recorded once durable, even after an outage
 			c.metrics.Jobs.WithLabelValues("submitted").Inc()
-			c.Record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
-			c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue)
+			if cloneOf != "" {
+				c.Record(p, audit.Event{Type: "job.clone", Target: j.ID, Detail: map[string]string{"source": cloneOf, "count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
+			} else {
+				c.Record(p, audit.Event{Type: "job.submit", Target: j.ID, Detail: map[string]string{"count": strconv.Itoa(spec.Count), "command": spec.Argv[0]}})
+			}
+			c.log.Info("job submitted", "job", j.ID, "tasks", spec.Count, "by", who.String(), "priority", spec.Priority, "queue", spec.Queue, "clone_of", cloneOf)
 		}
 		done <- err
 	})
@@ -184,7 +195,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, p authz.Principal, spec api
 
 func jobAPI(j *sched.Job) api.Job {
 	return api.Job{ID: j.ID, Spec: j.Spec, State: j.State, Submitted: j.Submitted, Finished: j.Finished,
-		SubmittedBy: j.SubmittedBy, CancelReason: j.CancelReason, Counts: j.Counts()}
+		SubmittedBy: j.SubmittedBy, CancelReason: j.CancelReason, Counts: j.Counts(), Requeues: j.Requeues, CloneOf: j.CloneOf}
 }
 
 // findJob resolves a job ID from a request path. Callers hold c.mu.
@@ -316,7 +327,7 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 		}
 		at := api.Task{Index: i, State: t.State.String(), OutputTruncated: truncated[i]}
 		for _, a := range t.Attempts {
-			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late, Account: a.Account}
+			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late, Account: a.Account, Requeue: a.Requeue}
 			if a.HasExit {
 				e := a.Exit
 				aa.ExitCode = &e

@@ -426,32 +426,43 @@ func (c *Coordinator) restoreOutputCounters(ctx context.Context, jobs map[string
 		if j.Terminal() {
 			continue
 		}
-		err := c.st.Scan(ctx, logPrefix(j.ID), func(rec store.Record) error {
-			task, seq, ok := parseLogKey(rec.Key)
-			if !ok {
-				return nil
-			}
-			var lr logRecord
-			if err := json.Unmarshal(rec.Value, &lr); err != nil {
-				return fmt.Errorf("%s: %w", rec.Key, err)
-			}
-			k := outputKey{j.ID, task}
-			st := c.outputs[k]
-			if st == nil {
-				st = &outputState{}
-				c.outputs[k] = st
-			}
-			st.bytes += len(lr.Data)
-			st.seq = max(st.seq, seq)
-			st.truncated = st.truncated || lr.Truncated
-			if lr.Attempt >= 1 {
-				st.seen(lr.Attempt, lr.AgentSeq)
-			}
-			return nil
-		})
+		counters, err := c.storedOutputCounters(ctx, j.ID)
 		if err != nil {
 			return err
 		}
+		for task, st := range counters {
+			c.outputs[outputKey{j.ID, task}] = st
+		}
 	}
 	return nil
+}
+
+// storedOutputCounters counts what the store holds of job id's output, per
+// task: bytes against the limit, the last chunk number, and each attempt's
+// last agent chunk.
+func (c *Coordinator) storedOutputCounters(ctx context.Context, id string) (map[int]*outputState, error) {
+	out := map[int]*outputState{}
+	err := c.st.Scan(ctx, logPrefix(id), func(rec store.Record) error {
+		task, seq, ok := parseLogKey(rec.Key)
+		if !ok {
+			return nil
+		}
+		var lr logRecord
+		if err := json.Unmarshal(rec.Value, &lr); err != nil {
+			return fmt.Errorf("%s: %w", rec.Key, err)
+		}
+		st := out[task]
+		if st == nil {
+			st = &outputState{}
+			out[task] = st
+		}
+		st.bytes += len(lr.Data)
+		st.seq = max(st.seq, seq)
+		st.truncated = st.truncated || lr.Truncated
+		if lr.Attempt >= 1 {
+			st.seen(lr.Attempt, lr.AgentSeq)
+		}
+		return nil
+	})
+	return out, err
 }

@@ -109,9 +109,15 @@ func encodeChunk(first int, tasks []sched.Task) []byte {
 			if a.Account != "" {
 				af |= 4
 			}
+			if a.Requeue > 0 {
+				af |= 8 // a requeue number follows (absent in older records)
+			}
 			b = append(b, af)
 			if a.HasExit {
 				b = binary.AppendVarint(b, int64(a.Exit))
+			}
+			if a.Requeue > 0 {
+				b = binary.AppendUvarint(b, uint64(a.Requeue))
 			}
 			b = appendString(b, a.Reason)
 			if a.Account != "" {
@@ -224,6 +230,9 @@ func decodeChunk(v []byte) (int, []sched.Task, error) {
 			a.HasExit, a.Late = af&1 != 0, af&2 != 0
 			if a.HasExit {
 				a.Exit = int(r.varint())
+			}
+			if af&8 != 0 {
+				a.Requeue = int(r.uvarint(1 << 20))
 			}
 			a.Reason = r.string()
 			if af&4 != 0 {

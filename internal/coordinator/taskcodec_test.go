@@ -16,6 +16,7 @@ func TestChunkRoundTrip(t *testing.T) {
 	j.Tasks[64] = sched.Task{State: sched.Completed, Attempts: []sched.Attempt{
 		{N: 1, Node: "a", State: sched.Lost, Assigned: t0, Ended: t0.Add(time.Second), Reason: "agent lost", Late: true, HasExit: true, Exit: 0, Account: "alice"},
 		{N: 2, Node: "bé", State: sched.Completed, Assigned: t0, Started: t0.Add(time.Millisecond), Ended: t0.Add(time.Minute), HasExit: true, Exit: -9, Reason: "exited"},
+		{N: 3, Node: "a", State: sched.Completed, Assigned: t0, HasExit: true, Exit: 0, Reason: "exited", Requeue: 2},
 	}}
 	j.Tasks[65] = sched.Task{State: sched.Running, CancelRequested: true, Attempts: []sched.Attempt{{N: 1, Node: "c", State: sched.Running, Assigned: t0, Started: t0}}}
 	tests := []struct {

@@ -497,10 +497,10 @@ func (c *Cluster) loseAttempt(j *Job, i int, reason string) {
 	case t.CancelRequested:
 		a.Reason += "; not retried: the job was canceled"
 		c.setState(j, i, Canceled)
-	case t.infraFailures() <= j.Retries:
+	case t.infraFailures(j.Requeues) <= j.Retries:
 		c.requeue(j, i)
 	default:
-		a.Reason += fmt.Sprintf("; not retried: %d infrastructure failures exceed --retries %d", t.infraFailures(), j.Retries)
+		a.Reason += fmt.Sprintf("; not retried: %d infrastructure failures exceed --retries %d", t.infraFailures(j.Requeues), j.Retries)
 		c.setState(j, i, Lost)
 	}
 	c.refreshJob(j, a.Ended)

@@ -102,6 +102,9 @@ type Attempt struct {
 	Late     bool // the agent's result arrived after the attempt was declared lost
 	// Account is the local account that ran the attempt on its node.
 	Account string
+	// Requeue is the job's requeue number when the attempt was made: 0
+	// before any `ward job requeue`.
+	Requeue int
 }
 
 // Task is one index of a job.
@@ -120,11 +123,13 @@ func (t *Task) Current() *Attempt {
 	return &t.Attempts[len(t.Attempts)-1]
 }
 
-// infraFailures counts attempts that ended by infrastructure failure.
-func (t *Task) infraFailures() int {
+// infraFailures counts the attempts since requeue number requeue that
+// ended by infrastructure failure: a requeue gives a task its --retries
+// afresh.
+func (t *Task) infraFailures(requeue int) int {
 	n := 0
 	for i := range t.Attempts {
-		if t.Attempts[i].State == Lost {
+		if t.Attempts[i].State == Lost && t.Attempts[i].Requeue == requeue {
 			n++
 		}
 	}
@@ -143,7 +148,11 @@ type Job struct {
 	State        string
 	Finished     time.Time
 	CancelReason string
-	Tasks        []Task
+	// Requeues counts `ward job requeue`s of the job; CloneOf is the job it
+	// was cloned from ("" for none).
+	Requeues int
+	CloneOf  string
+	Tasks    []Task
 
 	counts  [numStates]int
 	next    int   // lowest index never dispatched

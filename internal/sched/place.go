@@ -342,7 +342,7 @@ func (c *Cluster) compactActive() {
 // exclusive attempt holds every slot of the node.
 func (c *Cluster) assign(j *Job, i int, n *Node, now time.Time, ahead bool) Placement {
 	t := &j.Tasks[i]
-	a := Attempt{N: len(t.Attempts) + 1, Node: n.Name, State: Assigned, Assigned: now}
+	a := Attempt{N: len(t.Attempts) + 1, Node: n.Name, State: Assigned, Assigned: now, Requeue: j.Requeues}
 	if len(t.Attempts) == 0 {
 		t.Attempts = j.firstAttempt(a)
 	} else {

@@ -230,8 +230,8 @@ func TestDrainWithdrawsOnlyWaitingAttempts(t *testing.T) {
 	c.Result("n1", api.TaskResult{AttemptRef: p[1].Ref.APIRef(), ExitCode: -1, Reason: api.EndDrained, Ended: api.NanosOf(t0)})
 	checkNode(t, n)
 	task := j.Tasks[p[1].Task]
-	if task.State != Queued || task.infraFailures() != 0 || n.Ahead != 0 {
-		t.Fatalf("withdrawn task: %s with %d infrastructure failures, Ahead %d", task.State, task.infraFailures(), n.Ahead)
+	if task.State != Queued || task.infraFailures(0) != 0 || n.Ahead != 0 {
+		t.Fatalf("withdrawn task: %s with %d infrastructure failures, Ahead %d", task.State, task.infraFailures(0), n.Ahead)
 	}
 	if got := c.Schedule(t0); len(got) != 0 {
 		t.Fatalf("placed %d on a drained node", len(got))
