@@ -43,6 +43,10 @@ type JobSpec struct {
 	// Outputs are patterns of files, relative to the task's working
 	// directory, brought back to the coordinator when the task ends.
 	Outputs []string `json:"outputs,omitempty"`
+	// CancelOnFailure cancels the rest of the job when one of its tasks
+	// fails (exits non-zero, times out, or is lost past --retries); the
+	// tasks it stops give the reason "consequential".
+	CancelOnFailure bool `json:"cancel_on_failure,omitempty"`
 }
 
 // StagedFile is one input file of a job: where it goes in the task's
@@ -136,6 +140,9 @@ type Task struct {
 	Index    int       `json:"index"`
 	State    string    `json:"state"`
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// Reason says why a task that never ran ended (its job was canceled,
+	// or stopped by another task's failure: "consequential: ...").
+	Reason string `json:"reason,omitempty"`
 	// OutputTruncated says the task wrote more than the coordinator keeps
 	// (JobDetail.MaxOutputBytes); the rest was not stored.
 	OutputTruncated bool `json:"output_truncated,omitempty"`

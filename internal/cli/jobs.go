@@ -44,6 +44,7 @@ func (f *jobFlags) bind(cmd *cobra.Command) {
 	fl.IntVar(&f.spec.MaxRunning, "max-running", 0, "run at most this many of the job's tasks at once (0: no cap)")
 	fl.StringArrayVar(&f.inputs, "input", nil, "send the file LOCAL to each task's working directory, as REMOTE (default: its base name); LOCAL[:REMOTE], repeatable; SHA-256 verified at both ends")
 	fl.StringArrayVar(&f.spec.Outputs, "output-file", nil, "bring back the files matching this pattern in the task's working directory when it ends (repeatable); `ward job output ID --to DIR` fetches them")
+	fl.BoolVar(&f.spec.CancelOnFailure, "cancel-on-failure", false, "cancel the rest of the job when a task fails; the tasks stopped give the reason \"consequential\"")
 }
 
 func (f *jobFlags) build(cmd *cobra.Command, argv []string) (api.JobSpec, error) {
@@ -201,7 +202,7 @@ func printJobStatus(w io.Writer, d *api.JobDetail, all bool) {
 			continue
 		}
 		if len(task.Attempts) == 0 {
-			t.row(task.Index, task.State, "-", "-", "-", "-", "-", "-")
+			t.row(task.Index, task.State, "-", "-", "-", "-", "-", orDash(task.Reason))
 		}
 		for _, a := range task.Attempts {
 			exit := "-"
@@ -233,6 +234,9 @@ func jobLimits(s api.JobSpec) string {
 	}
 	if s.MaxRunning > 0 {
 		parts = append(parts, fmt.Sprintf("at most %d running", s.MaxRunning))
+	}
+	if s.CancelOnFailure {
+		parts = append(parts, "cancel on failure")
 	}
 	if s.Memory > 0 {
 		parts = append(parts, sched.FormatBytes(s.Memory)+" memory per task")

@@ -168,6 +168,9 @@ type changes struct {
 	jobs  []jobRecord
 	extra []store.Op
 	ended []jobEnding
+	// kills stop attempts that --cancel-on-failure canceled, sent once
+	// the change is durable.
+	kills map[*session]*api.Cancel
 }
 
 // add appends an already-encoded write.
@@ -196,6 +199,9 @@ type jobEnding struct {
 func (c *Coordinator) changesLocked() changes {
 	jobs, tasks := c.cl.TakeDirty()
 	ch := changes{jobs: make([]jobRecord, 0, len(jobs))}
+	if kill := c.cl.TakeKills(); len(kill) > 0 {
+		ch.kills = c.cancelFramesLocked(kill, "consequential: another task of the job failed (--cancel-on-failure)", api.EndCanceled)
+	}
 	for _, j := range jobs {
 		ch.jobs = append(ch.jobs, jobSnapshot(j))
 		if j.Terminal() {
@@ -255,6 +261,11 @@ func (c *Coordinator) commit(ch changes, after func(), report ...func(error)) {
 	c.journal.Commit(ch.ops(), func(err error) {
 		if err == nil && after != nil {
 			after()
+		}
+		if err == nil {
+			for s, m := range ch.kills {
+				s.send(api.FrameCancel, m)
+			}
 		}
 		c.publishEndings(ch.ended)
 		for _, r := range report {

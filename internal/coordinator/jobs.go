@@ -326,6 +326,9 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 			continue
 		}
 		at := api.Task{Index: i, State: t.State.String(), OutputTruncated: truncated[i]}
+		if len(t.Attempts) == 0 && t.State == sched.Canceled {
+			at.Reason = j.CancelReason
+		}
 		for _, a := range t.Attempts {
 			aa := api.Attempt{N: a.N, Node: a.Node, State: a.State.String(), Assigned: a.Assigned, Started: a.Started, Ended: a.Ended, Reason: a.Reason, Late: a.Late, Account: a.Account, Requeue: a.Requeue}
 			if a.HasExit {
@@ -366,7 +369,9 @@ func firstFailures(j *sched.Job, n int) []api.TaskFailure {
 			continue
 		}
 		f := api.TaskFailure{Task: i, State: t.State.String()}
-		if a := t.Current(); a != nil {
+		if a := t.Current(); a == nil {
+			f.Reason = j.CancelReason
+		} else {
 			f.Attempt, f.Node, f.Reason = a.N, a.Node, a.Reason
 			if a.HasExit {
 				e := a.Exit

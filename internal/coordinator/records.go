@@ -70,6 +70,8 @@ type jobRecord struct {
 	CancelReason string      `json:"cancel_reason,omitempty"`
 	Requeues     int         `json:"requeues,omitempty"`
 	CloneOf      string      `json:"clone_of,omitempty"`
+	// Consequential: canceled by its own failed task (--cancel-on-failure).
+	Consequential bool `json:"consequential,omitempty"`
 }
 
 // jobSnapshot copies a job's record under c.mu; it is encoded later,
@@ -78,7 +80,7 @@ func jobSnapshot(j *sched.Job) jobRecord {
 	return jobRecord{
 		ID: j.ID, Spec: j.Spec, Priority: int(j.Priority), Slots: j.Slots, Retries: j.Retries,
 		Submitted: j.Submitted, SubmittedBy: j.SubmittedBy, State: j.State, Finished: j.Finished,
-		CancelReason: j.CancelReason, Requeues: j.Requeues, CloneOf: j.CloneOf,
+		CancelReason: j.CancelReason, Requeues: j.Requeues, CloneOf: j.CloneOf, Consequential: j.Consequential,
 	}
 }
 
@@ -90,7 +92,7 @@ func decodeJob(v []byte) (*sched.Job, error) {
 	return &sched.Job{
 		ID: r.ID, Spec: r.Spec, Priority: sched.Priority(r.Priority), Slots: r.Slots, Retries: r.Retries,
 		Submitted: r.Submitted, SubmittedBy: r.SubmittedBy, State: r.State, Finished: r.Finished,
-		CancelReason: r.CancelReason, Requeues: r.Requeues, CloneOf: r.CloneOf, Tasks: make([]sched.Task, r.Spec.Count),
+		CancelReason: r.CancelReason, Requeues: r.Requeues, CloneOf: r.CloneOf, Consequential: r.Consequential, Tasks: make([]sched.Task, r.Spec.Count),
 	}, nil
 }
 

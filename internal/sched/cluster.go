@@ -36,6 +36,8 @@ type Cluster struct {
 	// least recently served first.
 	served     map[string]uint64
 	servedTick uint64
+	// kills are attempts stopped by --cancel-on-failure, for TakeKills.
+	kills []Placement
 
 	dirtyJobs  []*Job
 	dirtyTasks []TaskKey
@@ -371,6 +373,9 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	switch {
 	case t.CancelRequested && r.Reason != api.EndDrained:
 		s = Canceled
+		if j.Consequential {
+			a.Reason = consequentialReason + ": " + a.Reason
+		}
 	case r.Reason == api.EndDrained && r.Started == 0:
 		// Withdrawn from a drained node before it started: back in the
 		// queue, and not an infrastructure failure against --retries.
@@ -402,6 +407,9 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 	}
 	a.State = s
 	c.setState(j, ref.Task, s)
+	if s == Failed || s == TimedOut {
+		c.cancelOnFailure(j, ref.Task, r.Ended.Time())
+	}
 	c.refreshJob(j, r.Ended.Time())
 	return Recorded
 }
@@ -495,13 +503,18 @@ func (c *Cluster) loseAttempt(j *Job, i int, reason string) {
 	a.State, a.Reason = Lost, reason
 	switch {
 	case t.CancelRequested:
-		a.Reason += "; not retried: the job was canceled"
+		if j.Consequential {
+			a.Reason = consequentialReason + ": " + a.Reason + "; not retried: another task of the job failed (--cancel-on-failure)"
+		} else {
+			a.Reason += "; not retried: the job was canceled"
+		}
 		c.setState(j, i, Canceled)
 	case t.infraFailures(j.Requeues) <= j.Retries:
 		c.requeue(j, i)
 	default:
 		a.Reason += fmt.Sprintf("; not retried: %d infrastructure failures exceed --retries %d", t.infraFailures(j.Requeues), j.Retries)
 		c.setState(j, i, Lost)
+		c.cancelOnFailure(j, i, a.Ended)
 	}
 	c.refreshJob(j, a.Ended)
 }
@@ -579,6 +592,14 @@ func (c *Cluster) Cancel(j *Job, reason string, now time.Time) []Placement {
 	if j.Terminal() {
 		return nil
 	}
+	kill := c.cancelRest(j, reason)
+	c.refreshJob(j, now)
+	return kill
+}
+
+// cancelRest ends a job's waiting tasks and asks for its active attempts
+// to be killed, which it returns.
+func (c *Cluster) cancelRest(j *Job, reason string) []Placement {
 	j.CancelReason = reason
 	c.markJob(j)
 	for j.Pending() > 0 {
@@ -597,7 +618,6 @@ func (c *Cluster) Cancel(j *Job, reason string, now time.Time) []Placement {
 			}
 		}
 	}
-	c.refreshJob(j, now)
 	return kill
 }
 
@@ -633,7 +653,7 @@ func (c *Cluster) refreshJob(j *Job, now time.Time) {
 	terminal := j.counts[Completed] + j.counts[Failed] + j.counts[TimedOut] + j.counts[Canceled] + j.counts[Lost]
 	var s string
 	switch {
-	case terminal == total && j.CancelReason != "":
+	case terminal == total && j.CancelReason != "" && !j.Consequential:
 		s = api.JobCanceled
 	case terminal == total && j.counts[Completed] == total:
 		s = api.JobCompleted

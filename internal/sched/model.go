@@ -152,7 +152,10 @@ type Job struct {
 	// was cloned from ("" for none).
 	Requeues int
 	CloneOf  string
-	Tasks    []Task
+	// Consequential says the job was canceled because a task failed
+	// (--cancel-on-failure): it ends failed, not canceled.
+	Consequential bool
+	Tasks         []Task
 
 	counts  [numStates]int
 	next    int   // lowest index never dispatched

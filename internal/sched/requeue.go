@@ -29,6 +29,7 @@ func (c *Cluster) Requeue(j *Job, failedOnly bool, now time.Time) (int, error) {
 	}
 	j.Requeues++
 	j.CancelReason = ""
+	j.Consequential = false
 	j.Finished = time.Time{}
 	j.State = api.JobQueued
 	j.next = len(j.Tasks)
