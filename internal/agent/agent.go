@@ -97,6 +97,8 @@ type Agent struct {
 	notify       chan struct{}
 	drain        bool
 	sessions     int // sessions opened, for tests and logs
+	// envs are the jobs with a --setup that ran (or runs) here.
+	envs map[string]*jobEnv
 }
 
 type attempt struct {
@@ -160,7 +162,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, exec: opts.Executor,
 		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
-		pending: map[api.AttemptRef][]api.OutputChunk{},
+		pending: map[api.AttemptRef][]api.OutputChunk{}, envs: map[string]*jobEnv{},
 		notify:  make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
 	}
 	a.settings = profile.Agent{Slots: cfg.Slots, Labels: cfg.Labels, KillGrace: cfg.KillGrace.D(), RevocationPolicy: cfg.RevocationPolicy}

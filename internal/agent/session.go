@@ -90,6 +90,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		a.mu.Unlock()
 	}()
 	a.cancel(w.Cancel, api.EndCanceled, false)
+	a.endJobs(w.EndedJobs)
 	a.log.Info("session open", "coordinator", addr, "node", a.state.Node, "running", len(hello.Running), "results_resent", len(hello.Finished),
 		"results_after_output", held, "heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
 
@@ -156,6 +157,7 @@ func (a *Agent) helloLocked(host string) api.Hello {
 		Running: a.runningLocked(), InsecureSkipVerify: a.cfg.InsecureSkipVerify, Time: time.Now(),
 		Revocation: a.revocationState(), Profile: a.profileName, ProfileRevision: a.profileRev,
 		Account: a.account, RunAsUser: a.runAs != nil,
+		Envs: a.envJobsLocked(),
 	}
 	var held []api.TaskResult
 	for _, r := range a.unacked {
@@ -293,6 +295,12 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 			return err
 		}
 		a.installCRLs(m.PEM)
+	case api.FrameJobsEnded:
+		var m api.JobsEnded
+		if err := api.DecodeFrame(t, body, &m); err != nil {
+			return err
+		}
+		a.endJobs(m.Jobs)
 	case api.FrameHeartbeatAck:
 		// Reading it renewed the liveness deadline; nothing else to do.
 	case api.FrameSettings:
@@ -395,8 +403,18 @@ func (a *Agent) roomLocked(slots int) bool {
 	return a.used+slots <= have || a.used == 0
 }
 
-// launch hands an attempt that holds its slots to the executor.
+// launch hands an attempt that holds its slots to the executor, after its
+// job's setup when it has one.
 func (a *Agent) launch(at *attempt, as api.Assignment) {
+	if as.Setup != "" && len(as.Argv) > 0 {
+		a.launchInEnv(at, as)
+		return
+	}
+	a.launchNow(at, as)
+}
+
+// launchNow hands an attempt to the executor.
+func (a *Agent) launchNow(at *attempt, as api.Assignment) {
 	if len(as.Argv) == 0 {
 		now := time.Now()
 		(&reporter{a: a, ref: as.AttemptRef}).Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: api.EndStartErr, Error: "empty command", Started: api.NanosOf(now), Ended: api.NanosOf(now)})

@@ -133,12 +133,28 @@ func (m *Assign) appendBinary(b []byte) []byte {
 	for _, t := range m.Tasks {
 		b = t.appendBinary(b)
 	}
-	// An optional trailer, only for --run-as-user agents (which read it):
-	// each job's user, in order.
-	if slices.ContainsFunc(m.Jobs, func(j AssignJob) bool { return j.User != "" }) {
+	// Optional trailers. First each job's user, in order (read by
+	// --run-as-user agents); it is also written, empty, when the second
+	// follows. Then the jobs with a setup or teardown, by index. Frames
+	// without either stay as older agents read them.
+	var envs []int
+	for i := range m.Jobs {
+		if m.Jobs[i].Setup != "" || m.Jobs[i].Teardown != "" {
+			envs = append(envs, i)
+		}
+	}
+	if len(envs) > 0 || slices.ContainsFunc(m.Jobs, func(j AssignJob) bool { return j.User != "" }) {
 		b = binary.AppendUvarint(b, uint64(len(m.Jobs)))
 		for _, j := range m.Jobs {
 			b = putString(b, j.User)
+		}
+	}
+	if len(envs) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(envs)))
+		for _, i := range envs {
+			b = binary.AppendUvarint(b, uint64(i))
+			b = putString(b, m.Jobs[i].Setup)
+			b = putString(b, m.Jobs[i].Teardown)
 		}
 	}
 	return b
@@ -175,6 +191,15 @@ func (m *Assign) unmarshalBinary(r *binReader) error {
 		}
 		for i := range m.Jobs {
 			m.Jobs[i].User = r.string()
+		}
+	}
+	if r.err == nil && len(r.b) > 0 {
+		for range r.count(3) {
+			i := int(r.uvarint(uint64(len(m.Jobs))))
+			setup, teardown := r.string(), r.string()
+			if r.err == nil && i < len(m.Jobs) {
+				m.Jobs[i].Setup, m.Jobs[i].Teardown = setup, teardown
+			}
 		}
 	}
 	return r.err

@@ -47,6 +47,12 @@ type JobSpec struct {
 	// fails (exits non-zero, times out, or is lost past --retries); the
 	// tasks it stops give the reason "consequential".
 	CancelOnFailure bool `json:"cancel_on_failure,omitempty"`
+	// Setup is a shell command run once on each node before the job's
+	// first task there; when it fails, that node's tasks end with
+	// environment_error and go to other nodes within --retries.
+	// Teardown runs once on each such node after the job ended.
+	Setup    string `json:"setup,omitempty"`
+	Teardown string `json:"teardown,omitempty"`
 }
 
 // StagedFile is one input file of a job: where it goes in the task's

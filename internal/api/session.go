@@ -41,7 +41,14 @@ const (
 	FrameOutputAck     // coordinator → agent: output stored durably
 	FrameProfile       // coordinator → agent: the agent's profile (ProfilePush)
 	FrameProfileResult // agent → coordinator: the profile applied, or why not
+	FrameJobsEnded     // coordinator → agent: jobs that ended: tear down their environments
 )
+
+// JobsEnded names jobs that ended (or are unknown to the coordinator): an
+// agent runs the teardown of each one it set up, and forgets it.
+type JobsEnded struct {
+	Jobs []string `json:"jobs"`
+}
 
 // LivenessTimeout is how long either end of an agent session waits for a
 // frame before it declares the other end gone: three heartbeat intervals
@@ -158,6 +165,9 @@ type Hello struct {
 	// RunAsUser says the agent runs each task as its submitter's local
 	// account: assignments then carry the user, and results the account.
 	RunAsUser bool `json:"run_as_user,omitempty"`
+	// Envs are the jobs whose environment (--setup) the agent holds; the
+	// Welcome's EndedJobs says which of them ended while it was away.
+	Envs []string `json:"envs,omitempty"`
 }
 
 // Welcome answers Hello.
@@ -181,6 +191,8 @@ type Welcome struct {
 	// ResultAccounts says the coordinator reads TaskResult.Account in
 	// binary Results frames (an older one refuses the extra bytes).
 	ResultAccounts bool `json:"result_accounts,omitempty"`
+	// EndedJobs are the Hello's Envs whose jobs ended: tear them down.
+	EndedJobs []string `json:"ended_jobs,omitempty"`
 }
 
 // Heartbeat reports liveness, load and the agent's clock.
@@ -227,6 +239,9 @@ type Assignment struct {
 	// Staging, for a job with input or output files, says what to fetch
 	// before the task starts and what to send back after it ends.
 	Staging *Staging
+	// Setup and Teardown are the job's shell commands run once per node
+	// (see AssignJob).
+	Setup, Teardown string
 }
 
 // Staging is a job's files as its agents see them.
@@ -248,6 +263,11 @@ type AssignJob struct {
 	// User is the job's submitter (a Ward user name), only for agents that
 	// said RunAsUser in their hello.
 	User string `json:"user,omitempty"`
+	// Setup runs (with sh -c, in the job's directory and environment) on
+	// a node before the job's first task there; Teardown after the job
+	// ended, on every node whose setup succeeded.
+	Setup    string `json:"setup,omitempty"`
+	Teardown string `json:"teardown,omitempty"`
 }
 
 // Assign carries a batch of attempts to run and the templates of their
@@ -278,7 +298,7 @@ func (m *Assign) Expand() ([]Assignment, error) {
 		for i, a := range j.Argv {
 			argv[i] = strings.ReplaceAll(a, IndexPlaceholder, idx)
 		}
-		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout, Staging: j.Staging, User: j.User})
+		out = append(out, Assignment{AttemptRef: ref, Argv: argv, Env: j.Env, Dir: j.Dir, Slots: j.Slots, Timeout: j.Timeout, Staging: j.Staging, User: j.User, Setup: j.Setup, Teardown: j.Teardown})
 	}
 	return out, nil
 }
@@ -338,6 +358,9 @@ const (
 	// EndOutputRefused: the task's output files were over a size limit;
 	// the task failed (not retried: it would leave the same files).
 	EndOutputRefused = "output_refused"
+	// EndEnvError: the job's --setup failed on this node, so its task did
+	// not start here; the coordinator sends it elsewhere within --retries.
+	EndEnvError = "environment_error"
 )
 
 // TaskResult is how an attempt ended.

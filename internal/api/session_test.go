@@ -59,6 +59,8 @@ func TestBinaryFramesRoundTrip(t *testing.T) {
 	}{
 		{FrameAssign, &Assign{Jobs: []AssignJob{{Job: "12", Argv: []string{"sh", "-c", "echo {index}"}, Env: map[string]string{"A": "b"}, Dir: "/tmp", Slots: 3, Timeout: 5e9}},
 			Tasks: []AttemptRef{{Job: "12", Task: 4, Attempt: 2}}}, &Assign{}, nil},
+		{FrameAssign, &Assign{Jobs: []AssignJob{{Job: "1", Argv: []string{"x"}, Slots: 1}, {Job: "2", Argv: []string{"y"}, Slots: 1, Setup: "mkdir -p /scratch", Teardown: "rm -rf /scratch"}},
+			Tasks: []AttemptRef{{Job: "1", Task: 0, Attempt: 1}, {Job: "2", Task: 0, Attempt: 1}}}, &Assign{}, nil},
 		{FrameStarted, &Started{Refs: []StartedRef{{AttemptRef: AttemptRef{Job: "1", Task: 0, Attempt: 1}, At: 1234567890123}}}, &Started{}, nil},
 		{FrameResults, &Results{Results: []TaskResult{{AttemptRef: AttemptRef{Job: "1", Task: 9, Attempt: 3}, ExitCode: -1, Reason: EndStartErr, Error: "no such file", Started: 5, Ended: 6}}}, &Results{}, nil},
 		{FrameAck, &Ack{Refs: []AttemptRef{{Job: "3", Task: 1, Attempt: 1}}}, &Ack{}, nil},

@@ -44,6 +44,8 @@ func (f *jobFlags) bind(cmd *cobra.Command) {
 	fl.IntVar(&f.spec.MaxRunning, "max-running", 0, "run at most this many of the job's tasks at once (0: no cap)")
 	fl.StringArrayVar(&f.inputs, "input", nil, "send the file LOCAL to each task's working directory, as REMOTE (default: its base name); LOCAL[:REMOTE], repeatable; SHA-256 verified at both ends")
 	fl.StringArrayVar(&f.spec.Outputs, "output-file", nil, "bring back the files matching this pattern in the task's working directory when it ends (repeatable); `ward job output ID --to DIR` fetches them")
+	fl.StringVar(&f.spec.Setup, "setup", "", "shell command run once on each node before the job's first task there; if it fails, that node's tasks go elsewhere (environment_error, within --retries)")
+	fl.StringVar(&f.spec.Teardown, "teardown", "", "shell command run once on each node whose --setup succeeded, after the job ended")
 	fl.BoolVar(&f.spec.CancelOnFailure, "cancel-on-failure", false, "cancel the rest of the job when a task fails; the tasks stopped give the reason \"consequential\"")
 }
 
@@ -234,6 +236,12 @@ func jobLimits(s api.JobSpec) string {
 	}
 	if s.MaxRunning > 0 {
 		parts = append(parts, fmt.Sprintf("at most %d running", s.MaxRunning))
+	}
+	if s.Setup != "" {
+		parts = append(parts, "setup: "+s.Setup)
+	}
+	if s.Teardown != "" {
+		parts = append(parts, "teardown: "+s.Teardown)
 	}
 	if s.CancelOnFailure {
 		parts = append(parts, "cancel on failure")

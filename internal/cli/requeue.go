@@ -92,6 +92,7 @@ func (f *jobFlags) override(cmd *cobra.Command, base api.JobSpec, argv []string)
 		"retries": func() { s.Retries = given.Retries }, "queue": func() { s.Queue = given.Queue }, "wait-for-nodes": func() { s.WaitForNodes = given.WaitForNodes },
 		"dir": func() { s.Dir = given.Dir }, "name": func() { s.Name = given.Name }, "exclusive": func() { s.Exclusive = given.Exclusive },
 		"max-running": func() { s.MaxRunning = given.MaxRunning }, "cancel-on-failure": func() { s.CancelOnFailure = given.CancelOnFailure },
+		"setup": func() { s.Setup = given.Setup }, "teardown": func() { s.Teardown = given.Teardown },
 		"env": func() {
 			env := maps.Clone(base.Env)
 			if env == nil {

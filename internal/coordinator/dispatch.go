@@ -105,7 +105,7 @@ func (c *Coordinator) placeLocked() placement {
 					// nothing beside it.
 					slots = max(slots, pl.Node.Slots)
 				}
-				aj := api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: slots, Timeout: spec.Timeout}
+				aj := api.AssignJob{Job: pl.Job.ID, Argv: spec.Argv, Env: spec.Env, Dir: spec.Dir, Slots: slots, Timeout: spec.Timeout, Setup: spec.Setup, Teardown: spec.Teardown}
 				if len(spec.Inputs) > 0 || len(spec.Outputs) > 0 {
 					aj.Staging = &api.Staging{Inputs: spec.Inputs, Outputs: spec.Outputs}
 				}
@@ -171,6 +171,9 @@ type changes struct {
 	// kills stop attempts that --cancel-on-failure canceled, sent once
 	// the change is durable.
 	kills map[*session]*api.Cancel
+	// envEnds tell agents which jobs with a --setup ended, for their
+	// teardown, once the end is durable.
+	envEnds map[*session][]string
 }
 
 // add appends an already-encoded write.
@@ -212,6 +215,9 @@ func (c *Coordinator) changesLocked() changes {
 			}
 			ch.ended = append(ch.ended, e)
 			c.forgetOutputsLocked(j)
+			if j.Spec.Setup != "" {
+				ch.envEnds = c.envEndsLocked(ch.envEnds, j)
+			}
 		}
 	}
 	type chunkID struct {
@@ -266,10 +272,35 @@ func (c *Coordinator) commit(ch changes, after func(), report ...func(error)) {
 			for s, m := range ch.kills {
 				s.send(api.FrameCancel, m)
 			}
+			for s, jobs := range ch.envEnds {
+				s.send(api.FrameJobsEnded, api.JobsEnded{Jobs: jobs})
+			}
 		}
 		c.publishEndings(ch.ended)
 		for _, r := range report {
 			r(err)
 		}
 	})
+}
+
+// envEndsLocked adds, for each connected node that ran an attempt of the
+// ended job j, j to the jobs that node must tear down. An agent away now
+// learns it from the Welcome after it reconnects. Callers hold c.mu.
+func (c *Coordinator) envEndsLocked(m map[*session][]string, j *sched.Job) map[*session][]string {
+	seen := map[string]bool{}
+	for i := range j.Tasks {
+		for _, a := range j.Tasks[i].Attempts {
+			if seen[a.Node] {
+				continue
+			}
+			seen[a.Node] = true
+			if s := c.sessions[a.Node]; s != nil {
+				if m == nil {
+					m = map[*session][]string{}
+				}
+				m[s] = append(m[s], j.ID)
+			}
+		}
+	}
+	return m
 }

@@ -99,6 +99,18 @@ func validateSpec(s *api.JobSpec) (sched.Priority, error) {
 	if s.Dir != "" && !filepath.IsAbs(s.Dir) {
 		return 0, bad("give an absolute --dir", "working directory %q is not absolute", s.Dir)
 	}
+	for _, c := range []struct{ flag, cmd string }{{"--setup", s.Setup}, {"--teardown", s.Teardown}} {
+		if strings.IndexByte(c.cmd, 0) >= 0 {
+			return 0, bad("remove NUL bytes from "+c.flag, "%s holds a NUL byte", c.flag)
+		}
+		size += len(c.cmd)
+	}
+	if size > api.MaxArgBytes {
+		return 0, api.Errorf(api.CodeJobTooLarge, "pass long inputs in a file and give its path", "the command, environment, setup and teardown are %d bytes; the limit is %d", size, api.MaxArgBytes)
+	}
+	if s.Teardown != "" && s.Setup == "" {
+		return 0, bad("give --setup too (the teardown runs where the setup succeeded), or use --setup true", "--teardown without --setup")
+	}
 	if len(s.Name) > 200 {
 		return 0, bad("shorten --name", "job name is %d characters; the limit is 200", len(s.Name))
 	}
@@ -326,7 +338,7 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 			continue
 		}
 		at := api.Task{Index: i, State: t.State.String(), OutputTruncated: truncated[i]}
-		if len(t.Attempts) == 0 && t.State == sched.Canceled {
+		if len(t.Attempts) == 0 && t.State.Terminal() {
 			at.Reason = j.CancelReason
 		}
 		for _, a := range t.Attempts {

@@ -363,6 +363,12 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 			cancelNow = append(cancelNow, r.APIRef())
 		}
 	}
+	var endedJobs []string // environments the agent holds for jobs that ended
+	for _, id := range h.Envs {
+		if j, ok := c.cl.Job(id); !ok || j.Terminal() {
+			endedJobs = append(endedJobs, id)
+		}
+	}
 	ch := c.changesLocked()
 	ch.add(putJSON(nodeKey(s.node), rec))
 	s.interval.Store(int64(c.heartbeatInterval(len(c.nodes))))
@@ -373,6 +379,7 @@ func (c *Coordinator) openSession(s *session, h *api.Hello) error {
 	for _, r := range kill {
 		welcome.Cancel = append(welcome.Cancel, r.APIRef())
 	}
+	welcome.EndedJobs = endedJobs
 	s.send(api.FrameWelcome, welcome)
 	if len(cancelNow) > 0 {
 		s.send(api.FrameCancel, api.Cancel{Refs: cancelNow, Reason: "the job was canceled while the agent was away", EndReason: api.EndCanceled})

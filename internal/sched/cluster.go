@@ -396,6 +396,9 @@ func (c *Cluster) Result(node string, r api.TaskResult) ResultOutcome {
 		// infrastructure's failure, not the task's: retried.
 		c.loseAttempt(j, ref.Task, describeEnd(r))
 		return Recorded
+	case r.Reason == api.EndEnvError:
+		c.envError(j, ref.Task, node, r)
+		return Recorded
 	case r.Reason == api.EndTimedOut:
 		s = TimedOut
 	case r.Reason == api.EndCanceled:

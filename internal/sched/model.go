@@ -173,6 +173,9 @@ type Job struct {
 	firsts []Attempt
 	// shareKey caches queueKey.
 	shareKey string
+	// avoid are the nodes where the job's --setup failed: none of its
+	// tasks is placed there again (in memory only).
+	avoid map[string]bool
 }
 
 // attemptBlock is how many first attempts a job allocates at once.
@@ -326,7 +329,7 @@ func (n *Node) take(r Ref, h hold) {
 // exclusive attempt there, and for an exclusive job nothing there at all.
 func (n *Node) fits(j *Job) bool {
 	switch {
-	case n.exclusive > 0:
+	case n.exclusive > 0 || j.avoid != nil && j.avoid[n.Name]:
 		return false
 	case j.Spec.Exclusive:
 		return len(n.running) == 0 && j.Slots <= n.Slots && j.Spec.Memory <= n.Memory

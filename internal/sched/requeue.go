@@ -30,6 +30,7 @@ func (c *Cluster) Requeue(j *Job, failedOnly bool, now time.Time) (int, error) {
 	j.Requeues++
 	j.CancelReason = ""
 	j.Consequential = false
+	j.avoid = nil // a setup that failed may work now
 	j.Finished = time.Time{}
 	j.State = api.JobQueued
 	j.next = len(j.Tasks)
