@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		cfg: cfg, log: log, exec: opts.Executor,
 		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
 		pending: map[api.AttemptRef][]api.OutputChunk{}, envs: map[string]*jobEnv{},
-		notify:  make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
+		notify: make(chan struct{}, 1), renewNow: make(chan time.Duration, 1), hbChanged: make(chan struct{}, 1),
 	}
 	a.settings = profile.Agent{Slots: cfg.Slots, Labels: cfg.Labels, KillGrace: cfg.KillGrace.D(), RevocationPolicy: cfg.RevocationPolicy}
 	a.killGrace.Store(int64(cfg.KillGrace.D()))
