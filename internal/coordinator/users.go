@@ -75,6 +75,17 @@ func (c *Coordinator) userID(name string) pki.ID {
 	return pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: name}
 }
 
+// inviteTerms checks what a new login asks for: the role, then how long
+// the one-time login stays usable.
+func inviteTerms(roleName string, d api.Duration) (authz.Role, time.Duration, error) {
+	role, err := authz.ParseRole(roleName)
+	if err != nil {
+		return role, 0, err
+	}
+	ttl, err := loginTTL(d)
+	return role, ttl, err
+}
+
 func loginTTL(d api.Duration) (time.Duration, error) {
 	ttl := d.D()
 	if ttl == 0 {
@@ -124,11 +135,7 @@ func (c *Coordinator) AddUser(ctx context.Context, p authz.Principal, req api.Us
 		return api.UserInvite{}, api.Errorf(api.CodeAlreadyExists, "give each person a name of their own, such as `ward user add alice --role admin`",
 			"user %q is the coordinator's admin credential (its admin.context)", req.Name)
 	}
-	role, err := authz.ParseRole(req.Role)
-	if err != nil {
-		return api.UserInvite{}, err
-	}
-	ttl, err := loginTTL(req.TTL)
+	role, ttl, err := inviteTerms(req.Role, req.TTL)
 	if err != nil {
 		return api.UserInvite{}, err
 	}
@@ -237,11 +244,7 @@ func (c *Coordinator) ChangeUserRole(ctx context.Context, p authz.Principal, nam
 		return api.UserInvite{}, api.Errorf(api.CodeFailedPrecondition, "add a user with the role you want (`ward user add NAME --role ROLE`); `ward user remove admin` retires the admin credential",
 			"the admin credential always has role admin")
 	}
-	role, err := authz.ParseRole(req.Role)
-	if err != nil {
-		return api.UserInvite{}, err
-	}
-	ttl, err := loginTTL(req.TTL)
+	role, ttl, err := inviteTerms(req.Role, req.TTL)
 	if err != nil {
 		return api.UserInvite{}, err
 	}
