@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,8 +25,6 @@ var server *etcdtest.Server
 
 func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &server)) }
 
-var prefixSeq atomic.Int64
-
 // etcdPair opens two clients (two coordinators) on one fresh prefix.
 func etcdPair(t *testing.T) (a, b *etcd.Store, o etcd.Options) {
 	t.Helper()
@@ -36,7 +33,7 @@ func etcdPair(t *testing.T) (a, b *etcd.Store, o etcd.Options) {
 		t.Fatal(err)
 	}
 	o = etcd.Options{Endpoints: []string{server.Endpoint}, TLS: tl, CompactEvery: -1,
-		Prefix: fmt.Sprintf("/ward-leader-test/%d-%d/", time.Now().UnixNano(), prefixSeq.Add(1))}
+		Prefix: etcdtest.Prefix("leader-test")}
 	open := func() *etcd.Store {
 		s, err := etcd.Open(t.Context(), o)
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,10 +25,8 @@ var server *etcdtest.Server
 
 func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &server)) }
 
-var prefixSeq atomic.Int64
-
 func newPrefix() string {
-	return fmt.Sprintf("/ward-test/%d-%d/", time.Now().UnixNano(), prefixSeq.Add(1))
+	return etcdtest.Prefix("test")
 }
 
 func options(t testing.TB, prefix string) etcd.Options {

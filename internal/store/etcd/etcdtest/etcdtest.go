@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -328,4 +329,12 @@ func Main(m *testing.M, srv **Server) int {
 	}
 	defer (*srv).Stop()
 	return m.Run()
+}
+
+var prefixSeq atomic.Int64
+
+// Prefix is a key prefix no other test uses, under /ward-<kind>/, so tests
+// can share one etcd member.
+func Prefix(kind string) string {
+	return fmt.Sprintf("/ward-%s/%d-%d/", kind, time.Now().UnixNano(), prefixSeq.Add(1))
 }
