@@ -64,10 +64,16 @@ func (c *Coordinator) refuseInMaintenance(p authz.Principal, what string) error 
 }
 
 func (c *Coordinator) apiMaintenanceGet(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
+	return reply[api.Maintenance](w)(c.Maintenance(r.Context(), p))
+}
+
+// Maintenance is the maintenance mode in effect, for anyone who may read
+// the cluster's status (the web console shows it on every page).
+func (c *Coordinator) Maintenance(ctx context.Context, p authz.Principal) (api.Maintenance, error) {
 	if err := c.allow(p, authz.StatusRead); err != nil {
-		return err
+		return api.Maintenance{}, err
 	}
-	return writeJSON(w, http.StatusOK, c.maintenance())
+	return c.maintenance(), nil
 }
 
 func (c *Coordinator) apiMaintenanceSet(w http.ResponseWriter, r *http.Request, p authz.Principal) error {

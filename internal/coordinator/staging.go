@@ -406,10 +406,26 @@ func (c *Coordinator) apiJobOutputFile(w http.ResponseWriter, r *http.Request, p
 	if err != nil || task < 0 {
 		return api.Errorf(api.CodeInvalidArgument, "pass a task index", "task %q is not an index", r.PathValue("task"))
 	}
-	path := r.URL.Query().Get("path")
-	files, err := c.Outputs(r.Context(), p, r.PathValue("id"), task)
+	f, body, err := c.OpenOutput(r.Context(), p, r.PathValue("id"), task, r.URL.Query().Get("path"))
 	if err != nil {
 		return err
+	}
+	defer body.Close()
+	w.Header().Set(api.HeaderSHA256, f.SHA256)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
+	w.WriteHeader(http.StatusOK)
+	staging.Copy(w, body, -1, nil)
+	return nil
+}
+
+// OpenOutput opens one file a task left (from its latest attempt that sent
+// any), for whoever may read the job (a submitter: only its own jobs). The
+// download is audited; the caller closes the file.
+func (c *Coordinator) OpenOutput(ctx context.Context, p authz.Principal, id string, task int, path string) (api.OutputFile, io.ReadCloser, error) {
+	files, err := c.Outputs(ctx, p, id, task)
+	if err != nil {
+		return api.OutputFile{}, nil, err
 	}
 	for _, f := range files {
 		if f.Path != path {
@@ -417,12 +433,21 @@ func (c *Coordinator) apiJobOutputFile(w http.ResponseWriter, r *http.Request, p
 		}
 		sum, err := staging.ParseSum(f.SHA256)
 		if err != nil {
-			return err
+			return api.OutputFile{}, nil, err
 		}
-		c.Record(p, audit.Event{Type: "file.download", Target: fmt.Sprintf("%s/%d/%s", r.PathValue("id"), task, path), Detail: map[string]string{"sha256": f.SHA256, "size": strconv.FormatInt(f.Size, 10)}})
-		return c.serveBlob(w, sum, "output "+path)
+		body, size, err := c.files.blobs.Open(sum)
+		if errors.Is(err, staging.ErrNoBlob) {
+			return api.OutputFile{}, nil, api.Errorf(api.CodeNotFound, "the coordinator's staging directory no longer holds it; run the task again (`ward job requeue`)",
+				"output %s of task %d of job %s (%s) is not on the coordinator", path, task, id, sum)
+		}
+		if err != nil {
+			return api.OutputFile{}, nil, err
+		}
+		f.Size = size
+		c.Record(p, audit.Event{Type: "file.download", Target: fmt.Sprintf("%s/%d/%s", id, task, path), Detail: map[string]string{"sha256": f.SHA256, "size": strconv.FormatInt(f.Size, 10)}})
+		return f, body, nil
 	}
-	return api.Errorf(api.CodeNotFound, "`ward job output ID --task N` lists what the task left", "task %d of job %s left no output %q", task, r.PathValue("id"), path)
+	return api.OutputFile{}, nil, api.Errorf(api.CodeNotFound, "`ward job output ID --task N` lists what the task left", "task %d of job %s left no output %q", task, id, path)
 }
 
 // auditAgentMismatch records an input an agent refused because its bytes
