@@ -82,7 +82,16 @@ func (s *Server) doAction(a action) handler {
 	}
 }
 
-// actions lists every confirmed state change of the console.
+// allActions lists every confirmed state change of the console.
+func (s *Server) allActions() []action {
+	out := s.actions()
+	out = append(out, s.jobActions()...)
+	out = append(out, s.maintenanceActions()...)
+	return append(out, s.userActions()...)
+}
+
+// actions lists the confirmed state changes of nodes, jobs, tokens,
+// certificates, the CA and the migration.
 func (s *Server) actions() []action {
 	node := func(r *http.Request) string { return r.PathValue("name") }
 	nodes := Prefix + "nodes"

@@ -26,6 +26,7 @@ type fakeCluster struct {
 	events  []audit.Event
 	denied  bool                // every operation is refused, as for a revoked principal
 	roots   []*x509.Certificate // the trust bundle
+	maint   api.Maintenance
 }
 
 // newFakeCluster holds n nodes and j jobs of 4 tasks each.

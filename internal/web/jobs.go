@@ -128,6 +128,9 @@ type jobView struct {
 	OutputOK  bool   // the output can be shown for the choice
 	Events    string // URL of the live output stream
 	Text      string // URL of the stored output as plain text
+	Progress  progressView
+	Files     []api.OutputFile // output files of the tasks shown
+	FilesNote string           // why no files are listed
 }
 
 var taskStates = []string{api.TaskQueued, api.TaskAssigned, api.TaskRunning, api.TaskCompleted, api.TaskFailed, api.TaskTimedOut, api.TaskCanceled, api.TaskLost}
@@ -165,6 +168,10 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request, q *rq) error {
 	}
 	v.Events = base + "/events?task=" + task
 	v.Text = base + "/output?task=" + task
+	v.Progress = progressOf(d.Job)
+	if err := s.jobFiles(r, q, &v); err != nil {
+		return err
+	}
 	s.render(w, http.StatusOK, "job", s.view(q, "Job "+d.ID, "jobs", v, nil))
 	return nil
 }

@@ -91,6 +91,9 @@ type view struct {
 	Error   *api.Error // a failed action, shown above the page
 	Now     time.Time
 	Data    any
+	// Maintenance is the cluster's maintenance mode: a banner on every
+	// page while it is on.
+	Maintenance api.Maintenance
 }
 
 // Can reports whether the page's user may perform the action named a (an
@@ -185,6 +188,9 @@ var viewFuncs = template.FuncMap{
 	"list":      func(s ...string) []string { return s },
 	"hasPrefix": strings.HasPrefix,
 	"add":       func(a, b int) int { return a + b },
+	"bytes":     sched.FormatBytes,
+	"short":     shortSum,
+	"fileURL":   fileURL,
 }
 
 // humanSpan is a configured span for people: 7 days, 36h, 90m.
@@ -239,11 +245,11 @@ func roughDuration(d time.Duration) string {
 // idle.
 func stateClass(s string) string {
 	switch strings.ToLower(s) {
-	case "yes", "ready", "completed", "ok", "active", "running", "checked", "info":
+	case "yes", "ready", "completed", "ok", "active", "running", "checked", "info", "applied":
 		return "ok"
-	case "partly", "draining", "drained", "disconnected", "queued", "assigned", "warning", "expired", "used", "unavailable":
+	case "partly", "draining", "drained", "disconnected", "queued", "assigned", "warning", "expired", "used", "unavailable", "pending", "invited":
 		return "warn"
-	case "no", "down", "revoked", "failed", "timed_out", "lost", "critical", "canceled":
+	case "no", "down", "revoked", "failed", "timed_out", "lost", "critical", "canceled", "invite_expired", "removed":
 		return "bad"
 	}
 	return "idle"

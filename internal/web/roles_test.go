@@ -35,11 +35,25 @@ func TestRolesInTheConsole(t *testing.T) {
 		Prefix + "jobs/1/cancel":    "canceling jobs needs role admin, operator or submitter",
 		Prefix + "ca/rotate":        "rotating the CA needs role admin",
 		Prefix + "migration/finish": "needs role admin",
+		Prefix + "jobs/3/requeue":   "requeueing jobs needs role admin, operator or submitter",
+		Prefix + "jobs/3/clone":     "cloning jobs needs role admin, operator or submitter",
+		Prefix + "maintenance/on":   "turning maintenance mode on or off needs role admin",
+		Prefix + "maintenance/off":  "turning maintenance mode on or off needs role admin",
+		Prefix + "users":            "listing users needs role admin",
+		Prefix + "users/alice/role": "managing users needs role admin",
 	} {
 		resp, body := c.get(viewer, path)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "has role viewer") || !strings.Contains(body, want) {
 			t.Fatalf("viewer GET %s: %s\n%.600s", path, resp.Status, body)
 		}
+	}
+	// Viewers see the job and node pages without the actions they may not
+	// take.
+	if _, body := c.get(viewer, Prefix+"jobs/3"); !strings.Contains(body, `id="progress"`) || strings.Contains(body, "/requeue") || strings.Contains(body, "/clone") || strings.Contains(body, "/cancel") {
+		t.Fatal("the viewer's job page offers requeue, clone or cancel (or lacks the progress)")
+	}
+	if _, body := c.get(viewer, Prefix+"nodes"); !strings.Contains(body, `data-node="node-0001"`) || strings.Contains(body, "/drain") || strings.Contains(body, "/revoke") {
+		t.Fatal("the viewer's node page offers drain or revoke")
 	}
 	if !c.audited("authz.denied", "PERMISSION_DENIED") {
 		t.Fatal("the console's refusals are not audited")

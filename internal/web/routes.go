@@ -16,6 +16,8 @@ import (
 type rq struct {
 	sess *session
 	p    authz.Principal
+	// maint is the maintenance mode, for the banner every page shows.
+	maint api.Maintenance
 }
 
 // handler is a console page or action; an error it returns is shown as a
@@ -58,7 +60,14 @@ func (s *Server) routes() http.Handler {
 	page("POST "+Prefix+"check", authz.CheckRun, s.check)
 	page("GET "+Prefix+"audit", authz.AuditRead, s.auditLog)
 	page("GET "+Prefix+"migration", authz.MigrateRead, s.migration)
-	for _, a := range s.actions() {
+	page("GET "+Prefix+"maintenance", authz.StatusRead, s.maintenancePage)
+	page("GET "+Prefix+"jobs/{id}/files/{task}", authz.JobRead, s.outputFile)
+	page("GET "+Prefix+"profiles", authz.ProfileRead, s.profiles)
+	page("GET "+Prefix+"users", authz.UserRead, s.users)
+	page("POST "+Prefix+"users", authz.UserManage, s.userAdd)
+	page("GET "+Prefix+"users/{name}/role", authz.UserManage, s.userRoleForm)
+	page("POST "+Prefix+"users/{name}/role", authz.UserManage, s.userRole)
+	for _, a := range s.allActions() {
 		page("GET "+a.pattern, a.need, s.confirmPage(a))
 		page("POST "+a.pattern, a.need, s.doAction(a))
 	}
@@ -112,6 +121,9 @@ func (s *Server) signedIn(need authz.Action, h handler) http.Handler {
 			s.renderError(w, r, q, err)
 			return
 		}
+		// Every role that may sign in may read the status; a refusal (a
+		// revoked certificate) shows on the page's own call.
+		q.maint, _ = s.cluster.Maintenance(r.Context(), q.p)
 		if err := h(w, r, q); err != nil {
 			s.renderError(w, r, q, err)
 		}
@@ -130,7 +142,7 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, q *rq, err 
 // view builds the chrome of a page for q's user.
 func (s *Server) view(q *rq, title, section string, data any, e *api.Error) *view {
 	return &view{Title: title, Section: section, User: q.p.ID.Name, Role: q.p.Role, Via: string(q.p.Via), CSRF: q.sess.csrf,
-		Flash: s.sessions.takeFlash(q.sess), Error: e, Now: s.now(), Data: data}
+		Flash: s.sessions.takeFlash(q.sess), Error: e, Now: s.now(), Data: data, Maintenance: q.maint}
 }
 
 // done ends a successful action: a message for the next page, then a

@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -60,6 +61,19 @@ type Cluster interface {
 	MigrateUpgrade(ctx context.Context, p authz.Principal, req api.MigrateRequest) (api.MigrationStatus, error)
 	MigrateFinish(ctx context.Context, p authz.Principal, req api.MigrateRequest) (api.MigrationStatus, error)
 	CheckConnection(ctx context.Context, p authz.Principal, req api.CheckRequest) (*diagnose.Report, error)
+
+	// Issue 16's job and node features and issue 15's users.
+	Maintenance(ctx context.Context, p authz.Principal) (api.Maintenance, error)
+	SetMaintenance(ctx context.Context, p authz.Principal, req api.MaintenanceRequest) (api.Maintenance, error)
+	RequeueJob(ctx context.Context, p authz.Principal, id string, failedOnly bool) (api.RequeueResult, error)
+	CloneJob(ctx context.Context, p authz.Principal, id string, spec api.JobSpec) (api.Job, error)
+	Outputs(ctx context.Context, p authz.Principal, id string, task int) ([]api.OutputFile, error)
+	OpenOutput(ctx context.Context, p authz.Principal, id string, task int, path string) (api.OutputFile, io.ReadCloser, error)
+	Profiles(ctx context.Context, p authz.Principal) ([]api.Profile, error)
+	Users(ctx context.Context, p authz.Principal) ([]api.User, error)
+	AddUser(ctx context.Context, p authz.Principal, req api.UserCreate) (api.UserInvite, error)
+	ChangeUserRole(ctx context.Context, p authz.Principal, name string, req api.UserRoleChange) (api.UserInvite, error)
+	RemoveUser(ctx context.Context, p authz.Principal, name string) (api.UserRemoved, error)
 
 	// Record writes a console event (sign-in, sign-out) to the audit log
 	// on behalf of p.

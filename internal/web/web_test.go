@@ -229,7 +229,8 @@ func TestCSRFRefused(t *testing.T) {
 		{"right token, cross-site fetch", url.Values{"csrf": {csrf}}, []string{"Sec-Fetch-Site", "cross-site"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, path := range []string{"nodes/node-0001/drain", "jobs", "tokens", "logout", "check", "ca/rotate"} {
+			for _, path := range []string{"nodes/node-0001/drain", "jobs", "tokens", "logout", "check", "ca/rotate",
+				"maintenance/on", "maintenance/off", "jobs/3/requeue", "jobs/3/clone", "users", "users/alice/role", "users/alice/remove"} {
 				resp, body := c.post(c.client, Prefix+path, tc.form, tc.header...)
 				if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "nothing was done") {
 					t.Errorf("POST %s: %s", path, resp.Status)
