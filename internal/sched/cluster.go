@@ -258,9 +258,11 @@ func (c *Cluster) Restore(j *Job) {
 	j.counts = [numStates]int{}
 	j.next = len(j.Tasks)
 	j.requeue = j.requeue[:0]
+	j.avoid = nil
 	for i := range j.Tasks {
 		t := &j.Tasks[i]
 		j.counts[t.State]++
+		j.restoreAvoid(t)
 		switch {
 		case t.State == Queued && !j.Terminal():
 			j.requeue = append(j.requeue, i)
@@ -282,6 +284,22 @@ func (c *Cluster) Restore(j *Job) {
 	}
 	c.jobs[j.ID] = j
 	c.activate(j)
+}
+
+// restoreAvoid remembers again the nodes where the job's --setup failed in
+// this requeue round, from t's stored attempts (their reason starts with
+// environment_error), so a coordinator restart does not send the job's
+// tasks back to a node whose setup already failed.
+func (j *Job) restoreAvoid(t *Task) {
+	for k := range t.Attempts {
+		a := &t.Attempts[k]
+		if a.State == Lost && a.Requeue == j.Requeues && strings.HasPrefix(a.Reason, api.EndEnvError+":") {
+			if j.avoid == nil {
+				j.avoid = map[string]bool{}
+			}
+			j.avoid[a.Node] = true
+		}
+	}
 }
 
 // EffectivePriority is the job's priority raised by one level for every

@@ -78,3 +78,53 @@ func TestCancelOnFailure(t *testing.T) {
 		})
 	}
 }
+
+// A node whose --setup failed for a job is remembered from the job's
+// stored attempts when the job is restored (a coordinator restart): its
+// tasks do not go back there in the same requeue round, and may after a
+// requeue.
+func TestRestoreRemembersFailedSetup(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		requeues  int // the restored job's requeue round
+		wantOnBad bool
+	}{
+		{"same round: the node stays avoided", 0, false},
+		{"after a requeue: the node may be tried again", 1, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewCluster(0)
+			c.UpsertNode("bad", 1, nil).Connected = true
+			c.UpsertNode("good", 1, nil).Connected = true
+			j := newJob("1", 4, 1, Normal, t0)
+			j.Spec.Setup = "prepare"
+			j.Retries = 5
+			c.AddJob(j)
+			for _, p := range c.Schedule(t0) {
+				if p.Node.Name == "bad" {
+					c.Result("bad", result(p.Ref, -1, api.EndEnvError))
+				}
+			}
+			if !j.avoid["bad"] {
+				t.Fatal("the failed setup was not noted")
+			}
+			// A restarted coordinator reads the job back from the store:
+			// its tasks and attempts, nothing of the scheduler's memory.
+			r := &Job{ID: j.ID, Spec: j.Spec, Priority: j.Priority, Slots: j.Slots, Retries: j.Retries, Submitted: j.Submitted, State: j.State, Requeues: tt.requeues}
+			for _, task := range j.Tasks {
+				r.Tasks = append(r.Tasks, Task{State: task.State, Attempts: append([]Attempt(nil), task.Attempts...)})
+			}
+			c2 := NewCluster(0)
+			c2.UpsertNode("bad", 1, nil).Connected = true
+			c2.UpsertNode("good", 1, nil).Connected = true
+			c2.Restore(r)
+			onBad := false
+			for _, p := range c2.Schedule(t0) {
+				onBad = onBad || p.Node.Name == "bad"
+			}
+			if onBad != tt.wantOnBad {
+				t.Fatalf("a task went to the node whose setup failed: %v, want %v", onBad, tt.wantOnBad)
+			}
+		})
+	}
+}
