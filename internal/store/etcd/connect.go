@@ -77,25 +77,40 @@ func (s *Store) checkLimits(ctx context.Context) error {
 		cmps[i] = clientv3.Compare(clientv3.ModRevision(probe), "=", 0)
 	}
 	eps := strings.Join(s.opts.Endpoints, ",")
-	cctx, done, err := s.call(ctx, true)
-	if err != nil {
+	// Each probe is a request of its own, with its own RequestTimeout: the
+	// second sends several MiB, which a busy machine may take seconds over.
+	err := s.probe(ctx, func(cctx context.Context) error {
+		_, err := s.cli.Txn(cctx).If(cmps...).Commit()
 		return err
-	}
-	defer done()
-	if _, err := s.cli.Txn(cctx).If(cmps...).Commit(); err != nil {
+	})
+	if err != nil {
 		if errors.Is(err, rpctypes.ErrTooManyOps) {
 			return fmt.Errorf("etcd at %s accepts fewer than %d operations in one transaction, which Ward needs for large jobs: start etcd with --max-txn-ops=%d (its default is 128)", eps, lim.MaxOps, lim.MaxOps)
 		}
 		return s.fail(ctx, "check etcd's transaction limits", err)
 	}
 	big := clientv3.Compare(clientv3.Value(probe), "=", strings.Repeat("x", lim.MaxBytes+32*lim.MaxOps))
-	if _, err := s.cli.Txn(cctx).If(big).Commit(); err != nil {
+	err = s.probe(ctx, func(cctx context.Context) error {
+		_, err := s.cli.Txn(cctx).If(big).Commit()
+		return err
+	})
+	if err != nil {
 		if errors.Is(err, rpctypes.ErrRequestTooLarge) || strings.Contains(err.Error(), "larger than max") {
 			return fmt.Errorf("etcd at %s accepts transactions of fewer than %d bytes, which Ward needs for large jobs: start etcd with --max-request-bytes=%d (its default is 1.5 MiB)", eps, lim.MaxBytes, lim.MaxBytes+2<<20)
 		}
 		return s.fail(ctx, "check etcd's request size limit", err)
 	}
 	return nil
+}
+
+// probe runs one request of checkLimits under its own deadline.
+func (s *Store) probe(ctx context.Context, req func(context.Context) error) error {
+	cctx, done, err := s.call(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return req(cctx)
 }
 
 // ConnectError is Open's error when no etcd endpoint answered: one line per
