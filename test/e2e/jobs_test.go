@@ -106,11 +106,14 @@ func TestJobOptions(t *testing.T) {
 		}
 	})
 	t.Run("priority", func(t *testing.T) {
-		// Fill every slot, queue low then high work, and see high start first.
-		block := strings.TrimSpace(c.mustWard("submit", "--count", "4", "--", "sleep", "1"))
-		waitFor(t, 10*time.Second, "slots to fill", func() bool { return c.job(block).Counts[api.TaskRunning] == 4 })
+		// Fill every slot, queue low then high work, free the slots, and
+		// see high start first. The blocker runs until canceled, so a slow
+		// machine cannot free a slot before both jobs are queued.
+		block := strings.TrimSpace(c.mustWard("submit", "--count", "4", "--", "sleep", "120"))
+		waitFor(t, 20*time.Second, "slots to fill", func() bool { return c.job(block).Counts[api.TaskRunning] == 4 })
 		low := strings.TrimSpace(c.mustWard("submit", "--count", "4", "--priority", "low", "--queue", "bulk", "--", "true"))
 		high := strings.TrimSpace(c.mustWard("submit", "--count", "4", "--priority", "high", "--", "true"))
+		c.mustWard("job", "cancel", block)
 		dl, dh := c.waitJob(low, 20*time.Second), c.waitJob(high, 20*time.Second)
 		lastHigh := time.Time{}
 		for _, task := range dh.Tasks {
