@@ -182,6 +182,9 @@ func (c *Coordinator) relaySession(tc *tls.Conn, peer transport.Peer) {
 			continue
 		}
 		c.connLog("agent session relayed to the leader", "node", peer.ID.Name, "leader", in.ID)
+		// The leader runs the session, sees its renewals and judges its
+		// certificate's trust; it closes its end when it cuts it.
+		c.live.vouch(tc, nil)
 		cancel()
 		forward.Pipe(tc, up)
 		c.connLog("relayed agent session ended", "node", peer.ID.Name, "leader", in.ID)
@@ -214,6 +217,7 @@ func (c *Coordinator) acceptRelay(tc *tls.Conn, by transport.Peer) {
 			agent := transport.Peer{ID: id, Cert: certs[0], TLSVersion: p.TLSVersion, Cipher: p.Cipher, Link: transport.LinkYes, Via: p.By}
 			conn := &relayedConn{Conn: tc, remote: sourceAddr(p.Source)}
 			c.live.add(pki.SerialHex(certs[0]), conn)
+			c.live.vouch(conn, certs)
 			defer c.live.remove(conn)
 			c.runSession(conn, agent)
 			return

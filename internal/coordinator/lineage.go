@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/x509"
 	"net"
 	"strings"
 	"sync"
@@ -55,6 +56,9 @@ type liveConns struct {
 	mu       sync.Mutex
 	bySerial map[string]map[net.Conn]struct{}
 	byConn   map[net.Conn][]string
+	// chains holds, per connection, the chain of the certificate it
+	// stands for now (see vouch), which must stay trusted.
+	chains map[net.Conn][]*x509.Certificate
 }
 
 // add ties conn to serial (besides any serial it has already).
@@ -95,6 +99,7 @@ func (l *liveConns) untieLocked(serial string, conn net.Conn) {
 	}
 	if len(serials) == 0 {
 		delete(l.byConn, conn)
+		delete(l.chains, conn)
 	} else {
 		l.byConn[conn] = serials
 	}
@@ -116,6 +121,13 @@ func (l *liveConns) closeSerial(serial string) int {
 	for conn := range l.bySerial[serial] {
 		conns = append(conns, conn)
 	}
+	l.closeLocked(conns)
+	return len(conns)
+}
+
+// closeLocked unties conns from every serial, releases l.mu (held by the
+// caller) and closes them.
+func (l *liveConns) closeLocked(conns []net.Conn) {
 	for _, conn := range conns {
 		for _, s := range append([]string(nil), l.byConn[conn]...) {
 			l.untieLocked(s, conn)
@@ -125,5 +137,4 @@ func (l *liveConns) closeSerial(serial string) int {
 	for _, conn := range conns {
 		conn.Close()
 	}
-	return len(conns)
 }

@@ -192,6 +192,7 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 	c.accepted("cluster", tc, &cs, peer.ID.String())
 	serial := pki.SerialHex(peer.Cert)
 	c.live.add(serial, tc)
+	c.live.vouch(tc, cs.PeerCertificates)
 	if c.revoked.Contains(peer.Cert.SerialNumber) {
 		// Revoked between the handshake's check and registration: the
 		// revocation's sweep may have missed this connection.

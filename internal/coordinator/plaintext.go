@@ -161,6 +161,7 @@ func (c *Coordinator) handlePlaintext(conn net.Conn, gc *connlimit.Conn) {
 	gc.Release() // authenticated: no longer counted
 	serial := pki.SerialHex(peer.Cert)
 	c.live.add(serial, conn)
+	c.live.vouch(conn, []*x509.Certificate{peer.Cert})
 	defer c.live.remove(conn)
 	c.connLog("connection accepted", "listener", "plaintext", "peer_addr", peerAddr, "identity", peer.ID.String(), "tls", "none",
 		"cert_serial", serial, "link", string(transport.LinkNo), "revocation_checked", true)

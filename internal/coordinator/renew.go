@@ -114,6 +114,9 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 // new certificate's holder.
 func (c *Coordinator) renewedOver(conn net.Conn, old *x509.Certificate, r *reissued, by authz.Principal) {
 	oldSerial, newSerial := pki.SerialHex(old), pki.SerialHex(r.cert)
+	if conn != nil {
+		c.live.vouchRenewed(conn, old, r.cert)
+	}
 	if !r.newKey {
 		if conn != nil {
 			c.live.add(newSerial, conn)

@@ -282,6 +282,7 @@ func (c *Coordinator) afterRotationCommit(ctx context.Context, from int, r rotat
 	c.ca.mu.RUnlock()
 	c.ca.phase.Store(int32(r.Phase))
 	c.ca.src.SetTrust(bundle)
+	c.closeRetiredTrust(c.now())
 	if r.Phase == phaseIdle && from == phaseRenew {
 		// Retired: delete the old keys, which must never issue again.
 		for gen := 1; gen < r.Current; gen++ {

@@ -50,29 +50,11 @@ func TestClusterConfigOverRealTLS(t *testing.T) {
 	srvCert, srvKey := ca.Leaf(t, pki.RoleCoordinator, "c1")
 	srcSrv := identity.NewSource(&identity.Credential{Chain: []*x509.Certificate{srvCert.Leaf, ca.Issuing.Cert}, Key: srvKey}, ca.Bundle())
 	revoked := transport.NewRevocationSet()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", transport.ClusterServerConfig(srcSrv, transport.ServerOptions{Cluster: "test", Revoked: revoked}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if c.(*tls.Conn).Handshake() == nil {
-					c.Write([]byte("ok"))
-				}
-			}()
-		}
-	}()
+	addr := serveOK(t, transport.ClusterServerConfig(srcSrv, transport.ServerOptions{Cluster: "test", Revoked: revoked}))
 	dial := func(cert tls.Certificate, key crypto.Signer, pins []pki.Pin) error {
 		src := identity.NewSource(&identity.Credential{Chain: []*x509.Certificate{cert.Leaf, ca.Issuing.Cert}, Key: key}, ca.Bundle())
 		cfg := transport.ClientConfig(src, transport.ClientOptions{Cluster: "test", ServerName: "127.0.0.1", Pins: pins})
-		conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		conn, err := tls.Dial("tcp", addr, cfg)
 		if err != nil {
 			return err
 		}
@@ -93,4 +75,31 @@ func TestClusterConfigOverRealTLS(t *testing.T) {
 	if err := dial(agent, agentKey, nil); err == nil {
 		t.Fatal("revoked client accepted")
 	}
+}
+
+// serveOK listens on loopback with cfg until the test ends and writes "ok"
+// on every connection whose handshake succeeds; it returns the address.
+func serveOK(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if c.(*tls.Conn).Handshake() == nil {
+					c.Write([]byte("ok"))
+					c.Read(make([]byte, 1)) // until the client closes
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
