@@ -53,7 +53,18 @@ type JobSpec struct {
 	// Teardown runs once on each such node after the job ended.
 	Setup    string `json:"setup,omitempty"`
 	Teardown string `json:"teardown,omitempty"`
+	// HoldForFollower keeps the job's tasks from starting until a follower
+	// that asked for all output (logs?follow=1&all=1) attaches, or for
+	// HoldForFollowerMax at most: output beyond the per-task cap reaches
+	// only live followers, so none may be written before one is there.
+	// `ward run --output-dir` sets it. Clones and jobs loaded after a
+	// coordinator restart are not held.
+	HoldForFollower bool `json:"hold_for_follower,omitempty"`
 }
+
+// HoldForFollowerMax is how long a job submitted with HoldForFollower
+// waits for its follower before its tasks start anyway.
+const HoldForFollowerMax = 30 * time.Second
 
 // StagedFile is one input file of a job: where it goes in the task's
 // working directory, and its SHA-256 and size, which every end verifies.

@@ -42,6 +42,9 @@ func newRunCmd(g *globals, wait bool) *cobra.Command {
 				if fo, err = newFollowOptions(g, pf, outDir); err != nil {
 					return err
 				}
+				// All output goes to files only to a live follower: the
+				// tasks wait until this one is there.
+				spec.HoldForFollower = outDir != ""
 			}
 			c, err := g.client()
 			if err != nil {
@@ -78,6 +81,8 @@ With --output-dir DIR, each task's stdout and stderr are written to files in
 DIR instead (task-INDEX.stdout, task-INDEX.stderr; a retried task's later
 attempts get task-INDEX.attempt-N.*), all of it: the coordinator's per-task
 cap (--max-output-bytes) does not apply to a follower that writes files.
+The job's tasks wait until ward follows it, so none of it is written
+before.
 
 On a terminal (stderr), ward run draws one live progress line instead:
 done, failed, running and queued tasks, the rate and the time left; and it

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
@@ -166,9 +167,12 @@ func (c *Coordinator) submit(p authz.Principal, spec api.JobSpec, cloneOf string
 	c.jobSeq++
 	j := &sched.Job{
 		ID: strconv.FormatUint(c.jobSeq, 10), Spec: spec, Priority: prio, Slots: spec.Slots, Retries: *spec.Retries,
-		Submitted: c.now().UTC(), SubmittedBy: who.String(), CloneOf: cloneOf,
+		Submitted: c.now().UTC(), SubmittedBy: who.String(), CloneOf: cloneOf, Held: spec.HoldForFollower,
 	}
 	c.cl.AddJob(j)
+	if j.Held {
+		time.AfterFunc(api.HoldForFollowerMax, func() { c.releaseHold(j, false) })
+	}
 	out := jobAPI(j)
 	// Place what fits now, so the job and its first assignments share one
 	// durable commit: a task's path to its agent costs one commit, not two.

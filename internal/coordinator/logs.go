@@ -318,6 +318,9 @@ func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id stri
 		c.subs[j.ID][sub] = struct{}{}
 		defer c.unsubscribe(j.ID, sub)
 	}
+	// A job held for a follower that takes all output starts now that one
+	// is subscribed (released below, once c.mu is).
+	release := sub != nil && all && j.Held
 	id, state, failed, counts := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed), j.Counts()
 	var failures []api.TaskFailure
 	if sub == nil && failed > 0 {
@@ -332,6 +335,9 @@ func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id stri
 	down := c.health.Down()
 	c.journal.Commit(nil, func(err error) { durable <- err })
 	c.mu.Unlock()
+	if release {
+		c.releaseHold(j, true)
+	}
 	select {
 	case err = <-durable:
 	case <-down:
@@ -465,4 +471,23 @@ func (c *Coordinator) storedOutputCounters(ctx context.Context, id string) (map[
 		return nil
 	})
 	return out, err
+}
+
+// releaseHold lets a job held for its follower (api.JobSpec.HoldForFollower)
+// be placed: when the follower attached, or when HoldForFollowerMax passed
+// without one, which is logged since that job's output beyond the cap is
+// then kept by no one.
+func (c *Coordinator) releaseHold(j *sched.Job, followed bool) {
+	c.mu.Lock()
+	held := j.Held
+	j.Held = false
+	c.mu.Unlock()
+	if !held {
+		return
+	}
+	if !followed {
+		c.log.Warn("job held for its follower: none attached in time, so its tasks start now and their output beyond --max-output-bytes is not kept",
+			"job", j.ID, "waited", api.HoldForFollowerMax)
+	}
+	c.poke()
 }

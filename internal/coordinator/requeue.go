@@ -117,5 +117,6 @@ func (c *Coordinator) CloneJob(ctx context.Context, p authz.Principal, id string
 	if err != nil {
 		return api.Job{}, err
 	}
+	spec.HoldForFollower = false // a copy has no follower waiting for it
 	return c.submit(p, spec, id)
 }

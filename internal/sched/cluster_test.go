@@ -394,3 +394,19 @@ func TestFirstAttemptsShareABlockButNotAList(t *testing.T) {
 		t.Fatalf("task 0 attempts %+v", a)
 	}
 }
+
+func TestHeldJobWaits(t *testing.T) {
+	c := NewCluster(time.Minute)
+	c.UpsertNode("n", 4, nil).Connected = true
+	held := newJob("1", 2, 1, High, t0)
+	held.Held = true
+	c.AddJob(held)
+	c.AddJob(newJob("2", 1, 1, Low, t0))
+	if got := c.Schedule(t0); len(got) != 1 || got[0].Job.ID != "2" {
+		t.Fatalf("placed %v; want only job 2's task while job 1 is held", got)
+	}
+	held.Held = false
+	if got := c.Schedule(t0); len(got) != 2 || got[0].Job.ID != "1" {
+		t.Fatalf("placed %v after the release; want job 1's two tasks", got)
+	}
+}

@@ -155,7 +155,10 @@ type Job struct {
 	// Consequential says the job was canceled because a task failed
 	// (--cancel-on-failure): it ends failed, not canceled.
 	Consequential bool
-	Tasks         []Task
+	// Held keeps the job's tasks from being placed (a job waiting for its
+	// follower, api.JobSpec.HoldForFollower); it stays queued meanwhile.
+	Held  bool
+	Tasks []Task
 
 	counts  [numStates]int
 	next    int   // lowest index never dispatched
@@ -238,9 +241,9 @@ func (j *Job) queueKey() string {
 	return j.shareKey
 }
 
-// waiting reports whether the job has tasks to place and is not being
-// canceled.
-func (j *Job) waiting() bool { return j.Pending() > 0 && j.CancelReason == "" }
+// waiting reports whether the job has tasks to place, is not being
+// canceled and is not held.
+func (j *Job) waiting() bool { return j.Pending() > 0 && j.CancelReason == "" && !j.Held }
 
 // canStart reports whether one more of the job's tasks may be placed: one
 // waits, and --max-running allows another active task.
