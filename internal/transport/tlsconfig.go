@@ -28,6 +28,12 @@ const ALPNRelay = "ward-relay/1"
 // ALPNHTTP is the HTTP API's protocol on Ward's TLS ports.
 const ALPNHTTP = "http/1.1"
 
+// ALPNRelayMux selects a follower's multiplexed relay connection on the
+// cluster port: HTTP/2, one stream per relayed agent session (only a
+// coordinator certificate may open one). It is listed last, so a client
+// offering h2 beside http/1.1 gets http/1.1 (the server's order wins).
+const ALPNRelayMux = "h2"
+
 // tls12Suites are the only TLS 1.2 suites Ward allows when an operator opts
 // into TLS 1.2: ECDHE key exchange with AEAD ciphers.
 var tls12Suites = []uint16{
@@ -92,7 +98,7 @@ func (o ServerOptions) base(src *identity.Source) *tls.Config {
 // rebuilt per handshake from src, so trust swaps need no restart.
 func ClusterServerConfig(src *identity.Source, o ServerOptions) *tls.Config {
 	outer := o.base(src)
-	outer.NextProtos = []string{ALPNAgent, ALPNRelay, ALPNHTTP}
+	outer.NextProtos = []string{ALPNAgent, ALPNRelay, ALPNHTTP, ALPNRelayMux}
 	// One config per trust bundle: rebuilt only when the bundle is swapped,
 	// not per handshake (each connection keeps the config it was served).
 	type cached struct {
@@ -106,7 +112,7 @@ func ClusterServerConfig(src *identity.Source, o ServerOptions) *tls.Config {
 			return c.cfg, nil
 		}
 		cfg := o.base(src)
-		cfg.NextProtos = []string{ALPNAgent, ALPNRelay, ALPNHTTP}
+		cfg.NextProtos = []string{ALPNAgent, ALPNRelay, ALPNHTTP, ALPNRelayMux}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 		cfg.ClientCAs = pool
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
