@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -169,31 +170,26 @@ func (c *Coordinator) relaySession(tc *tls.Conn, peer transport.Peer) {
 			}
 			continue
 		}
-		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: c.leaderTLS(transport.HostOf(in.ClusterAddr), transport.ALPNRelay)}
-		up, err := d.DialContext(ctx, "tcp", in.ClusterAddr)
-		if err != nil {
+		// The leader runs the session, sees its renewals and judges its
+		// certificate's trust; it closes its end when it cuts it.
+		cs := tc.ConnectionState()
+		c.live.vouch(tc, nil)
+		err = c.relay.mux.Relay(ctx, in.ClusterAddr, forward.NewPreamble(cs, tc.RemoteAddr().String(), c.memberID()), tc)
+		if errors.Is(err, forward.ErrNotRelayed) {
+			c.live.vouch(tc, cs.PeerCertificates) // still this coordinator's to judge
 			c.log.Warn("cannot reach the leader to relay an agent session; waiting for another", "node", peer.ID.Name, "leader", in.ID, "addr", in.ClusterAddr, "err", err)
 			skip = in.Fence
 			continue
 		}
-		if err := forward.WritePreamble(up, forward.NewPreamble(tc.ConnectionState(), tc.RemoteAddr().String(), c.memberID())); err != nil {
-			up.Close()
-			skip = in.Fence
-			continue
-		}
-		c.connLog("agent session relayed to the leader", "node", peer.ID.Name, "leader", in.ID)
-		// The leader runs the session, sees its renewals and judges its
-		// certificate's trust; it closes its end when it cuts it.
-		c.live.vouch(tc, nil)
-		cancel()
-		forward.Pipe(tc, up)
 		c.connLog("relayed agent session ended", "node", peer.ID.Name, "leader", in.ID)
 		return
 	}
 }
 
-// acceptRelay runs, on the leader, an agent session a follower relays.
-func (c *Coordinator) acceptRelay(tc *tls.Conn, by transport.Peer) {
+// acceptRelay runs, on the leader, an agent session a follower relays
+// over a connection of its own (ALPN ward-relay/1: followers of the
+// previous version) or as a stream of a multiplexed connection.
+func (c *Coordinator) acceptRelay(tc net.Conn, by transport.Peer) {
 	if by.ID.Role != pki.RoleCoordinator {
 		c.sendBye(tc, api.Errorf(api.CodePermissionDenied, "only coordinators relay agent sessions", "%s may not relay agent sessions", by.ID))
 		return
@@ -219,12 +215,59 @@ func (c *Coordinator) acceptRelay(tc *tls.Conn, by transport.Peer) {
 			c.live.add(pki.SerialHex(certs[0]), conn)
 			c.live.vouch(conn, certs)
 			defer c.live.remove(conn)
+			if c.revoked.Contains(certs[0].SerialNumber) {
+				// Revoked between the check and registration.
+				conn.Close()
+				return
+			}
 			c.runSession(conn, agent)
 			return
 		}
 	}
 	c.log.Warn("relayed agent session refused", "by", by.ID.String(), "err", err)
 	c.sendBye(tc, api.Errorf(api.CodeUnauthenticated, "the agent must present a current certificate of this cluster", "%v", err))
+}
+
+// relayMux is both sides of multiplexed relays: the follower's
+// connections to the leader, and the leader's server of its followers'.
+type relayMux struct {
+	mux   *forward.Mux
+	conns *connQueue
+	srv   *http.Server
+}
+
+// relayConnsPerLeader is how many connections a follower relays its
+// agents' sessions over (more only while these are full, at
+// forward.MaxStreams sessions each): a few, so one connection's reader is
+// not the only one carrying a follower's agents.
+const relayConnsPerLeader = 4
+
+// startRelay sets up both sides of multiplexed relays.
+func (c *Coordinator) startRelay() {
+	c.relay.conns = newConnQueue(c.clusterLn.Addr())
+	c.relay.srv = forward.NewRelayServer(c.acceptMuxRelay, slog.NewLogLogger(c.log.Handler(), slog.LevelDebug))
+	c.relay.srv.ConnState = c.trackHTTPConn
+	c.relay.mux = forward.NewMux(relayConnsPerLeader, func(host string) *tls.Config { return c.leaderTLS(host, transport.ALPNRelayMux) },
+		func(addr string) { c.connLog("relay connection to the leader opened", "leader_addr", addr) })
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.relay.srv.Serve(c.relay.conns) }()
+}
+
+// stopRelay ends every relayed session, on both sides.
+func (c *Coordinator) stopRelay() {
+	c.relay.mux.Close()
+	c.relay.srv.Close()
+}
+
+// acceptMuxRelay runs a stream of a multiplexed relay connection: only a
+// coordinator's connection reaches here (handleCluster), checked again.
+func (c *Coordinator) acceptMuxRelay(conn net.Conn, cs *tls.ConnectionState) {
+	by, err := transport.PeerFromState(cs, c.cfg.Cluster)
+	if err != nil {
+		c.sendBye(conn, api.Errorf(api.CodePermissionDenied, "only coordinators relay agent sessions", "%v", err))
+		return
+	}
+	c.acceptRelay(conn, by)
 }
 
 // relayedConn is a relayed session's connection: its remote address is

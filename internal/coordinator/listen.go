@@ -227,6 +227,17 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 		}()
 		return
 	}
+	if cs.NegotiatedProtocol == transport.ALPNRelayMux {
+		if peer.ID.Role != pki.RoleCoordinator {
+			c.live.remove(tc)
+			c.connLog("connection refused", "listener", "cluster", "peer_addr", tc.RemoteAddr().String(), "identity", peer.ID.String(),
+				"reason", "only coordinators open multiplexed relay connections (ALPN h2); the API speaks http/1.1")
+			tc.Close()
+			return
+		}
+		c.relay.conns.deliver(tc)
+		return
+	}
 	c.clusterConns.deliver(tc)
 }
 

@@ -80,6 +80,7 @@ type Coordinator struct {
 	publicHTTP          *http.Server
 	clusterConns        *connQueue
 	publicConns         *connQueue
+	relay               relayMux // relayed agent sessions, both sides (follower.go)
 	// The listeners' caps on unauthenticated peers; publicTracked maps a
 	// public connection to its gate entry for the HTTP server's states.
 	publicGate, clusterGate, plainGate *connlimit.Gate
@@ -344,6 +345,7 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	}
 	c.clusterConns = newConnQueue(c.clusterLn.Addr())
 	c.publicConns = newConnQueue(c.publicLn.Addr())
+	c.startRelay()
 	lim := c.cfg.Limits
 	// The servers' own MaxHeaderBytes is a backstop above max_header_bytes,
 	// which limitRequests enforces with a JSON error naming the setting.
@@ -411,6 +413,7 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	c.publicHTTP.Shutdown(sctx)
 	scancel()
 	c.closeSessions("coordinator shutting down")
+	c.stopRelay()
 	c.wg.Wait()
 	jcancel()
 	<-jdone

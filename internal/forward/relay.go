@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"sync"
 )
 
 // Preamble opens a relayed agent session: the follower sends it to the
@@ -85,16 +83,4 @@ func ReadPreamble(r io.Reader) (Preamble, error) {
 		return Preamble{}, errors.New("relay preamble carries no agent certificate")
 	}
 	return p, nil
-}
-
-// Pipe copies bytes both ways between a and b until either side ends,
-// then closes both. It returns when both copies are done.
-func Pipe(a, b net.Conn) {
-	var once sync.Once
-	closeBoth := func() { once.Do(func() { a.Close(); b.Close() }) }
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); io.Copy(a, b); closeBoth() }()
-	go func() { defer wg.Done(); io.Copy(b, a); closeBoth() }()
-	wg.Wait()
 }

@@ -33,6 +33,14 @@ func TestRevocationAcrossCoordinators(t *testing.T) {
 	id := strings.TrimSpace(a.mustWard("submit", "--count", "4", "--", "sleep", "60"))
 	waitFor(t, 10*time.Second, "4 running tasks on A", func() bool { return a.job(id).Counts[api.TaskRunning] == 4 })
 	nd, _ := a.node("n1")
+	// A carries both sessions to B as streams of one connection (HTTP/2),
+	// not one connection per agent.
+	if n := strings.Count(a.coord.stderrText(), "relay connection to the leader opened"); n != 1 {
+		t.Fatalf("A opened %d relay connections to B for two agents, want 1", n)
+	}
+	if n := strings.Count(b.coord.stderrText(), "alpn=h2"); n != 1 {
+		t.Fatalf("B accepted %d relay connections (alpn=h2) from A, want 1", n)
+	}
 
 	// Revoke n1 on B, which never saw it connect: the record is in etcd.
 	before := len(n1.stderrText())
