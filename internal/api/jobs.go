@@ -212,6 +212,10 @@ type TaskFilter struct {
 	State  string
 	Offset int
 	Limit  int
+	// None asks for the job alone, with no tasks (GET /v1/jobs/{id}?tasks=none):
+	// what a clone or a script reading the spec and counts needs, at the
+	// same cost for a job of a million tasks as for one.
+	None bool
 }
 
 // CancelRequest gives the reason recorded with a cancellation.

@@ -49,8 +49,8 @@ func newJobCloneCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var src api.JobDetail
-			if err := c.do(cmd.Context(), "GET", "/v1/jobs/"+url.PathEscape(id), nil, &src); err != nil {
+			var src api.JobDetail // the spec alone: not a million tasks' attempts
+			if err := c.do(cmd.Context(), "GET", "/v1/jobs/"+url.PathEscape(id)+"?tasks=none", nil, &src); err != nil {
 				return err
 			}
 			spec, err := f.override(cmd, src.Spec, argv)

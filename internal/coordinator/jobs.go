@@ -300,7 +300,15 @@ func userMatches(filter, submittedBy string) bool {
 }
 
 func (c *Coordinator) apiJobStatus(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-	d, _, err := c.Job(r.Context(), p, r.PathValue("id"), api.TaskFilter{})
+	var tf api.TaskFilter
+	switch v := r.URL.Query().Get("tasks"); v {
+	case "":
+	case "none":
+		tf.None = true
+	default:
+		return api.Errorf(api.CodeInvalidArgument, "leave tasks out for every task, or pass tasks=none for the job alone", "tasks=%q is not a task selection", v)
+	}
+	d, _, err := c.Job(r.Context(), p, r.PathValue("id"), tf)
 	if err != nil {
 		return err
 	}
@@ -314,9 +322,11 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 	if err != nil {
 		return api.JobDetail{}, 0, err
 	}
-	truncated, err := c.truncatedTasks(ctx, id)
-	if err != nil {
-		return api.JobDetail{}, 0, err
+	var truncated map[int]bool
+	if !tf.None {
+		if truncated, err = c.truncatedTasks(ctx, id); err != nil {
+			return api.JobDetail{}, 0, err
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -328,6 +338,9 @@ func (c *Coordinator) Job(ctx context.Context, p authz.Principal, id string, tf 
 		return api.JobDetail{}, 0, err
 	}
 	d := api.JobDetail{Job: jobAPI(j), MaxOutputBytes: c.cfg.MaxOutputBytes, Tasks: []api.Task{}}
+	if tf.None {
+		return d, len(j.Tasks), nil
+	}
 	if tf.State == "" && tf.Offset == 0 && tf.Limit <= 0 {
 		d.Tasks = make([]api.Task, 0, len(j.Tasks))
 	}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -92,6 +94,25 @@ func TestRequeueAndClone(t *testing.T) {
 	}
 	if _, errOut, code := c.ward("job", "clone", "999"); code == 0 || !strings.Contains(errOut, "NOT_FOUND") {
 		t.Fatalf("clone of a missing job: %d %s", code, errOut)
+	}
+	// What clone reads of its source: the job alone, none of its tasks.
+	hc := c.httpClient(certAndKey(t, c))
+	resp, err := hc.Get("https://" + c.cluster + "/v1/jobs/" + id + "?tasks=none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alone api.JobDetail
+	err = json.NewDecoder(resp.Body).Decode(&alone)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || len(alone.Tasks) != 0 || alone.Spec.Count != 4 || alone.Counts[api.TaskCompleted] != 4 {
+		t.Fatalf("GET ?tasks=none: %s %v %d tasks, spec count %d, counts %v", resp.Status, err, len(alone.Tasks), alone.Spec.Count, alone.Counts)
+	}
+	resp, err = hc.Get("https://" + c.cluster + "/v1/jobs/" + id + "?tasks=some")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := decodeAPIError(t, resp); resp.StatusCode != http.StatusBadRequest || e.Code != api.CodeInvalidArgument || !strings.Contains(e.Fix, "tasks=none") {
+		t.Fatalf("GET ?tasks=some: %s %+v", resp.Status, e)
 	}
 	kinds := map[string]int{}
 	for _, e := range c.auditEvents() {
