@@ -246,13 +246,8 @@ func (b *agentBody) Read(p []byte) (int, error) {
 	return b.agent.Read(p)
 }
 
-// Close is called by the transport when the stream ends: the agent's
-// connection goes with it, which ends a read in progress.
-func (b *agentBody) Close() error {
-	select {
-	case <-b.ready:
-		b.agent.Close()
-	default:
-	}
-	return nil
-}
+// Close is called by the transport when the stream ends. It leaves the
+// agent's connection open: what the leader sent last (a Bye) may still be
+// on its way to the agent; Relay closes it once the response has ended,
+// which also ends a read of the agent in progress.
+func (b *agentBody) Close() error { return nil }
