@@ -279,8 +279,43 @@ func checkUnits(t *testing.T, r runner) {
 			t.Errorf("%s exposure %.1f is above %.1f: a hardening setting was lost\n%s", unit, score, limit, out)
 		}
 	}
+	checkRunAsDropIn(t, r)
 	if b, _ := os.ReadFile("/usr/lib/systemd/system/ward-coordinator.service"); !regexp.MustCompile(`\nLimitNOFILE=(\d{6,})`).Match(b) {
 		t.Error("the coordinator's LimitNOFILE is below 100,000")
+	}
+}
+
+// checkRunAsDropIn: the shipped run-as drop-in, applied to the agent unit
+// as the README says, verifies clean, and makes root the unit's user with
+// no capability beyond the four it needs.
+func checkRunAsDropIn(t *testing.T, r runner) {
+	const example = "/usr/share/doc/ward/examples/ward-agent-run-as.conf"
+	dropIn, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatalf("the run-as drop-in is not installed: %v", err)
+	}
+	unit, err := os.ReadFile("/usr/lib/systemd/system/ward-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "ward-agent.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ward-agent.service"), unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ward-agent.service.d", "run-as.conf"), dropIn, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := r.run("env", "SYSTEMD_UNIT_PATH="+dir+":", "systemd-analyze", "verify", "ward-agent.service")
+	if code != 0 || strings.TrimSpace(out+errOut) != "" {
+		t.Errorf("systemd-analyze verify ward-agent.service with %s: exit %d\n%s%s", example, code, out, errOut)
+	}
+	for _, want := range []string{"\nUser=root", "\nCapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL CAP_DAC_READ_SEARCH\n"} {
+		if !strings.Contains(string(dropIn), want) {
+			t.Errorf("%s lacks %q", example, strings.TrimSpace(want))
+		}
 	}
 }
 
