@@ -224,6 +224,11 @@ func (c *Coordinator) takeOver(ctx context.Context) error {
 		if err := c.loadMaintenance(ctx); err != nil {
 			return c.stateError("load maintenance mode", err)
 		}
+		// The watch keeps them current; read them once more so that no
+		// change still on its way from the last leader is missed.
+		if err := c.loadUsers(ctx); err != nil {
+			return c.stateError("load users", err)
+		}
 		c.restored = true
 		c.log.Info("took over the job system from the store", "took", time.Since(start).Round(time.Millisecond).String())
 	}

@@ -367,11 +367,12 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	}
 	c.wg.Add(5)
 	if c.cfg.EtcdStore() {
-		// Other coordinators share the store: follow their revocations and
-		// CA rotation phases.
-		c.wg.Add(2)
+		// Other coordinators share the store: follow their revocations,
+		// CA rotation phases and users.
+		c.wg.Add(3)
 		go func() { defer c.wg.Done(); c.followRevocations(ctx) }()
 		go func() { defer c.wg.Done(); c.followRotation(ctx) }()
+		go func() { defer c.wg.Done(); c.followUsers(ctx) }()
 	}
 	go func() { defer c.wg.Done(); c.selfRenewLoop(ctx) }()
 	go func() {

@@ -59,18 +59,6 @@ func (u *userRecord) state(now time.Time) string {
 	return "active"
 }
 
-// loadUsers reads every user into memory.
-func (c *Coordinator) loadUsers(ctx context.Context) error {
-	return c.st.Scan(ctx, prefixUsers, func(r store.Record) error {
-		var u userRecord
-		if err := json.Unmarshal(r.Value, &u); err != nil {
-			return fmt.Errorf("%s: %w", r.Key, err)
-		}
-		c.users[u.Name] = &u
-		return nil
-	})
-}
-
 func (c *Coordinator) userID(name string) pki.ID {
 	return pki.ID{Cluster: c.cfg.Cluster, Role: pki.RoleUser, Name: name}
 }
