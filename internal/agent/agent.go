@@ -209,6 +209,10 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	// Scratch directories of staged tasks left by an agent that died: its
 	// tasks died with it (they are killed with the agent).
 	os.RemoveAll(filepath.Join(cfg.DataDir, "work"))
+	os.RemoveAll(filepath.Join(cfg.DataDir, "staging"))
+	if a.runAs != nil {
+		os.RemoveAll(a.runAsWorkRoot())
+	}
 	switch {
 	case opts.UpgradeTLS && cfg.InsecurePlaintextCoordinator != "":
 		return nil, fmt.Errorf("--upgrade-tls and --insecure-plaintext-coordinator contradict each other: pass one")

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,10 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/runas"
 	"github.com/wardcluster/ward/internal/staging"
 	"github.com/wardcluster/ward/internal/transport"
 )
@@ -70,14 +73,21 @@ func (a *Agent) stage(as api.Assignment, rep Reporter, h *stagedHandle) {
 	h.mu.Lock()
 	h.cancel = cancel
 	h.mu.Unlock()
+	name := fmt.Sprintf("%s.%d.%d", as.Job, as.Task, as.Attempt)
+	// With --run-as-user, the files are the task account's (stageas.go):
+	// the agent keeps the bytes in a private directory on their way.
+	var acct *runas.Account
+	private := filepath.Join(a.cfg.DataDir, "staging", name)
 	dir, scratch := as.Dir, false
 	if dir == "" {
-		dir, scratch = filepath.Join(a.cfg.DataDir, "work", fmt.Sprintf("%s.%d.%d", as.Job, as.Task, as.Attempt)), true
-		os.RemoveAll(dir)
+		dir, scratch = filepath.Join(a.cfg.DataDir, "work", name), true
 	}
 	cleanup := func() {
 		if scratch {
 			os.RemoveAll(dir)
+		}
+		if acct != nil {
+			os.RemoveAll(private)
 		}
 	}
 	fail := func(reason, msg string) {
@@ -85,7 +95,34 @@ func (a *Agent) stage(as api.Assignment, rep Reporter, h *stagedHandle) {
 		now := api.NanosOf(time.Now())
 		rep.Exited(api.TaskResult{AttemptRef: as.AttemptRef, ExitCode: -1, Reason: reason, Error: msg, Ended: now})
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if a.runAs != nil {
+		ac, err := a.runAs.Resolve(as.User)
+		if err != nil {
+			scratch = false // nothing made yet
+			fail(api.EndStartErr, err.Error())
+			return
+		}
+		acct = &ac
+		if scratch {
+			dir = filepath.Join(a.runAsWorkRoot(), name)
+		}
+	}
+	if scratch {
+		os.RemoveAll(dir)
+	}
+	// With --run-as-user, the job's own --dir is made (if need be) by the
+	// helper, as the account, with the first input.
+	var err error
+	switch {
+	case acct == nil:
+		err = os.MkdirAll(dir, 0o700)
+	case scratch:
+		err = a.makeScratchAs(dir, *acct)
+	}
+	if err == nil && acct != nil {
+		err = os.MkdirAll(private, 0o700)
+	}
+	if err != nil {
 		fail(api.EndStagingFailed, fmt.Sprintf("working directory for the job's files on %s: %v", a.state.Node, err))
 		return
 	}
@@ -96,7 +133,12 @@ func (a *Agent) stage(as api.Assignment, rep Reporter, h *stagedHandle) {
 	}
 	defer fc.close()
 	for i, in := range as.Staging.Inputs {
-		if err := fc.fetch(ctx, as.AttemptRef, i, in, dir); err != nil {
+		if acct != nil {
+			err = fc.fetchAs(ctx, as.AttemptRef, i, in, private, dir, *acct)
+		} else {
+			err = fc.fetch(ctx, as.AttemptRef, i, in, dir)
+		}
+		if err != nil {
 			if why := h.killed(); why != "" {
 				fail(why, "ended while its input files were fetched")
 			} else {
@@ -112,7 +154,7 @@ func (a *Agent) stage(as api.Assignment, rep Reporter, h *stagedHandle) {
 		fail(h.why, "ended before it started, once its input files were fetched")
 		return
 	}
-	h.inner = a.exec.Run(as, &outputSender{Reporter: rep, fc: fc, as: as, dir: dir, cleanup: cleanup})
+	h.inner = a.exec.Run(as, &outputSender{Reporter: rep, fc: fc, as: as, dir: dir, acct: acct, private: private, cleanup: cleanup})
 }
 
 // outputSender passes an attempt's events on, and before its end sends the
@@ -122,6 +164,8 @@ type outputSender struct {
 	fc      *stagingClient
 	as      api.Assignment
 	dir     string
+	acct    *runas.Account // with --run-as-user: whose rights read the files
+	private string         // the agent's own directory for them then
 	cleanup func()
 }
 
@@ -136,13 +180,13 @@ func (o *outputSender) Exited(res api.TaskResult) {
 	if len(o.as.Staging.Outputs) == 0 || (res.Reason != api.EndExited && res.Reason != api.EndTimedOut) {
 		return
 	}
-	files, err := staging.MatchOutputs(o.dir, o.as.Staging.Outputs)
+	files, err := o.match()
 	if err != nil {
 		res.Reason, res.Error = api.EndStagingFailed, "output files: "+err.Error()
 		return
 	}
 	for _, f := range files {
-		if err := o.fc.send(o.as.AttemptRef, o.dir, f); err != nil {
+		if err := o.fc.send(o.as.AttemptRef, f, o.opener(f)); err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.Code == api.CodeFileTooLarge {
 				res.Reason = api.EndOutputRefused
@@ -152,6 +196,49 @@ func (o *outputSender) Exited(res api.TaskResult) {
 			res.Error = err.Error()
 			return
 		}
+	}
+}
+
+// match lists the output files, as the task's account with --run-as-user.
+func (o *outputSender) match() ([]string, error) {
+	if o.acct == nil {
+		return staging.MatchOutputs(o.dir, o.as.Staging.Outputs)
+	}
+	var out bytes.Buffer
+	if err := stageAs(*o.acct, nil, &out, stageMatch, append([]string{o.dir}, o.as.Staging.Outputs...)...); err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, f := range strings.Split(out.String(), "\x00") {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files, nil
+}
+
+// opener opens output rel for reading: in place, or with --run-as-user a
+// copy the account's helper read into the agent's private directory (an
+// unlinked file, gone once closed).
+func (o *outputSender) opener(rel string) func() (*os.File, error) {
+	if o.acct == nil {
+		return func() (*os.File, error) { return os.Open(filepath.Join(o.dir, filepath.FromSlash(rel))) }
+	}
+	return func() (*os.File, error) {
+		f, err := os.CreateTemp(o.private, "output-*")
+		if err != nil {
+			return nil, err
+		}
+		os.Remove(f.Name())
+		if err := stageAs(*o.acct, nil, f, stageGet, o.dir, rel); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
 	}
 }
 
@@ -227,6 +314,29 @@ func (fc *stagingClient) fetch(ctx context.Context, ref api.AttemptRef, n int, i
 	return last
 }
 
+// fetchAs brings input n into private, verified, then has acct's helper
+// put it in dir.
+func (fc *stagingClient) fetchAs(ctx context.Context, ref api.AttemptRef, n int, in api.StagedFile, private, dir string, acct runas.Account) error {
+	if err := fc.fetch(ctx, ref, n, in, private); err != nil {
+		return err
+	}
+	src := filepath.Join(private, filepath.FromSlash(in.Path))
+	f, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("input %s: %w", in.Path, err)
+	}
+	defer os.Remove(src)
+	defer f.Close()
+	mode := "644"
+	if in.Exec {
+		mode = "755"
+	}
+	if err := stageAs(acct, f, io.Discard, stagePut, dir, in.Path, mode); err != nil {
+		return fmt.Errorf("input %s into %s: %w", in.Path, dir, err)
+	}
+	return nil
+}
+
 // writeVerified writes r to dst through a temporary file, which becomes
 // dst only when its size and SHA-256 are the input's.
 func writeVerified(dst string, r io.Reader, want staging.Sum, in api.StagedFile, what string) error {
@@ -262,14 +372,14 @@ func writeVerified(dst string, r io.Reader, want staging.Sum, in api.StagedFile,
 
 // send sends one output file: its SHA-256 first (a read of its own), then
 // its bytes, which the coordinator keeps only if they hash the same.
-func (fc *stagingClient) send(ref api.AttemptRef, dir, rel string) error {
+func (fc *stagingClient) send(ref api.AttemptRef, rel string, open func() (*os.File, error)) error {
 	what := "output " + rel
 	var last error
 	for try := range stagingTries {
 		if try > 0 {
 			time.Sleep(time.Duration(try) * time.Second)
 		}
-		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
+		f, err := open()
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}

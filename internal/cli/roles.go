@@ -296,6 +296,20 @@ func readJoin(join, file string, stdin io.Reader) (string, error) {
 	return s, nil
 }
 
+// newStageHelperCmd is the hidden helper an agent with --run-as-user runs
+// as a task's account to make and read the job's files; see
+// agent.StageCommand.
+func newStageHelperCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                agent.StageCommand,
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return agent.RunStageHelper(args, os.Stdin, cmd.OutOrStdout())
+		},
+	}
+}
+
 // newReaperCmd is the hidden companion process of an agent; see
 // agent.Reaper.
 func newReaperCmd() *cobra.Command {

@@ -81,7 +81,7 @@ Quick start:  ward dev          (a coordinator and two agents in one process)
 	root.AddCommand(
 		newCoordinatorCmd(g), newAgentCmd(g), newDevCmd(g),
 		newTokenCmd(g), newRunCmd(g, true), newRunCmd(g, false), newJobCmd(g), newLogsCmd(g), newNodeCmd(g),
-		newCACmd(g), newMigrateCmd(g), newDoctorCmd(g), newAuditCmd(g), newVersionCmd(g), newReaperCmd(), newDocsCmd(g), newDebugCmd(g),
+		newCACmd(g), newMigrateCmd(g), newDoctorCmd(g), newAuditCmd(g), newVersionCmd(g), newReaperCmd(), newStageHelperCmd(), newDocsCmd(g), newDebugCmd(g),
 		newCheckCmd(g), newCertCmd(g), newEtcdCmd(g), newUICmd(g), newStoreCmd(g), newProfileCmd(g), newUserCmd(g), newLoginCmd(g),
 	)
 	root.AddCommand(newStatusCmd(g), newContextCmd(g), newClusterCmd(g))

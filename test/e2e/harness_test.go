@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Others may run it: an agent with --run-as-user runs its staging
+	// helper as the task's account.
+	os.Chmod(dir, 0o755)
 	wardBin = filepath.Join(dir, "ward")
 	build := exec.Command("go", "build", "-o", wardBin, "../../cmd/ward")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

@@ -154,4 +154,50 @@ func TestRunAsUser(t *testing.T) {
 	if acct := d.Tasks[0].Attempts[0].Account; acct != "root (uid 0)" {
 		t.Fatalf("the plain agent's attempt ran as %q, want the agent's own account root (uid 0)", acct)
 	}
+
+	// Staged files: the task's account owns its scratch directory and
+	// inputs, and the agent (root) makes and reads them with that
+	// account's rights only.
+	in := filepath.Join(c.dir, "in.txt")
+	if err := os.WriteFile(in, []byte("payload\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id = strings.TrimSpace(a.must("submit", "--label", "mode=runas", "--input", in+":data/in.txt", "--output-file", "out.txt", "--",
+		"sh", "-c", "cat data/in.txt > out.txt; stat -c %u data/in.txt . >> out.txt"))
+	if d := c.waitJob(id, 30*time.Second); d.State != api.JobCompleted {
+		t.Fatalf("%s's staged job: %s %+v", ua, d.State, d.Tasks[0].Attempts)
+	}
+	to := filepath.Join(c.dir, "runas-out")
+	a.must("job", "output", id, "--to", to)
+	want := "payload\n" + lookup(ua).Uid + "\n" + lookup(ua).Uid + "\n"
+	if b, err := os.ReadFile(filepath.Join(to, "task-0", "out.txt")); err != nil || string(b) != want {
+		t.Fatalf("staged job's out.txt = %q, %v; want the input and the account's uid twice (input and scratch directory): %q", b, err, want)
+	}
+
+	// A --dir the account may not write, or a file in one it may not
+	// read: refused as the account, never done as root.
+	locked := filepath.Join(c.dir, "locked")
+	if err := os.MkdirAll(locked, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(locked, "loot"), []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"an input into a directory of root's", []string{"--input", in + ":planted"}},
+		{"an output of root's", []string{"--output-file", "loot"}},
+	} {
+		id := strings.TrimSpace(a.must(append(append([]string{"submit", "--label", "mode=runas", "--retries", "0", "--dir", locked}, tc.args...), "--", "true")...))
+		d := c.waitJob(id, 30*time.Second)
+		at := d.Tasks[0].Attempts
+		if d.State != api.JobFailed || len(at) == 0 || !strings.Contains(at[0].Reason, "permission denied") {
+			t.Fatalf("%s: %s %+v; want failed with permission denied", tc.name, d.State, at)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(locked, "planted")); !os.IsNotExist(err) {
+		t.Fatalf("the input was written into root's directory: %v", err)
+	}
 }
