@@ -179,7 +179,8 @@ context unless --force is given.`,
 			defer cancel()
 			var resp api.LoginResponse
 			req := api.LoginRequest{User: js.User, TokenID: js.TokenID, Secret: js.Secret, CSR: csr}
-			if err := enroll.PostPinned(ctx, js.Addr, []pki.Pin{js.Pin}, api.PathLogin, req, &resp, nil); err != nil {
+			public, err := enroll.PostAny(ctx, js.Addrs(), []pki.Pin{js.Pin}, api.PathLogin, req, &resp, nil)
+			if err != nil {
 				return err
 			}
 			keyPEM, err := pki.MarshalKeyPEM(key)
@@ -187,7 +188,7 @@ context unless --force is given.`,
 				return err
 			}
 			wctx := &config.Context{
-				Version: config.FileVersion, Cluster: resp.Cluster, Public: js.Addr,
+				Version: config.FileVersion, Cluster: resp.Cluster, Public: public,
 				BundlePEM: string(resp.BundlePEM), Pins: []string{js.Pin.String()},
 				CertPEM: string(resp.ChainPEM), KeyPEM: string(keyPEM),
 			}

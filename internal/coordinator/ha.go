@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/buildinfo"
+	"github.com/wardcluster/ward/internal/enroll"
 	"github.com/wardcluster/ward/internal/leader"
+	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store/etcd"
 )
 
@@ -322,6 +325,20 @@ func (c *Coordinator) publicAddrs() []string {
 		return p.public
 	}
 	return []string{c.advertisedAddr(c.cfg.PublicAddr)}
+}
+
+// joinString is a join string (a user's login when user is set) naming
+// this coordinator's public address first, then every other live
+// coordinator's, so the join works while any of them is up.
+func (c *Coordinator) joinString(tokenID, secret, user string) enroll.JoinString {
+	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.pinRoot()),
+		TokenID: tokenID, Secret: secret, User: user}
+	for _, a := range c.publicAddrs() {
+		if a != js.Addr && !slices.Contains(js.Also, a) && len(js.Also) < enroll.MaxAddrs-1 {
+			js.Also = append(js.Also, a)
+		}
+	}
+	return js
 }
 
 // refreshPeers reads the live coordinators' addresses.

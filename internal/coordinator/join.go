@@ -82,7 +82,7 @@ func (c *Coordinator) CreateToken(ctx context.Context, p authz.Principal, req ap
 	}
 	c.Record(p, audit.Event{Type: "token.create", Target: id, Detail: map[string]string{
 		"ttl": req.TTL.D().String(), "uses": fmt.Sprint(req.Uses), "labels": fmt.Sprint(req.Labels)}})
-	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.pinRoot()), TokenID: id, Secret: secret}
+	js := c.joinString(id, secret, "")
 	return api.TokenCreated{Token: rec.api(now), Join: js.String()}, nil
 }
 

@@ -93,8 +93,7 @@ func (c *Coordinator) newInvite(u *userRecord, ttl time.Duration, now time.Time)
 		return "", err
 	}
 	u.TokenID, u.SecretHash, u.LoginExpires, u.LoginUsed = id, enroll.HashSecret(secret), now.Add(ttl).UTC(), false
-	js := enroll.JoinString{Addr: c.advertisedAddr(c.cfg.PublicAddr), Cluster: c.cfg.Cluster, Pin: pki.SPKIPin(c.pinRoot()), TokenID: id, Secret: secret, User: u.Name}
-	return js.String(), nil
+	return c.joinString(id, secret, u.Name).String(), nil
 }
 
 func (c *Coordinator) apiUserAdd(w http.ResponseWriter, r *http.Request, p authz.Principal) error {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -82,17 +83,64 @@ func CreateCSR(key crypto.Signer, id pki.ID) ([]byte, error) {
 	return der, nil
 }
 
-// Join sends req to the coordinator named by js, after verifying its CA pin
-// at the handshake. It returns the coordinator's answer or an *api.Error
-// with the refusal code.
+// Join sends req to the first coordinator named by js that answers, after
+// verifying its CA pin at the handshake. It returns the coordinator's
+// answer or an *api.Error with the refusal code.
 func Join(ctx context.Context, js JoinString, req api.JoinRequest) (*api.JoinResponse, error) {
 	req.TokenID, req.Secret = js.TokenID, js.Secret
 	var out api.JoinResponse
-	if err := PostPinned(ctx, js.Addr, []pki.Pin{js.Pin}, api.PathJoin, req, &out, nil); err != nil {
+	if _, err := PostAny(ctx, js.Addrs(), []pki.Pin{js.Pin}, api.PathJoin, req, &out, nil); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
+
+// PostAny is PostPinned to the first of addrs that answers, in order, and
+// returns the address that did. A coordinator's answer is final, a refusal
+// too, except UNAVAILABLE (it cannot serve it right now: the next may); an
+// address that cannot be reached, or whose handshake fails the pin, passes
+// to the next. When none answers, the error is an UNAVAILABLE answer if
+// one came (a caller may retry), else one naming each address's failure.
+func PostAny(ctx context.Context, addrs []string, pins []pki.Pin, path string, in, out any, clientCert *tls.Certificate) (string, error) {
+	var errs []error
+	for _, addr := range addrs {
+		err := PostPinned(ctx, addr, pins, path, in, out, clientCert)
+		var ae *api.Error
+		if err == nil || (errors.As(err, &ae) && ae.Code != api.CodeUnavailable) || ctx.Err() != nil {
+			return addr, err
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return "", errs[0]
+	}
+	for _, err := range errs {
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			return "", err // a coordinator is up but cannot serve it yet: the caller may retry
+		}
+	}
+	return "", &UnreachableError{Addrs: addrs, Errs: errs}
+}
+
+// UnreachableError says that none of a join string's coordinators could be
+// reached, with each one's failure.
+type UnreachableError struct {
+	Addrs []string
+	Errs  []error
+}
+
+func (e *UnreachableError) Error() string {
+	var parts []string
+	for i, err := range e.Errs {
+		parts = append(parts, fmt.Sprintf("%s: %v", e.Addrs[i], err))
+	}
+	return fmt.Sprintf("none of the %d coordinators the join string names answered (%s)", len(e.Addrs), strings.Join(parts, "; "))
+}
+
+// Unwrap gives each failure to errors.Is and errors.As, so a diagnosis
+// finds the cause (refused, timeout, pin mismatch).
+func (e *UnreachableError) Unwrap() []error { return e.Errs }
 
 // PostPinned POSTs a JSON body to https://addr+path on a pinned connection
 // and decodes the JSON answer. A non-2xx answer becomes its *api.Error.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/wardcluster/ward/internal/api"
@@ -24,9 +25,15 @@ const Scheme = "wardjoin"
 
 // JoinString is the parsed form of
 // wardjoin://HOST:PORT?cluster=NAME&pin=sha256:HEX&token=ID.SECRET, with
-// &user=NAME for a person's one-time login (`ward user add`).
+// &user=NAME for a person's one-time login (`ward user add`) and one
+// &also=HOST:PORT per other coordinator of the cluster.
 type JoinString struct {
-	Addr    string // coordinator public address, host:port
+	Addr string // coordinator public address, host:port
+	// Also are the public addresses of the cluster's other coordinators
+	// (several on a shared store): the join or login goes to the first
+	// that answers, so it works while any of them is up. Older agents
+	// ignore them and use Addr.
+	Also    []string
 	Cluster string
 	Pin     pki.Pin
 	TokenID string
@@ -45,8 +52,26 @@ func (j JoinString) String() string {
 	if j.User != "" {
 		q.Set("user", j.User)
 	}
+	for _, a := range j.Also {
+		q.Add("also", a)
+	}
 	u := url.URL{Scheme: Scheme, Host: j.Addr, RawQuery: q.Encode()}
 	return u.String()
+}
+
+// MaxAddrs bounds how many coordinator addresses a join string carries.
+const MaxAddrs = 16
+
+// Addrs is every coordinator address the join string names, Addr first,
+// each once.
+func (j JoinString) Addrs() []string {
+	out := []string{j.Addr}
+	for _, a := range j.Also {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Redacted formats the join string without the secret, for logs.
@@ -54,6 +79,9 @@ func (j JoinString) Redacted() string {
 	s := fmt.Sprintf("%s://%s?cluster=%s&pin=%s&token=%s.REDACTED", Scheme, j.Addr, j.Cluster, j.Pin, j.TokenID)
 	if j.User != "" {
 		s += "&user=" + j.User
+	}
+	for _, a := range j.Also {
+		s += "&also=" + a
 	}
 	return s
 }
@@ -78,12 +106,20 @@ func ParseJoinString(s string) (JoinString, error) {
 	if err != nil {
 		return JoinString{}, malformed("it is not a valid URL")
 	}
-	host, port, err := net.SplitHostPort(u.Host)
-	if err != nil || host == "" || port == "" {
+	if !validAddr(u.Host) {
 		return JoinString{}, malformed("the address %q must be HOST:PORT", u.Host)
 	}
 	q := u.Query()
 	j := JoinString{Addr: u.Host, Cluster: q.Get("cluster")}
+	for _, a := range q["also"] {
+		if !validAddr(a) {
+			return JoinString{}, malformed("the other coordinator address %q (also=) must be HOST:PORT", a)
+		}
+		j.Also = append(j.Also, a)
+	}
+	if len(j.Also) >= MaxAddrs {
+		return JoinString{}, malformed("it names %d coordinator addresses, more than %d", len(j.Also)+1, MaxAddrs)
+	}
 	if err := pki.ValidName("cluster", j.Cluster); err != nil {
 		return JoinString{}, malformed("cluster: %v", err)
 	}
@@ -119,6 +155,11 @@ func ParseJoinString(s string) (JoinString, error) {
 }
 
 const secretLen = 43 // 32 random bytes, base64url without padding
+
+func validAddr(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	return err == nil && host != "" && port != ""
+}
 
 func validTokenID(id string) bool {
 	if len(id) != 16 {

@@ -1,6 +1,8 @@
 package enroll_test
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,7 +38,23 @@ func TestJoinStringRoundTripAndErrors(t *testing.T) {
 	if got.User != "" {
 		t.Fatal("an agent join string names a user")
 	}
+	several := good
+	several.Also = []string{"10.0.0.2:8443", "[fd00::3]:8443", "10.0.0.1:8443"}
+	got, err = enroll.ParseJoinString(several.String())
+	if err != nil || !slices.Equal(got.Addrs(), []string{"10.0.0.1:8443", "10.0.0.2:8443", "[fd00::3]:8443"}) {
+		t.Fatalf("join string with other coordinators: %v, %v", got.Addrs(), err)
+	}
+	if r := several.Redacted(); strings.Contains(r, secret) || !strings.Contains(r, "also=[fd00::3]:8443") {
+		t.Fatalf("Redacted: %s", r)
+	}
+	tooMany := good
+	for i := range enroll.MaxAddrs {
+		tooMany.Also = append(tooMany.Also, fmt.Sprintf("10.0.1.%d:8443", i))
+	}
 	tests := []struct{ name, in, want string }{
+		{"other address without port", s + "&also=10.0.0.2", "(also=) must be HOST:PORT"},
+		{"empty other address", s + "&also=", "(also=) must be HOST:PORT"},
+		{"too many addresses", tooMany.String(), "more than 16"},
 		{"empty", "", "it is empty"},
 		{"wrong scheme", strings.Replace(s, "wardjoin", "https", 1), "must start with wardjoin://"},
 		{"no port", strings.Replace(s, "10.0.0.1:8443", "10.0.0.1", 1), "must be HOST:PORT"},

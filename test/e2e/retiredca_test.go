@@ -12,7 +12,6 @@ import (
 
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/identity"
-	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
@@ -159,10 +158,7 @@ func TestRetiredCARefusedDirectly(t *testing.T) {
 // followers included, and connections it opened to a follower before the
 // retirement are closed.
 func TestRetiredCARefusedDirectlyAcrossCoordinators(t *testing.T) {
-	srv := etcdtest.StartT(t, etcdtest.Options{})
-	a, b, c := peerCluster(t, srv, "coord-a"), peerCluster(t, srv, "coord-b"), peerCluster(t, srv, "coord-c")
-	startPeers(b) // B leads
-	startPeers(a, c)
+	a, b, c := threeCoordinators(t)
 	oldA, oldB := keepContext(t, a), keepContext(t, b)
 	var held []*apiConn
 	for _, at := range []*cluster{a, b, c} {

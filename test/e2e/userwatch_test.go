@@ -52,12 +52,7 @@ func TestUsersAcrossCoordinators(t *testing.T) {
 	}
 
 	b.coord.kill9()
-	viaA := &cluster{t: t, ctxPath: a.ctxPath}
-	waitFor(t, 20*time.Second, "a new leader", func() bool {
-		st, ok := viaA.haStatus()
-		l := leaderOf(st)
-		return ok && l != "" && l != b.cluster
-	})
+	awaitNewLeader(t, a, b)
 	// The join strings name B's public port, which is gone: the person
 	// is given A's address instead (the pin and the secret are the same).
 	through := func(join string) string {
@@ -80,7 +75,7 @@ func TestUsersAcrossCoordinators(t *testing.T) {
 	carol.refused(api.CodePermissionDenied, []string{"submit", "--", "true"}, "has role viewer")
 
 	var users []api.User
-	viaA.wardJSON(&users, "user", "ls")
+	a.wardJSON(&users, "user", "ls")
 	state := map[string]string{}
 	for _, u := range users {
 		state[u.Name] = u.Role + "/" + u.State
