@@ -4,27 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/config"
-	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
 )
 
 // failoverTarget is the issue's bound on kill -9 of the leader → first
 // task placed by the new leader, with default settings.
 const failoverTarget = 5 * time.Second
-
-// haMember is one `ward coordinator` process of the failover cluster, on
-// fixed addresses so it can be restarted where agents look for it.
-type haMember struct {
-	dir, cluster, public string
-	proc                 *coordProc
-	admin                *adminAPI
-}
 
 // runFailover: three `ward coordinator` processes on one local etcd,
 // in-process agents that know all three, and, -failover-runs times: kill
@@ -44,74 +33,13 @@ func runFailover(ctx context.Context, r *Result) error {
 		return err
 	}
 	defer done()
-	progress("failover: starting one local etcd")
-	srv, err := etcdtest.Start(filepath.Join(dir, "etcd"), etcdtest.Options{})
+	h, err := startHACluster(ctx, "failover", dir, 3)
 	if err != nil {
 		return err
 	}
-	trackChild(srv.Pid())
-	defer srv.Stop()
-	bin, err := wardBinary(ctx)
-	if err != nil {
-		return err
-	}
-	pass := filepath.Join(dir, "ca-passphrase")
-	if err := os.WriteFile(pass, []byte("failover bench cluster CA passphrase\n"), 0o600); err != nil {
-		return err
-	}
-	storeArgs := []string{"--store", "etcd://" + srv.Endpoint, "--etcd-ca", srv.CA, "--etcd-cert", srv.ClientCert, "--etcd-key", srv.ClientKey,
-		"--ca-passphrase-file", pass}
-	members := make([]*haMember, 3)
-	for i := range members {
-		m := &haMember{dir: filepath.Join(dir, fmt.Sprintf("c%d", i))}
-		if m.cluster, err = freeLoopbackAddr(); err == nil {
-			m.public, err = freeLoopbackAddr()
-		}
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(m.dir, 0o700); err != nil {
-			return err
-		}
-		members[i] = m
-	}
-	defer func() {
-		for _, m := range members {
-			if m.proc != nil {
-				m.proc.stop()
-			}
-			if m.admin != nil {
-				m.admin.close()
-			}
-		}
-	}()
-	start := func(m *haMember) error {
-		p, err := startCoordinatorProcess(ctx, bin, m.dir, append(storeArgs, "--cluster-addr", m.cluster, "--public-addr", m.public, "--coordinator-id", filepath.Base(m.dir))...)
-		if err != nil {
-			return err
-		}
-		m.proc = p
-		if m.admin == nil {
-			if m.admin, err = newAdminAPI(p.contextPath); err != nil {
-				return err
-			}
-		}
-		return m.admin.waitReady(ctx, 30*time.Second)
-	}
-	if err := start(members[0]); err != nil {
-		return err
-	}
-	// The others find the cluster CA in etcd and issue themselves their
-	// own certificates.
-	for _, m := range members[1:] {
-		if err := start(m); err != nil {
-			return err
-		}
-	}
-	addrs := []string{members[0].cluster, members[1].cluster, members[2].cluster}
-	if err := waitMembers(ctx, members, 3); err != nil {
-		return err
-	}
+	defer h.stop()
+	members := h.members
+	addrs := h.clusterAddrs()
 	p0 := &inproc{dir: members[0].dir, admin: members[0].admin}
 	fleet, err := joinAgents(ctx, p0, "f", opts.failoverAgents, 4, 4, noopExec{}, func(c *config.Agent) { c.Coordinators = addrs })
 	if err != nil {
@@ -145,7 +73,7 @@ func runFailover(ctx context.Context, r *Result) error {
 			return fmt.Errorf("run %d: %w", run+1, err)
 		}
 		took, elected = append(took, d), append(elected, e)
-		if err := start(lead); err != nil {
+		if err := h.start(ctx, lead); err != nil {
 			return fmt.Errorf("restart the killed coordinator: %w", err)
 		}
 		if err := waitMembers(ctx, members, 3); err != nil {

@@ -44,6 +44,7 @@ var scenarios = []scenario{
 	{"revoke", "`ward node revoke` (POST /v1/nodes/{name}/revoke) until the live session is cut; p99", runRevoke},
 	{"rotate", "CA rotation (POST /v1/ca/rotate through every phase) under task load: tasks failed, agents renewed", runRotate},
 	{"failover", "three `ward coordinator` processes on one etcd: kill -9 of the leader → first task placed by the new leader, p50 and max", runFailover},
+	{"scale-ha", "idle simulated agents (in several processes) across five `ward coordinator` processes on one etcd; RSS per agent per coordinator, heartbeat lag", runScaleHA},
 }
 
 // opts are the command-line settings every scenario reads.
@@ -97,6 +98,11 @@ var opts struct {
 
 	failoverRuns   int
 	failoverAgents int
+
+	scaleHASteps    string
+	scaleHACoords   int
+	scaleHAOnLeader bool
+	scaleHAProfile  string
 }
 
 func defineFlags(fs *flag.FlagSet) {
@@ -147,6 +153,10 @@ func defineFlags(fs *flag.FlagSet) {
 	fs.IntVar(&opts.failoverRuns, "failover-runs", 5, "failover: leader kills measured")
 	fs.IntVar(&opts.failoverAgents, "failover-agents", 4, "failover: in-process agents, each told all three coordinators")
 	fs.Int64Var(&opts.scaleMinFree, "scale-min-free-mb", 2048, "scale: stop adding agents when MemAvailable falls below this")
+	fs.StringVar(&opts.scaleHASteps, "scale-ha-steps", "5000", "scale-ha: agent counts (across every coordinator) to measure at, in order; 10000,25000,50000,100000 for the issue's run")
+	fs.IntVar(&opts.scaleHACoords, "scale-ha-coordinators", 5, "scale-ha: `ward coordinator` processes on the one etcd")
+	fs.StringVar(&opts.scaleHAProfile, "scale-ha-profile", "", "scale-ha: write the coordinators' CPU profiles (10 s each, `dir`/coord.PID.NNN) and put the leader's and a follower's top functions in the notes")
+	fs.BoolVar(&opts.scaleHAOnLeader, "scale-ha-on-leader", true, "scale-ha: agents connect to the leader too (false: to the followers only, every session relayed)")
 }
 
 // parseArgs accepts flags before, between and after scenario names.
@@ -166,6 +176,9 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == simChildArg {
+		os.Exit(runSimChild())
+	}
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	defineFlags(fs)
 	fs.Usage = func() {

@@ -381,7 +381,9 @@ func raiseNofile(want uint64) (uint64, string) {
 
 // buildWard builds the ward binary into dir, from the module this
 // process was started in (go run ./bench) or, failing that, the module
-// this file was compiled from.
+// this file was compiled from. The benchprofile tag adds only a CPU
+// profiler that stays off unless WARD_BENCH_CPUPROFILE is set
+// (cmd/ward/benchprofile.go; scale-ha -scale-ha-profile).
 func buildWard(ctx context.Context, dir string) (string, error) {
 	root := ""
 	if out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output(); err == nil {
@@ -396,7 +398,7 @@ func buildWard(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("cannot find the ward module: run from the repository (go run ./bench)")
 	}
 	bin := filepath.Join(dir, "ward")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/ward")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "benchprofile", "-o", bin, "./cmd/ward")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/ward: %v\n%s", err, b)
