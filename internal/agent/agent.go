@@ -72,6 +72,10 @@ type Agent struct {
 	// sessionAddr is the coordinator address of the current or last
 	// session (under mu): where staged files come from and go to.
 	sessionAddr string
+	// heard is when the open session last received a frame (monoNow), 0
+	// while none is open: work starts only while it is recent
+	// (sessionLive, liveness.go). Stored under mu when a session opens.
+	heard atomic.Int64
 
 	crl        crlCache
 	revocation atomic.Value // string: "checked" or "unavailable"
@@ -87,6 +91,7 @@ type Agent struct {
 	mu      sync.Mutex
 	running map[api.AttemptRef]*attempt // started, starting, or waiting
 	waiting []*attempt                  // assigned ahead: start in order as slots free
+	held    []launchReq                 // hold slots, start when a session is live again
 	used    int                         // slots of the attempts not waiting
 	unacked map[api.AttemptRef]api.TaskResult
 	// pending is every output chunk the coordinator has not acknowledged,
@@ -111,6 +116,8 @@ type attempt struct {
 	// then is kept in kill and delivered at once.
 	handle Handle
 	kill   string
+	// held: it holds its slots but waits for a live session to start.
+	held bool
 }
 
 // outbox holds what the current session's writer must send next.
@@ -423,7 +430,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		var silent silentError
+		var stalled stalledError
 		switch {
+		case errors.As(err, &stalled):
+			a.log.Warn("session given up after a stall; reconnecting", "addr", addr, "gap", stalled.gap.Round(time.Millisecond).String(), "liveness_timeout", stalled.timeout.String(),
+				"reason", err.Error(), "fix", "if this repeats without anyone stopping the agent, its host is starved of CPU or memory: check the host's load", "retry_in", wait.Round(time.Millisecond).String())
 		case errors.As(err, &silent):
 			a.log.Warn("coordinator went silent; reconnecting", "addr", addr, "silent_for", silent.silent.String(), "heartbeat", silent.interval.String(),
 				"fix", "if this repeats, something between this host and the coordinator drops the connection, or the coordinator is overloaded: `ward doctor` lists agents that reconnect repeatedly, and the coordinator's log says how their sessions ended",

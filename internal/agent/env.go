@@ -95,9 +95,13 @@ func (a *Agent) runSetup(as api.Assignment, e *jobEnv) {
 		a.log.Info("job setup done", "job", as.Job, "took", time.Since(start).Round(time.Millisecond).String())
 	}
 	for _, w := range waiting {
-		if err != nil {
+		switch {
+		case err != nil:
 			a.envFailed(w.as, e.err)
-		} else {
+		case !a.sessionLive() && a.hold(w.at, w.as):
+			// The session died during the setup: started once the
+			// coordinator confirms it.
+		default:
 			a.launchNow(w.at, w.as)
 		}
 	}

@@ -51,6 +51,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("wait for welcome: %w", err)
 	}
+	welcomed := monoNow()
 	if t == api.FrameBye {
 		return a.bye(body)
 	}
@@ -71,25 +72,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.resultAccounts.Store(w.ResultAccounts)
 	a.learnCoordinators(w.ClusterAddrs)
 	interval := max(w.HeartbeatInterval.D(), 100*time.Millisecond)
-	a.mu.Lock()
-	a.drain = w.Drain
-	a.sessions++
-	a.connected = true
-	a.conn = conn
-	a.sessionAddr = addr
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		a.connected = false
-		a.conn = nil
-		if a.renewDone != nil {
-			a.renewDone <- errors.New("the session ended before the renewal was answered")
-			a.renewDone = nil
-		}
-		a.out.renew = nil
-		a.mu.Unlock()
-	}()
-	a.cancel(w.Cancel, api.EndCanceled, false)
+	a.hbInterval.Store(int64(interval))
+	a.openSession(conn, addr, &w, welcomed)
+	defer a.closeSession()
 	a.endJobs(w.EndedJobs)
 	a.log.Info("session open", "coordinator", addr, "node", a.state.Node, "running", len(hello.Running), "results_resent", len(hello.Finished),
 		"results_after_output", held, "heartbeat", interval.String(), "skew", time.Since(w.Time).Round(time.Millisecond).String())
@@ -97,15 +82,64 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	werr := make(chan error, 1)
 	done := make(chan struct{})
 	defer close(done)
-	a.hbInterval.Store(int64(interval))
 	go func() { werr <- a.writer(conn, interval, done) }()
+	return a.readFrames(conn, addr, werr)
+}
 
+// openSession records a session the coordinator welcomed (its Welcome
+// read at the monoNow reading welcomed) and makes it live. What the
+// coordinator no longer wants here (it placed it elsewhere while this
+// agent was away) is canceled first, before the session counts as live, so
+// none of it starts; then the attempts held meanwhile start.
+func (a *Agent) openSession(conn net.Conn, addr string, w *api.Welcome, welcomed int64) {
+	a.cancel(w.Cancel, api.EndCanceled, false)
+	a.mu.Lock()
+	a.drain = w.Drain
+	a.sessions++
+	a.connected = true
+	a.conn = conn
+	a.sessionAddr = addr
+	a.heard.Store(welcomed)
+	a.mu.Unlock()
+	a.releaseHeld()
+}
+
+// closeSession records that the session ended: nothing starts until the
+// next one is open.
+func (a *Agent) closeSession() {
+	a.mu.Lock()
+	a.heard.Store(0)
+	a.connected = false
+	a.conn = nil
+	if a.renewDone != nil {
+		a.renewDone <- errors.New("the session ended before the renewal was answered")
+		a.renewDone = nil
+	}
+	a.out.renew = nil
+	a.mu.Unlock()
+}
+
+// readFrames handles the coordinator's frames until the session breaks.
+// werr reports the writer's end.
+func (a *Agent) readFrames(conn net.Conn, addr string, werr <-chan error) error {
+	hdr := make([]byte, 5)
 	for {
 		// The coordinator answers every heartbeat, so silence past the
 		// liveness timeout means it (or the path to it) is gone.
-		timeout := api.LivenessTimeout(time.Duration(a.hbInterval.Load()))
+		timeout := a.livenessTimeout()
 		conn.SetReadDeadline(time.Now().Add(timeout))
 		t, body, err := api.ReadFrame(conn, hdr)
+		if err == nil {
+			// A frame that arrives after a longer gap (the deadline did
+			// not fire because this process was stopped, or the frame was
+			// already buffered) is not acted on: the coordinator has
+			// presumably given this session up.
+			now := monoNow()
+			if gap := time.Duration(now - a.heard.Load()); gap > timeout {
+				return sessionErr{stalledError{addr: addr, gap: gap, timeout: timeout}}
+			}
+			a.heard.Store(now)
+		}
 		if err != nil {
 			select {
 			case werr := <-werr:
@@ -115,6 +149,11 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			default:
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if gap := time.Duration(monoNow() - a.heard.Load()); gap > timeout+time.Second {
+					// The deadline fired late: this agent was stopped or
+					// starved, not the coordinator silent.
+					return sessionErr{stalledError{addr: addr, gap: gap, timeout: timeout}}
+				}
 				return sessionErr{silentError{addr: addr, silent: timeout, interval: time.Duration(a.hbInterval.Load())}}
 			}
 			return sessionErr{err}
@@ -339,17 +378,24 @@ func (a *Agent) handle(t api.FrameType, body []byte) error {
 // ends at once with reason. With waitingOnly, started attempts run on.
 func (a *Agent) cancel(refs []api.AttemptRef, reason string, waitingOnly bool) {
 	var dropped []*attempt
+	var droppedHeld []*attempt
 	a.mu.Lock()
 	for _, r := range refs {
 		at := a.running[r]
 		switch {
-		case at == nil, waitingOnly && at.as == nil:
+		case at == nil:
 		case at.as != nil:
 			// Out of running now, so a second cancel finds nothing and
 			// Exited frees no slots for it.
 			delete(a.running, r)
 			a.waiting = slices.DeleteFunc(a.waiting, func(w *attempt) bool { return w == at })
 			dropped = append(dropped, at)
+		case at.held:
+			// Not started either; it gives its slots back here.
+			delete(a.running, r)
+			a.dropHeldLocked(at)
+			droppedHeld = append(droppedHeld, at)
+		case waitingOnly:
 		case at.handle == nil:
 			if at.kill == "" {
 				at.kill = reason
@@ -360,9 +406,10 @@ func (a *Agent) cancel(refs []api.AttemptRef, reason string, waitingOnly bool) {
 	}
 	a.mu.Unlock()
 	for _, at := range dropped {
-		now := api.NanosOf(time.Now())
-		(&reporter{a: a, ref: at.ref}).Exited(api.TaskResult{AttemptRef: at.ref, ExitCode: -1, Reason: reason,
-			Error: "ended before it started: it was waiting on the agent for a slot", Ended: now})
+		a.notStarted(at.ref, reason, "ended before it started: it was waiting on the agent for a slot")
+	}
+	for _, at := range droppedHeld {
+		a.notStarted(at.ref, reason, "ended before it started: it was held on the agent while its session with the coordinator was down")
 	}
 }
 
@@ -404,8 +451,11 @@ func (a *Agent) roomLocked(slots int) bool {
 }
 
 // launch hands an attempt that holds its slots to the executor, after its
-// job's setup when it has one.
+// job's setup when it has one, or holds it while the session is not live.
 func (a *Agent) launch(at *attempt, as api.Assignment) {
+	if !a.sessionLive() && a.hold(at, as) {
+		return
+	}
 	if as.Setup != "" && len(as.Argv) > 0 {
 		a.launchInEnv(at, as)
 		return

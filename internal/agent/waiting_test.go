@@ -65,6 +65,8 @@ func TestAssignedAheadWaitsForSlots(t *testing.T) {
 		running: map[api.AttemptRef]*attempt{}, unacked: map[api.AttemptRef]api.TaskResult{},
 		notify: make(chan struct{}, 1),
 	}
+	a.hbInterval.Store(int64(time.Hour))
+	a.openSession(nil, "coord:7000", &api.Welcome{}, monoNow()) // attempts start only on a live session
 	ref := func(i int) api.AttemptRef { return api.AttemptRef{Job: "1", Task: i, Attempt: 1} }
 	for i := range 5 {
 		a.start(api.Assignment{AttemptRef: ref(i), Argv: []string{"x"}, Slots: 1})
