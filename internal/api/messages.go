@@ -189,6 +189,35 @@ type Status struct {
 	Maintenance Maintenance `json:"maintenance"`
 	// StoreEndpoints is each etcd endpoint's health (etcd stores only).
 	StoreEndpoints []StoreEndpoint `json:"store_endpoints,omitempty"`
+	// Partial is set when a follower answered by itself because no
+	// coordinator leads right now (an election) or the leader could not be
+	// reached. The job system's figures (Nodes, Connected, AgentVersions,
+	// Maintenance) are then unknown and left empty.
+	Partial *PartialStatus `json:"partial,omitempty"`
+}
+
+// Election states of a partial status.
+const (
+	ElectionUnderWay          = "under_way"          // no term holds: the coordinators campaign
+	ElectionLeaderUnreachable = "leader_unreachable" // a term holds, but its leader did not answer
+	ElectionTakingOver        = "taking_over"        // the answering coordinator won and is loading the job system
+)
+
+// PartialStatus says why a status is partial and how the election looks
+// from the coordinator that answered.
+type PartialStatus struct {
+	Reason   string `json:"reason"`
+	Election string `json:"election"`
+	// LastLeader is the last leader the answering coordinator saw (its
+	// member ID) and when its term began; empty when none was ever seen.
+	LastLeader      string    `json:"last_leader,omitempty"`
+	LastLeaderSince time.Time `json:"last_leader_since,omitzero"`
+	// Since is when the answering coordinator saw the leadership change
+	// last (the last term end, for an election under way).
+	Since time.Time `json:"since,omitzero"`
+	// LeaseTTL is the leader lease: a new leader is elected within about
+	// this long after the last one's term ended.
+	LeaseTTL Duration `json:"lease_ttl"`
 }
 
 // DebugInfo is what a support bundle needs from a coordinator that no

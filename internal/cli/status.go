@@ -30,6 +30,18 @@ func printStatus(g *globals, st api.Status) {
 	w := g.stdout
 	row := func(k, format string, args ...any) { fmt.Fprintf(w, "%-14s %s\n", k+":", fmt.Sprintf(format, args...)) }
 	row("cluster", "%s (coordinator %s, version %s)", st.Cluster, st.Coordinator, st.Version)
+	if ps := st.Partial; ps != nil {
+		row("PARTIAL", "answered by this coordinator itself: %s", ps.Reason)
+		last := "none seen"
+		if ps.LastLeader != "" {
+			last = fmt.Sprintf("%s (term began %s)", ps.LastLeader, ts(ps.LastLeaderSince))
+		}
+		state := strings.ReplaceAll(ps.Election, "_", " ")
+		if ps.Election == api.ElectionUnderWay {
+			state += fmt.Sprintf(" since %s (%s ago)", ts(ps.Since), time.Since(ps.Since).Round(100*time.Millisecond))
+		}
+		row("election", "%s; last leader %s", state, last)
+	}
 	row("cluster port", "%s  (agents, the CLI and the API; client certificate required)", strings.Join(st.ClusterAddrs, ", "))
 	row("public port", "%s  (joins, the CA bundle, the CRL)", strings.Join(st.PublicAddrs, ", "))
 	if st.Store != "" {
@@ -70,8 +82,13 @@ func printStatus(g *globals, st api.Status) {
 		}
 		row("coordinator", "%s  %s  (%s)", co.Member, role, health)
 	}
-	row("nodes", "%d, %d connected (`ward node ls`)", st.Nodes, st.Connected)
-	row("maintenance", "%s", describeMaintenance(st.Maintenance))
+	if st.Partial != nil {
+		row("nodes", "unknown until a leader answers (the leader holds the job system)")
+		row("maintenance", "unknown until a leader answers")
+	} else {
+		row("nodes", "%d, %d connected (`ward node ls`)", st.Nodes, st.Connected)
+		row("maintenance", "%s", describeMaintenance(st.Maintenance))
+	}
 	if len(st.Insecure) == 0 {
 		row("insecure", "none")
 	} else {

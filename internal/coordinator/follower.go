@@ -98,10 +98,13 @@ func (c *Coordinator) newProxy(listener string) *forward.Proxy {
 // the metrics goes to the leader.
 func (c *Coordinator) clusterEntry(routes, public http.Handler) http.Handler {
 	proxy := c.newProxy(forward.ListenerCluster)
+	status := c.newStatusProxy(routes)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case forward.Forwarded(r):
 			c.serveForwarded(w, r, routes, public)
+		case c.follower() && c.tracker != nil && isStatusRequest(r):
+			status.ServeHTTP(w, r) // answered here, partial, while no leader answers
 		case c.follower() && r.URL.Path != "/metrics":
 			proxy.ServeHTTP(w, r)
 		default:
@@ -130,7 +133,7 @@ func (c *Coordinator) serveForwarded(w http.ResponseWriter, r *http.Request, rou
 		writeError(w, c, api.Errorf(api.CodePermissionDenied, "send the request without X-Ward-Forwarded-* headers", "%v", err))
 		return
 	}
-	if c.follower() {
+	if c.follower() && !isStatusRequest(r) { // a status is answered, partial
 		writeError(w, c, api.Errorf(api.CodeUnavailable, "retry: the coordinator you called forwards to the new leader once it sees it", "coordinator %s does not lead the cluster (any more)", c.memberID()))
 		return
 	}

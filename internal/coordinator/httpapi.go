@@ -272,6 +272,9 @@ func (c *Coordinator) Status(ctx context.Context, p authz.Principal) (api.Status
 		Maintenance:   c.maintenance(),
 	}
 	c.controlPlaneStatus(ctx, &st)
+	if c.tracker != nil && c.follower() {
+		c.partialStatus(ctx, &st) // only reached when no leader answered (clusterEntry)
+	}
 	return st, nil
 }
 

@@ -21,12 +21,13 @@ type Tracker struct {
 	cur     Info
 	ok      bool
 	err     error
+	since   time.Time     // when the last change was seen
 	changed chan struct{} // closed and replaced on every change
 }
 
 // Track starts following the leader record until ctx ends.
 func Track(ctx context.Context, st store.Store) *Tracker {
-	t := &Tracker{st: st, changed: make(chan struct{})}
+	t := &Tracker{st: st, changed: make(chan struct{}), since: time.Now()}
 	go t.run(ctx)
 	return t
 }
@@ -42,6 +43,7 @@ func (t *Tracker) run(ctx context.Context) {
 		if ok != t.ok || in.ID != t.cur.ID || in.Fence != t.cur.Fence || (err == nil) != (t.err == nil) {
 			close(t.changed)
 			t.changed = make(chan struct{})
+			t.since = time.Now()
 		}
 		t.cur, t.ok, t.err = in, ok, err
 		t.mu.Unlock()
@@ -59,6 +61,14 @@ func (t *Tracker) Leader() (in Info, ok bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.cur, t.ok, t.err
+}
+
+// Since is when the tracker last saw the leadership change (a term begin
+// or end, or the store's reads start or stop failing), or started.
+func (t *Tracker) Since() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.since
 }
 
 // Wait returns a leader other than the term fenced by skip (the one a
