@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Blobs keeps files by their SHA-256 in a directory: a file sent twice is
@@ -96,4 +97,59 @@ func (b *Blobs) Open(sum Sum) (*os.File, int64, error) {
 		return nil, 0, err
 	}
 	return f, fi.Size(), nil
+}
+
+// BlobInfo is one stored blob: its checksum, size and when it was last
+// stored or claimed (Touch).
+type BlobInfo struct {
+	Sum      Sum
+	Size     int64
+	Modified time.Time
+}
+
+// List returns every stored blob.
+func (b *Blobs) List() ([]BlobInfo, error) {
+	ents, err := os.ReadDir(filepath.Join(b.dir, "sha256"))
+	if err != nil {
+		return nil, fmt.Errorf("staging: list %s: %w", b.dir, err)
+	}
+	out := make([]BlobInfo, 0, len(ents))
+	for _, e := range ents {
+		sum, err := ParseSum("sha256:" + e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue // not a blob: left alone
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, BlobInfo{Sum: sum, Size: fi.Size(), Modified: fi.ModTime()})
+	}
+	return out, nil
+}
+
+// Touch marks a stored blob as claimed now (an upload found it already
+// stored), so retention does not remove it before the job that claims it
+// is submitted.
+func (b *Blobs) Touch(sum Sum, now time.Time) {
+	os.Chtimes(b.path(sum), now, now)
+}
+
+// RemoveIfOlder removes a blob unless it was stored or claimed after
+// cutoff; it reports whether it removed it.
+func (b *Blobs) RemoveIfOlder(sum Sum, cutoff time.Time) (bool, error) {
+	fi, err := os.Stat(b.path(sum))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if fi.ModTime().After(cutoff) {
+		return false, nil
+	}
+	if err := os.Remove(b.path(sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
 }
