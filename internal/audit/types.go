@@ -13,7 +13,7 @@ var Types = []string{
 	"authz.denied",
 	"ca.create", "ca.rotate",
 	"debug.info",
-	"file.checksum_mismatch", "file.download", "file.upload",
+	"file.checksum_mismatch", "file.download", "file.upload", "staging.purge",
 	"cert.heal", "cert.issue", "cert.renew", "cert.revoke",
 	"cluster.maintenance",
 	"job.cancel", "job.clone", "job.requeue", "job.submit",

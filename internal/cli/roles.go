@@ -131,6 +131,7 @@ the line that points the CLI at it. Later starts reuse everything.`,
 	f.IntVar(&cfg.MaxOutputBytes, "max-output-bytes", cfg.MaxOutputBytes, "stdout+stderr kept per task")
 	f.Int64Var(&cfg.StagingMaxFileBytes, "staging-max-file-bytes", cfg.StagingMaxFileBytes, "largest input or output file a job may stage")
 	f.Int64Var(&cfg.StagingMaxJobBytes, "staging-max-job-bytes", cfg.StagingMaxJobBytes, "one job's staged files together: its inputs, and its outputs")
+	f.Var(durationFlag{&cfg.StagingRetention}, "staging-retention", "delete a finished job's staged inputs and outputs this long after it ended (0: keep them)")
 	f.Float64Var(&cfg.JoinRate, "join-rate", cfg.JoinRate, "join attempts per second allowed per source address")
 	f.IntVar(&cfg.JoinBurst, "join-burst", cfg.JoinBurst, "join attempts allowed in a burst per source address")
 	f.StringVar(&cfg.Store, "store", "", "where state lives: bolt (default, a file in --data) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX/]")

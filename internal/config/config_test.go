@@ -137,3 +137,27 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 }
+
+func TestStagingRetention(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want time.Duration
+		err  string
+	}{
+		{`{"version": 1, "data_dir": "/tmp/x"}`, 0, ""},
+		{`{"version": 1, "data_dir": "/tmp/x", "staging_retention": "168h"}`, 168 * time.Hour, ""},
+		{`{"version": 1, "data_dir": "/tmp/x", "staging_retention": "-1h"}`, 0, "staging_retention"},
+		{`{"version": 1, "data_dir": "/tmp/x", "staging_retention": "10ms"}`, 0, "at least 1s"},
+	} {
+		c, err := config.LoadCoordinator(write(t, tt.body))
+		if err == nil {
+			err = c.Validate()
+		}
+		switch {
+		case tt.err == "" && (err != nil || c.StagingRetention.D() != tt.want):
+			t.Errorf("%s: %v, %v", tt.body, c.StagingRetention.D(), err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%s: err %v, want %q", tt.body, err, tt.err)
+		}
+	}
+}

@@ -103,6 +103,11 @@ type Coordinator struct {
 	// StagingMaxJobBytes bounds one job's staged files together: its
 	// inputs, and separately the outputs of all its tasks' attempts.
 	StagingMaxJobBytes int64 `json:"staging_max_job_bytes" flag:"staging-max-job-bytes"`
+	// StagingRetention is how long a finished job's staged files (its
+	// inputs and its tasks' outputs) are kept on the coordinator after the
+	// job ended; then they are deleted (audited as staging.purge), with
+	// uploads no job used for as long. 0 keeps them until removed by hand.
+	StagingRetention Duration `json:"staging_retention" flag:"staging-retention"`
 	// JoinRate is the join attempts per second allowed per source address.
 	// An attempt with a valid token is never refused for its address's rate
 	// (so a flood from a shared address does not lock out real agents
@@ -303,6 +308,9 @@ func (c *Coordinator) Validate() error {
 	}
 	if c.StagingMaxJobBytes < c.StagingMaxFileBytes {
 		p.Addf("staging_max_job_bytes", "%d is below staging_max_file_bytes (%d); a job must hold at least one file of the largest size", c.StagingMaxJobBytes, c.StagingMaxFileBytes)
+	}
+	if d := c.StagingRetention.D(); d < 0 || d > 0 && d < time.Second {
+		p.Addf("staging_retention", "%v is out of range: use 0 (keep staged files) or a duration of at least 1s, such as 168h", d)
 	}
 	if c.MaxOutputBytes < 1024 {
 		p.Addf("max_output_bytes", "%d is too small; use at least 1024", c.MaxOutputBytes)

@@ -241,7 +241,8 @@ func (c *Coordinator) takeOver(ctx context.Context) error {
 	if err := c.rebuildCRLs(ctx); err != nil {
 		return fmt.Errorf("sign the CRL: %w", err)
 	}
-	c.wg.Add(3)
+	c.wg.Add(4)
+	go func() { defer c.wg.Done(); c.stagingRetentionLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.heartbeatLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.crlLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.dispatchLoop(ctx) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/audit"
@@ -38,9 +39,19 @@ func (c *Coordinator) RequeueJob(ctx context.Context, p authz.Principal, id stri
 	if err == nil {
 		err = c.ownJob(p, scope, authz.JobRequeue, j)
 	}
+	var finished time.Time
+	if err == nil && j.Terminal() && len(j.Spec.Inputs) > 0 {
+		finished = j.Finished
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return api.RequeueResult{}, err
+	}
+	if at, purged, err := c.purgedAt(ctx, id, finished); err != nil {
+		return api.RequeueResult{}, api.Errorf(api.CodeUnavailable, "retry", "reading job %s's staging record: %v", id, err)
+	} else if purged {
+		return api.RequeueResult{}, c.purgedError(api.CodeFailedPrecondition, id, at, "its input files are gone, so its tasks cannot run again",
+			"submit it again with its files (`ward run --input LOCAL ...`)")
 	}
 	// The job ended, so nothing writes its output now: its counters are
 	// read outside the lock, and the new attempts' output continues after

@@ -28,6 +28,9 @@ type fileStaging struct {
 	blobs *staging.Blobs
 	mu    sync.Mutex
 	used  map[string]int64 // job → output bytes stored or being received
+	// purged: job → the end after which retention deleted its files
+	// (loaded by the first retention pass; nil until then).
+	purged map[string]time.Time
 }
 
 func newFileStaging(dir string) (*fileStaging, error) {
@@ -105,6 +108,8 @@ func (c *Coordinator) apiStagingUpload(w http.ResponseWriter, r *http.Request, p
 		return staging.APIError(c.fileTooLarge("input " + name + " (" + strconv.FormatInt(r.ContentLength, 10) + " bytes)"))
 	}
 	if size, ok := c.files.blobs.Stat(sum); ok && size == r.ContentLength {
+		// Claimed now: retention keeps it for the job about to be submitted.
+		c.files.blobs.Touch(sum, c.now())
 		return writeJSON(w, http.StatusOK, api.StagedFile{SHA256: sum.String(), Size: size})
 	}
 	n, err := c.files.blobs.Put(c.uploadBody(w, r), sum, "input "+name, c.cfg.StagingMaxFileBytes, c.fileTooLarge("input "+name))
@@ -349,6 +354,10 @@ func (c *Coordinator) Outputs(ctx context.Context, p authz.Principal, id string,
 	if err == nil && task >= len(j.Tasks) {
 		err = api.Errorf(api.CodeInvalidArgument, "task indexes run from 0", "job %s has %d tasks; there is no task %d", id, len(j.Tasks), task)
 	}
+	var finished time.Time
+	if err == nil && j.Terminal() {
+		finished = j.Finished
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -383,6 +392,15 @@ func (c *Coordinator) Outputs(ctx context.Context, p authz.Principal, id string,
 	})
 	if err != nil {
 		return nil, api.Errorf(api.CodeUnavailable, "retry", "listing job %s's outputs: %v", id, err)
+	}
+	if len(out) == 0 {
+		at, purged, err := c.purgedAt(ctx, id, finished)
+		if err != nil {
+			return nil, api.Errorf(api.CodeUnavailable, "retry", "reading job %s's staging record: %v", id, err)
+		}
+		if purged {
+			return nil, c.purgedError(api.CodeNotFound, id, at, "its output files are gone", "fetch outputs within staging_retention of a job's end, or raise staging_retention")
+		}
 	}
 	return out, nil
 }

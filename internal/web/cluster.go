@@ -150,7 +150,7 @@ type auditView struct {
 }
 
 // auditTypes are the event type prefixes offered as filters.
-var auditTypes = []string{"auth", "ca", "cert", "check", "job", "join", "migrate", "node", "reload", "session", "token", "ui"}
+var auditTypes = []string{"auth", "authz", "ca", "cert", "check", "cluster", "file", "job", "join", "migrate", "node", "profile", "reload", "session", "staging", "token", "ui", "user"}
 
 func (s *Server) auditLog(w http.ResponseWriter, r *http.Request, q *rq) error {
 	qs := r.URL.Query()

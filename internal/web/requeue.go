@@ -45,6 +45,11 @@ func (s *Server) jobFiles(r *http.Request, q *rq, v *jobView) error {
 	}
 	files, err := s.cluster.Outputs(r.Context(), q.p, v.Job.ID, task)
 	if err != nil {
+		if e := api.AsError(err); e.Code == api.CodeNotFound {
+			// Deleted after staging_retention: the page says so.
+			v.FilesNote = e.Message
+			return nil
+		}
 		return err
 	}
 	v.Files = files
