@@ -108,7 +108,7 @@ func (s *Server) jobActions() []action {
 		{
 			pattern: Prefix + "jobs/{id}/clone", need: authz.JobClone,
 			confirm: func(r *http.Request, q *rq) (confirmView, error) {
-				d, _, err := s.cluster.Job(r.Context(), q.p, r.PathValue("id"), api.TaskFilter{Limit: 1})
+				d, _, err := s.cluster.Job(r.Context(), q.p, r.PathValue("id"), api.TaskFilter{None: true})
 				if err != nil {
 					return confirmView{}, err
 				}
@@ -124,7 +124,7 @@ func (s *Server) jobActions() []action {
 					}}, nil
 			},
 			do: func(r *http.Request, q *rq) (string, string, error) {
-				d, _, err := s.cluster.Job(r.Context(), q.p, r.PathValue("id"), api.TaskFilter{Limit: 1})
+				d, _, err := s.cluster.Job(r.Context(), q.p, r.PathValue("id"), api.TaskFilter{None: true})
 				if err != nil {
 					return "", "", err
 				}
