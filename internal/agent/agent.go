@@ -184,6 +184,9 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 		if runAs, err = runas.New(cfg.Name, cfg.UserMapFile, cfg.RunAsAllowRoot); err != nil {
 			return nil, err
 		}
+		if err := CheckStageHelper(); err != nil {
+			return nil, err
+		}
 		if cfg.RunAsAllowRoot {
 			log.Warn("INSECURE setting in effect: a Ward user may map to root and run tasks as root", "setting", "run_as_allow_root (--run-as-allow-root)",
 				"fix", "map every user to an unprivileged account and drop --run-as-allow-root")
@@ -217,9 +220,6 @@ func New(ctx context.Context, cfg config.Agent, opts Options) (*Agent, error) {
 	// tasks died with it (they are killed with the agent).
 	os.RemoveAll(filepath.Join(cfg.DataDir, "work"))
 	os.RemoveAll(filepath.Join(cfg.DataDir, "staging"))
-	if a.runAs != nil {
-		os.RemoveAll(a.runAsWorkRoot())
-	}
 	switch {
 	case opts.UpgradeTLS && cfg.InsecurePlaintextCoordinator != "":
 		return nil, fmt.Errorf("--upgrade-tls and --insecure-plaintext-coordinator contradict each other: pass one")

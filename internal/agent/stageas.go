@@ -17,13 +17,15 @@ import (
 )
 
 // An agent with --run-as-user runs as root, but a job's files belong to the
-// task's account, and the agent must create and read them with that
+// task's account, and the agent must create, read and remove them with that
 // account's rights, never root's: a submitter could otherwise name a --dir,
 // or leave a symbolic link in one, that leads root to write or read any file
-// on the node. So the agent moves and verifies the bytes in a directory of
-// its own, and a short-lived helper, this executable's hidden StageCommand
-// started with the account's credential, makes, lists and reads the files
-// in the working directory: the kernel checks each access as the account's.
+// on the node. So the agent moves and verifies the bytes (inputs in a
+// directory of its own, outputs streamed), and a short-lived helper, this
+// executable's hidden StageCommand started with the account's credential,
+// makes, lists, reads and removes the files: the kernel checks each access
+// as the account's. Root needs no capability over files for this (no
+// CAP_CHOWN, CAP_DAC_OVERRIDE or CAP_FOWNER), only to switch accounts.
 
 // StageCommand is the hidden subcommand that runs RunStageHelper.
 const StageCommand = "agent-stage"
@@ -32,6 +34,13 @@ const StageCommand = "agent-stage"
 type stageVerb string
 
 const (
+	// stageScratch ROOT: make a new scratch directory (0700, unpredictable
+	// name) in ROOT and print its path.
+	stageScratch stageVerb = "scratch"
+	// stageMkdir DIR: make DIR (0700) and its parents if missing.
+	stageMkdir stageVerb = "mkdir"
+	// stageRemove DIR: remove DIR and everything in it.
+	stageRemove stageVerb = "rm"
 	// stagePut DIR REL MODE: write standard input to DIR/REL (through a
 	// temporary file in its directory, renamed once complete) with MODE,
 	// making the directories on the way.
@@ -43,17 +52,34 @@ const (
 	stageGet stageVerb = "get"
 )
 
+// scratchPrefix begins the name of every run-as scratch directory.
+const scratchPrefix = "ward-attempt-"
+
 // RunStageHelper is `ward agent-stage VERB ARGS...`, run by the agent as a
 // task's account; see StageCommand.
 func RunStageHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) < 2 {
-		return errors.New("usage: ward " + StageCommand + " put DIR REL MODE | match DIR GLOB... | get DIR REL (run by the agent, not by hand)")
+		return errors.New("usage: ward " + StageCommand + " scratch ROOT | mkdir DIR | rm DIR | put DIR REL MODE | match DIR GLOB... | get DIR REL (run by the agent, not by hand)")
 	}
 	verb, dir := stageVerb(args[0]), args[1]
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("working directory %q is not absolute", dir)
 	}
 	switch {
+	case verb == stageScratch && len(args) == 2:
+		d, err := os.MkdirTemp(dir, scratchPrefix+"*")
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(stdout, d)
+		return err
+	case verb == stageMkdir && len(args) == 2:
+		return os.MkdirAll(dir, 0o700)
+	case verb == stageRemove && len(args) == 2:
+		if !strings.HasPrefix(filepath.Base(dir), scratchPrefix) {
+			return fmt.Errorf("%s is not a scratch directory", dir)
+		}
+		return os.RemoveAll(dir)
 	case verb == stagePut && len(args) == 4:
 		rel, err := staging.CleanRemote(args[2])
 		if err != nil {
@@ -91,7 +117,7 @@ func RunStageHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 		_, err = io.Copy(stdout, f)
 		return err
 	}
-	return fmt.Errorf("%s %q with %d arguments is not a staging step", StageCommand, verb, len(args)-1)
+	return fmt.Errorf("%s %s with %d arguments is not a staging step", StageCommand, verb, len(args)-1)
 }
 
 // putFile writes r to dst through a temporary file in its directory, so
@@ -121,25 +147,71 @@ func putFile(dst string, r io.Reader, mode os.FileMode) error {
 // stageAs runs one helper step as acct, with stdin and stdout; its error
 // names the account and says what the helper said.
 func stageAs(acct runas.Account, stdin io.Reader, stdout io.Writer, verb stageVerb, args ...string) error {
+	cmd, errb, err := stageCmd(acct, verb, args...)
+	if err != nil {
+		return err
+	}
+	cmd.Stdin, cmd.Stdout = stdin, stdout
+	return stageErr(acct, cmd.Run(), errb)
+}
+
+// stageStream starts a helper step as acct and returns its standard
+// output; Close waits for the helper and returns its error.
+func stageStream(acct runas.Account, verb stageVerb, args ...string) (io.ReadCloser, error) {
+	cmd, errb, err := stageCmd(acct, verb, args...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, stageErr(acct, err, errb)
+	}
+	return &helperOutput{ReadCloser: out, cmd: cmd, acct: acct, errb: errb}, nil
+}
+
+// helperOutput is a helper's standard output.
+type helperOutput struct {
+	io.ReadCloser
+	cmd  *exec.Cmd
+	acct runas.Account
+	errb *bytes.Buffer
+}
+
+func (h *helperOutput) Close() error {
+	h.ReadCloser.Close()
+	return stageErr(h.acct, h.cmd.Wait(), h.errb)
+}
+
+func stageCmd(acct runas.Account, verb stageVerb, args ...string) (*exec.Cmd, *bytes.Buffer, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find this executable to stage files as %s: %w", acct.Name, err)
+		return nil, nil, fmt.Errorf("find this executable to handle files as %s: %w", acct.Name, err)
 	}
 	cmd := exec.Command(exe, append([]string{StageCommand, string(verb)}, args...)...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + acct.Home, "USER=" + acct.Name, "LOGNAME=" + acct.Name}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: acct.Credential(), Pdeathsig: syscall.SIGKILL}
-	cmd.Stdin, cmd.Stdout = stdin, stdout
-	var errb bytes.Buffer
-	cmd.Stderr = &limitedBuffer{b: &errb, max: 4 << 10}
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errb.String())
-		if msg == "" {
-			msg = err.Error()
-		}
-		return fmt.Errorf("as %s: %s", acct.Name, msg)
+	errb := &bytes.Buffer{}
+	cmd.Stderr = &limitedBuffer{b: errb, max: 4 << 10}
+	return cmd, errb, nil
+}
+
+func stageErr(acct runas.Account, err error, errb *bytes.Buffer) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	if errors.Is(err, os.ErrPermission) {
+		exe, _ := os.Executable()
+		return fmt.Errorf("account %s cannot run %s, which handles a job's files as the task's account: make it and its directories executable by others (chmod o+x), as in a package install to /usr/bin", acct.Name, exe)
+	}
+	msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(errb.String()), "error: "))
+	if msg == "" {
+		msg = err.Error()
+	}
+	return fmt.Errorf("as %s: %s", acct.Name, msg)
 }
 
 // limitedBuffer keeps the first max bytes written to it.
@@ -155,29 +227,24 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// runAsWorkRoot holds the scratch directories of an agent whose tasks run
-// as their submitters: outside the data directory (which holds the agent's
-// key and stays 0700), traversable but not listable (0711), each attempt's
-// directory 0700 and owned by the task's account.
-func (a *Agent) runAsWorkRoot() string {
-	return filepath.Join(os.TempDir(), "ward-work-"+a.state.Node)
-}
-
-// makeScratchAs makes an attempt's scratch directory owned by acct.
-func (a *Agent) makeScratchAs(dir string, acct runas.Account) error {
-	root := filepath.Dir(dir)
-	if err := os.MkdirAll(root, 0o711); err != nil {
-		return err
+// CheckStageHelper refuses to run tasks as their submitters when their
+// accounts could not start the staging helper (this executable): every
+// directory on its path and the file itself must be executable by others.
+func CheckStageHelper() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("--run-as-user: find this executable: %w", err)
 	}
-	// The root must be the agent's own, whatever was there before.
-	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
-		return fmt.Errorf("%s is not a directory of the agent's own; remove it", root)
+	for p := exe; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("--run-as-user: %w", err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("--run-as-user: tasks' accounts run %s to handle their jobs' files, but %s is not executable by others: run chmod o+x %s, or install ward where every user can run it (the packages put it in /usr/bin)", exe, p, p)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
 	}
-	if err := os.Chmod(root, 0o711); err != nil {
-		return err
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return err
-	}
-	return os.Chown(dir, int(acct.UID), int(acct.GID))
 }

@@ -83,7 +83,12 @@ func (a *Agent) stage(as api.Assignment, rep Reporter, h *stagedHandle) {
 		dir, scratch = filepath.Join(a.cfg.DataDir, "work", name), true
 	}
 	cleanup := func() {
-		if scratch {
+		switch {
+		case scratch && acct != nil:
+			if err := stageAs(*acct, nil, io.Discard, stageRemove, dir); err != nil {
+				a.log.Warn("could not remove a task's scratch directory", "dir", dir, "err", err)
+			}
+		case scratch:
 			os.RemoveAll(dir)
 		}
 		if acct != nil {
@@ -103,21 +108,26 @@ func (a *Agent) stage(as api.Assignment, rep Reporter, h *stagedHandle) {
 			return
 		}
 		acct = &ac
-		if scratch {
-			dir = filepath.Join(a.runAsWorkRoot(), name)
-		}
 	}
-	if scratch {
-		os.RemoveAll(dir)
-	}
-	// With --run-as-user, the job's own --dir is made (if need be) by the
-	// helper, as the account, with the first input.
 	var err error
 	switch {
 	case acct == nil:
+		if scratch {
+			os.RemoveAll(dir)
+		}
 		err = os.MkdirAll(dir, 0o700)
 	case scratch:
-		err = a.makeScratchAs(dir, *acct)
+		// A directory of the account's own, with a name no one can
+		// take first, in the system's temporary directory: the data
+		// directory holds the agent's key.
+		var out bytes.Buffer
+		if err = stageAs(*acct, nil, &out, stageScratch, os.TempDir()); err == nil {
+			dir = out.String()
+		} else {
+			scratch = false // nothing to remove
+		}
+	default:
+		err = stageAs(*acct, nil, io.Discard, stageMkdir, dir)
 	}
 	if err == nil && acct != nil {
 		err = os.MkdirAll(private, 0o700)
@@ -217,29 +227,14 @@ func (o *outputSender) match() ([]string, error) {
 	return files, nil
 }
 
-// opener opens output rel for reading: in place, or with --run-as-user a
-// copy the account's helper read into the agent's private directory (an
-// unlinked file, gone once closed).
-func (o *outputSender) opener(rel string) func() (*os.File, error) {
+// opener opens output rel for reading: in place, or with --run-as-user
+// through the account's helper, streamed (nothing is copied to the agent's
+// disk, so a huge or sparse output cannot fill it).
+func (o *outputSender) opener(rel string) func() (io.ReadCloser, error) {
 	if o.acct == nil {
-		return func() (*os.File, error) { return os.Open(filepath.Join(o.dir, filepath.FromSlash(rel))) }
+		return func() (io.ReadCloser, error) { return os.Open(filepath.Join(o.dir, filepath.FromSlash(rel))) }
 	}
-	return func() (*os.File, error) {
-		f, err := os.CreateTemp(o.private, "output-*")
-		if err != nil {
-			return nil, err
-		}
-		os.Remove(f.Name())
-		if err := stageAs(*o.acct, nil, f, stageGet, o.dir, rel); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return f, nil
-	}
+	return func() (io.ReadCloser, error) { return stageStream(*o.acct, stageGet, o.dir, rel) }
 }
 
 // stagingClient moves an attempt's files over HTTPS on the cluster port,
@@ -372,7 +367,11 @@ func writeVerified(dst string, r io.Reader, want staging.Sum, in api.StagedFile,
 
 // send sends one output file: its SHA-256 first (a read of its own), then
 // its bytes, which the coordinator keeps only if they hash the same.
-func (fc *stagingClient) send(ref api.AttemptRef, rel string, open func() (*os.File, error)) error {
+//
+// open gives the file's bytes; a file that can seek is read twice through
+// one open, anything else (a run-as helper's stream) is opened twice, and
+// the coordinator's check of the SHA-256 catches a file changed between.
+func (fc *stagingClient) send(ref api.AttemptRef, rel string, open func() (io.ReadCloser, error)) error {
 	what := "output " + rel
 	var last error
 	for try := range stagingTries {
@@ -384,11 +383,17 @@ func (fc *stagingClient) send(ref api.AttemptRef, rel string, open func() (*os.F
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		sum, size, err := staging.SumFile(f)
-		if err == nil {
-			_, err = f.Seek(0, io.SeekStart)
+		if s, ok := f.(io.Seeker); ok && err == nil {
+			_, err = s.Seek(0, io.SeekStart)
+		} else if err == nil {
+			if err = f.Close(); err == nil {
+				f, err = open()
+			}
 		}
 		if err != nil {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		req, _ := http.NewRequest(http.MethodPut, fc.base+attemptPath(ref)+"/outputs?path="+url.QueryEscape(rel), io.LimitReader(f, size))

@@ -72,7 +72,8 @@ func TestRunAsUser(t *testing.T) {
 		t.Fatalf("agent with a group-writable map: exit %d: %s", code, bad.stderrText())
 	}
 	os.Chmod(mapFile, 0o644)
-	c.startAgent("runas", 2, "--run-as-user", "--user-map", mapFile, "--label", "mode=runas")
+	// With exactly the capabilities the packaged drop-in leaves it.
+	c.startAgentBin(withDropInCaps(t, c.dir), "runas", 2, "--run-as-user", "--user-map", mapFile, "--label", "mode=runas")
 	c.startAgent("plain", 1, "--label", "mode=plain")
 
 	a := c.addUser(ua, "submitter")
@@ -162,8 +163,8 @@ func TestRunAsUser(t *testing.T) {
 	if err := os.WriteFile(in, []byte("payload\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	id = strings.TrimSpace(a.must("submit", "--label", "mode=runas", "--input", in+":data/in.txt", "--output-file", "out.txt", "--",
-		"sh", "-c", "cat data/in.txt > out.txt; stat -c %u data/in.txt . >> out.txt"))
+	id = strings.TrimSpace(a.must("submit", "--label", "mode=runas", "--input", in+":data/in.txt", "--output-file", "out.txt", "--output-file", "where.txt", "--",
+		"sh", "-c", "cat data/in.txt > out.txt; stat -c %u data/in.txt . >> out.txt; pwd > where.txt"))
 	if d := c.waitJob(id, 30*time.Second); d.State != api.JobCompleted {
 		t.Fatalf("%s's staged job: %s %+v", ua, d.State, d.Tasks[0].Attempts)
 	}
@@ -172,6 +173,16 @@ func TestRunAsUser(t *testing.T) {
 	want := "payload\n" + lookup(ua).Uid + "\n" + lookup(ua).Uid + "\n"
 	if b, err := os.ReadFile(filepath.Join(to, "task-0", "out.txt")); err != nil || string(b) != want {
 		t.Fatalf("staged job's out.txt = %q, %v; want the input and the account's uid twice (input and scratch directory): %q", b, err, want)
+	}
+	// Its scratch directory: the account's, in the temporary directory,
+	// and removed (by the account's helper) once the outputs were sent.
+	b, _ := os.ReadFile(filepath.Join(to, "task-0", "where.txt"))
+	where := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(where, filepath.Join(os.TempDir(), "ward-attempt-")) {
+		t.Fatalf("the staged task ran in %q, want a ward-attempt-* directory in %s", where, os.TempDir())
+	}
+	if _, err := os.Stat(where); !os.IsNotExist(err) {
+		t.Fatalf("the scratch directory %s is still there: %v", where, err)
 	}
 
 	// A --dir the account may not write, or a file in one it may not
@@ -200,4 +211,35 @@ func TestRunAsUser(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(locked, "planted")); !os.IsNotExist(err) {
 		t.Fatalf("the input was written into root's directory: %v", err)
 	}
+}
+
+// withDropInCaps writes a wrapper that runs ward with only the capability
+// bounding set of the shipped run-as drop-in
+// (packaging/systemd/ward-agent-run-as.conf), as systemd would.
+func withDropInCaps(t *testing.T, dir string) string {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatal("setpriv (util-linux) is missing: it bounds the agent's capabilities as the drop-in does")
+	}
+	b, err := os.ReadFile("../../packaging/systemd/ward-agent-run-as.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caps []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapabilityBoundingSet="); ok {
+			for _, c := range strings.Fields(v) {
+				caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+			}
+		}
+	}
+	if len(caps) == 0 {
+		t.Fatal("the drop-in sets no CapabilityBoundingSet")
+	}
+	w := filepath.Join(dir, "ward-dropin-caps")
+	script := "#!/bin/sh\nexec setpriv --bounding-set -all," + strings.Join(caps, ",") + " -- " + wardBin + " \"$@\"\n"
+	if err := os.WriteFile(w, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
