@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -96,17 +97,23 @@ func Join(ctx context.Context, js JoinString, req api.JoinRequest) (*api.JoinRes
 }
 
 // PostAny is PostPinned to the first of addrs that answers, in order, and
-// returns the address that did. A coordinator's answer is final, a refusal
-// too, except UNAVAILABLE (it cannot serve it right now: the next may); an
-// address that cannot be reached, or whose handshake fails the pin, passes
-// to the next. When none answers, the error is an UNAVAILABLE answer if
-// one came (a caller may retry), else one naming each address's failure.
+// returns the address that did. It moves to the next address only when
+// nothing was sent to this one (its connection or TLS handshake failed,
+// the pin too: a *ConnectError) or when it answered UNAVAILABLE (it cannot
+// serve it right now: the next may). Any other answer is final, a refusal
+// too; so is a failure after the request went out (an *AnswerLostError):
+// that coordinator may have used a one-time secret the request carries,
+// and another would only answer TOKEN_USED. When none answers, the error
+// is an UNAVAILABLE answer if one came (a caller may retry), else one
+// naming each address's failure.
 func PostAny(ctx context.Context, addrs []string, pins []pki.Pin, path string, in, out any, clientCert *tls.Certificate) (string, error) {
 	var errs []error
 	for _, addr := range addrs {
 		err := PostPinned(ctx, addr, pins, path, in, out, clientCert)
 		var ae *api.Error
-		if err == nil || (errors.As(err, &ae) && ae.Code != api.CodeUnavailable) || ctx.Err() != nil {
+		var ce *ConnectError
+		unavailable := errors.As(err, &ae) && ae.Code == api.CodeUnavailable
+		if err == nil || ctx.Err() != nil || !(unavailable || errors.As(err, &ce)) {
 			return addr, err
 		}
 		errs = append(errs, err)
@@ -142,17 +149,71 @@ func (e *UnreachableError) Error() string {
 // finds the cause (refused, timeout, pin mismatch).
 func (e *UnreachableError) Unwrap() []error { return e.Errs }
 
+// ConnectError says that a coordinator could not be reached: the TCP
+// connection or the TLS handshake (with its pin check) failed, so nothing
+// of the request was sent to it.
+type ConnectError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.Addr, e.Err) }
+
+// Unwrap gives the cause (refused, timeout, pin mismatch) to errors.Is and
+// errors.As.
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// AnswerLostError says that a request went out to a coordinator but no
+// usable answer came back (the connection broke, the answer timed out or
+// was not a Ward coordinator's): it may have acted on the request, so a
+// one-time secret the request carried may be used up.
+type AnswerLostError struct {
+	Addr string
+	Err  error
+}
+
+func (e *AnswerLostError) Error() string {
+	return fmt.Sprintf("the request reached %s but no usable answer came back (%v); that coordinator may have used the join string's one-time secret: "+
+		"run the same command again, and if it answers TOKEN_USED, ask for a new join string", e.Addr, e.Err)
+}
+
+// Unwrap gives the cause to errors.Is and errors.As.
+func (e *AnswerLostError) Unwrap() error { return e.Err }
+
+// connectTimeout bounds the TCP connection and TLS handshake to one
+// coordinator, so an address that does not answer (a host that is down, a
+// firewall dropping packets) leaves the caller time for the next.
+var connectTimeout = 10 * time.Second
+
 // PostPinned POSTs a JSON body to https://addr+path on a pinned connection
 // and decodes the JSON answer. A non-2xx answer becomes its *api.Error.
-// clientCert, when set, is presented at the handshake.
+// clientCert, when set, is presented at the handshake. A failure before
+// any of the request was sent is a *ConnectError (the connection and
+// handshake get connectTimeout); one after is an *AnswerLostError.
 func PostPinned(ctx context.Context, addr string, pins []pki.Pin, path string, in, out any, clientCert *tls.Certificate) error {
 	cfg := PinnedConfig(pins, transport.HostOf(addr))
 	if clientCert != nil {
 		cfg.Certificates = []tls.Certificate{*clientCert}
 	}
 	client := &http.Client{
-		Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false, DisableKeepAlives: true},
-		Timeout:   30 * time.Second,
+		Transport: &http.Transport{
+			// The handshake is done here, so that its failure (and only
+			// that) is known to have sent nothing.
+			DialTLSContext: func(ctx context.Context, network, hostport string) (net.Conn, error) {
+				dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+				defer cancel()
+				conn, err := (&tls.Dialer{Config: cfg}).DialContext(dctx, network, hostport)
+				if err != nil {
+					if ctx.Err() == nil && dctx.Err() != nil {
+						err = fmt.Errorf("no TLS connection within %s: %w", connectTimeout, err)
+					}
+					return nil, &ConnectError{Addr: addr, Err: err}
+				}
+				return conn, nil
+			},
+			ForceAttemptHTTP2: false, DisableKeepAlives: true,
+		},
+		Timeout: 30 * time.Second,
 	}
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -165,22 +226,26 @@ func PostPinned(ctx context.Context, addr string, pins []pki.Pin, path string, i
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(hreq)
 	if err != nil {
-		return err
+		var ce *ConnectError
+		if errors.As(err, &ce) {
+			return ce
+		}
+		return &AnswerLostError{Addr: addr, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return fmt.Errorf("read answer from %s: %w", addr, err)
+		return &AnswerLostError{Addr: addr, Err: fmt.Errorf("read the answer: %w", err)}
 	}
 	if resp.StatusCode/100 != 2 {
 		var eb api.ErrorBody
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil {
 			return eb.Error
 		}
-		return fmt.Errorf("%s%s answered %s", addr, path, resp.Status)
+		return &AnswerLostError{Addr: addr, Err: fmt.Errorf("%s answered %s, not a Ward error", path, resp.Status)}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode answer from %s%s: %w", addr, path, err)
+		return &AnswerLostError{Addr: addr, Err: fmt.Errorf("decode the answer to %s: %w", path, err)}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/enroll"
@@ -19,10 +21,15 @@ import (
 )
 
 // TestPostAny: a join or login goes to the first coordinator of the join
-// string that answers. An address that refuses connections, or answers
-// UNAVAILABLE, passes to the next; any other answer is final, so a
-// refused token is not offered to every coordinator in turn.
+// string that answers. An address that refuses connections, does not
+// complete a handshake within the connect timeout, fails the pin, or
+// answers UNAVAILABLE passes to the next; any other answer is final, so a
+// refused token is not offered to every coordinator in turn. So is a
+// failure after the request went out (the connection cut before the
+// answer, an answer that is not Ward's): that coordinator may have used
+// the one-time secret, and the error says so.
 func TestPostAny(t *testing.T) {
+	defer enroll.SetConnectTimeout(300 * time.Millisecond)()
 	ca := pkitest.New(t)
 	pins := []pki.Pin{pki.SPKIPin(ca.Root.Cert)}
 	cert, _ := ca.Leaf(t, pki.RoleCoordinator, "c1")
@@ -59,6 +66,27 @@ func TestPostAny(t *testing.T) {
 	impostor.StartTLS()
 	defer impostor.Close()
 	down := dead()
+	// A host that takes the TCP connection and never answers the
+	// handshake (the kernel accepts into the backlog; nobody reads).
+	silentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silentLn.Close()
+	silent := silentLn.Addr().String()
+	// A coordinator that reads the whole request, then dies before it
+	// answers.
+	cut := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	cut.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	cut.StartTLS()
+	defer cut.Close()
+	proxyError, _ := serve(502, `<html>Bad Gateway</html>`)
 
 	tests := []struct {
 		name     string
@@ -66,15 +94,20 @@ func TestPostAny(t *testing.T) {
 		wantAddr string
 		wantCode api.Code // the refusal, when final
 		wantErr  []string // an error naming these, when none answered
+		lost     bool     // the request went out: final, and the error says the secret may be used
 	}{
-		{"first answers", []string{ok, down}, ok, "", nil},
-		{"first down", []string{down, ok}, ok, "", nil},
-		{"pin mismatch, then the real one", []string{impostor.Listener.Addr().String(), ok}, ok, "", nil},
-		{"unavailable passes on", []string{unavailable, ok}, ok, "", nil},
-		{"a refusal is final", []string{refused, ok}, refused, api.CodeTokenInvalid, nil},
-		{"all down", []string{down, dead()}, "", "", []string{"none of the 2 coordinators", down}},
-		{"only one, down", []string{down}, "", "", []string{"connection refused"}},
-		{"unavailable or down everywhere", []string{down, unavailable}, "", api.CodeUnavailable, nil},
+		{"first answers", []string{ok, down}, ok, "", nil, false},
+		{"first down", []string{down, ok}, ok, "", nil, false},
+		{"pin mismatch, then the real one", []string{impostor.Listener.Addr().String(), ok}, ok, "", nil, false},
+		{"unavailable passes on", []string{unavailable, ok}, ok, "", nil, false},
+		{"a refusal is final", []string{refused, ok}, refused, api.CodeTokenInvalid, nil, false},
+		{"all down", []string{down, dead()}, "", "", []string{"none of the 2 coordinators", down}, false},
+		{"only one, down", []string{down}, "", "", []string{"connection refused"}, false},
+		{"unavailable or down everywhere", []string{down, unavailable}, "", api.CodeUnavailable, nil, false},
+		{"no handshake within the timeout, then the real one", []string{silent, ok}, ok, "", nil, false},
+		{"only one, silent", []string{silent}, "", "", []string{"connect to " + silent, "no TLS connection within 300ms"}, false},
+		{"answer lost after the request went out", []string{cut.Listener.Addr().String(), ok}, cut.Listener.Addr().String(), "", nil, true},
+		{"an answer that is not Ward's", []string{proxyError, ok}, proxyError, "", nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +115,14 @@ func TestPostAny(t *testing.T) {
 			var out struct{ Node string }
 			addr, err := enroll.PostAny(context.Background(), tt.addrs, pins, api.PathJoin, map[string]string{}, &out, nil)
 			switch {
+			case tt.lost:
+				var lost *enroll.AnswerLostError
+				if !errors.As(err, &lost) || addr != tt.wantAddr || !strings.Contains(err.Error(), "may have used the join string's one-time secret") {
+					t.Fatalf("got %v from %s; want the answer lost at %s, saying the secret may be used", err, addr, tt.wantAddr)
+				}
+				if okHits.Load() != before {
+					t.Fatal("the next coordinator was asked after the request went out to one")
+				}
 			case tt.wantCode != "":
 				if api.CodeOf(err) != tt.wantCode || addr != tt.wantAddr {
 					t.Fatalf("got %s from %s (%v), want %s from %s", api.CodeOf(err), addr, err, tt.wantCode, tt.wantAddr)
@@ -98,7 +139,11 @@ func TestPostAny(t *testing.T) {
 						t.Fatalf("error %q does not name %q", err, w)
 					}
 				}
-				if !errors.Is(err, syscall.ECONNREFUSED) {
+				var ce *enroll.ConnectError
+				if !errors.As(err, &ce) {
+					t.Fatalf("error %v does not say nothing was sent", err)
+				}
+				if strings.Contains(err.Error(), "refused") && !errors.Is(err, syscall.ECONNREFUSED) {
 					t.Fatalf("error %v hides the refused connection from diagnosis", err)
 				}
 			default:
