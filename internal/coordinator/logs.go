@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/authz"
@@ -318,9 +319,10 @@ func (c *Coordinator) followLogs(ctx context.Context, p authz.Principal, id stri
 		c.subs[j.ID][sub] = struct{}{}
 		defer c.unsubscribe(j.ID, sub)
 	}
-	// A job held for a follower that takes all output starts now that one
-	// is subscribed (released below, once c.mu is).
-	release := sub != nil && all && j.Held
+	// A job held for its submitter's follower of all output starts now
+	// that it is subscribed (released below, once c.mu is). Another
+	// reader's follower does not release it.
+	release := sub != nil && all && j.Held && p.ID.String() == j.SubmittedBy
 	id, state, failed, counts := j.ID, j.State, len(j.Tasks)-j.Count(sched.Completed), j.Counts()
 	var failures []api.TaskFailure
 	if sub == nil && failed > 0 {
@@ -490,4 +492,22 @@ func (c *Coordinator) releaseHold(j *sched.Job, followed bool) {
 			"job", j.ID, "waited", api.HoldForFollowerMax)
 	}
 	c.poke()
+}
+
+// holdAgainLocked holds a restored job that waited for its follower
+// (api.JobSpec.HoldForFollower) and has placed nothing yet: after a restart
+// or a change of leader, `ward run --output-dir` reconnects to follow it,
+// and the output past the cap must not start before. As at submission, it
+// waits HoldForFollowerMax at most.
+func (c *Coordinator) holdAgainLocked(j *sched.Job) {
+	if !j.Spec.HoldForFollower || j.Terminal() || j.CancelReason != "" {
+		return
+	}
+	for i := range j.Tasks {
+		if len(j.Tasks[i].Attempts) > 0 {
+			return
+		}
+	}
+	j.Held = true
+	time.AfterFunc(api.HoldForFollowerMax, func() { c.releaseHold(j, false) })
 }

@@ -529,6 +529,7 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	}
 	for _, j := range jobs {
 		c.cl.Restore(j)
+		c.holdAgainLocked(j)
 	}
 	if err := c.restoreOutputCounters(ctx, jobs); err != nil {
 		return err

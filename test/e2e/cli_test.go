@@ -1,16 +1,11 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/wardcluster/ward/internal/api"
 )
 
 // What a new user meets in the first hour, command by command.
@@ -119,47 +114,6 @@ func TestFirstHourCLI(t *testing.T) {
 		_, logErr, _ := c.ward("logs", id, "--task", "0")
 		if !strings.Contains(logErr, "[0] [ward: output truncated: the coordinator keeps 4096 bytes per task (--max-output-bytes)") {
 			t.Errorf("ward logs does not say where the output stops:\n%s", logErr)
-		}
-	})
-	t.Run("a job held for its follower starts when the follower of all output attaches", func(t *testing.T) {
-		// ward run --output-dir submits so: output past the cap reaches
-		// only live followers, so none may be written before one is there.
-		hc := c.httpClient(certAndKey(t, c))
-		body := `{"argv":["sh","-c","head -c 10000 /dev/zero | tr '\\0' x"],"count":1,"hold_for_follower":true}`
-		resp, err := hc.Post("https://"+c.cluster+"/v1/jobs", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var job api.Job
-		if err := json.NewDecoder(resp.Body).Decode(&job); err != nil || resp.StatusCode != http.StatusCreated {
-			t.Fatalf("submit: %s %v", resp.Status, err)
-		}
-		resp.Body.Close()
-		time.Sleep(1500 * time.Millisecond) // a free slot all along: only the hold keeps it queued
-		if d := c.job(job.ID); d.Counts[api.TaskQueued] != 1 {
-			t.Fatalf("held job placed before its follower came: %+v", d.Counts)
-		}
-		resp, err = hc.Get("https://" + c.cluster + "/v1/jobs/" + job.ID + "/logs?follow=1&all=1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		got, dec := 0, json.NewDecoder(resp.Body)
-		for {
-			var ch api.LogChunk
-			if err := dec.Decode(&ch); err != nil {
-				t.Fatalf("follow: %v after %d bytes", err, got)
-			}
-			if ch.End {
-				if ch.JobState != api.JobCompleted {
-					t.Fatalf("job ended %s", ch.JobState)
-				}
-				break
-			}
-			got += len(ch.Data)
-		}
-		if got != 10000 {
-			t.Fatalf("the follower of all output got %d bytes of 10000", got)
 		}
 	})
 	t.Run("completion offers nodes, jobs and flag values", func(t *testing.T) {
