@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -154,19 +155,28 @@ the line that points the CLI at it. Later starts reuse everything.`,
 func runCoordinator(ctx context.Context, g *globals, cfg config.Coordinator, opts coordinator.Options) error {
 	bi := buildinfo.Get()
 	opts.Logger.Info("coordinator starting", "version", bi.Version, "commit", bi.Commit, "go", bi.GoVersion, "config_data_dir", cfg.DataDir)
-	c, err := coordinator.New(cfg, opts)
-	if err != nil {
-		return err
-	}
-	if c.CreatedCA() && cfg.EtcdStore() {
-		fmt.Fprintf(g.stderr, "Created a new cluster CA in the etcd store (keys encrypted with %s).\n", cfg.CAPassphraseFile)
-	} else if c.CreatedCA() {
-		fmt.Fprintf(g.stderr, "Created a new cluster CA in %s.\n", cfg.DataDir)
-	}
-	fmt.Fprintf(g.stderr, "Coordinator up: cluster %s, public %s.\nPoint the CLI at it with:\n", c.ClusterAddr(), c.PublicAddr())
-	fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
-	go onSIGHUP(ctx, func() { c.Reload() })
-	return c.Serve(ctx)
+	// A coordinator that steps down (it led, and another led meanwhile)
+	// starts again in this process as a follower: SIGHUP reaches the
+	// current one.
+	var current atomic.Pointer[coordinator.Coordinator]
+	go onSIGHUP(ctx, func() {
+		if c := current.Load(); c != nil {
+			c.Reload()
+		}
+	})
+	return coordinator.Run(ctx, cfg, opts, func(c *coordinator.Coordinator, first bool) {
+		current.Store(c)
+		if !first {
+			return
+		}
+		if c.CreatedCA() && cfg.EtcdStore() {
+			fmt.Fprintf(g.stderr, "Created a new cluster CA in the etcd store (keys encrypted with %s).\n", cfg.CAPassphraseFile)
+		} else if c.CreatedCA() {
+			fmt.Fprintf(g.stderr, "Created a new cluster CA in %s.\n", cfg.DataDir)
+		}
+		fmt.Fprintf(g.stderr, "Coordinator up: cluster %s, public %s.\nPoint the CLI at it with:\n", c.ClusterAddr(), c.PublicAddr())
+		fmt.Fprintf(g.stdout, "export %s=%s\n", config.ContextEnv, c.ContextPath())
+	})
 }
 
 // onSIGHUP calls reload on every SIGHUP until ctx ends.

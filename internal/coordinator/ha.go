@@ -154,8 +154,10 @@ func (c *Coordinator) campaign(ctx context.Context) error {
 // placement stops at once and the coordinator campaigns again with the
 // jobs it holds: if no other coordinator led meanwhile (none could while
 // the store was down), it leads on with them; otherwise they are stale and
-// it stops, to start again as a follower. Its sessions, and the tasks on
-// its agents, go on meanwhile.
+// it steps down (ErrSteppedDown: Run starts it again as a follower, from
+// the store). It also steps down as soon as it sees another coordinator
+// lead, instead of serving its stale jobs until it wins again. Its
+// sessions, and the tasks on its agents, go on meanwhile.
 func (c *Coordinator) holdTerm(ctx context.Context, term *leader.Term) {
 	for {
 		select {
@@ -170,12 +172,23 @@ func (c *Coordinator) holdTerm(ctx context.Context, term *leader.Term) {
 		c.journal.setCampaigning(true)
 		c.log.Error("the leadership lease ended: placement stopped; campaigning again with the jobs in memory",
 			"fence", term.Fence().Key, "store", c.backend.desc, "err", term.Err())
-		next, err := c.campaignAgain(ctx)
+		cctx, cancel := context.WithCancel(ctx)
+		other := c.watchOtherLeader(cctx, cancel)
+		next, err := c.campaignAgain(cctx)
+		cancel()
+		if in, ok := <-other; ok {
+			if next != nil {
+				next.Resign(context.Background())
+			}
+			c.fail(fmt.Errorf("%w: coordinator %s leads since %s, so the jobs this one holds in memory are stale", ErrSteppedDown, in.ID, in.Since.UTC().Format(time.RFC3339)))
+			return
+		}
 		if err != nil {
 			return
 		}
 		if !next.Follows(term) {
-			c.fail(fmt.Errorf("%w: another coordinator led while this one could not reach the %s, so the jobs this one holds in memory are stale", leader.ErrLost, c.backend.desc))
+			next.Resign(context.Background())
+			c.fail(fmt.Errorf("%w: another coordinator led while this one could not reach the %s, so the jobs this one holds in memory are stale", ErrSteppedDown, c.backend.desc))
 			return
 		}
 		c.journal.setFence(next)
@@ -256,7 +269,7 @@ func (c *Coordinator) leaderLost(err error) (error, bool) {
 	if t == nil || (!t.Fenced(err) && !errors.Is(err, leader.ErrLost)) {
 		return nil, false
 	}
-	return fmt.Errorf("this coordinator is no longer the leader, so it stopped placing at once; its last write was refused by the fence (%s) and nothing of it was written. It exits so that it restarts as a follower with the state in the store (run it under a supervisor such as systemd, which restarts it): %w", t.Fence().Key, err), true
+	return fmt.Errorf("%w: this coordinator is no longer the leader, so it stopped placing at once; its last write was refused by the fence (%s) and nothing of it was written; it starts again as a follower with the state in the store: %v", ErrSteppedDown, t.Fence().Key, err), true
 }
 
 // resign hands the leadership over at once at a clean stop, after the

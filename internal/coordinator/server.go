@@ -444,6 +444,10 @@ func (c *Coordinator) closeStorage() {
 // safe state is the store's, reloaded at the next start.
 func (c *Coordinator) fail(err error) {
 	c.leading.Store(false)
+	if errors.Is(err, ErrSteppedDown) {
+		c.fatalOnce.Do(func() { c.fatal <- err })
+		return
+	}
 	if lost, ok := c.leaderLost(err); ok {
 		c.fatalOnce.Do(func() { c.fatal <- lost })
 		return
