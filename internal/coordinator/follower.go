@@ -177,7 +177,9 @@ func (c *Coordinator) relaySession(tc *tls.Conn, peer transport.Peer) {
 		// certificate's trust; it closes its end when it cuts it.
 		cs := tc.ConnectionState()
 		c.live.vouch(tc, nil)
-		err = c.relay.mux.Relay(ctx, in.ClusterAddr, forward.NewPreamble(cs, tc.RemoteAddr().String(), c.memberID()), tc)
+		err = c.relay.mux.Relay(ctx, in.ClusterAddr, forward.NewPreamble(cs, tc.RemoteAddr().String(), c.memberID()), tc, func(via string) {
+			c.connLog("agent session relayed to the leader", "node", peer.ID.Name, "leader", in.ID, "via", via)
+		})
 		if errors.Is(err, forward.ErrNotRelayed) {
 			c.live.vouch(tc, cs.PeerCertificates) // still this coordinator's to judge
 			c.log.Warn("cannot reach the leader to relay an agent session; waiting for another", "node", peer.ID.Name, "leader", in.ID, "addr", in.ClusterAddr, "err", err)
@@ -250,8 +252,13 @@ func (c *Coordinator) startRelay() {
 	c.relay.conns = newConnQueue(c.clusterLn.Addr())
 	c.relay.srv = forward.NewRelayServer(c.acceptMuxRelay, slog.NewLogLogger(c.log.Handler(), slog.LevelDebug))
 	c.relay.srv.ConnState = c.trackHTTPConn
-	c.relay.mux = forward.NewMux(relayConnsPerLeader, func(host string) *tls.Config { return c.leaderTLS(host, transport.ALPNRelayMux) },
-		func(addr string) { c.connLog("relay connection to the leader opened", "leader_addr", addr) })
+	c.relay.mux = forward.NewMux(relayConnsPerLeader, func(host string) *tls.Config { return c.leaderTLS(host, transport.ALPNRelayMux) }, forward.MuxHooks{
+		Opened: func(addr string) { c.connLog("relay connection to the leader opened", "leader_addr", addr) },
+		Legacy: func(addr string, err error) {
+			c.log.Warn("the leader runs an older Ward without multiplexed relays: each agent session on this coordinator is relayed over a connection of its own (ward-relay/1) until it is upgraded; upgrade it (or fail over to an upgraded coordinator) to finish the rolling upgrade",
+				"leader_addr", addr, "err", err)
+		},
+	})
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.relay.srv.Serve(c.relay.conns) }()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -153,5 +154,31 @@ func TestPreamble(t *testing.T) {
 		if _, err := ReadPreamble(bytes.NewReader(raw)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestPipe: bytes flow both ways, and one side closing ends both.
+func TestPipe(t *testing.T) {
+	a1, a2 := net.Pipe()
+	b1, b2 := net.Pipe()
+	done := make(chan struct{})
+	go func() { pipe(a2, b1); close(done) }()
+	go a1.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := b2.Read(buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q %v", buf, err)
+	}
+	go b2.Write([]byte("pong"))
+	if _, err := a1.Read(buf); err != nil || string(buf) != "pong" {
+		t.Fatalf("read %q %v", buf, err)
+	}
+	a1.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("pipe did not end when one side closed")
+	}
+	if _, err := b2.Read(buf); err == nil {
+		t.Error("the other side is still open")
 	}
 }

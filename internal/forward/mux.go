@@ -50,9 +50,18 @@ const (
 	// holds one frame-sized buffer per session (the request body's), so it
 	// is HTTP/2's minimum.
 	frameSize = 16 << 10
-	// pingAfter and pingTimeout find a dead peer on an idle connection.
-	pingAfter   = 10 * time.Second
-	pingTimeout = 10 * time.Second
+	// pingAfter and pingTimeout find a dead peer: a connection that read
+	// no frame for pingAfter sends a ping and is closed, with every session
+	// on it, if no answer comes within pingTimeout. A connection carrying
+	// sessions reads a heartbeat or its answer every interval, so this
+	// fires only when the peer is silent; the 45 s it allows is longer
+	// than a session's own liveness timeout (25 s at the default 5 s
+	// interval, 40 s at 10 s), so a stalled leader that its sessions would
+	// outlive does not lose them all at once. A dead leader is still found
+	// sooner by each session's liveness (its agent reconnects) and by the
+	// election.
+	pingAfter   = 15 * time.Second
+	pingTimeout = 30 * time.Second
 	// writeTimeout closes a connection whose peer stopped reading.
 	writeTimeout = 30 * time.Second
 )

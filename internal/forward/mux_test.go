@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -68,7 +69,7 @@ func newMuxRig(t *testing.T, conns int) *muxRig {
 	r.addr = ln.Addr().String()
 	r.mux = NewMux(conns, func(host string) *tls.Config {
 		return &tls.Config{RootCAs: ca.Bundle().Pool(), ServerName: host, Certificates: []tls.Certificate{follower}, MinVersion: tls.VersionTLS13}
-	}, nil)
+	}, MuxHooks{})
 	t.Cleanup(r.mux.Close)
 	return r
 }
@@ -108,7 +109,7 @@ func (r *muxRig) relay(t *testing.T, name string) (net.Conn, chan error) {
 	agentEnd, followerEnd := net.Pipe()
 	p := Preamble{Chain: [][]byte{r.agent.Certificate[0]}, Source: name, By: "c2"}
 	done := make(chan error, 1)
-	go func() { done <- r.mux.Relay(context.Background(), r.addr, p, followerEnd) }()
+	go func() { done <- r.mux.Relay(context.Background(), r.addr, p, followerEnd, nil) }()
 	t.Cleanup(func() { agentEnd.Close() })
 	return agentEnd, done
 }
@@ -276,7 +277,7 @@ func TestMuxAgentCloses(t *testing.T) {
 			agentEnd, followerEnd := net.Pipe()
 			p := Preamble{Chain: [][]byte{r.agent.Certificate[0]}, Source: "a"}
 			done := make(chan error, 1)
-			go func() { done <- r.mux.Relay(context.Background(), r.addr, p, followerEnd) }()
+			go func() { done <- r.mux.Relay(context.Background(), r.addr, p, followerEnd, nil) }()
 			agentEnd.Write([]byte("last words"))
 			if cutByFollower {
 				followerEnd.Close()
@@ -334,7 +335,7 @@ func TestMuxNoLeader(t *testing.T) {
 	agentEnd, followerEnd := net.Pipe()
 	defer agentEnd.Close()
 	p := Preamble{Chain: [][]byte{r.agent.Certificate[0]}, Source: "x"}
-	err := r.mux.Relay(context.Background(), gone, p, followerEnd)
+	err := r.mux.Relay(context.Background(), gone, p, followerEnd, nil)
 	if !errors.Is(err, ErrNotRelayed) {
 		t.Fatalf("err = %v, want ErrNotRelayed", err)
 	}
@@ -346,10 +347,224 @@ func TestMuxNoLeader(t *testing.T) {
 	}
 	// and the same connection relays to the real leader afterwards
 	done := make(chan error, 1)
-	go func() { done <- r.mux.Relay(context.Background(), r.addr, p, followerEnd) }()
+	go func() { done <- r.mux.Relay(context.Background(), r.addr, p, followerEnd, nil) }()
 	if err := roundTrip(agentEnd, "after a failed try"); err != nil {
 		t.Fatal(err)
 	}
 	agentEnd.Close()
 	<-done
+}
+
+// fakeClock is a Mux's clock in tests that cross failTTL or legacyRecheck.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// followerMux is a Mux with a follower's coordinator certificate of ca and
+// a fake clock.
+func followerMux(t *testing.T, ca *pkitest.CA, hooks MuxHooks) (*Mux, *fakeClock) {
+	t.Helper()
+	follower, _ := ca.Leaf(t, pki.RoleCoordinator, "c2")
+	m := NewMux(1, func(host string) *tls.Config {
+		return &tls.Config{RootCAs: ca.Bundle().Pool(), ServerName: host, Certificates: []tls.Certificate{follower}, MinVersion: tls.VersionTLS13}
+	}, hooks)
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	m.now = clock.now
+	t.Cleanup(m.Close)
+	return m, clock
+}
+
+// listen accepts TCP connections on loopback, counts them and hands each
+// to serve.
+func listen(t *testing.T, serve func(net.Conn)) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// TestMuxLegacyLeader: a leader of the previous version refuses ALPN h2
+// (no_application_protocol). The follower relays each session over a
+// connection of its own (ward-relay/1: the preamble, then the agent's
+// bytes), says so once, does not ask for h2 again for each session, and
+// asks again after legacyRecheck.
+func TestMuxLegacyLeader(t *testing.T) {
+	ca := pkitest.NewCluster(t, "test")
+	leader, _ := ca.Leaf(t, pki.RoleCoordinator, "c1")
+	agent, _ := ca.Leaf(t, pki.RoleAgent, "n1")
+	cfg := &tls.Config{Certificates: []tls.Certificate{leader}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Bundle().Pool(),
+		NextProtos: []string{"ward-agent/1", "ward-relay/1", "http/1.1"}, MinVersion: tls.VersionTLS13} // the previous version's cluster port
+	addr, conns := listen(t, func(c net.Conn) {
+		defer c.Close()
+		tc := tls.Server(c, cfg)
+		if tc.Handshake() != nil || tc.ConnectionState().NegotiatedProtocol != "ward-relay/1" {
+			return
+		}
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ReadPreamble(tc); err != nil {
+			t.Errorf("preamble: %v", err)
+			return
+		}
+		tc.SetReadDeadline(time.Time{})
+		echo(tc, Preamble{})
+	})
+	var mu sync.Mutex
+	var told []string
+	m, clock := followerMux(t, ca, MuxHooks{Legacy: func(a string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, a)
+		if !strings.Contains(err.Error(), "no application protocol") {
+			t.Errorf("the legacy notice's cause %q does not name the refused ALPN", err)
+		}
+	}})
+	session := func(name string) {
+		t.Helper()
+		agentEnd, followerEnd := net.Pipe()
+		defer agentEnd.Close()
+		vias := make(chan string, 1)
+		done := make(chan error, 1)
+		p := Preamble{Chain: [][]byte{agent.Certificate[0]}, Source: name, By: "c2"}
+		go func() { done <- m.Relay(context.Background(), addr, p, followerEnd, func(via string) { vias <- via }) }()
+		if err := roundTrip(agentEnd, "through the old leader: "+name); err != nil {
+			t.Fatal(err)
+		}
+		if via := <-vias; via != "ward-relay/1" {
+			t.Fatalf("relayed via %q, want ward-relay/1", via)
+		}
+		agentEnd.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("relay: %v", err)
+		}
+	}
+	session("s1") // an h2 handshake refused, then a ward-relay/1 connection
+	session("s2") // a ward-relay/1 connection only
+	if got := conns.Load(); got != 3 {
+		t.Fatalf("the old leader saw %d connections for two sessions, want 3 (one h2 try, then one per session)", got)
+	}
+	clock.add(legacyRecheck)
+	session("s3") // h2 tried again: perhaps it was upgraded
+	if got := conns.Load(); got != 5 {
+		t.Fatalf("after %s the old leader saw %d connections, want 5 (h2 tried again)", legacyRecheck, got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 2 || told[0] != addr {
+		t.Fatalf("the legacy notice came %d times (%v), want once per h2 try (2)", len(told), told)
+	}
+}
+
+// TestMuxOneDialAtATime: while a relay connection is being opened to a
+// leader that does not answer its handshake, further sessions wait for
+// that dial (no second one) only as long as their own context allows,
+// and Close ends the dial.
+func TestMuxOneDialAtATime(t *testing.T) {
+	ca := pkitest.NewCluster(t, "test")
+	agent, _ := ca.Leaf(t, pki.RoleAgent, "n1")
+	accepted := make(chan struct{}, 10)
+	addr, conns := listen(t, func(c net.Conn) { // takes the connection, never answers the handshake
+		accepted <- struct{}{}
+		buf := make([]byte, 1024)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				c.Close()
+				return
+			}
+		}
+	})
+	m, _ := followerMux(t, ca, MuxHooks{})
+	p := Preamble{Chain: [][]byte{agent.Certificate[0]}, Source: "x"}
+	relay := func(ctx context.Context) chan error {
+		done := make(chan error, 1)
+		_, followerEnd := net.Pipe()
+		go func() { done <- m.Relay(ctx, addr, p, followerEnd, nil) }()
+		return done
+	}
+	first := relay(context.Background())
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first session did not dial")
+	}
+	start := time.Now()
+	var waiting []chan error
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		waiting = append(waiting, relay(ctx))
+	}
+	for _, done := range waiting {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrNotRelayed) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v, want ErrNotRelayed for the session's own deadline", err)
+			}
+		case <-time.After(dialTimeout / 2):
+			t.Fatalf("a session with a 100ms deadline waited %s for another's dial", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	if got := conns.Load(); got != 1 {
+		t.Fatalf("%d dials to one leader at once, want 1", got)
+	}
+	m.Close()
+	select {
+	case err := <-first:
+		if !errors.Is(err, ErrNotRelayed) {
+			t.Fatalf("err = %v, want ErrNotRelayed", err)
+		}
+	case <-time.After(dialTimeout / 2):
+		t.Fatal("Close did not end the dial in flight")
+	}
+}
+
+// TestMuxRemembersAFailedDial: a dial that failed is remembered for
+// failTTL: sessions meanwhile fail at once, saying so, without dialing.
+func TestMuxRemembersAFailedDial(t *testing.T) {
+	ca := pkitest.NewCluster(t, "test")
+	agent, _ := ca.Leaf(t, pki.RoleAgent, "n1")
+	addr, conns := listen(t, func(c net.Conn) { c.Close() }) // a leader that drops every connection
+	m, clock := followerMux(t, ca, MuxHooks{})
+	p := Preamble{Chain: [][]byte{agent.Certificate[0]}, Source: "x"}
+	try := func() error {
+		_, followerEnd := net.Pipe()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return m.Relay(ctx, addr, p, followerEnd, nil)
+	}
+	if err := try(); !errors.Is(err, ErrNotRelayed) {
+		t.Fatalf("err = %v, want ErrNotRelayed", err)
+	}
+	if err := try(); !errors.Is(err, ErrNotRelayed) || !strings.Contains(err.Error(), "the last try") {
+		t.Fatalf("err = %v, want ErrNotRelayed naming the remembered failure", err)
+	}
+	if got := conns.Load(); got != 1 {
+		t.Fatalf("%d dials within %s of a failure, want 1", got, failTTL)
+	}
+	clock.add(failTTL)
+	try()
+	if got := conns.Load(); got != 2 {
+		t.Fatalf("%d dials after %s, want 2 (the failure forgotten)", got, failTTL)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,12 @@ func TestRevocationAcrossCoordinators(t *testing.T) {
 	}
 	if n := strings.Count(b.coord.stderrText(), "alpn=h2"); n != 1 {
 		t.Fatalf("B accepted %d relay connections (alpn=h2) from A, want 1", n)
+	}
+	// A says when each session went to B, and how.
+	for _, node := range []string{"n1", "n2"} {
+		if !regexp.MustCompile(`msg="agent session relayed to the leader" node=` + node + ` leader=\S+ via=h2`).MatchString(a.coord.stderrText()) {
+			t.Fatalf("A did not log that %s's session was relayed to the leader via h2:\n%s", node, a.coord.stderrText())
+		}
 	}
 
 	// Revoke n1 on B, which never saw it connect: the record is in etcd.
