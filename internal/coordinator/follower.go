@@ -176,12 +176,17 @@ func (c *Coordinator) relaySession(tc *tls.Conn, peer transport.Peer) {
 		// The leader runs the session, sees its renewals and judges its
 		// certificate's trust; it closes its end when it cuts it.
 		cs := tc.ConnectionState()
+		mark := c.live.mark()
 		c.live.vouch(tc, nil)
 		err = c.relay.mux.Relay(ctx, in.ClusterAddr, forward.NewPreamble(cs, tc.RemoteAddr().String(), c.memberID()), tc, func(via string) {
 			c.connLog("agent session relayed to the leader", "node", peer.ID.Name, "leader", in.ID, "via", via)
 		})
 		if errors.Is(err, forward.ErrNotRelayed) {
-			c.live.vouch(tc, cs.PeerCertificates) // still this coordinator's to judge
+			// Still this coordinator's to judge, and a trust sweep may
+			// have passed it by meanwhile.
+			if !c.admitLive(tc, cs.PeerCertificates, mark) {
+				return
+			}
 			c.log.Warn("cannot reach the leader to relay an agent session; waiting for another", "node", peer.ID.Name, "leader", in.ID, "addr", in.ClusterAddr, "err", err)
 			skip = in.Fence
 			continue
@@ -204,6 +209,7 @@ func (c *Coordinator) acceptRelay(tc net.Conn, by transport.Peer) {
 		return
 	}
 	tc.SetReadDeadline(time.Now().Add(helloTimeout))
+	mark := c.live.mark() // before the chain is checked against the trust bundle
 	p, err := forward.ReadPreamble(tc)
 	if err == nil {
 		var id pki.ID
@@ -217,13 +223,9 @@ func (c *Coordinator) acceptRelay(tc net.Conn, by transport.Peer) {
 			tc.SetReadDeadline(time.Time{})
 			agent := transport.Peer{ID: id, Cert: certs[0], TLSVersion: p.TLSVersion, Cipher: p.Cipher, Link: transport.LinkYes, Via: p.By}
 			conn := &relayedConn{Conn: tc, remote: sourceAddr(p.Source)}
-			c.live.add(pki.SerialHex(certs[0]), conn)
-			c.live.vouch(conn, certs)
 			defer c.live.remove(conn)
-			if c.revoked.Contains(certs[0].SerialNumber) {
-				// Revoked between the check and registration.
-				conn.Close()
-				return
+			if !c.admitLive(conn, certs, mark) {
+				return // revoked or no longer trusted since the check
 			}
 			c.runSession(conn, agent)
 			return

@@ -6,7 +6,9 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/store"
 )
 
@@ -59,12 +61,19 @@ type liveConns struct {
 	// chains holds, per connection, the chain of the certificate it
 	// stands for now (see vouch), which must stay trusted.
 	chains map[net.Conn][]*x509.Certificate
+	// sweeps counts the trust sweeps that took their snapshot of chains
+	// (bumped under mu): see mark and register.
+	sweeps atomic.Uint64
 }
 
 // add ties conn to serial (besides any serial it has already).
 func (l *liveConns) add(serial string, conn net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.addLocked(serial, conn)
+}
+
+func (l *liveConns) addLocked(serial string, conn net.Conn) {
 	if l.bySerial == nil {
 		l.bySerial, l.byConn = map[string]map[net.Conn]struct{}{}, map[net.Conn][]string{}
 	}
@@ -77,12 +86,47 @@ func (l *liveConns) add(serial string, conn net.Conn) {
 	}
 }
 
-// move ties conn to serial to instead of serial from.
-func (l *liveConns) move(from, to string, conn net.Conn) {
+// mark is taken before a connection's certificate is checked against
+// the trust bundle (before its handshake): register compares it, so a
+// connection checked under a trust a sweep then replaced, and registered
+// after that sweep's snapshot, is judged by its caller instead.
+func (l *liveConns) mark() uint64 { return l.sweeps.Load() }
+
+// register ties conn to serial and vouches chain for it, at once. It
+// reports whether a trust sweep took its snapshot since mark: conn then
+// escaped that sweep, and the caller must judge it against the current
+// trust (Coordinator.admitLive).
+func (l *liveConns) register(serial string, conn net.Conn, chain []*x509.Certificate, mark uint64) (missed bool) {
 	l.mu.Lock()
-	l.untieLocked(from, conn)
-	l.mu.Unlock()
-	l.add(to, conn)
+	defer l.mu.Unlock()
+	l.addLocked(serial, conn)
+	l.vouchLocked(conn, chain)
+	return l.sweeps.Load() != mark
+}
+
+// renewed records a renewal of old into chain[0] (chain leaf first) made
+// over conn, in one step: conn stands for the new serial too and, when the
+// successor has a new key (old is then revoked, superseded), for it
+// instead of old. If conn stood for old, it now stands for the renewed
+// certificate in trust sweeps: its holder proved old's key at the
+// handshake and the new one with the CSR. A connection that stands for
+// another certificate (a follower's, carrying a forwarded renewal) keeps
+// its own chain. A connection already closed is left out.
+func (l *liveConns) renewed(conn net.Conn, old *x509.Certificate, chain []*x509.Certificate, newKey bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.byConn[conn]; !ok {
+		return
+	}
+	// Tie the new serial first: untying old then leaves conn registered,
+	// with its chain.
+	l.addLocked(pki.SerialHex(chain[0]), conn)
+	if newKey {
+		l.untieLocked(pki.SerialHex(old), conn)
+	}
+	if cur := l.chains[conn]; len(cur) > 0 && cur[0].Equal(old) {
+		l.chains[conn] = chain
+	}
 }
 
 func (l *liveConns) untieLocked(serial string, conn net.Conn) {

@@ -26,8 +26,10 @@ type listener struct {
 	gate *connlimit.Gate
 	// keep: after the handshake the peer is still unauthenticated (the
 	// public port), so the connection stays counted until it closes.
-	keep   bool
-	handle func(*tls.Conn, *connlimit.Conn)
+	keep bool
+	// handle gets the live connections' mark taken before the handshake
+	// (see liveConns.mark).
+	handle func(tc *tls.Conn, gc *connlimit.Conn, mark uint64)
 }
 
 // acceptLoop accepts TCP connections and hands each to its own goroutine
@@ -63,6 +65,7 @@ func (c *Coordinator) handshake(raw net.Conn, gc *connlimit.Conn, l *listener) {
 	// its peer.
 	tc := tls.Server(gc.Conn(), l.cfg)
 	tc.SetDeadline(time.Now().Add(c.cfg.Limits.HandshakeTimeout.D()))
+	mark := c.live.mark() // before the handshake reads the trust bundle
 	if err := tc.Handshake(); err != nil {
 		gc.Release()
 		c.rejected(l.name, raw.RemoteAddr().String(), err)
@@ -71,7 +74,7 @@ func (c *Coordinator) handshake(raw net.Conn, gc *connlimit.Conn, l *listener) {
 	}
 	tc.SetDeadline(time.Time{})
 	gc.HandshakeDone(l.keep)
-	l.handle(tc, gc)
+	l.handle(tc, gc, mark)
 }
 
 // newGates builds each listener's caps from the configuration.
@@ -181,7 +184,7 @@ func (c *Coordinator) accepted(listener string, tc *tls.Conn, cs *tls.Connection
 
 // handleCluster routes a verified cluster connection by ALPN: agents to a
 // session, everything else to the HTTP API.
-func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
+func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn, mark uint64) {
 	cs := tc.ConnectionState()
 	peer, err := transport.PeerFromState(&cs, c.cfg.Cluster)
 	if err != nil { // VerifyConnection already checked this; defence in depth
@@ -190,15 +193,8 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 		return
 	}
 	c.accepted("cluster", tc, &cs, peer.ID.String())
-	serial := pki.SerialHex(peer.Cert)
-	c.live.add(serial, tc)
-	c.live.vouch(tc, cs.PeerCertificates)
-	if c.revoked.Contains(peer.Cert.SerialNumber) {
-		// Revoked between the handshake's check and registration: the
-		// revocation's sweep may have missed this connection.
-		c.live.remove(tc)
-		tc.Close()
-		return
+	if !c.admitLive(tc, cs.PeerCertificates, mark) {
+		return // revoked or no longer trusted since the handshake
 	}
 	if cs.NegotiatedProtocol == transport.ALPNAgent {
 		if peer.ID.Role != pki.RoleAgent {
@@ -243,7 +239,7 @@ func (c *Coordinator) handleCluster(tc *tls.Conn, _ *connlimit.Conn) {
 
 // handlePublic passes a public connection to the public HTTP server; the
 // server's connection states keep its gate entry current.
-func (c *Coordinator) handlePublic(tc *tls.Conn, gc *connlimit.Conn) {
+func (c *Coordinator) handlePublic(tc *tls.Conn, gc *connlimit.Conn, _ uint64) {
 	cs := tc.ConnectionState()
 	who := "anonymous"
 	if len(cs.PeerCertificates) > 0 {

@@ -150,6 +150,7 @@ func (c *Coordinator) handlePlaintext(conn net.Conn, gc *connlimit.Conn) {
 		c.rejectedPlain(peerAddr, "not_ward_agent", "the peer did not open with the Ward agent preface", "point the client at the cluster port")
 		return
 	}
+	mark := c.live.mark() // before plaintextAuth checks the chain against the trust bundle
 	peer, err := c.plaintextAuth(conn)
 	if err != nil {
 		e := api.AsError(err)
@@ -160,9 +161,10 @@ func (c *Coordinator) handlePlaintext(conn net.Conn, gc *connlimit.Conn) {
 	conn.SetDeadline(time.Time{})
 	gc.Release() // authenticated: no longer counted
 	serial := pki.SerialHex(peer.Cert)
-	c.live.add(serial, conn)
-	c.live.vouch(conn, []*x509.Certificate{peer.Cert})
 	defer c.live.remove(conn)
+	if !c.admitLive(conn, []*x509.Certificate{peer.Cert}, mark) {
+		return // revoked or no longer trusted since the check
+	}
 	c.connLog("connection accepted", "listener", "plaintext", "peer_addr", peerAddr, "identity", peer.ID.String(), "tls", "none",
 		"cert_serial", serial, "link", string(transport.LinkNo), "revocation_checked", true)
 	c.metrics.Handshakes.WithLabelValues("plaintext", "accepted", "ok").Inc()

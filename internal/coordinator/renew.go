@@ -29,8 +29,9 @@ func (c *Coordinator) lifetimeFor(r pki.Role) time.Duration {
 
 // reissued is a certificate renew or heal issued.
 type reissued struct {
-	cert  *x509.Certificate
-	chain []byte // PEM: the certificate and its issuing CA
+	cert    *x509.Certificate
+	issuing *x509.Certificate // the CA that issued cert
+	chain   []byte            // PEM: the certificate and its issuing CA
 	// newKey: the successor has another key than the certificate it
 	// renews, which it therefore supersedes.
 	newKey bool
@@ -102,7 +103,7 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 		"new_key": strconv.FormatBool(newKey)}})
 	c.log.Info("certificate renewed", "identity", id.String(), "path", path, "old_serial", rec.Parent, "serial", rec.Serial,
 		"new_key", newKey, "expires", cert.NotAfter.UTC().Format(time.RFC3339))
-	return &reissued{cert: cert, chain: pki.EncodeCertsPEM(cert, iss.CA.Cert), newKey: newKey}, nil
+	return &reissued{cert: cert, issuing: iss.CA.Cert, chain: pki.EncodeCertsPEM(cert, iss.CA.Cert), newKey: newKey}, nil
 }
 
 // renewedOver finishes a renewal made over conn, a live connection that
@@ -113,19 +114,13 @@ func (c *Coordinator) reissue(ctx context.Context, current *x509.Certificate, cs
 // the old key at its handshake and the new key with the CSR, so it is the
 // new certificate's holder.
 func (c *Coordinator) renewedOver(conn net.Conn, old *x509.Certificate, r *reissued, by authz.Principal) {
-	oldSerial, newSerial := pki.SerialHex(old), pki.SerialHex(r.cert)
 	if conn != nil {
-		c.live.vouchRenewed(conn, old, r.cert)
+		c.live.renewed(conn, old, []*x509.Certificate{r.cert, r.issuing}, r.newKey)
 	}
 	if !r.newKey {
-		if conn != nil {
-			c.live.add(newSerial, conn)
-		}
 		return
 	}
-	if conn != nil {
-		c.live.move(oldSerial, newSerial, conn)
-	}
+	oldSerial := pki.SerialHex(old)
 	if _, err := c.revoke(context.Background(), revocation{serials: []string{oldSerial}, reason: "superseded", who: by}); err != nil {
 		c.log.Error("revoke the certificate a renewal with a new key superseded", "serial", oldSerial, "err", err,
 			"fix", "revoke it by hand: ward cert revoke "+oldSerial+" --reason superseded")

@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"maps"
 	"net"
 	"time"
 
@@ -15,7 +17,8 @@ import (
 // are closed, as a revocation closes those of a revoked certificate.
 // Connections whose holder renewed over them from a CA still trusted (an
 // agent's session in the renew phase) stand for the new certificate and
-// stay open.
+// stay open. A connection checked under the old trust and registered just
+// after the sweep is judged when it registers (admitLive).
 
 // vouch records the chain (leaf first) of the certificate conn stands for
 // now: the one presented at its handshake, or one renewed over it. Without
@@ -24,6 +27,10 @@ import (
 func (l *liveConns) vouch(conn net.Conn, chain []*x509.Certificate) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.vouchLocked(conn, chain)
+}
+
+func (l *liveConns) vouchLocked(conn net.Conn, chain []*x509.Certificate) {
 	if _, ok := l.byConn[conn]; !ok {
 		return // closed, or never registered
 	}
@@ -37,26 +44,37 @@ func (l *liveConns) vouch(conn net.Conn, chain []*x509.Certificate) {
 	l.chains[conn] = chain
 }
 
-// vouchRenewed makes conn stand for renewed when it stood for old: its
-// holder proved old's key at the handshake and renewed's with the CSR. A
-// connection that stands for another certificate (a follower's, carrying
-// a forwarded renewal) keeps its own.
-func (l *liveConns) vouchRenewed(conn net.Conn, old, renewed *x509.Certificate) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if chain := l.chains[conn]; len(chain) > 0 && chain[0].Equal(old) {
-		l.chains[conn] = []*x509.Certificate{renewed}
-	}
-}
-
 // closeUntrusted closes every connection whose chain trusted rejects, and
-// returns the leaves of those it closed.
+// returns the leaves of those it closed. The chains are judged outside
+// l.mu (a verification each, for thousands of connections), so accepts
+// and closes go on meanwhile: a connection closed meanwhile is left out,
+// one whose chain a renewal replaced meanwhile is judged again on its new
+// chain, and one registered after the snapshot learns of this sweep from
+// register.
 func (l *liveConns) closeUntrusted(trusted func(chain []*x509.Certificate) bool) []*x509.Certificate {
+	l.mu.Lock()
+	l.sweeps.Add(1)
+	snapshot := maps.Clone(l.chains)
+	l.mu.Unlock()
+	rejected := map[net.Conn]bool{}
+	for conn, chain := range snapshot {
+		if !trusted(chain) {
+			rejected[conn] = true
+		}
+	}
 	l.mu.Lock()
 	var conns []net.Conn
 	var leaves []*x509.Certificate
 	for conn, chain := range l.chains {
-		if !trusted(chain) {
+		was, judged := snapshot[conn]
+		if !judged {
+			continue // registered after the snapshot
+		}
+		bad := rejected[conn]
+		if !sameChain(chain, was) {
+			bad = !trusted(chain) // renewed meanwhile: rare, judged here
+		}
+		if bad {
 			conns = append(conns, conn)
 			leaves = append(leaves, chain[0])
 		}
@@ -65,16 +83,33 @@ func (l *liveConns) closeUntrusted(trusted func(chain []*x509.Certificate) bool)
 	return leaves
 }
 
-// closeRetiredTrust closes the connections whose certificate no longer
-// chains to a root of the current trust bundle. It runs after every trust
-// change of a rotation, on each coordinator that applies it.
+// sameChain reports whether a and b are the same recorded chain (chains
+// are replaced, never changed in place).
+func sameChain(a, b []*x509.Certificate) bool {
+	return len(a) == len(b) && len(a) > 0 && &a[0] == &b[0]
+}
+
+// trustJudge returns whether a chain (leaf first) still chains to a root
+// of the current trust bundle: the predicate of one trust sweep. Its pools
+// of intermediates are built once per distinct set of presented CA
+// certificates, not per connection; use it from one goroutine.
 //
-// Connections of coordinators are left alone: they carry other peers'
-// identities, each judged on its own (a relayed agent session here, a
-// forwarded request's chain per request), and a coordinator re-certifies
-// itself from the new issuing CA in the issue phase, before any
-// retirement. Expiry is not judged here either: only trust.
-func (c *Coordinator) closeRetiredTrust(now time.Time) {
+// Connections of coordinators are not judged: they stand for the cluster's
+// own coordinators, and closing them at a retirement would drop every
+// agent session a follower relays over them (a follower re-certifies from
+// the new issuing CA in the issue phase, but its relay and forwarding
+// connections opened before keep presenting the old certificate, and a
+// relayed session cannot move to another connection). What they carry is
+// judged on its own against the current trust: each relayed agent
+// session's chain when it opens (acceptRelay) and by these sweeps, each
+// forwarded request's chain per request. The limit: a coordinator
+// certificate of a retired CA keeps a connection opened before the
+// retirement open (until it closes, the peer restarts, or its certificate
+// is revoked: `ward cert revoke` closes it at once). After a CA key
+// compromise, restart the coordinators once the old CA is retired (see the
+// README's CA rotation section). Expiry is not judged here either: only
+// trust.
+func (c *Coordinator) trustJudge(now time.Time) func(chain []*x509.Certificate) bool {
 	roots := c.ca.src.Trust()
 	inter := x509.NewCertPool()
 	c.ca.mu.RLock()
@@ -87,14 +122,28 @@ func (c *Coordinator) closeRetiredTrust(now time.Time) {
 		inter.AddCert(cert)
 	}
 	c.ca.mu.RUnlock()
-	trusted := func(chain []*x509.Certificate) bool {
+	pools := map[[sha256.Size]byte]*x509.CertPool{}
+	return func(chain []*x509.Certificate) bool {
 		leaf := chain[0]
 		if id, err := pki.IDFromCert(leaf); err == nil && id.Role == pki.RoleCoordinator {
 			return true
 		}
-		pool := inter.Clone()
-		for _, cert := range chain[1:] {
-			pool.AddCert(cert)
+		pool := inter
+		if len(chain) > 1 {
+			// DER is self-delimiting: the concatenation names the set.
+			h := sha256.New()
+			for _, cert := range chain[1:] {
+				h.Write(cert.Raw)
+			}
+			var key [sha256.Size]byte
+			h.Sum(key[:0])
+			if pool = pools[key]; pool == nil {
+				pool = inter.Clone()
+				for _, cert := range chain[1:] {
+					pool.AddCert(cert)
+				}
+				pools[key] = pool
+			}
 		}
 		at := now
 		if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
@@ -104,17 +153,52 @@ func (c *Coordinator) closeRetiredTrust(now time.Time) {
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 		return err == nil
 	}
-	closed := c.live.closeUntrusted(trusted)
+}
+
+// closeRetiredTrust closes the connections whose certificate no longer
+// chains to a root of the current trust bundle. It runs after every trust
+// change of a rotation, on each coordinator that applies it.
+func (c *Coordinator) closeRetiredTrust(now time.Time) {
+	closed := c.live.closeUntrusted(c.trustJudge(now))
 	for _, leaf := range closed {
-		who := leaf.Subject.CommonName
-		if id, err := pki.IDFromCert(leaf); err == nil {
-			who = id.String()
-		}
-		c.connLog("connection closed: its certificate's CA is no longer trusted", "identity", who,
-			"cert_serial", pki.SerialHex(leaf), "cert_issuer", leaf.Issuer.CommonName,
-			"fix", "the client must use a certificate of the current CA: the CLI renews itself while a rotation runs; an agent heals through the public port")
+		c.logUntrusted(leaf)
 	}
 	if len(closed) > 0 {
 		c.log.Info("CA rotation: closed connections of certificates no longer trusted", "closed", len(closed))
 	}
+}
+
+// logUntrusted logs a connection closed because its certificate's CA
+// left the trust bundle.
+func (c *Coordinator) logUntrusted(leaf *x509.Certificate) {
+	who := leaf.Subject.CommonName
+	if id, err := pki.IDFromCert(leaf); err == nil {
+		who = id.String()
+	}
+	c.connLog("connection closed: its certificate's CA is no longer trusted", "identity", who,
+		"cert_serial", pki.SerialHex(leaf), "cert_issuer", leaf.Issuer.CommonName,
+		"fix", "the client must use a certificate of the current CA: the CLI renews itself while a rotation runs; an agent heals through the public port")
+}
+
+// admitLive registers conn, which presented chain (leaf first) checked
+// against the trust and revocations of a moment after mark (see
+// liveConns.mark), with the live connections. It closes conn and returns
+// false when the certificate was revoked, or left the trust bundle,
+// between that check and the registration: the sweep of that change may
+// have missed conn.
+func (c *Coordinator) admitLive(conn net.Conn, chain []*x509.Certificate, mark uint64) bool {
+	leaf := chain[0]
+	missed := c.live.register(pki.SerialHex(leaf), conn, chain, mark)
+	if c.revoked.Contains(leaf.SerialNumber) {
+		c.live.remove(conn)
+		conn.Close()
+		return false
+	}
+	if missed && !c.trustJudge(c.now())(chain) {
+		c.live.remove(conn)
+		conn.Close()
+		c.logUntrusted(leaf)
+		return false
+	}
+	return true
 }
