@@ -101,6 +101,8 @@ func (c *Coordinator) clusterEntry(routes, public http.Handler) http.Handler {
 	status := c.newStatusProxy(routes)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case isBlobReplica(r): // between coordinators, on every one
+			c.serveBlobReplica(w, r)
 		case forward.Forwarded(r):
 			c.serveForwarded(w, r, routes, public)
 		case c.follower() && c.tracker != nil && isStatusRequest(r):

@@ -79,7 +79,7 @@ func (c *Coordinator) uploadBody(w http.ResponseWriter, r *http.Request) io.Read
 // stagingBody reports whether r streams a staged file, whose size limits
 // are staging's own instead of max_request_bytes.
 func stagingBody(r *http.Request) bool {
-	return r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/staging/")
+	return r.Method == http.MethodPut && (strings.HasPrefix(r.URL.Path, "/v1/staging/") || isBlobReplica(r))
 }
 
 func (c *Coordinator) fileTooLarge(what string) *staging.TooLargeError {
@@ -117,6 +117,7 @@ func (c *Coordinator) apiStagingUpload(w http.ResponseWriter, r *http.Request, p
 		return c.stagingFailed(p, "input "+name, err)
 	}
 	c.Record(p, audit.Event{Type: "file.upload", Target: sum.String(), Detail: map[string]string{"name": name, "size": strconv.FormatInt(n, 10)}})
+	c.replicateBlob(r.Context(), sum)
 	return writeJSON(w, http.StatusOK, api.StagedFile{SHA256: sum.String(), Size: n})
 }
 
@@ -224,12 +225,12 @@ func (c *Coordinator) apiStagingInput(w http.ResponseWriter, r *http.Request, p 
 	if err != nil {
 		return err
 	}
-	return c.serveBlob(w, sum, "input "+in.Path)
+	return c.serveBlob(r.Context(), w, sum, "input "+in.Path)
 }
 
 // serveBlob streams a stored file with its checksum and size.
-func (c *Coordinator) serveBlob(w http.ResponseWriter, sum staging.Sum, what string) error {
-	f, size, err := c.files.blobs.Open(sum)
+func (c *Coordinator) serveBlob(ctx context.Context, w http.ResponseWriter, sum staging.Sum, what string) error {
+	f, size, err := c.openBlob(ctx, sum, what)
 	if errors.Is(err, staging.ErrNoBlob) {
 		return api.Errorf(api.CodeNotFound, "the coordinator's staging directory lost it; submit the job again", "%s (%s) is not on the coordinator", what, sum)
 	}
@@ -293,6 +294,7 @@ func (c *Coordinator) apiStagingOutput(w http.ResponseWriter, r *http.Request, p
 		return api.Errorf(api.CodeUnavailable, "the agent sends it again", "storing %s: %v", what, err)
 	}
 	kept = true
+	c.replicateBlob(r.Context(), sum)
 	return writeJSON(w, http.StatusOK, api.OutputFile{Task: ref.Task, Attempt: ref.Attempt, Path: path, Size: n, SHA256: rec.SHA256, Stored: rec.Stored})
 }
 
@@ -453,7 +455,7 @@ func (c *Coordinator) OpenOutput(ctx context.Context, p authz.Principal, id stri
 		if err != nil {
 			return api.OutputFile{}, nil, err
 		}
-		body, size, err := c.files.blobs.Open(sum)
+		body, size, err := c.openBlob(ctx, sum, "output "+path)
 		if errors.Is(err, staging.ErrNoBlob) {
 			return api.OutputFile{}, nil, api.Errorf(api.CodeNotFound, "the coordinator's staging directory no longer holds it; run the task again (`ward job requeue`)",
 				"output %s of task %d of job %s (%s) is not on the coordinator", path, task, id, sum)

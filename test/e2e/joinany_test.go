@@ -77,13 +77,13 @@ func threeCoordinators(t *testing.T) (a, b, c *cluster) {
 	return a, b, c
 }
 
-// awaitNewLeader waits until status through via names a live leader other
-// than gone.
+// awaitNewLeader waits until a leader other than gone answers status
+// through via (a whole status: the new leader has loaded the job system).
 func awaitNewLeader(t *testing.T, via, gone *cluster) {
 	t.Helper()
 	waitFor(t, 20*time.Second, "a new leader", func() bool {
 		st, ok := via.haStatus()
 		l := leaderOf(st)
-		return ok && l != "" && l != gone.cluster
+		return ok && st.Partial == nil && l != "" && l != gone.cluster
 	})
 }
