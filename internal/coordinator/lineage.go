@@ -61,8 +61,8 @@ type liveConns struct {
 	// chains holds, per connection, the chain of the certificate it
 	// stands for now (see vouch), which must stay trusted.
 	chains map[net.Conn][]*x509.Certificate
-	// sweeps counts the trust sweeps that took their snapshot of chains
-	// (bumped under mu): see mark and register.
+	// sweeps counts the trust sweeps' snapshots of chains and their ends
+	// (bumped under mu at both): see mark and register.
 	sweeps atomic.Uint64
 }
 
@@ -93,9 +93,10 @@ func (l *liveConns) addLocked(serial string, conn net.Conn) {
 func (l *liveConns) mark() uint64 { return l.sweeps.Load() }
 
 // register ties conn to serial and vouches chain for it, at once. It
-// reports whether a trust sweep took its snapshot since mark: conn then
-// escaped that sweep, and the caller must judge it against the current
-// trust (Coordinator.admitLive).
+// reports whether a trust sweep took its snapshot or ended since mark:
+// conn may have escaped that sweep (it was not registered, or had no chain
+// while a follower relayed it), and the caller must judge it against the
+// current trust (Coordinator.admitLive).
 func (l *liveConns) register(serial string, conn net.Conn, chain []*x509.Certificate, mark uint64) (missed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

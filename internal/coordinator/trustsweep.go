@@ -49,8 +49,8 @@ func (l *liveConns) vouchLocked(conn net.Conn, chain []*x509.Certificate) {
 // l.mu (a verification each, for thousands of connections), so accepts
 // and closes go on meanwhile: a connection closed meanwhile is left out,
 // one whose chain a renewal replaced meanwhile is judged again on its new
-// chain, and one registered after the snapshot learns of this sweep from
-// register.
+// chain, and one registered (or vouched for again) after the snapshot
+// learns of this sweep from register.
 func (l *liveConns) closeUntrusted(trusted func(chain []*x509.Certificate) bool) []*x509.Certificate {
 	l.mu.Lock()
 	l.sweeps.Add(1)
@@ -63,6 +63,7 @@ func (l *liveConns) closeUntrusted(trusted func(chain []*x509.Certificate) bool)
 		}
 	}
 	l.mu.Lock()
+	l.sweeps.Add(1) // a connection absent now was not judged: see register
 	var conns []net.Conn
 	var leaves []*x509.Certificate
 	for conn, chain := range l.chains {

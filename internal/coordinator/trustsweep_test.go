@@ -182,7 +182,7 @@ func TestCloseUntrustedOutsideLock(t *testing.T) {
 	var l liveConns
 	conns := map[string]*closeConn{}
 	chains := map[string][]*x509.Certificate{}
-	for _, name := range []string{"bad", "closing", "renewed-bad", "renewed-good", "good"} {
+	for _, name := range []string{"bad", "closing", "renewed-bad", "renewed-good", "good", "handed"} {
 		conns[name], chains[name] = &closeConn{}, chainOf(t, ca, name)
 		l.add(name, conns[name])
 		l.vouch(conns[name], chains[name])
@@ -191,7 +191,7 @@ func TestCloseUntrustedOutsideLock(t *testing.T) {
 	goodRenewal, badRenewal := chainOf(t, ca, "renewed-good"), chainOf(t, ca, "renewed-bad")
 	good[goodRenewal[0]] = true
 	late := &closeConn{}
-	var mark uint64
+	var mark, handedMark uint64
 	calls := 0
 	closed := l.closeUntrusted(func(chain []*x509.Certificate) bool {
 		calls++
@@ -210,6 +210,10 @@ func TestCloseUntrustedOutsideLock(t *testing.T) {
 			if !l.register("late", late, chainOf(t, ca, "late"), mark) {
 				t.Error("a connection registered after the sweep's snapshot was not told")
 			}
+			// A follower hands "handed" to the leader (no chain: not
+			// judged here) until after the sweep.
+			handedMark = l.mark()
+			l.vouch(conns["handed"], nil)
 		}
 		return good[chain[0]]
 	})
@@ -221,6 +225,9 @@ func TestCloseUntrustedOutsideLock(t *testing.T) {
 	}
 	if calls != len(chains)+2 {
 		t.Errorf("%d chains judged, want each of the %d once and the 2 renewed again", calls, len(chains))
+	}
+	if !l.register("handed", conns["handed"], chains["handed"], handedMark) {
+		t.Error("a connection vouched for again after the sweep, which passed it by, was not told")
 	}
 	if len(closed) != 2 || late.closed {
 		t.Errorf("closed %d connections (the late one: %v), want 2 (not the late one)", len(closed), late.closed)
