@@ -23,6 +23,10 @@ import (
 // joins and API connections in flight.
 const haFDReserve = 250
 
+// joinHandshakeBudget is the joins in flight at once across every
+// simulator: under the public port's default cap of 256 handshakes.
+const joinHandshakeBudget = 192
+
 // simChildReserve is what a simulator process keeps free beside its
 // sessions: join connections, stdio, the runtime's own.
 const simChildReserve = 400
@@ -52,7 +56,7 @@ func runScaleHA(ctx context.Context, r *Result) error {
 	r.param("agents_on_leader", opts.scaleHAOnLeader)
 	r.param("steps", opts.scaleHASteps)
 	r.param("settle", opts.scaleSettle.String())
-	r.param("join_concurrency_per_process", opts.scaleJoinC)
+	r.param("join_concurrency", fmt.Sprintf("%d per simulator process, at most %d in all (the leader's public port keeps its default cap of 256 handshakes in flight)", opts.scaleJoinC, joinHandshakeBudget))
 	r.param("connect_concurrency_per_process", opts.scaleConnC)
 	r.param("store", "one local etcd member (its own process, fsync on, mutual TLS)")
 	used := n
@@ -78,7 +82,7 @@ func runScaleHA(ctx context.Context, r *Result) error {
 	children := (steps[len(steps)-1] + perChild - 1) / perChild
 	r.param("simulator_processes", children)
 	joinLimitNote(r)
-	r.note("agents join at the leader's public port with real keys, CSRs and certificates from the cluster CA; bench shortcut: a simulator's joins share up to %d kept-alive connections instead of one new connection per join (the TLS handshake of a join is what -scale measures; here the sessions are). Sessions are real mutual TLS from the agent's own certificate to its coordinator", opts.scaleJoinC)
+	r.note("agents join at the leader's public port with real keys, CSRs and certificates from the cluster CA; bench shortcut: a simulator's joins share kept-alive connections (as many as it joins at once) instead of one new connection per join (the TLS handshake of a join is what -scale measures; here the sessions are); a join that meets a closed or refused connection is tried again (counted in join retries). Sessions are real mutual TLS from the agent's own certificate to its coordinator")
 
 	dir, done, err := scenarioDir("scale-ha")
 	if err != nil {
@@ -378,7 +382,11 @@ func startSimChildren(ctx context.Context, r *Result, lead *haMember, hold []*ha
 	uses := (agents+k-1)/k/tokensPerChild + 100
 	s := &simChildren{}
 	for j := range k {
-		var cfg = simChildConfig{Index: j, Public: lead.public, JoinC: opts.scaleJoinC, ConnC: opts.scaleConnC, SrcIPs: opts.scaleSrcIPs, MinFreeMB: opts.scaleMinFree}
+		// Every simulator joins at the leader's public port, whose cap on
+		// handshakes in flight (public_max_handshakes, 256) keeps its
+		// default: stay under it together.
+		joinC := max(1, min(opts.scaleJoinC, joinHandshakeBudget/k))
+		var cfg = simChildConfig{Index: j, Public: lead.public, JoinC: joinC, ConnC: opts.scaleConnC, SrcIPs: opts.scaleSrcIPs, MinFreeMB: opts.scaleMinFree}
 		for _, m := range hold {
 			cfg.Coordinators = append(cfg.Coordinators, m.cluster)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/enroll"
 	"github.com/wardcluster/ward/internal/pki"
 )
@@ -161,6 +163,14 @@ func growChild(ctx context.Context, cfg simChildConfig, fleets []*simFleet, toke
 		k := seq.Add(1)
 		f := fleets[jobs[i].fleet]
 		a, err := f.join(ctx, fmt.Sprintf("h%02d-%06d", cfg.Index, k), tokens[int(k)%len(tokens)])
+		var ae *api.Error
+		for try := 0; err != nil && !errors.As(err, &ae) && try < 3; try++ {
+			// A connection the server closed as it was reused, or
+			// refused: an agent tries its join again.
+			f.joinRetries.Add(1)
+			time.Sleep(time.Duration(50*(try+1)) * time.Millisecond)
+			a, err = f.join(ctx, fmt.Sprintf("h%02d-%06d", cfg.Index, k), tokens[int(k)%len(tokens)])
+		}
 		if err != nil {
 			failed.Add(1)
 			firstErr.CompareAndSwap(nil, err.Error())
