@@ -37,7 +37,7 @@ func newMuxRig(t *testing.T, conns int) *muxRig {
 	follower, _ := ca.Leaf(t, pki.RoleCoordinator, "c2")
 	agent, _ := ca.Leaf(t, pki.RoleAgent, "n1")
 	r := &muxRig{agent: agent, byName: map[string]func(net.Conn, Preamble){}}
-	srv := NewRelayServer(func(conn net.Conn, cs *tls.ConnectionState) {
+	srv, err := NewRelayServer(func(conn net.Conn, cs *tls.ConnectionState) {
 		if _, err := FromCoordinator(cs, "test"); err != nil {
 			t.Errorf("relay from a non-coordinator: %v", err)
 			return
@@ -57,6 +57,9 @@ func newMuxRig(t *testing.T, conns int) *muxRig {
 		}
 		f(conn, p)
 	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
