@@ -137,7 +137,7 @@ func (c *Coordinator) campaign(ctx context.Context) error {
 		term.Resign(context.Background())
 		return err
 	}
-	c.holding.Store(true)
+	c.markHeld()
 	c.leading.Store(true)
 	c.log.Info("leading the cluster", "id", c.memberID(), "fence", term.Fence().Key)
 	c.poke()

@@ -130,6 +130,9 @@ type Coordinator struct {
 	// it may place now.
 	holding  atomic.Bool
 	leading  atomic.Bool
+	// heldCh is closed once holding is set (follower.go: held).
+	heldCh              chan struct{}
+	heldInit, heldClose sync.Once
 	restored bool
 
 	kick         chan struct{}
@@ -345,7 +348,12 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 	}
 	c.clusterConns = newConnQueue(c.clusterLn.Addr())
 	c.publicConns = newConnQueue(c.publicLn.Addr())
-	c.startRelay()
+	if err := c.startRelay(); err != nil {
+		c.cancel()
+		c.wg.Wait()
+		jcancel()
+		return err
+	}
 	lim := c.cfg.Limits
 	// The servers' own MaxHeaderBytes is a backstop above max_header_bytes,
 	// which limitRequests enforces with a JSON error naming the setting.
