@@ -30,7 +30,9 @@ func TestRevocationAcrossCoordinators(t *testing.T) {
 	// n1 knows only A, so its reconnect after the revocation meets A's
 	// handshake.
 	n1 := a.startAgent("n1", 2, "--coordinator", a.cluster)
-	a.startAgent("n2", 2)
+	// n2 too: its join string names every coordinator, and the checks
+	// below are of A relaying both sessions.
+	a.startAgent("n2", 2, "--coordinator", a.cluster)
 	id := strings.TrimSpace(a.mustWard("submit", "--count", "4", "--", "sleep", "60"))
 	waitFor(t, 10*time.Second, "4 running tasks on A", func() bool { return a.job(id).Counts[api.TaskRunning] == 4 })
 	nd, _ := a.node("n1")
