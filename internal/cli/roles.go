@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/wardcluster/ward/internal/buildinfo"
 	"github.com/wardcluster/ward/internal/config"
 	"github.com/wardcluster/ward/internal/coordinator"
+	"github.com/wardcluster/ward/internal/enroll"
 	"github.com/wardcluster/ward/internal/logging"
 	"github.com/wardcluster/ward/internal/tpmkey"
 )
@@ -293,7 +295,7 @@ func readJoin(join, file string, stdin io.Reader) (string, error) {
 	var b []byte
 	var err error
 	if file == "-" {
-		b, err = io.ReadAll(io.LimitReader(stdin, 64<<10))
+		b, err = readJoinLines(io.LimitReader(stdin, 64<<10))
 	} else {
 		b, err = os.ReadFile(file)
 	}
@@ -305,6 +307,21 @@ func readJoin(join, file string, stdin io.Reader) (string, error) {
 		s = strings.TrimSpace(s[i+1:]) // the output of `ward token create` ends with the join string
 	}
 	return s, nil
+}
+
+// readJoinLines reads standard input up to the first line that is a join
+// string, so a person who pastes one at a terminal is done with Enter; a
+// pipe (the output of `ward token create`) is read to its end otherwise.
+func readJoinLines(r io.Reader) ([]byte, error) {
+	var all []byte
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, enroll.Scheme+"://") {
+			return []byte(line), nil
+		}
+		all = append(append(all, sc.Bytes()...), '\n')
+	}
+	return all, sc.Err()
 }
 
 // newStageHelperCmd is the hidden helper an agent with --run-as-user runs

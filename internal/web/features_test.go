@@ -119,20 +119,32 @@ func TestUsersPage(t *testing.T) {
 	if !strings.Contains(body, `data-user="alice"`) || !strings.Contains(body, `href="/ui/users/alice/role"`) || strings.Contains(body, `href="/ui/users/admin/role"`) {
 		t.Fatal("users page: alice's row and actions")
 	}
-	resp, body := c.post(c.client, Prefix+"users", url.Values{"csrf": {csrf}, "name": {"bob"}, "role": {"viewer"}, "ttl": {"1h"}})
-	if resp.StatusCode != http.StatusCreated || !strings.Contains(body, "printf &#39;%s\\n&#39; &#39;wardjoin://h1?user=bob&amp;token=secret&#39; | ward login --join-file -") {
-		t.Fatalf("user add: %s\n%s", resp.Status, body)
+	// An add or a role change redirects to the users page, which shows
+	// the login once (so a reload repeats nothing); the command takes the
+	// login string on standard input, never on its command line.
+	invite := func(resp *http.Response, what, command, join string) {
+		t.Helper()
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), Prefix+"users") {
+			t.Fatalf("%s: %s to %q, want a redirect to the users page", what, resp.Status, resp.Header.Get("Location"))
+		}
+		_, body := c.get(c.client, Prefix+"users")
+		if !strings.Contains(body, `<pre id="login-command" class="copyable">`+command+`</pre>`) || !strings.Contains(body, `<pre id="login-string" class="copyable">`+join+`</pre>`) {
+			t.Fatalf("%s: the users page does not show the login once:\n%s", what, body)
+		}
+		if strings.Contains(body, "printf") {
+			t.Fatalf("%s: the login string is put on a command line:\n%s", what, body)
+		}
+		if _, body := c.get(c.client, Prefix+"users"); strings.Contains(body, "token=secret") {
+			t.Fatalf("%s: the login string is shown again", what)
+		}
 	}
-	if _, body := c.get(c.client, Prefix+"users"); strings.Contains(body, "token=secret") {
-		t.Fatal("the login string is shown again")
-	}
+	resp, _ := c.post(c.client, Prefix+"users", url.Values{"csrf": {csrf}, "name": {"bob"}, "role": {"viewer"}, "ttl": {"1h"}})
+	invite(resp, "user add", "ward login --join-file -", "wardjoin://h1?user=bob&amp;token=secret")
 	if resp, body := c.post(c.client, Prefix+"users", url.Values{"csrf": {csrf}, "name": {"carl"}, "ttl": {"soon"}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `value="carl"`) {
 		t.Fatalf("user add with a bad TTL: %s", resp.Status)
 	}
-	resp, body = c.post(c.client, Prefix+"users/alice/role", url.Values{"csrf": {csrf}, "role": {"operator"}})
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "token=secret2") || !strings.Contains(body, "--join-file - --force") {
-		t.Fatalf("role change: %s", resp.Status)
-	}
+	resp, _ = c.post(c.client, Prefix+"users/alice/role", url.Values{"csrf": {csrf}, "role": {"operator"}})
+	invite(resp, "role change", "ward login --join-file - --force", "wardjoin://h1?user=alice&amp;token=secret2")
 	if resp, _ := c.post(c.client, Prefix+"users/alice/remove", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("remove: %s", resp.Status)
 	}

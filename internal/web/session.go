@@ -35,7 +35,22 @@ type session struct {
 	created   time.Time
 	seen      time.Time
 	flash     string // a one-shot message for the next page
+	// invite is a one-time login just made, held from the POST that made
+	// it to the users page it redirects to, which shows it once.
+	invite *invite
 }
+
+// invite is a one-time login for the users page to show, with the
+// command the person runs.
+type invite struct {
+	api.UserInvite
+	Command string
+	made    time.Time
+}
+
+// inviteHeld bounds how long a session holds a login for the page the
+// POST redirects to (which asks for it at once).
+const inviteHeld = time.Minute
 
 // sessionStore holds the live sessions, in memory: a coordinator restart
 // signs everyone out.
@@ -135,6 +150,25 @@ func (st *sessionStore) takeFlash(s *session) string {
 	f := s.flash
 	s.flash = ""
 	return f
+}
+
+// takeInvite returns and clears the session's one-time login to show,
+// unless it was made longer than inviteHeld before now.
+func (st *sessionStore) takeInvite(s *session, now time.Time) *invite {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	inv := s.invite
+	s.invite = nil
+	if inv == nil || now.Sub(inv.made) > inviteHeld {
+		return nil
+	}
+	return inv
+}
+
+func (st *sessionStore) setInvite(s *session, inv *invite) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s.invite = inv
 }
 
 func (st *sessionStore) setFlash(s *session, msg string) {

@@ -45,19 +45,17 @@ func (s *Server) tokenCreate(w http.ResponseWriter, r *http.Request, q *rq) erro
 	if err == nil {
 		var tc api.TokenCreated
 		if tc, err = s.cluster.CreateToken(r.Context(), q.p, req); err == nil {
-			return s.renderTokens(w, r, q, tokensView{Form: url.Values{"ttl": {"1h"}, "uses": {"1"}}, Created: &tc, Command: joinCommand(tc.Join)}, nil, http.StatusCreated)
+			return s.renderTokens(w, r, q, tokensView{Form: url.Values{"ttl": {"1h"}, "uses": {"1"}}, Created: &tc, Command: joinAgentCommand}, nil, http.StatusCreated)
 		}
 	}
 	e := api.AsError(err)
 	return s.renderTokens(w, r, q, tokensView{Form: r.PostForm}, e, api.HTTPStatus(e.Code))
 }
 
-// joinCommand starts an agent with a join string without putting the
-// secret on any command line: printf is a shell builtin, so the secret is
-// never in ps.
-func joinCommand(join string) string {
-	return "printf '%s\\n' '" + join + "' | ward agent --data /var/lib/ward-agent --join-file -"
-}
+// joinAgentCommand starts an agent that reads the join string on its
+// standard input (pasted, then Enter): the secret is on no command line,
+// so neither the process list nor a shell's history holds it.
+const joinAgentCommand = "ward agent --data /var/lib/ward-agent --join-file -"
 
 func tokenFromForm(r *http.Request) (api.TokenCreate, error) {
 	f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }

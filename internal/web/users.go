@@ -14,15 +14,17 @@ import (
 // usersView is the user list, the add form and, right after an add or a
 // role change, the one-time login for the person (shown this once).
 type usersView struct {
-	Users   []api.User
-	Roles   []authz.Role
-	Form    url.Values
-	Invite  *api.UserInvite
-	Command string // the login command for Invite
+	Users  []api.User
+	Roles  []authz.Role
+	Form   url.Values
+	Invite *invite
 }
 
+// users is the users page. It shows the one-time login an add or a role
+// change just made (the POST redirected here) once: a reload shows it no
+// more and, unlike reloading the POST's own answer, changes nothing.
 func (s *Server) users(w http.ResponseWriter, r *http.Request, q *rq) error {
-	return s.renderUsers(w, r, q, usersView{Form: url.Values{"role": {string(authz.RoleSubmitter)}, "ttl": {"24h"}}}, nil, http.StatusOK)
+	return s.renderUsers(w, r, q, usersView{Form: url.Values{"role": {string(authz.RoleSubmitter)}, "ttl": {"24h"}}, Invite: s.sessions.takeInvite(q.sess, s.now())}, nil, http.StatusOK)
 }
 
 func (s *Server) renderUsers(w http.ResponseWriter, r *http.Request, q *rq, v usersView, e *api.Error, status int) error {
@@ -35,11 +37,24 @@ func (s *Server) renderUsers(w http.ResponseWriter, r *http.Request, q *rq, v us
 	return nil
 }
 
-// loginCommand logs a person in with their one-time user join string
-// without putting the secret on a command line (printf is a shell
-// builtin); the key is made on their machine.
-func loginCommand(join string) string {
-	return "printf '%s\\n' '" + join + "' | ward login --join-file -"
+// showInvite ends an add or a role change: the login is held in the
+// session for the users page, and the browser is sent there (POST,
+// redirect, GET), so a reload never makes another login that voids the
+// one shown.
+func (s *Server) showInvite(w http.ResponseWriter, r *http.Request, q *rq, inv api.UserInvite, command string) error {
+	s.sessions.setInvite(q.sess, &invite{UserInvite: inv, Command: command, made: s.now()})
+	http.Redirect(w, r, Prefix+"users#user-invite", http.StatusSeeOther)
+	return nil
+}
+
+// loginCommand is what the person runs to log in: the login string is
+// pasted on its standard input, never written on a command line, where a
+// shell's history would keep it; the key is made on their machine.
+func loginCommand(force bool) string {
+	if force {
+		return "ward login --join-file - --force"
+	}
+	return "ward login --join-file -"
 }
 
 // ttlField reads an optional duration field.
@@ -55,15 +70,15 @@ func ttlField(r *http.Request) (api.Duration, error) {
 	return api.Duration(d), nil
 }
 
-// userAdd adds a user, as `ward user add`, and answers the POST itself
-// with the one-time login (not stored, not cached, never shown again).
+// userAdd adds a user, as `ward user add`, and shows the one-time login
+// once (not stored, not cached, never shown again).
 func (s *Server) userAdd(w http.ResponseWriter, r *http.Request, q *rq) error {
 	ttl, err := ttlField(r)
 	if err == nil {
 		var inv api.UserInvite
 		req := api.UserCreate{Name: strings.TrimSpace(r.PostFormValue("name")), Role: r.PostFormValue("role"), TTL: ttl}
 		if inv, err = s.cluster.AddUser(r.Context(), q.p, req); err == nil {
-			return s.renderUsers(w, r, q, usersView{Form: url.Values{"role": {string(authz.RoleSubmitter)}, "ttl": {"24h"}}, Invite: &inv, Command: loginCommand(inv.Join)}, nil, http.StatusCreated)
+			return s.showInvite(w, r, q, inv, loginCommand(false))
 		}
 	}
 	e := api.AsError(err)
@@ -117,7 +132,7 @@ func (s *Server) userRole(w http.ResponseWriter, r *http.Request, q *rq) error {
 	if err == nil {
 		var inv api.UserInvite
 		if inv, err = s.cluster.ChangeUserRole(r.Context(), q.p, name, api.UserRoleChange{Role: r.PostFormValue("role"), TTL: ttl}); err == nil {
-			return s.renderUsers(w, r, q, usersView{Form: url.Values{"role": {string(authz.RoleSubmitter)}, "ttl": {"24h"}}, Invite: &inv, Command: loginCommand(inv.Join) + " --force"}, nil, http.StatusOK)
+			return s.showInvite(w, r, q, inv, loginCommand(true))
 		}
 	}
 	return s.renderRoleForm(w, r, q, r.PostFormValue("role"), r.PostFormValue("ttl"), api.AsError(err))

@@ -198,17 +198,28 @@ func TestWebConsole(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#create-token button[type=submit]")),
 		chromedp.WaitVisible(chromedp.CSS("#token-created")))
 	join := strings.TrimSpace(b.text("#join-string"))
-	if cmd := b.text("#join-command"); !strings.Contains(cmd, join) || !strings.Contains(cmd, "--join-file -") {
-		t.Fatalf("join command %q does not carry the join string", cmd)
+	if cmd := b.text("#join-command"); strings.Contains(cmd, join) || !strings.Contains(cmd, "--join-file -") {
+		t.Fatalf("join command %q: want the join string on standard input, not on the command line", cmd)
 	}
 	b.open(base + "tokens")
 	if strings.Contains(b.text("main"), join) {
 		t.Fatal("the join string is shown again after creation")
 	}
 
-	// Start an agent with it and watch it appear as YES.
-	agent := startProc(t, c.dir, "agent-ui1", nil, "agent", "--data", c.agentDir("ui1"), "--name", "ui1", "--slots", "2",
-		"--kill-grace", "2s", "--join-file", c.writeJoinFile(join))
+	// Start an agent with it as the page says: the string pasted on
+	// standard input, then Enter (the input stays open, as a terminal's
+	// does), and watch it appear as YES.
+	pasteR, pasteW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pasteW.Close() })
+	if _, err := pasteW.WriteString(join + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	agent := startProc(t, c.dir, "agent-ui1", pasteR, "agent", "--data", c.agentDir("ui1"), "--name", "ui1", "--slots", "2",
+		"--kill-grace", "2s", "--join-file", "-")
+	pasteR.Close()
 	c.agents["ui1"] = agent
 	b.waitText(`tr[data-node="ui1"] td.link`, "YES", 30*time.Second, base+"nodes")
 	if row := b.text(`tr[data-node="ui1"]`); !strings.Contains(row, "rack=ui") || !strings.Contains(row, "ready") || !strings.Contains(row, "TLS 1.3") {
