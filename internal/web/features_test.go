@@ -163,3 +163,24 @@ func TestUsersPage(t *testing.T) {
 		t.Fatalf("profiles page:\n%s", body)
 	}
 }
+
+// The submit form takes issue 16's job options; a bad size keeps what was
+// typed.
+func TestSubmitJobOptions(t *testing.T) {
+	c := newConsole(t, newFakeCluster(1, 1), "")
+	csrf := c.signIn(c.client)
+	form := url.Values{"csrf": {csrf}, "command": {"./sim {index}"}, "count": {"3"}, "memory": {"lots"}, "max_running": {"2"},
+		"exclusive": {"1"}, "cancel_on_failure": {"1"}, "setup": {"make env"}, "teardown": {"rm -rf env"}}
+	resp, body := c.post(c.client, Prefix+"jobs", form)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "memory per task") || !strings.Contains(body, `value="make env"`) || !strings.Contains(body, `name="exclusive" value="1" checked`) {
+		t.Fatalf("bad memory: %s\n%s", resp.Status, body)
+	}
+	form.Set("memory", "512MiB")
+	if resp, _ := c.post(c.client, Prefix+"jobs", form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("submit: %s", resp.Status)
+	}
+	s := c.fake.jobs[len(c.fake.jobs)-1].Spec
+	if s.Memory != 512<<20 || s.MaxRunning != 2 || !s.Exclusive || !s.CancelOnFailure || s.Setup != "make env" || s.Teardown != "rm -rf env" {
+		t.Fatalf("submitted spec %+v", s)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wardcluster/ward/internal/api"
+	"github.com/wardcluster/ward/internal/config"
 )
 
 // jobsView is the job list with its filters.
@@ -108,6 +109,17 @@ func specFromForm(r *http.Request) (api.JobSpec, error) {
 		}
 		spec.Timeout = api.Duration(d)
 	}
+	if err := num("max_running", "max running tasks", &spec.MaxRunning); err != nil {
+		return api.JobSpec{}, err
+	}
+	if m := f("memory"); m != "" {
+		if spec.Memory, err = config.ParseSize(m); err != nil {
+			return bad("give a size such as 512MiB or 4GiB, or leave it empty for none", "memory per task: %v", err)
+		}
+	}
+	spec.Exclusive = r.PostFormValue("exclusive") != ""
+	spec.CancelOnFailure = r.PostFormValue("cancel_on_failure") != ""
+	spec.Setup, spec.Teardown = f("setup"), f("teardown")
 	if spec.Labels, err = parsePairs("label", r.PostFormValue("labels"), true); err != nil {
 		return bad("write labels as key=value, one per line or separated by commas", "%v", err)
 	}

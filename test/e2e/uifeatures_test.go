@@ -136,6 +136,22 @@ func TestWebConsoleJobAndNodeFeatures(t *testing.T) {
 		t.Fatalf("clone %s: %+v", clone, cd.Job)
 	}
 
+	// Submit with the new options from the form.
+	b.open(base + "jobs/new")
+	b.run(20*time.Second,
+		chromedp.SetValue(chromedp.CSS("#command"), "true"),
+		chromedp.SetValue(chromedp.CSS("#memory"), "32MiB"),
+		chromedp.SetValue(chromedp.CSS("#max_running"), "1"),
+		chromedp.SetValue(chromedp.CSS("#setup"), "true"),
+		chromedp.Click(chromedp.CSS(`input[name="cancel_on_failure"]`)),
+		chromedp.Click(chromedp.CSS("#submit-job button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("#progress")))
+	loc = get(b, 5*time.Second, chromedp.Location())
+	fd := c.job(loc[strings.LastIndex(loc, "/")+1:])
+	if fd.Spec.Memory != 32<<20 || fd.Spec.MaxRunning != 1 || fd.Spec.Setup != "true" || !fd.Spec.CancelOnFailure || fd.Spec.Exclusive {
+		t.Fatalf("job submitted from the form: %+v", fd.Spec)
+	}
+
 	// Users: add a viewer; the one-time login is shown once and works.
 	b.open(base + "users")
 	b.run(20*time.Second,
