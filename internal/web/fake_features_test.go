@@ -85,3 +85,12 @@ func (f *fakeCluster) ChangeUserRole(ctx context.Context, p authz.Principal, nam
 func (f *fakeCluster) RemoveUser(ctx context.Context, p authz.Principal, name string) (api.UserRemoved, error) {
 	return api.UserRemoved{User: api.User{Name: name, State: "removed"}}, f.act(p, "user remove "+name)
 }
+
+func (f *fakeCluster) JobProgress(ctx context.Context, p authz.Principal, id string, known int) (api.JobProgress, error) {
+	for _, j := range f.jobs {
+		if j.ID == id {
+			return api.JobProgress{ID: id, State: j.State, Tasks: j.Spec.Count, Counts: j.Counts}, f.read(p)
+		}
+	}
+	return api.JobProgress{}, api.Errorf(api.CodeNotFound, "list jobs", "no job with ID %s", id)
+}

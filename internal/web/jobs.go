@@ -205,6 +205,10 @@ func taskParam(r *http.Request) (int, error) {
 // the server notice a browser that went away.
 const sseHeartbeat = 15 * time.Second
 
+// progressEvery is how often a followed job's counts are checked; an event
+// goes out only when they changed.
+const progressEvery = time.Second
+
 // jobEvents streams a job's output as server-sent events, fed by the
 // coordinator's log follower (no polling): "chunk" events with an
 // api.LogChunk, then one "end" event; "failure" if the stream cannot
@@ -237,15 +241,39 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, q *rq) error 
 		rc.Flush()
 	}
 	flush()
-	stop := make(chan struct{})
-	defer close(stop)
+	// The writer goroutine ends before the handler returns: nothing may
+	// write to w after that.
+	stop, exited := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-exited }()
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(sseHeartbeat)
 		defer t.Stop()
+		// The job's counts, sent when they change (the page's progress).
+		pt := time.NewTicker(progressEvery)
+		defer pt.Stop()
+		var last progressView
+		known := -1
+		sendProgress := func() {
+			pr, err := s.cluster.JobProgress(r.Context(), q.p, r.PathValue("id"), known)
+			if err != nil {
+				return // the log stream reports what is wrong
+			}
+			known = pr.Failed
+			pv := progressOf(api.Job{Spec: api.JobSpec{Count: pr.Tasks}, Counts: pr.Counts})
+			if pv != last {
+				last = pv
+				send("progress", pv)
+				flush()
+			}
+		}
+		sendProgress()
 		for {
 			select {
 			case <-stop:
 				return
+			case <-pt.C:
+				sendProgress()
 			case <-t.C:
 				mu.Lock()
 				rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -257,6 +285,14 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, q *rq) error 
 	}()
 	err = s.cluster.FollowLogs(r.Context(), q.p, r.PathValue("id"), task, true, func(ch api.LogChunk) error {
 		if ch.End {
+			// The final counts first: the page stops listening at the end.
+			total := 0
+			for _, n := range ch.Counts {
+				total += n
+			}
+			if ch.Counts != nil {
+				send("progress", progressOf(api.Job{Spec: api.JobSpec{Count: total}, Counts: ch.Counts}))
+			}
 			return send("end", ch)
 		}
 		return send("chunk", ch)

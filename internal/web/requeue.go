@@ -18,7 +18,11 @@ import (
 // progressView is a job's counts as `ward run`'s progress line gives them:
 // done, failed (ended without completing), running (or assigned), queued.
 type progressView struct {
-	Total, Done, Failed, Running, Queued int
+	Total   int `json:"total"`
+	Done    int `json:"done"`
+	Failed  int `json:"failed"`
+	Running int `json:"running"`
+	Queued  int `json:"queued"`
 }
 
 func progressOf(j api.Job) progressView {

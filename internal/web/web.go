@@ -40,6 +40,7 @@ type Cluster interface {
 	Jobs(ctx context.Context, p authz.Principal, f api.JobFilter) ([]api.Job, int, error)
 	Job(ctx context.Context, p authz.Principal, id string, tf api.TaskFilter) (api.JobDetail, int, error)
 	FollowLogs(ctx context.Context, p authz.Principal, id string, task int, follow bool, emit func(api.LogChunk) error, flush func()) error
+	JobProgress(ctx context.Context, p authz.Principal, id string, known int) (api.JobProgress, error)
 	Tokens(ctx context.Context, p authz.Principal) ([]api.Token, error)
 	Certs(ctx context.Context, p authz.Principal, f api.CertFilter) ([]api.Cert, int, error)
 	CAStatus(ctx context.Context, p authz.Principal) (api.CAStatus, error)

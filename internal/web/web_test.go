@@ -472,7 +472,8 @@ func TestEventsStreamOutput(t *testing.T) {
 	if resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
 	}
-	if !strings.Contains(body, "event: chunk\ndata: {") || !strings.Contains(body, `"data":"hello \u003cb\u003e\n"`) || !strings.Contains(body, "event: end\n") {
+	if !strings.Contains(body, "event: chunk\ndata: {") || !strings.Contains(body, `"data":"hello \u003cb\u003e\n"`) || !strings.Contains(body, "event: end\n") ||
+		!strings.Contains(body, "event: progress\ndata: {\"total\":4,\"done\":3,\"failed\":0,\"running\":1,\"queued\":0}\n\n") {
 		t.Fatalf("stream:\n%s", body)
 	}
 	_, body = c.get(c.client, Prefix+"jobs/1/output?task=all")

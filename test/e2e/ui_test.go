@@ -246,11 +246,17 @@ func TestWebConsole(t *testing.T) {
 	if st := b.text("#output-status"); !strings.Contains(st, "Following live output") {
 		t.Errorf("output status while running: %q", st)
 	}
+	// The progress counts follow live too, without a reload.
+	b.waitText("#progress-running", "2", 20*time.Second, "")
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b.waitText("#output", "[1] finished-1", 20*time.Second, "")
 	b.waitText("#output-status", "completed", 20*time.Second, "")
+	b.waitText("#progress-done", "2", 20*time.Second, "")
+	if r := b.text("#progress-running"); r != "0" {
+		t.Errorf("running after the job ended: %q", r)
+	}
 	jobURL := get(b, 5*time.Second, chromedp.Location())
 	b.open(jobURL)
 	b.waitText("#output", "finished-0", 20*time.Second, "")

@@ -56,6 +56,7 @@ function follow(out) {
     if (lines.length) append(lines.map((l) => '[' + c.task + '] ' + l + '\n').join(''), c.stream);
   };
   es.addEventListener('chunk', (e) => chunk(JSON.parse(e.data)));
+  es.addEventListener('progress', (e) => showProgress(JSON.parse(e.data)));
   es.addEventListener('end', (e) => {
     es.close();
     for (const [task, rest] of partial) if (rest) append('[' + task + '] ' + rest + '\n');
@@ -74,4 +75,18 @@ function follow(out) {
     es.close();
     status.textContent = 'The output stream was interrupted. Reload the page to follow it again.';
   };
+}
+
+// showProgress updates the job page's counts from a "progress" event.
+function showProgress(p) {
+  for (const k of ['done', 'failed', 'running', 'queued']) {
+    const el = document.getElementById('progress-' + k);
+    if (el) el.textContent = String(p[k]);
+  }
+  const bar = document.querySelector('#progress progress');
+  if (bar) {
+    bar.max = p.total;
+    bar.value = p.done + p.failed;
+    bar.textContent = (p.done + p.failed) + ' of ' + p.total;
+  }
 }
