@@ -252,15 +252,15 @@ func (m *Mux) startDialLocked(addr string) *dial {
 		}
 		closed := m.closed
 		m.mu.Unlock()
-		d.err = err
-		close(d.done)
-		switch {
+		switch { // told before the waiters go on, so the log reads in order
 		case closed:
 		case err == nil && m.hooks.Opened != nil:
 			m.hooks.Opened(addr)
 		case legacy && m.hooks.Legacy != nil:
 			m.hooks.Legacy(addr, err)
 		}
+		d.err = err
+		close(d.done)
 	}()
 	return d
 }
