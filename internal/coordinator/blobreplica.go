@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +34,10 @@ import (
 // pathBlobReplica is where coordinators send and fetch copies:
 // PUT or GET /v1/internal/blobs/sha256:HEX.
 const pathBlobReplica = "/v1/internal/blobs/"
+
+// headerBlobStored carries when the original of a copy was stored (or
+// last claimed).
+const headerBlobStored = "X-Ward-Blob-Stored"
 
 // replicaTimeout bounds copying one file to the peers, or fetching it.
 const replicaTimeout = 2 * time.Minute
@@ -72,10 +77,67 @@ func (c *Coordinator) serveBlobReplica(w http.ResponseWriter, r *http.Request) {
 			writeError(w, c, staging.APIError(err))
 			return
 		}
+		// The copy is as old as the original, so the retention's cutoff
+		// judges both alike.
+		if t, err := time.Parse(time.RFC3339Nano, r.Header.Get(headerBlobStored)); err == nil {
+			c.files.blobs.Touch(sum, t)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodDelete:
+		// The leader's staging retention removed it: so does this copy,
+		// unless it was stored after the leader's cutoff.
+		cutoff, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("older_than"))
+		if err != nil {
+			writeError(w, c, api.Errorf(api.CodeInvalidArgument, "", "older_than: %v", err))
+			return
+		}
+		if _, err := c.files.blobs.RemoveIfOlder(sum, cutoff); err != nil {
+			writeError(w, c, err)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		writeError(w, c, api.Errorf(api.CodeInvalidArgument, "", "%s %s: use GET or PUT", r.Method, r.URL.Path))
+		writeError(w, c, api.Errorf(api.CodeInvalidArgument, "", "%s %s: use GET, PUT or DELETE", r.Method, r.URL.Path))
 	}
+}
+
+// removeReplicas asks every other live coordinator to remove its copies of
+// sums that were stored before cutoff (the staging retention removed them
+// here). A failure is logged; a copy left behind is removed by that
+// coordinator's own retention pass if it leads one day.
+func (c *Coordinator) removeReplicas(ctx context.Context, sums []staging.Sum, cutoff time.Time) {
+	peers := c.peerClusterAddrs()
+	if len(peers) == 0 || len(sums) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, replicaTimeout)
+	defer cancel()
+	client := c.peerClient()
+	var wg sync.WaitGroup
+	for _, addr := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, sum := range sums {
+				u := "https://" + addr + pathBlobReplica + sum.String() + "?older_than=" + url.QueryEscape(cutoff.UTC().Format(time.RFC3339Nano))
+				req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+				if err == nil {
+					var resp *http.Response
+					if resp, err = client.Do(req); err == nil {
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusNoContent {
+							err = fmt.Errorf("%s answered %s", addr, resp.Status)
+						}
+					}
+				}
+				if err != nil {
+					c.log.Warn("cannot remove another coordinator's copy of a staged file the retention removed", "peer", addr, "sha256", sum.String(), "err", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // serveLocalBlob streams a blob this coordinator holds (404 if none).
@@ -155,6 +217,9 @@ func (c *Coordinator) putReplica(ctx context.Context, client *http.Client, addr 
 		return err
 	}
 	req.ContentLength = size
+	if fi, err := f.Stat(); err == nil {
+		req.Header.Set(headerBlobStored, fi.ModTime().UTC().Format(time.RFC3339Nano))
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

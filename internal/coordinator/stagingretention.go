@@ -169,6 +169,7 @@ func (c *Coordinator) sweepStaging(ctx context.Context, keep time.Duration) erro
 			failed = append(failed, err)
 		}
 	}
+	c.removeReplicas(ctx, plan.Remove, cutoff) // the other coordinators' copies (blobreplica.go)
 	for _, jp := range plan.Jobs {
 		c.audit.Record(audit.Event{Type: "staging.purge", Actor: c.ca.id.String(), Target: jp.Job, Result: "ok", Detail: map[string]string{
 			"retention": keep.String(), "inputs": strconv.Itoa(jp.Inputs), "outputs": strconv.Itoa(jp.Outputs),

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/wardcluster/ward/internal/api"
 	"github.com/wardcluster/ward/internal/enroll"
+	"github.com/wardcluster/ward/internal/store/etcd/etcdtest"
 )
 
 // TestStagedFilesSurviveTheLeader: three coordinators on one etcd; the
@@ -52,5 +55,52 @@ func TestStagedFilesSurviveTheLeader(t *testing.T) {
 	a.mustWard("job", "output", ran, "--task", "0", "--to", out)
 	if got := fileSum(t, filepath.Join(out, "out.bin")); got != sum {
 		t.Fatalf("the output B received came back from the new leader as %s, want %s", got, sum)
+	}
+}
+
+// TestStagingRetentionAcrossCoordinators: the copies follow the
+// original. With staging_retention, once the leader purged a finished
+// job's staged files, the other coordinators' copies are gone too.
+func TestStagingRetentionAcrossCoordinators(t *testing.T) {
+	srv := etcdtest.StartT(t, etcdtest.Options{})
+	keep := []string{"--staging-retention", "3s"}
+	a, b, c := peerCluster(t, srv, "coord-a", keep...), peerCluster(t, srv, "coord-b", keep...), peerCluster(t, srv, "coord-c", keep...)
+	startPeers(b) // B leads
+	startPeers(a, c)
+	waitFor(t, 20*time.Second, "B to know the other two coordinators", func() bool {
+		js, err := enroll.ParseJoinString(b.token())
+		return err == nil && len(js.Addrs()) == 3
+	})
+	a.startAgent("n1", 1)
+	in := filepath.Join(a.dir, "in.bin")
+	inSum := strings.TrimPrefix(writeRandom(t, in, 1<<20+11), "sha256:")
+	outSum := sha256.Sum256([]byte("done\n"))
+	id := strings.TrimSpace(a.mustWard("submit", "--input", in, "--output-file", "out.txt", "--", "sh", "-c", "echo done > out.txt"))
+	if d := a.waitJob(id, 60*time.Second); d.State != api.JobCompleted {
+		t.Fatalf("job: %s", d.State)
+	}
+	held := func(co *cluster, hexSum string) bool {
+		_, err := os.Stat(filepath.Join(co.data, "staging", "sha256", hexSum))
+		return err == nil
+	}
+	for _, co := range []*cluster{a, b, c} {
+		for _, s := range []string{inSum, hex.EncodeToString(outSum[:])} {
+			if !held(co, s) {
+				t.Fatalf("%s holds no copy of %s after the job", co.cluster, s)
+			}
+		}
+	}
+	waitFor(t, 60*time.Second, "the leader to purge the job's staged files", func() bool {
+		for _, e := range b.auditEvents() {
+			if e.Type == "staging.purge" && e.Target == id {
+				return true
+			}
+		}
+		return false
+	})
+	for _, co := range []*cluster{a, b, c} {
+		waitFor(t, 10*time.Second, co.cluster+"'s copies to be removed", func() bool {
+			return !held(co, inSum) && !held(co, hex.EncodeToString(outSum[:]))
+		})
 	}
 }
