@@ -295,6 +295,11 @@ func readJoin(join, file string, stdin io.Reader) (string, error) {
 	var b []byte
 	var err error
 	if file == "-" {
+		if f, ok := stdin.(*os.File); ok {
+			if fi, serr := f.Stat(); serr == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				fmt.Fprintln(os.Stderr, "Paste the join string, then press Enter:")
+			}
+		}
 		b, err = readJoinLines(io.LimitReader(stdin, 64<<10))
 	} else {
 		b, err = os.ReadFile(file)
