@@ -177,3 +177,15 @@ func TestNothingStartsWithoutLiveSession(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSessionLive is the check every task start and every frame read
+// pays (a monotonic clock read and two atomic loads).
+func BenchmarkSessionLive(b *testing.B) {
+	a, _ := newHeldAgent(1, time.Second)
+	a.heard.Store(monoNow())
+	for b.Loop() {
+		if !a.sessionLive() {
+			b.Fatal("not live")
+		}
+	}
+}

@@ -375,14 +375,21 @@ func (c *cluster) waitJob(id string, timeout time.Duration) api.JobDetail {
 // auditEvents reads the coordinator's audit log.
 func (c *cluster) auditEvents() []audit.Event {
 	c.t.Helper()
-	f, err := os.Open(filepath.Join(c.data, "audit.log"))
+	return auditEventsIn(c.t, c.data)
+}
+
+// auditEventsIn reads the audit log of the coordinator with data directory
+// data.
+func auditEventsIn(t *testing.T, data string) []audit.Event {
+	t.Helper()
+	f, err := os.Open(filepath.Join(data, "audit.log"))
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	ev, err := audit.Read(f, time.Time{})
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return ev
 }
