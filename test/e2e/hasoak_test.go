@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,12 +42,25 @@ func TestHAFaultSoak(t *testing.T) {
 		return ok && alive == 3 && leaderOf(st) != ""
 	})
 
-	s := newSoakRun(t, front, "--coordinator", strings.Join(addrs, ","))
+	// Each agent prefers another coordinator (most sessions are relayed by
+	// a follower), and fails over to the others in turn.
+	s := newSoakRun(t, front, func(name string) []string {
+		i := int(name[len(name)-1]-'0') % len(addrs)
+		return []string{"--coordinator", strings.Join(append(slices.Clone(addrs[i:]), addrs[:i]...), ",")}
+	})
 	// leader is the coordinator leading now (waiting out an election in
-	// progress), and the others.
+	// progress), and the others; changes counts the new leaders it saw.
+	var last *cluster
+	changes := 0
 	leader := func() (*cluster, []*cluster) {
 		var lead *cluster
 		var rest []*cluster
+		defer func() {
+			if last != nil && lead != last {
+				changes++
+			}
+			last = lead
+		}()
 		waitFor(t, 30*time.Second, "a live leader", func() bool {
 			st, ok := front.haStatus()
 			if !ok {
@@ -80,5 +94,8 @@ func TestHAFaultSoak(t *testing.T) {
 		}
 	})
 	lead, _ := leader()
-	s.check(audits, map[string]any{"coordinators": len(peers), "leader_at_end": lead.cluster})
+	s.check(audits, map[string]any{"coordinators": len(peers), "leader_changes": changes, "leader_at_end": lead.cluster})
+	if changes == 0 {
+		t.Error("the leadership never moved to another coordinator: the soak did not exercise a failover")
+	}
 }

@@ -71,8 +71,9 @@ type soakRun struct {
 	taskCount int
 	logs      string
 	agents    []string
-	// agentArgs are extra agent flags (an HA cluster's coordinators).
-	agentArgs []string
+	// agentArgs gives an agent's extra flags (an HA cluster's
+	// coordinators), or is nil.
+	agentArgs func(name string) []string
 
 	faults    []soakFault
 	killed    map[string][]time.Time // agent → when its process was killed
@@ -82,8 +83,8 @@ type soakRun struct {
 }
 
 // newSoakRun reads the soak's size and seed and starts four logged agents
-// (4 slots each) on c.
-func newSoakRun(t *testing.T, c *cluster, agentArgs ...string) *soakRun {
+// (4 slots each) on c, with agentArgs' extra flags if it is not nil.
+func newSoakRun(t *testing.T, c *cluster, agentArgs func(name string) []string) *soakRun {
 	soakTime, taskCount, seed := soakParams(t)
 	s := &soakRun{t: t, c: c, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), seed: seed, soakTime: soakTime, taskCount: taskCount,
 		logs: filepath.Join(c.dir, "task-logs"), agents: []string{"s1", "s2", "s3", "s4"}, agentArgs: agentArgs, killed: map[string][]time.Time{}}
@@ -96,7 +97,11 @@ func newSoakRun(t *testing.T, c *cluster, agentArgs ...string) *soakRun {
 }
 
 func (s *soakRun) startAgent(name string, wait bool) {
-	startLoggedAgent(s.t, s.c, s.logs, name, 4, wait, s.agentArgs...)
+	var extra []string
+	if s.agentArgs != nil {
+		extra = s.agentArgs(name)
+	}
+	startLoggedAgent(s.t, s.c, s.logs, name, 4, wait, extra...)
 }
 
 // pause sleeps between lo and hi milliseconds, from the schedule.
@@ -288,7 +293,7 @@ func TestFaultSoak(t *testing.T) {
 	data := filepath.Join(root, "coord")
 	mountSmallDisk(t, data, 96<<20)
 	c := newClusterOn(t, data, "--heartbeat-interval", "1s", "--node-lost-timeout", "2s")
-	s := newSoakRun(t, c)
+	s := newSoakRun(t, c, nil)
 	filler := filepath.Join(data, "filler")
 	s.run([]string{"kill-coordinator", "kill-agent", "kill-agent", "stop-agent", "fill-disk"}, func(kind string, f *soakFault) {
 		switch kind {
