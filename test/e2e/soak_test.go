@@ -21,7 +21,9 @@ import (
 // The fault soaks' size, from the environment: WARD_SOAK_TIME (how long
 // faults are injected; 90s by default, which CI runs), WARD_SOAK_TASKS
 // (tasks in all; 2,000 by default) and WARD_SOAK_SEED (the schedule's
-// seed; random by default, and logged). The note's 15-minute runs:
+// seed; random by default, and logged); WARD_SOAK_REPORT=FILE writes the
+// report there ({test} in it becomes the test's name) and the faults to
+// FILE.faults.json. The note's 15-minute runs:
 //
 //	WARD_SOAK_TIME=15m WARD_SOAK_TASKS=20000 go test ./test/e2e -run 'TestFaultSoak$' -timeout 40m -v
 //	WARD_SOAK_TIME=15m WARD_SOAK_TASKS=20000 go test ./test/e2e -run TestHAFaultSoak -timeout 40m -v
@@ -269,6 +271,7 @@ func (s *soakRun) check(audits []string, extra map[string]any) {
 	b, _ := json.Marshal(report)
 	t.Logf("soak report: %s", b)
 	if p := os.Getenv("WARD_SOAK_REPORT"); p != "" {
+		p = strings.ReplaceAll(p, "{test}", t.Name()) // one report per soak in a run of both
 		os.WriteFile(p, append(b, '\n'), 0o644)
 		fb, _ := json.MarshalIndent(s.faults, "", " ")
 		os.WriteFile(p+".faults.json", fb, 0o644)
