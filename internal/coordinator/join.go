@@ -380,6 +380,7 @@ func issuedRecord(cert, issuer *x509.Certificate) certRecord {
 	return certRecord{
 		Serial: pki.SerialHex(cert), Identity: id.String(), Role: string(id.Role), Name: id.Name,
 		Issuer: issuer.Subject.CommonName, IssuerSerial: pki.SerialHex(issuer), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		SHA256: pki.Fingerprint(cert),
 	}
 }
 

@@ -167,6 +167,11 @@ type certRecord struct {
 	// Parent is the serial of the certificate this one renewed (see
 	// lineage.go).
 	Parent string `json:"parent,omitempty"`
+	// SHA256 is the certificate's thumbprint (pki.Fingerprint), which tells
+	// it from a certificate minted with the same fields by someone else
+	// holding the CA key (see coordinatorCertRecorded). Records written
+	// before it have none.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // logRecord is one stored chunk of task output.

@@ -1,13 +1,18 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"maps"
 	"net"
 	"time"
 
 	"github.com/wardcluster/ward/internal/pki"
+	"github.com/wardcluster/ward/internal/store"
 )
 
 // A CA leaves the trust bundle when a rotation retires it (or a rollback
@@ -95,20 +100,19 @@ func sameChain(a, b []*x509.Certificate) bool {
 // of intermediates are built once per distinct set of presented CA
 // certificates, not per connection; use it from one goroutine.
 //
-// Connections of coordinators are not judged: they stand for the cluster's
-// own coordinators, and closing them at a retirement would drop every
-// agent session a follower relays over them (a follower re-certifies from
-// the new issuing CA in the issue phase, but its relay and forwarding
-// connections opened before keep presenting the old certificate, and a
-// relayed session cannot move to another connection). What they carry is
-// judged on its own against the current trust: each relayed agent
-// session's chain when it opens (acceptRelay) and by these sweeps, each
-// forwarded request's chain per request. The limit: a coordinator
-// certificate of a retired CA keeps a connection opened before the
-// retirement open (until it closes, the peer restarts, or its certificate
-// is revoked: `ward cert revoke` closes it at once). After a CA key
-// compromise, restart the coordinators once the old CA is retired (see the
-// README's CA rotation section). Expiry is not judged here either: only
+// A coordinator's connection whose certificate no longer chains to the
+// trust is kept when that exact certificate is one this cluster issued to
+// a coordinator and has not revoked (coordinatorCertRecorded): a follower
+// re-certifies from the new issuing CA in the issue phase, but its relay
+// and forwarding connections opened before keep presenting the old
+// certificate, and the agent sessions it relays over them cannot move to
+// another connection, so closing them would drop every relayed session at
+// each retirement. What they carry is judged on its own against the
+// current trust: each relayed agent session's chain when it opens
+// (acceptRelay) and by these sweeps, each forwarded request's chain per
+// request. A coordinator certificate someone else minted with the old CA's
+// key (a compromise, the reason to rotate) is not recorded, so its
+// connections are closed like any other. Expiry is not judged here: only
 // trust.
 func (c *Coordinator) trustJudge(now time.Time) func(chain []*x509.Certificate) bool {
 	roots := c.ca.src.Trust()
@@ -126,9 +130,6 @@ func (c *Coordinator) trustJudge(now time.Time) func(chain []*x509.Certificate) 
 	pools := map[[sha256.Size]byte]*x509.CertPool{}
 	return func(chain []*x509.Certificate) bool {
 		leaf := chain[0]
-		if id, err := pki.IDFromCert(leaf); err == nil && id.Role == pki.RoleCoordinator {
-			return true
-		}
 		pool := inter
 		if len(chain) > 1 {
 			// DER is self-delimiting: the concatenation names the set.
@@ -152,8 +153,40 @@ func (c *Coordinator) trustJudge(now time.Time) func(chain []*x509.Certificate) 
 		}
 		_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, CurrentTime: at,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			if id, ierr := pki.IDFromCert(leaf); ierr == nil && id.Role == pki.RoleCoordinator {
+				return c.coordinatorCertRecorded(leaf)
+			}
+		}
 		return err == nil
 	}
+}
+
+// coordinatorCertRecorded reports whether leaf is, byte for byte, a
+// certificate this cluster issued to a coordinator and has not revoked.
+// When that cannot be told (no record, a record without a thumbprint, the
+// store unavailable), it is not: the connection is closed, and a real
+// coordinator reconnects with its current certificate.
+func (c *Coordinator) coordinatorCertRecorded(leaf *x509.Certificate) bool {
+	if c.st == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	serial := pki.SerialHex(leaf)
+	raw, err := c.st.Get(ctx, certKey(serial))
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			c.log.Warn("CA rotation: cannot read a coordinator's certificate record; its connection is closed and it reconnects",
+				"cert_serial", serial, "err", err)
+		}
+		return false
+	}
+	var rec certRecord
+	if json.Unmarshal(raw.Value, &rec) != nil || rec.Revoked || rec.Role != string(pki.RoleCoordinator) || rec.SHA256 == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(rec.SHA256), []byte(pki.Fingerprint(leaf))) == 1
 }
 
 // closeRetiredTrust closes the connections whose certificate no longer
@@ -176,9 +209,12 @@ func (c *Coordinator) logUntrusted(leaf *x509.Certificate) {
 	if id, err := pki.IDFromCert(leaf); err == nil {
 		who = id.String()
 	}
+	fix := "the client must use a certificate of the current CA: the CLI renews itself while a rotation runs; an agent heals through the public port"
+	if id, err := pki.IDFromCert(leaf); err == nil && id.Role == pki.RoleCoordinator {
+		fix = "a coordinator of this cluster reconnects with its current certificate; this certificate is not one the cluster issued (or it was issued before certificate thumbprints were recorded): if no coordinator of yours presents it, the old CA's key may be in other hands"
+	}
 	c.connLog("connection closed: its certificate's CA is no longer trusted", "identity", who,
-		"cert_serial", pki.SerialHex(leaf), "cert_issuer", leaf.Issuer.CommonName,
-		"fix", "the client must use a certificate of the current CA: the CLI renews itself while a rotation runs; an agent heals through the public port")
+		"cert_serial", pki.SerialHex(leaf), "cert_issuer", leaf.Issuer.CommonName, "fix", fix)
 }
 
 // admitLive registers conn, which presented chain (leaf first) checked

@@ -1,15 +1,19 @@
 package coordinator
 
 import (
+	"context"
 	"crypto/x509"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/wardcluster/ward/internal/identity"
 	"github.com/wardcluster/ward/internal/pki"
 	"github.com/wardcluster/ward/internal/pki/pkitest"
+	"github.com/wardcluster/ward/internal/store"
+	"github.com/wardcluster/ward/internal/store/bolt"
 	"github.com/wardcluster/ward/internal/transport"
 )
 
@@ -231,5 +235,59 @@ func TestCloseUntrustedOutsideLock(t *testing.T) {
 	}
 	if len(closed) != 2 || late.closed {
 		t.Errorf("closed %d connections (the late one: %v), want 2 (not the late one)", len(closed), late.closed)
+	}
+}
+
+// TestTrustSweepCoordinators: when a CA leaves the trust, a coordinator's
+// connection made with a certificate of it stays open only if this exact
+// certificate is one the cluster issued to a coordinator and did not
+// revoke (a follower's relay connection opened before it re-certified);
+// one minted by someone else with the old CA's key is closed.
+func TestTrustSweepCoordinators(t *testing.T) {
+	oldCA, newCA := pkitest.New(t), pkitest.New(t)
+	c := sweepCoordinator(t, newCA, oldCA, newCA)
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "ward.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c.st = st
+	coordinator := func(name string) []*x509.Certificate {
+		cert, _ := oldCA.Leaf(t, pki.RoleCoordinator, name)
+		return []*x509.Certificate{cert.Leaf, oldCA.Issuing.Cert}
+	}
+	other := coordinator("other")
+	for _, tc := range []struct {
+		name   string
+		record func(rec *certRecord) // nil: no record
+		closed bool
+	}{
+		{"issued by the cluster", func(*certRecord) {}, false},
+		{"minted elsewhere", nil, true},
+		{"record without a thumbprint", func(r *certRecord) { r.SHA256 = "" }, true},
+		{"revoked", func(r *certRecord) { r.Revoked = true }, true},
+		{"another certificate with its serial", func(r *certRecord) { r.SHA256 = pki.Fingerprint(other[0]) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setTrust(c, newCA, oldCA, newCA)
+			chain := coordinator("c2")
+			if tc.record != nil {
+				rec := issuedRecord(chain[0], chain[1])
+				tc.record(&rec)
+				if _, err := st.Txn(context.Background(), nil, []store.Op{putJSON(certKey(rec.Serial), rec)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn := &closeConn{}
+			if !c.admitLive(conn, chain, c.live.mark()) {
+				t.Fatal("refused while its CA is trusted")
+			}
+			setTrust(c, newCA, newCA) // the old CA is retired
+			c.closeRetiredTrust(time.Now())
+			if conn.closed != tc.closed {
+				t.Fatalf("closed %v, want %v", conn.closed, tc.closed)
+			}
+			c.live.remove(conn)
+		})
 	}
 }

@@ -259,8 +259,8 @@ func TestSharedCAImported(t *testing.T) {
 
 // TestCARotationAcrossCoordinators: `ward ca rotate` on B moves every phase
 // on A too: A pushes the new root to its agent, re-certifies itself, asks
-// its agent to renew, and drops the old root; the agent's session and
-// tasks survive; the retired generation's keys leave etcd; a coordinator
+// its agent to renew, and drops the old root; the agent's session (relayed
+// by A over a connection made with A's old certificate) and tasks survive; the retired generation's keys leave etcd; a coordinator
 // started afterwards issues from the new CA.
 func TestCARotationAcrossCoordinators(t *testing.T) {
 	srv := etcdtest.StartT(t, etcdtest.Options{})
@@ -315,6 +315,14 @@ func TestCARotationAcrossCoordinators(t *testing.T) {
 	}
 	if d := b.waitJob(id, 120*time.Second); d.State != api.JobCompleted || d.Counts[api.TaskCompleted] != 40 {
 		t.Fatalf("job during the rotation: %s %v", d.State, d.Counts)
+	}
+	// A's connections to B made with its certificate of the old CA (its
+	// relay connection among them) stay open: B knows that certificate as
+	// one the cluster issued to A.
+	for _, l := range strings.Split(b.coord.stderrText(), "\n") {
+		if strings.Contains(l, "no longer trusted") && strings.Contains(l, "/coordinator/coord-a") {
+			t.Errorf("B closed a connection of A at the retirement: %s", l)
+		}
 	}
 	// The session A relays runs on the leader, B.
 	if n := strings.Count(b.coord.stderrText(), `msg="agent session open" node=n1 `); n != 1 {
