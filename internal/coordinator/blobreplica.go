@@ -106,38 +106,28 @@ func (c *Coordinator) serveBlobReplica(w http.ResponseWriter, r *http.Request) {
 // here). A failure is logged; a copy left behind is removed by that
 // coordinator's own retention pass if it leads one day.
 func (c *Coordinator) removeReplicas(ctx context.Context, sums []staging.Sum, cutoff time.Time) {
-	peers := c.peerClusterAddrs()
-	if len(peers) == 0 || len(sums) == 0 {
+	if len(sums) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, replicaTimeout)
-	defer cancel()
-	client := c.peerClient()
-	var wg sync.WaitGroup
-	for _, addr := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, sum := range sums {
-				u := "https://" + addr + pathBlobReplica + sum.String() + "?older_than=" + url.QueryEscape(cutoff.UTC().Format(time.RFC3339Nano))
-				req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
-				if err == nil {
-					var resp *http.Response
-					if resp, err = client.Do(req); err == nil {
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusNoContent {
-							err = fmt.Errorf("%s answered %s", addr, resp.Status)
-						}
+	c.eachPeer(ctx, func(ctx context.Context, client *http.Client, addr string) {
+		for _, sum := range sums {
+			u := "https://" + addr + pathBlobReplica + sum.String() + "?older_than=" + url.QueryEscape(cutoff.UTC().Format(time.RFC3339Nano))
+			req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+			if err == nil {
+				var resp *http.Response
+				if resp, err = client.Do(req); err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusNoContent {
+						err = fmt.Errorf("%s answered %s", addr, resp.Status)
 					}
 				}
-				if err != nil {
-					c.log.Warn("cannot remove another coordinator's copy of a staged file the retention removed", "peer", addr, "sha256", sum.String(), "err", err)
-					return
-				}
 			}
-		}()
-	}
-	wg.Wait()
+			if err != nil {
+				c.log.Warn("cannot remove another coordinator's copy of a staged file the retention removed", "peer", addr, "sha256", sum.String(), "err", err)
+				return
+			}
+		}
+	})
 }
 
 // serveLocalBlob streams a blob this coordinator holds (404 if none).
@@ -186,6 +176,16 @@ func (c *Coordinator) peerClient() *http.Client {
 // replicaTimeout). A copy that fails is logged; the peer fetches it later
 // when it needs it, from any coordinator that holds it.
 func (c *Coordinator) replicateBlob(ctx context.Context, sum staging.Sum) {
+	c.eachPeer(ctx, func(ctx context.Context, client *http.Client, addr string) {
+		if err := c.putReplica(ctx, client, addr, sum); err != nil {
+			c.log.Warn("cannot copy a staged file to another coordinator; it fetches it when it needs it", "peer", addr, "sha256", sum.String(), "err", err)
+		}
+	})
+}
+
+// eachPeer runs do for every other live coordinator, in parallel, and
+// waits for them all, within replicaTimeout.
+func (c *Coordinator) eachPeer(ctx context.Context, do func(ctx context.Context, client *http.Client, addr string)) {
 	peers := c.peerClusterAddrs()
 	if len(peers) == 0 {
 		return
@@ -198,9 +198,7 @@ func (c *Coordinator) replicateBlob(ctx context.Context, sum staging.Sum) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := c.putReplica(ctx, client, addr, sum); err != nil {
-				c.log.Warn("cannot copy a staged file to another coordinator; it fetches it when it needs it", "peer", addr, "sha256", sum.String(), "err", err)
-			}
+			do(ctx, client, addr)
 		}()
 	}
 	wg.Wait()
