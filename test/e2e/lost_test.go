@@ -336,11 +336,21 @@ func TestBadJobInput(t *testing.T) {
 
 func certAndKey(t *testing.T, c *cluster) (string, string) {
 	t.Helper()
+	return contextCertAndKey(t, c.ctxPath)
+}
+
+// contextCertAndKey writes the certificate and key of a CLI context file to
+// files of their own.
+func contextCertAndKey(t *testing.T, ctxPath string) (string, string) {
+	t.Helper()
 	ctx := map[string]any{}
-	b, _ := os.ReadFile(c.ctxPath)
+	b, err := os.ReadFile(ctxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	json.Unmarshal(b, &ctx)
 	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
+	cert, key := filepath.Join(dir, "ctx.crt"), filepath.Join(dir, "ctx.key")
 	os.WriteFile(cert, []byte(ctx["cert_pem"].(string)), 0o600)
 	os.WriteFile(key, []byte(ctx["key_pem"].(string)), 0o600)
 	return cert, key

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +22,7 @@ func TestOutputDirHold(t *testing.T) {
 	c.startAgent("n1", 2)
 	admin := c.httpClient(certAndKey(t, c))
 	viewer := c.addUser("watcher", "viewer")
-	other := c.httpClient(personCertAndKey(t, viewer))
+	other := c.httpClient(contextCertAndKey(t, viewer.ctxPath))
 
 	body := `{"argv":["sh","-c","head -c 10000 /dev/zero | tr '\\0' x"],"count":1,"hold_for_follower":true}`
 	resp, err := admin.Post("https://"+c.cluster+"/v1/jobs", "application/json", strings.NewReader(body))
@@ -86,20 +84,4 @@ func TestOutputDirHold(t *testing.T) {
 	if got != 10000 {
 		t.Fatalf("the submitter's follower of all output got %d bytes of 10000", got)
 	}
-}
-
-// personCertAndKey writes a person's context certificate and key to files.
-func personCertAndKey(t *testing.T, u *person) (string, string) {
-	t.Helper()
-	ctx := map[string]any{}
-	b, err := os.ReadFile(u.ctxPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	json.Unmarshal(b, &ctx)
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "user.crt"), filepath.Join(dir, "user.key")
-	os.WriteFile(cert, []byte(ctx["cert_pem"].(string)), 0o600)
-	os.WriteFile(key, []byte(ctx["key_pem"].(string)), 0o600)
-	return cert, key
 }
