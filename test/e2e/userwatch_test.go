@@ -53,6 +53,13 @@ func TestUsersAcrossCoordinators(t *testing.T) {
 
 	b.coord.kill9()
 	awaitNewLeader(t, a, b)
+	// A forwards to the new leader (its own view of the leadership can lag
+	// the status it relays by a moment; until then it answers UNAVAILABLE,
+	// "retry in a few seconds").
+	waitFor(t, 20*time.Second, "A to forward to the new leader", func() bool {
+		_, _, code := a.ward("job", "ls")
+		return code == 0
+	})
 	// The join strings name B's public port, which is gone: the person
 	// is given A's address instead (the pin and the secret are the same).
 	through := func(join string) string {
