@@ -179,7 +179,7 @@ func TestWebConsoleJobAndNodeFeatures(t *testing.T) {
 
 	// The viewer, in the same browser after the admin signs out, sees
 	// everything and can act on nothing.
-	b.run(20*time.Second, chromedp.Click(chromedp.CSS("form.signout button")), chromedp.WaitVisible(chromedp.CSS("#main")))
+	b.signOut()
 	b.open(strings.TrimSpace(vic.must("ui")))
 	b.waitText(".user", "vic", 20*time.Second, "")
 	b.open(jobURL)
@@ -211,7 +211,7 @@ func TestWebConsoleJobAndNodeFeatures(t *testing.T) {
 
 	// Back as the admin: change vic's role (a new login is shown) and
 	// remove vic.
-	b.run(20*time.Second, chromedp.Click(chromedp.CSS("form.signout button")), chromedp.WaitVisible(chromedp.CSS("#main")))
+	b.signOut()
 	b.open(strings.TrimSpace(c.mustWard("ui")))
 	b.waitText(".user", "admin", 20*time.Second, "")
 	b.open(base + "users/vic/role")
@@ -242,4 +242,13 @@ func TestWebConsoleJobAndNodeFeatures(t *testing.T) {
 			t.Errorf("no %s audit event by the console user", typ)
 		}
 	}
+}
+
+// signOut signs out and waits for the signed-out page: a navigation started
+// while the sign-out's redirect is still loading is aborted by it
+// (net::ERR_ABORTED).
+func (b *browser) signOut() {
+	b.t.Helper()
+	b.run(20*time.Second, chromedp.Click(chromedp.CSS("form.signout button")))
+	b.waitText("p.notice", "You have signed out.", 20*time.Second, "")
 }
