@@ -237,7 +237,10 @@ func (c *cluster) awaitUp() {
 		c.t.Fatal(err)
 	}
 	c.cluster, c.public = ctx.Server, ctx.Public
-	waitFor(c.t, 10*time.Second, "the coordinator to answer", func() bool {
+	// A coordinator on etcd decrypts the shared CA (scrypt) and, as a
+	// follower, answers through a leader that may have just been elected:
+	// on a machine busy with the whole suite that took over 10 s once.
+	waitFor(c.t, 30*time.Second, "the coordinator to answer", func() bool {
 		_, _, code := c.ward("node", "ls")
 		return code == 0
 	})
