@@ -128,12 +128,12 @@ type Coordinator struct {
 	// holding: the job system is in memory and this coordinator serves it
 	// (it leads, or campaigns to lead on after its lease lapsed); leading:
 	// it may place now.
-	holding  atomic.Bool
-	leading  atomic.Bool
+	holding atomic.Bool
+	leading atomic.Bool
 	// heldCh is closed once holding is set (follower.go: held).
 	heldCh              chan struct{}
 	heldInit, heldClose sync.Once
-	restored bool
+	restored            bool
 
 	kick         chan struct{}
 	pendingCerts []certRecord
