@@ -135,6 +135,21 @@ func writeError(w http.ResponseWriter, c *Coordinator, err error) {
 	json.NewEncoder(w).Encode(api.ErrorBody{Error: e})
 }
 
+// created serves a POST that makes something: the body is decoded into a
+// Req (refused as readJSON refuses it), create makes it, and its answer
+// goes back with 201 Created.
+func created[Req, Resp any](c *Coordinator, w http.ResponseWriter, r *http.Request, create func(Req) (Resp, error)) error {
+	var req Req
+	if err := c.readJSON(w, r, &req); err != nil {
+		return err
+	}
+	out, err := create(req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, out)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

@@ -119,15 +119,7 @@ func validateSpec(s *api.JobSpec) (sched.Priority, error) {
 }
 
 func (c *Coordinator) apiJobSubmit(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-	var spec api.JobSpec
-	if err := c.readJSON(w, r, &spec); err != nil {
-		return err
-	}
-	j, err := c.SubmitJob(r.Context(), p, spec)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusCreated, j)
+	return created(c, w, r, func(spec api.JobSpec) (api.Job, error) { return c.SubmitJob(r.Context(), p, spec) })
 }
 
 // SubmitJob validates and records a job; it returns once the job is

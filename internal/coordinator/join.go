@@ -26,15 +26,7 @@ const (
 )
 
 func (c *Coordinator) apiTokenCreate(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-	var req api.TokenCreate
-	if err := c.readJSON(w, r, &req); err != nil {
-		return err
-	}
-	out, err := c.CreateToken(r.Context(), p, req)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusCreated, out)
+	return created(c, w, r, func(req api.TokenCreate) (api.TokenCreated, error) { return c.CreateToken(r.Context(), p, req) })
 }
 
 // CreateToken creates a join token, as `ward token create` does, on behalf

@@ -98,15 +98,7 @@ func (c *Coordinator) RequeueJob(ctx context.Context, p authz.Principal, id stri
 }
 
 func (c *Coordinator) apiJobClone(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-	var spec api.JobSpec
-	if err := c.readJSON(w, r, &spec); err != nil {
-		return err
-	}
-	j, err := c.CloneJob(r.Context(), p, r.PathValue("id"), spec)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusCreated, j)
+	return created(c, w, r, func(spec api.JobSpec) (api.Job, error) { return c.CloneJob(r.Context(), p, r.PathValue("id"), spec) })
 }
 
 // CloneJob submits spec as a new job that records job id as its source.

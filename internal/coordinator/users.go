@@ -97,15 +97,7 @@ func (c *Coordinator) newInvite(u *userRecord, ttl time.Duration, now time.Time)
 }
 
 func (c *Coordinator) apiUserAdd(w http.ResponseWriter, r *http.Request, p authz.Principal) error {
-	var req api.UserCreate
-	if err := c.readJSON(w, r, &req); err != nil {
-		return err
-	}
-	out, err := c.AddUser(r.Context(), p, req)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusCreated, out)
+	return created(c, w, r, func(req api.UserCreate) (api.UserInvite, error) { return c.AddUser(r.Context(), p, req) })
 }
 
 // AddUser creates a user with a role and returns their one-time user join
